@@ -1,0 +1,124 @@
+//! What a server is told to do: parsed once at the edge (flags or a test), then read-only.
+
+use std::fmt;
+use std::path::PathBuf;
+use std::str::FromStr;
+use std::time::Duration;
+
+/// How connections are interpreted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Mode {
+    /// Detect per connection: the preamble means framed, anything else raw.
+    #[default]
+    Auto,
+    /// Every connection is raw: bytes in, the same bytes out.
+    Raw,
+    /// Every connection must open with the preamble and speak frames.
+    Framed,
+}
+
+impl FromStr for Mode {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "auto" => Ok(Mode::Auto),
+            "raw" => Ok(Mode::Raw),
+            "framed" => Ok(Mode::Framed),
+            other => Err(format!(
+                "unknown mode {other:?} (expected auto, raw or framed)"
+            )),
+        }
+    }
+}
+
+impl fmt::Display for Mode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Mode::Auto => "auto",
+            Mode::Raw => "raw",
+            Mode::Framed => "framed",
+        })
+    }
+}
+
+/// Where a socket lives: a file, or a name in Linux's abstract namespace (`@name`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SocketAddress {
+    /// A socket file on the filesystem; the server owns it while it runs.
+    Path(PathBuf),
+    /// A Linux abstract socket: no file, gone when the last descriptor closes.
+    Abstract(String),
+}
+
+/// The longest `sun_path` the kernel takes: 108 bytes, one kept for the trailing NUL.
+pub const MAX_SOCKET_PATH: usize = 107;
+
+impl SocketAddress {
+    /// Reads `@name` as abstract, anything else as a path.
+    pub fn parse(s: &str) -> SocketAddress {
+        match s.strip_prefix('@') {
+            Some(name) => SocketAddress::Abstract(name.to_owned()),
+            None => SocketAddress::Path(PathBuf::from(s)),
+        }
+    }
+
+    /// The default socket: `$XDG_RUNTIME_DIR/udsecho.sock` (a directory only this user can
+    /// write), else `/tmp/udsecho-$UID.sock`. The client computes the same default.
+    pub fn default_path() -> SocketAddress {
+        SocketAddress::Path(match std::env::var_os("XDG_RUNTIME_DIR") {
+            Some(dir) if !dir.is_empty() => PathBuf::from(dir).join("udsecho.sock"),
+            _ => PathBuf::from(format!(
+                "/tmp/udsecho-{}.sock",
+                rustix::process::getuid().as_raw()
+            )),
+        })
+    }
+}
+
+impl fmt::Display for SocketAddress {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            SocketAddress::Path(path) => write!(f, "{}", path.display()),
+            SocketAddress::Abstract(name) => write!(f, "@{name}"),
+        }
+    }
+}
+
+/// Everything a running server needs to know.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Where to listen (ignored when systemd passes a listener).
+    pub socket: SocketAddress,
+    /// How connections are interpreted.
+    pub mode: Mode,
+    /// The largest frame body `L` accepted in framed mode.
+    pub max_frame: u32,
+    /// Connections served at once; the next one waits in the listen backlog until a slot
+    /// frees.
+    pub max_connections: usize,
+    /// Close a connection that neither sends nor accepts a byte for this long.
+    pub idle_timeout: Option<Duration>,
+    /// How long a graceful shutdown may take before open connections are cut.
+    pub shutdown_timeout: Duration,
+    /// Permission bits of the socket file.
+    pub socket_mode: u32,
+    /// If not empty, only peers with one of these uids are served.
+    pub allow_uids: Vec<u32>,
+}
+
+impl Config {
+    /// A configuration with the documented defaults, listening on `socket`.
+    pub fn new(socket: SocketAddress) -> Self {
+        Config {
+            socket,
+            mode: Mode::Auto,
+            max_frame: udsecho_proto::DEFAULT_MAX_FRAME,
+            max_connections: 16_384,
+            idle_timeout: None,
+            shutdown_timeout: Duration::from_secs(5),
+            socket_mode: 0o600,
+            allow_uids: Vec::new(),
+        }
+    }
+}
