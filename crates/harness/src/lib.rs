@@ -1,1 +1,18 @@
+//! Drives the built udsecho binaries from the outside, for tests and `cargo xtask`.
+//!
+//! It starts servers on fresh temp sockets and waits until they accept (polling connect with
+//! a deadline, never a blind sleep), signals and reaps them, runs the client with a given
+//! stdin and a deadline, and offers raw and framed test peers. Every child is killed when its
+//! handle drops, so a failing test never leaks a process. It uses no server or client
+//! internals: only the binaries, and `udsecho-proto` to speak frames.
 
+mod bins;
+mod fixtures;
+mod peers;
+mod process;
+
+pub use crate::bins::{bin_dir, binary};
+pub use crate::fixtures::{checksum, random_payload, short_temp_dir};
+pub use crate::peers::{FramedPeer, connect, raw_round_trip, wait_for_socket};
+pub use crate::process::{ClientRun, Server, ServerBuilder, run_client, signal};
+pub use rustix::process::Signal;

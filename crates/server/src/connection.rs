@@ -14,7 +14,7 @@ use std::future::Future;
 use std::io;
 use std::time::Duration;
 
-use bytes::{Buf, BytesMut};
+use bytes::{Buf, BufMut, BytesMut};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::UnixStream;
 use tokio::time::Instant;
@@ -172,15 +172,28 @@ enum Step {
 
 /// Reads into the thread's scratch buffer and writes each read back at once, keeping only
 /// what the socket would not take. No allocation unless the peer stops reading.
-fn echo_available(stream: &UnixStream, pending: &mut BytesMut) -> io::Result<Step> {
+///
+/// With a `budget` (while draining), reads at most that many bytes and counts them off.
+fn echo_available(
+    stream: &UnixStream,
+    pending: &mut BytesMut,
+    budget: &mut Option<usize>,
+) -> io::Result<Step> {
     SCRATCH.with_borrow_mut(|buf| {
         for _ in 0..READS_PER_TURN {
-            let n = match stream.try_read(buf) {
+            let cap = budget.map_or(buf.len(), |left| left.min(buf.len()));
+            if cap == 0 {
+                return Ok(Step::Drained);
+            }
+            let n = match stream.try_read(&mut buf[..cap]) {
                 Ok(0) => return Ok(Step::Eof),
                 Ok(n) => n,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(Step::Drained),
                 Err(e) => return Err(e),
             };
+            if let Some(left) = budget {
+                *left -= n;
+            }
             tracing::debug!(target: "udsecho::echo", "echo: {}", String::from_utf8_lossy(&buf[..n]).trim_end());
             let written = match stream.try_write(&buf[..n]) {
                 Ok(m) => m,
@@ -207,6 +220,7 @@ async fn raw(
 ) -> io::Result<End> {
     let idle = settings.idle_timeout;
     let mut pending = BytesMut::new();
+    let mut budget = if draining { queued(stream) } else { None };
     if !initial.is_empty() {
         tracing::debug!(target: "udsecho::echo", "echo: {}", String::from_utf8_lossy(initial).trim_end());
         pending.extend_from_slice(initial);
@@ -235,11 +249,14 @@ async fn raw(
         if !draining {
             match guard(stream.readable(), shutdown, true, idle).await {
                 Event::Ready(r) => r?,
-                Event::Shutdown => draining = true,
+                Event::Shutdown => {
+                    draining = true;
+                    budget = queued(stream);
+                }
                 Event::Idle => return close(stream, End::Idle).await,
             }
         }
-        match echo_available(stream, &mut pending)? {
+        match echo_available(stream, &mut pending, &mut budget)? {
             Step::Eof => eof = true,
             // While draining, an empty socket buffer means everything sent has been echoed.
             Step::Drained if draining => eof = true,
@@ -247,6 +264,15 @@ async fn raw(
             Step::Busy => tokio::task::yield_now().await,
         }
     }
+}
+
+/// Bytes waiting in the socket's receive buffer: at shutdown, exactly what the peer sent
+/// before it, so a peer that keeps writing cannot stretch the drain. `None` if the kernel
+/// will not say (then the drain reads until the buffer is empty).
+fn queued(stream: &UnixStream) -> Option<usize> {
+    rustix::io::ioctl_fionread(stream)
+        .ok()
+        .and_then(|n| usize::try_from(n).ok())
 }
 
 /// Shuts down the write side (the peer sees EOF after the last echoed byte).
@@ -295,9 +321,30 @@ async fn send_final(
         stream.shutdown().await
     };
     match idle {
-        Some(limit) => tokio::time::timeout(limit, write).await.unwrap_or(Ok(())),
-        None => write.await,
+        Some(limit) => tokio::time::timeout(limit, write).await.unwrap_or(Ok(()))?,
+        None => write.await?,
     }
+    linger(stream).await;
+    Ok(())
+}
+
+/// After our last frame: read and drop what the peer is still sending, for a moment, before
+/// closing. Closing a Unix socket with unread input makes the peer's next read fail with
+/// ECONNRESET, which could hide the frame we just sent from a client still writing.
+async fn linger(stream: &mut UnixStream) {
+    const LINGER: Duration = Duration::from_millis(500);
+    const LINGER_BYTES: usize = 4 << 20;
+    let discard = async {
+        let mut sink = [0u8; 8192];
+        let mut total = 0;
+        while total < LINGER_BYTES {
+            match stream.read(&mut sink).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => total += n,
+            }
+        }
+    };
+    let _ = tokio::time::timeout(LINGER, discard).await;
 }
 
 /// Where the framed session is.
@@ -349,6 +396,7 @@ async fn framed(
     } else {
         Input::Open
     };
+    let mut budget = if draining { queued(stream) } else { None };
     let mut rbuf = BytesMut::new();
     let mut out = BytesMut::new();
     loop {
@@ -407,9 +455,18 @@ async fn framed(
         rbuf.reserve(want);
 
         if input == Input::Draining {
-            match stream.try_read_buf(&mut rbuf) {
+            let cap = budget.unwrap_or(usize::MAX);
+            if cap == 0 {
+                input = Input::Drained;
+                continue;
+            }
+            match stream.try_read_buf(&mut (&mut rbuf).limit(cap)) {
                 Ok(0) => input = Input::Eof,
-                Ok(_) => {}
+                Ok(n) => {
+                    if let Some(left) = &mut budget {
+                        *left -= n;
+                    }
+                }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => input = Input::Drained,
                 Err(e) => return Err(e),
             }
@@ -419,7 +476,10 @@ async fn framed(
             Event::Ready(Ok(0)) => input = Input::Eof,
             Event::Ready(Ok(_)) => {}
             Event::Ready(Err(e)) => return Err(e),
-            Event::Shutdown => input = Input::Draining,
+            Event::Shutdown => {
+                input = Input::Draining;
+                budget = queued(stream);
+            }
             Event::Idle => {
                 let bye = Frame::Goodbye(Goodbye::new(GoodbyeReason::IdleTimeout));
                 send_final(stream, &bye, idle).await?;

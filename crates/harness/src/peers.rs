@@ -1,0 +1,135 @@
+//! Test peers: a raw round trip and a framed client, both blocking and with deadlines.
+
+use std::io::{self, Read, Write};
+use std::net::Shutdown;
+use std::os::unix::net::UnixStream;
+use std::path::Path;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use bytes::BytesMut;
+use tokio_util::codec::{Decoder, Encoder};
+use udsecho_proto::{Frame, FrameCodec, Hello, PREAMBLE};
+
+/// Connects to a socket path, or to a Linux abstract socket written `@name`.
+pub fn connect(path: &Path) -> io::Result<UnixStream> {
+    #[cfg(target_os = "linux")]
+    if let Some(name) = path.to_str().and_then(|p| p.strip_prefix('@')) {
+        use std::os::linux::net::SocketAddrExt;
+        let addr = std::os::unix::net::SocketAddr::from_abstract_name(name.as_bytes())?;
+        return UnixStream::connect_addr(&addr);
+    }
+    UnixStream::connect(path)
+}
+
+/// Connects to `path` until it accepts or `deadline` passes; `gave_up` is asked between
+/// tries (a server that exited will never accept).
+pub fn wait_for_socket(path: &Path, deadline: Instant, gave_up: impl Fn() -> bool) -> io::Result<()> {
+    loop {
+        match connect(path) {
+            Ok(_) => return Ok(()),
+            Err(e) if Instant::now() >= deadline => return Err(e),
+            Err(_) if gave_up() => {
+                return Err(io::Error::other("the process exited before it accepted"));
+            }
+            Err(_) => thread::sleep(Duration::from_millis(10)),
+        }
+    }
+}
+
+/// Sends `data` in `chunk`-sized writes, half-closes, and returns everything that came back
+/// before the server closed. Fails if nothing moves for 10 s.
+pub fn raw_round_trip(path: &Path, data: &[u8], chunk: usize) -> io::Result<Vec<u8>> {
+    let stream = connect(path)?;
+    stream.set_read_timeout(Some(Duration::from_secs(10)))?;
+    stream.set_write_timeout(Some(Duration::from_secs(10)))?;
+    let mut writer = stream.try_clone()?;
+    let data = data.to_vec();
+    let chunk = chunk.max(1);
+    let sender = thread::spawn(move || -> io::Result<()> {
+        for piece in data.chunks(chunk) {
+            writer.write_all(piece)?;
+        }
+        writer.shutdown(Shutdown::Write)
+    });
+    let mut echoed = Vec::new();
+    (&stream).read_to_end(&mut echoed)?;
+    sender
+        .join()
+        .map_err(|_| io::Error::other("the sender thread panicked"))??;
+    Ok(echoed)
+}
+
+/// A blocking framed client built on the proto crate's codec.
+#[derive(Debug)]
+pub struct FramedPeer {
+    stream: UnixStream,
+    codec: FrameCodec,
+    rbuf: BytesMut,
+}
+
+impl FramedPeer {
+    /// Connects and sends the preamble (nothing else).
+    pub fn connect(path: &Path) -> io::Result<FramedPeer> {
+        let mut stream = connect(path)?;
+        stream.set_read_timeout(Some(Duration::from_secs(10)))?;
+        stream.set_write_timeout(Some(Duration::from_secs(10)))?;
+        stream.write_all(&PREAMBLE)?;
+        Ok(FramedPeer {
+            stream,
+            codec: FrameCodec::with_max_frame(u32::MAX),
+            rbuf: BytesMut::new(),
+        })
+    }
+
+    /// Connects, sends the preamble and a Hello, and returns the server's Hello.
+    pub fn handshake(path: &Path) -> io::Result<(FramedPeer, Hello)> {
+        let mut peer = FramedPeer::connect(path)?;
+        peer.send(&Frame::Hello(Hello::new(udsecho_proto::DEFAULT_MAX_FRAME, "harness")))?;
+        match peer.recv()? {
+            Some(Frame::Hello(hello)) => Ok((peer, hello)),
+            other => Err(io::Error::other(format!("expected the server's Hello, got {other:?}"))),
+        }
+    }
+
+    /// Sends one frame.
+    pub fn send(&mut self, frame: &Frame) -> io::Result<()> {
+        let mut out = BytesMut::new();
+        self.codec.encode(frame, &mut out).map_err(io::Error::other)?;
+        self.stream.write_all(&out)
+    }
+
+    /// Sends bytes as they are (for malformed input).
+    pub fn send_raw(&mut self, bytes: &[u8]) -> io::Result<()> {
+        self.stream.write_all(bytes)
+    }
+
+    /// The next frame, or `None` when the server closed cleanly between frames.
+    pub fn recv(&mut self) -> io::Result<Option<Frame>> {
+        loop {
+            if let Some(frame) = self.codec.decode(&mut self.rbuf).map_err(io::Error::other)? {
+                return Ok(Some(frame));
+            }
+            let mut chunk = [0u8; 64 * 1024];
+            let n = self.stream.read(&mut chunk)?;
+            if n == 0 {
+                return if self.rbuf.is_empty() {
+                    Ok(None)
+                } else {
+                    Err(io::Error::new(io::ErrorKind::UnexpectedEof, "closed mid-frame"))
+                };
+            }
+            self.rbuf.extend_from_slice(&chunk[..n]);
+        }
+    }
+
+    /// Half-closes the connection (no more frames from us).
+    pub fn finish(&self) -> io::Result<()> {
+        self.stream.shutdown(Shutdown::Write)
+    }
+
+    /// The underlying socket.
+    pub fn stream(&self) -> &UnixStream {
+        &self.stream
+    }
+}

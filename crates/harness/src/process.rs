@@ -1,0 +1,289 @@
+//! Server and client processes.
+
+use std::ffi::OsString;
+use std::io::{self, Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::{Arc, Mutex};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use rustix::process::{Pid, Signal};
+
+use crate::bins::binary;
+use crate::fixtures::short_temp_dir;
+use crate::peers::wait_for_socket;
+
+/// Sends `sig` to the process `pid`.
+pub fn signal(pid: u32, sig: Signal) -> io::Result<()> {
+    let pid = i32::try_from(pid)
+        .ok()
+        .and_then(Pid::from_raw)
+        .ok_or_else(|| io::Error::other("not a valid pid"))?;
+    rustix::process::kill_process(pid, sig).map_err(io::Error::from)
+}
+
+/// How to start a server.
+#[derive(Debug, Default)]
+pub struct ServerBuilder {
+    socket: Option<PathBuf>,
+    args: Vec<OsString>,
+    env: Vec<(OsString, OsString)>,
+    wait: bool,
+}
+
+impl ServerBuilder {
+    /// Listen on this path (or `@name`) instead of a fresh temp socket.
+    pub fn socket(mut self, path: impl Into<PathBuf>) -> Self {
+        self.socket = Some(path.into());
+        self
+    }
+
+    /// Extra flags.
+    pub fn args<I, S>(mut self, args: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<OsString>,
+    {
+        self.args.extend(args.into_iter().map(Into::into));
+        self
+    }
+
+    /// An environment variable for the server.
+    pub fn env(mut self, key: impl Into<OsString>, value: impl Into<OsString>) -> Self {
+        self.env.push((key.into(), value.into()));
+        self
+    }
+
+    /// Do not wait for the socket to accept (for servers expected to fail).
+    pub fn no_wait(mut self) -> Self {
+        self.wait = false;
+        self
+    }
+
+    /// Starts the server and, unless `no_wait`, waits up to 10 s until it accepts.
+    pub fn start(self) -> io::Result<Server> {
+        let (socket, dir) = match self.socket {
+            Some(path) => (path, None),
+            None => {
+                let dir = short_temp_dir();
+                (dir.path().join("s.sock"), Some(dir))
+            }
+        };
+        let mut cmd = Command::new(binary("udsecho-server"));
+        cmd.arg("--socket")
+            .arg(&socket)
+            .args(&self.args)
+            .envs(self.env)
+            .env_remove("LISTEN_FDS")
+            .env_remove("LISTEN_PID")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        let mut child = cmd.spawn()?;
+        let stderr = Arc::new(Mutex::new(Vec::new()));
+        if let Some(mut pipe) = child.stderr.take() {
+            let sink = stderr.clone();
+            thread::spawn(move || {
+                let mut chunk = [0u8; 4096];
+                while let Ok(n) = pipe.read(&mut chunk) {
+                    if n == 0 {
+                        break;
+                    }
+                    sink.lock().expect("stderr buffer").extend_from_slice(&chunk[..n]);
+                }
+            });
+        }
+        let server = Server {
+            child,
+            socket,
+            stderr,
+            _dir: dir,
+        };
+        if self.wait {
+            server.wait_ready(Duration::from_secs(10))?;
+        }
+        Ok(server)
+    }
+}
+
+/// A running `udsecho-server`. Killed (SIGKILL) and reaped on drop if still running.
+#[derive(Debug)]
+pub struct Server {
+    child: Child,
+    socket: PathBuf,
+    stderr: Arc<Mutex<Vec<u8>>>,
+    /// Keeps the temp directory (and so the socket path) alive as long as the server.
+    _dir: Option<tempfile::TempDir>,
+}
+
+impl Server {
+    /// A server on a fresh temp socket with these flags, accepting connections.
+    pub fn start<I, S>(args: I) -> io::Result<Server>
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<OsString>,
+    {
+        Server::builder().args(args).start()
+    }
+
+    /// Configures a server before starting it.
+    pub fn builder() -> ServerBuilder {
+        ServerBuilder {
+            wait: true,
+            ..ServerBuilder::default()
+        }
+    }
+
+    /// Waits until the socket accepts a connection, failing early if the server exits.
+    pub fn wait_ready(&self, within: Duration) -> io::Result<()> {
+        let deadline = Instant::now() + within;
+        wait_for_socket(&self.socket, deadline, || self.has_exited()).map_err(|e| {
+            io::Error::new(
+                e.kind(),
+                format!("server on {} not ready: {e}; its stderr:\n{}", self.socket.display(), self.stderr()),
+            )
+        })
+    }
+
+    fn has_exited(&self) -> bool {
+        // `try_wait` needs &mut; peek through /proc instead so a shared handle can ask.
+        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.child.id()));
+        match stat {
+            Ok(stat) => stat
+                .rsplit_once(')')
+                .is_some_and(|(_, rest)| rest.trim_start().starts_with('Z')),
+            Err(_) => true,
+        }
+    }
+
+    /// The server's pid.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// The socket path it was told to listen on.
+    pub fn socket(&self) -> &Path {
+        &self.socket
+    }
+
+    /// What the server has written to stderr so far.
+    pub fn stderr(&self) -> String {
+        String::from_utf8_lossy(&self.stderr.lock().expect("stderr buffer")).into_owned()
+    }
+
+    /// Sends a signal.
+    pub fn signal(&self, sig: Signal) -> io::Result<()> {
+        signal(self.child.id(), sig)
+    }
+
+    /// Waits up to `within` for the server to exit on its own.
+    pub fn wait_exit(&mut self, within: Duration) -> io::Result<ExitStatus> {
+        let deadline = Instant::now() + within;
+        loop {
+            if let Some(status) = self.child.try_wait()? {
+                // Let the stderr reader catch the last lines.
+                thread::sleep(Duration::from_millis(20));
+                return Ok(status);
+            }
+            if Instant::now() >= deadline {
+                return Err(io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    format!("server still running after {within:?}; stderr:\n{}", self.stderr()),
+                ));
+            }
+            thread::sleep(Duration::from_millis(5));
+        }
+    }
+
+    /// Sends `sig` and waits up to `within` for the exit status.
+    pub fn stop(&mut self, sig: Signal, within: Duration) -> io::Result<ExitStatus> {
+        self.signal(sig)?;
+        self.wait_exit(within)
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// What a client run produced.
+#[derive(Debug)]
+pub struct ClientRun {
+    /// Exit status.
+    pub status: ExitStatus,
+    /// Everything it wrote to stdout.
+    pub stdout: Vec<u8>,
+    /// Everything it wrote to stderr.
+    pub stderr: String,
+}
+
+impl ClientRun {
+    /// Stdout as text (lossy).
+    pub fn stdout_text(&self) -> String {
+        String::from_utf8_lossy(&self.stdout).into_owned()
+    }
+}
+
+/// Runs `udsecho-client` with `args`, feeding `stdin` and closing it, and kills it if it has
+/// not finished within `within`.
+pub fn run_client<I, S>(args: I, stdin: &[u8], within: Duration) -> io::Result<ClientRun>
+where
+    I: IntoIterator<Item = S>,
+    S: Into<OsString>,
+{
+    let args: Vec<OsString> = args.into_iter().map(Into::into).collect();
+    let mut child = Command::new(binary("udsecho-client"))
+        .args(&args)
+        .env_remove("UDSECHO_SOCKET")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()?;
+    let mut input = child.stdin.take().expect("stdin is piped");
+    let data = stdin.to_vec();
+    let feeder = thread::spawn(move || {
+        // The client may exit before reading everything; that is for the test to judge.
+        let _ = input.write_all(&data);
+    });
+    let mut out = child.stdout.take().expect("stdout is piped");
+    let mut err = child.stderr.take().expect("stderr is piped");
+    let out_reader = thread::spawn(move || {
+        let mut buf = Vec::new();
+        let _ = out.read_to_end(&mut buf);
+        buf
+    });
+    let err_reader = thread::spawn(move || {
+        let mut buf = Vec::new();
+        let _ = err.read_to_end(&mut buf);
+        buf
+    });
+    let deadline = Instant::now() + within;
+    let status = loop {
+        if let Some(status) = child.try_wait()? {
+            break status;
+        }
+        if Instant::now() >= deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            return Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                format!("udsecho-client {args:?} did not finish within {within:?}"),
+            ));
+        }
+        thread::sleep(Duration::from_millis(5));
+    };
+    let _ = feeder.join();
+    let stdout = out_reader.join().unwrap_or_default();
+    let stderr = String::from_utf8_lossy(&err_reader.join().unwrap_or_default()).into_owned();
+    Ok(ClientRun {
+        status,
+        stdout,
+        stderr,
+    })
+}
