@@ -10,7 +10,10 @@ pub fn bin_dir() -> PathBuf {
         return PathBuf::from(dir);
     }
     let exe = std::env::current_exe().expect("the test executable has a path");
-    let mut dir = exe.parent().expect("an executable lives in a directory").to_owned();
+    let mut dir = exe
+        .parent()
+        .expect("an executable lives in a directory")
+        .to_owned();
     if dir.ends_with("deps") {
         dir.pop();
     }

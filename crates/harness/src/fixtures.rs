@@ -40,7 +40,11 @@ mod tests {
         assert_eq!(a, random_payload(4096, 7));
         assert_ne!(a, random_payload(4096, 8));
         let distinct: std::collections::HashSet<u8> = a.iter().copied().collect();
-        assert!(distinct.len() > 200, "{} distinct byte values", distinct.len());
+        assert!(
+            distinct.len() > 200,
+            "{} distinct byte values",
+            distinct.len()
+        );
         assert_ne!(checksum(&a), checksum(&random_payload(4096, 8)));
     }
 }

@@ -24,7 +24,11 @@ pub fn connect(path: &Path) -> io::Result<UnixStream> {
 
 /// Connects to `path` until it accepts or `deadline` passes; `gave_up` is asked between
 /// tries (a server that exited will never accept).
-pub fn wait_for_socket(path: &Path, deadline: Instant, gave_up: impl Fn() -> bool) -> io::Result<()> {
+pub fn wait_for_socket(
+    path: &Path,
+    deadline: Instant,
+    gave_up: impl Fn() -> bool,
+) -> io::Result<()> {
     loop {
         match connect(path) {
             Ok(_) => return Ok(()),
@@ -85,17 +89,24 @@ impl FramedPeer {
     /// Connects, sends the preamble and a Hello, and returns the server's Hello.
     pub fn handshake(path: &Path) -> io::Result<(FramedPeer, Hello)> {
         let mut peer = FramedPeer::connect(path)?;
-        peer.send(&Frame::Hello(Hello::new(udsecho_proto::DEFAULT_MAX_FRAME, "harness")))?;
+        peer.send(&Frame::Hello(Hello::new(
+            udsecho_proto::DEFAULT_MAX_FRAME,
+            "harness",
+        )))?;
         match peer.recv()? {
             Some(Frame::Hello(hello)) => Ok((peer, hello)),
-            other => Err(io::Error::other(format!("expected the server's Hello, got {other:?}"))),
+            other => Err(io::Error::other(format!(
+                "expected the server's Hello, got {other:?}"
+            ))),
         }
     }
 
     /// Sends one frame.
     pub fn send(&mut self, frame: &Frame) -> io::Result<()> {
         let mut out = BytesMut::new();
-        self.codec.encode(frame, &mut out).map_err(io::Error::other)?;
+        self.codec
+            .encode(frame, &mut out)
+            .map_err(io::Error::other)?;
         self.stream.write_all(&out)
     }
 
@@ -107,7 +118,11 @@ impl FramedPeer {
     /// The next frame, or `None` when the server closed cleanly between frames.
     pub fn recv(&mut self) -> io::Result<Option<Frame>> {
         loop {
-            if let Some(frame) = self.codec.decode(&mut self.rbuf).map_err(io::Error::other)? {
+            if let Some(frame) = self
+                .codec
+                .decode(&mut self.rbuf)
+                .map_err(io::Error::other)?
+            {
                 return Ok(Some(frame));
             }
             let mut chunk = [0u8; 64 * 1024];
@@ -116,7 +131,10 @@ impl FramedPeer {
                 return if self.rbuf.is_empty() {
                     Ok(None)
                 } else {
-                    Err(io::Error::new(io::ErrorKind::UnexpectedEof, "closed mid-frame"))
+                    Err(io::Error::new(
+                        io::ErrorKind::UnexpectedEof,
+                        "closed mid-frame",
+                    ))
                 };
             }
             self.rbuf.extend_from_slice(&chunk[..n]);

@@ -90,7 +90,9 @@ impl ServerBuilder {
                     if n == 0 {
                         break;
                     }
-                    sink.lock().expect("stderr buffer").extend_from_slice(&chunk[..n]);
+                    sink.lock()
+                        .expect("stderr buffer")
+                        .extend_from_slice(&chunk[..n]);
                 }
             });
         }
@@ -141,7 +143,11 @@ impl Server {
         wait_for_socket(&self.socket, deadline, || self.has_exited()).map_err(|e| {
             io::Error::new(
                 e.kind(),
-                format!("server on {} not ready: {e}; its stderr:\n{}", self.socket.display(), self.stderr()),
+                format!(
+                    "server on {} not ready: {e}; its stderr:\n{}",
+                    self.socket.display(),
+                    self.stderr()
+                ),
             )
         })
     }
@@ -189,7 +195,10 @@ impl Server {
             if Instant::now() >= deadline {
                 return Err(io::Error::new(
                     io::ErrorKind::TimedOut,
-                    format!("server still running after {within:?}; stderr:\n{}", self.stderr()),
+                    format!(
+                        "server still running after {within:?}; stderr:\n{}",
+                        self.stderr()
+                    ),
                 ));
             }
             thread::sleep(Duration::from_millis(5));

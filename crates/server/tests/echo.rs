@@ -23,29 +23,43 @@ fn raw_bytes_come_back_intact_in_every_mode_that_allows_raw() {
 #[test]
 fn raw_client_starting_with_nul_is_echoed_in_auto_mode() {
     let server = Server::start(["--mode", "auto"]).unwrap();
-    assert_eq!(raw_round_trip(server.socket(), b"\0hello", 1).unwrap(), b"\0hello");
+    assert_eq!(
+        raw_round_trip(server.socket(), b"\0hello", 1).unwrap(),
+        b"\0hello"
+    );
     // The preamble's first six bytes then something else: raw, every byte back.
-    assert_eq!(raw_round_trip(server.socket(), b"\0UDSECxyz", 3).unwrap(), b"\0UDSECxyz");
+    assert_eq!(
+        raw_round_trip(server.socket(), b"\0UDSECxyz", 3).unwrap(),
+        b"\0UDSECxyz"
+    );
 }
 
 #[test]
 fn preamble_prefix_then_half_close_is_echoed() {
     let server = Server::start(["--mode", "auto"]).unwrap();
-    assert_eq!(raw_round_trip(server.socket(), b"\0UDS", 4).unwrap(), b"\0UDS");
+    assert_eq!(
+        raw_round_trip(server.socket(), b"\0UDS", 4).unwrap(),
+        b"\0UDS"
+    );
 }
 
 #[test]
 fn preamble_prefix_then_a_pause_becomes_raw() {
     let server = Server::start(["--mode", "auto"]).unwrap();
     let mut stream = connect(server.socket()).unwrap();
-    stream.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
     stream.write_all(b"\0UD").unwrap();
     let start = Instant::now();
     let mut got = [0u8; 3];
     stream.read_exact(&mut got).unwrap();
     assert_eq!(&got, b"\0UD");
     let waited = start.elapsed();
-    assert!(waited >= Duration::from_millis(90), "the server waited for the pause ({waited:?})");
+    assert!(
+        waited >= Duration::from_millis(90),
+        "the server waited for the pause ({waited:?})"
+    );
     // From then on the connection is raw, even if the rest of the preamble follows.
     stream.write_all(b"SECHO").unwrap();
     let mut rest = [0u8; 5];
@@ -57,7 +71,9 @@ fn preamble_prefix_then_a_pause_becomes_raw() {
 fn half_close_gets_every_byte_then_eof() {
     let server = Server::start(Vec::<String>::new()).unwrap();
     let mut stream = connect(server.socket()).unwrap();
-    stream.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
     stream.write_all(b"last words").unwrap();
     stream.shutdown(Shutdown::Write).unwrap();
     let mut all = Vec::new();
@@ -71,7 +87,11 @@ fn framed_session_hello_then_data_in_order() {
         let server = Server::start(["--mode", mode, "--max-frame", "1MiB"]).unwrap();
         let (mut peer, hello) = FramedPeer::handshake(server.socket()).unwrap();
         assert_eq!(hello.version, 1);
-        assert_eq!(hello.max_frame, 1 << 20, "the server announces the limit it enforces");
+        assert_eq!(
+            hello.max_frame,
+            1 << 20,
+            "the server announces the limit it enforces"
+        );
         let payloads: Vec<Bytes> = (0..200)
             .map(|i| Bytes::from(random_payload(i * 37 % 5000, i as u64)))
             .collect();
@@ -88,10 +108,15 @@ fn framed_session_hello_then_data_in_order() {
             })
         };
         for (i, expected) in payloads.iter().enumerate() {
-            assert_eq!(peer.recv().unwrap(), Some(Frame::Data(expected.clone())), "frame {i}");
+            assert_eq!(
+                peer.recv().unwrap(),
+                Some(Frame::Data(expected.clone())),
+                "frame {i}"
+            );
         }
         writer.join().unwrap();
-        peer.send(&Frame::Goodbye(Goodbye::new(GoodbyeReason::Done))).unwrap();
+        peer.send(&Frame::Goodbye(Goodbye::new(GoodbyeReason::Done)))
+            .unwrap();
         assert_eq!(
             peer.recv().unwrap(),
             Some(Frame::Goodbye(Goodbye::new(GoodbyeReason::Done)))
@@ -107,8 +132,14 @@ fn framed_half_close_echoes_then_closes() {
     peer.send(&Frame::Data(Bytes::from_static(b"one"))).unwrap();
     peer.send(&Frame::Data(Bytes::from_static(b"two"))).unwrap();
     peer.finish().unwrap();
-    assert_eq!(peer.recv().unwrap(), Some(Frame::Data(Bytes::from_static(b"one"))));
-    assert_eq!(peer.recv().unwrap(), Some(Frame::Data(Bytes::from_static(b"two"))));
+    assert_eq!(
+        peer.recv().unwrap(),
+        Some(Frame::Data(Bytes::from_static(b"one")))
+    );
+    assert_eq!(
+        peer.recv().unwrap(),
+        Some(Frame::Data(Bytes::from_static(b"two")))
+    );
     assert_eq!(peer.recv().unwrap(), None);
 }
 
@@ -124,11 +155,18 @@ fn expect_error(server: &Server, before: Option<Frame>, bytes: &[u8], code: Erro
         Some(Frame::Error(e)) => assert_eq!(e.code, code, "message: {}", e.message),
         other => panic!("expected an Error frame {code:?}, got {other:?}"),
     }
-    assert_eq!(peer.recv().unwrap(), None, "the server closes after the Error");
+    assert_eq!(
+        peer.recv().unwrap(),
+        None,
+        "the server closes after the Error"
+    );
 }
 
 fn hello() -> Option<Frame> {
-    Some(Frame::Hello(Hello::new(udsecho_proto::DEFAULT_MAX_FRAME, "test")))
+    Some(Frame::Hello(Hello::new(
+        udsecho_proto::DEFAULT_MAX_FRAME,
+        "test",
+    )))
 }
 
 #[test]
@@ -137,18 +175,60 @@ fn every_protocol_violation_gets_its_error_frame_and_others_never_notice() {
     // A well-behaved session that stays open through all of it.
     let (mut bystander, _) = FramedPeer::handshake(server.socket()).unwrap();
 
-    expect_error(&server, None, b"\x00\x00\x00\x03\x01hi", ErrorCode::UnexpectedFrame);
-    expect_error(&server, None, b"\x00\x00\x00\x02\x03\x00", ErrorCode::UnexpectedFrame);
+    expect_error(
+        &server,
+        None,
+        b"\x00\x00\x00\x03\x01hi",
+        ErrorCode::UnexpectedFrame,
+    );
+    expect_error(
+        &server,
+        None,
+        b"\x00\x00\x00\x02\x03\x00",
+        ErrorCode::UnexpectedFrame,
+    );
     expect_error(&server, None, b"\x00\x00\x00\x00", ErrorCode::EmptyFrame);
-    expect_error(&server, None, b"\x00\x00\x00\x01\x09", ErrorCode::UnknownKind);
-    expect_error(&server, None, b"\x00\x00\x00\x02\x00\x01", ErrorCode::Malformed);
+    expect_error(
+        &server,
+        None,
+        b"\x00\x00\x00\x01\x09",
+        ErrorCode::UnknownKind,
+    );
+    expect_error(
+        &server,
+        None,
+        b"\x00\x00\x00\x02\x00\x01",
+        ErrorCode::Malformed,
+    );
     // Version 0 is below every version the server speaks.
-    expect_error(&server, None, b"\x00\x00\x00\x06\x00\x00\x80\x80\x04\x00", ErrorCode::UnsupportedVersion);
-    expect_error(&server, hello(), b"\x00\x00\x00\x06\x00\x01\x80\x80\x04\x00", ErrorCode::UnexpectedFrame);
-    expect_error(&server, hello(), b"\x00\x00\x00\x01\x07", ErrorCode::UnknownKind);
-    expect_error(&server, hello(), b"\xff\xff\xff\xff", ErrorCode::FrameTooLarge);
+    expect_error(
+        &server,
+        None,
+        b"\x00\x00\x00\x06\x00\x00\x80\x80\x04\x00",
+        ErrorCode::UnsupportedVersion,
+    );
+    expect_error(
+        &server,
+        hello(),
+        b"\x00\x00\x00\x06\x00\x01\x80\x80\x04\x00",
+        ErrorCode::UnexpectedFrame,
+    );
+    expect_error(
+        &server,
+        hello(),
+        b"\x00\x00\x00\x01\x07",
+        ErrorCode::UnknownKind,
+    );
+    expect_error(
+        &server,
+        hello(),
+        b"\xff\xff\xff\xff",
+        ErrorCode::FrameTooLarge,
+    );
 
-    bystander.send(&Frame::Data(Bytes::from_static(b"still here"))).unwrap();
+    bystander
+        .send(&Frame::Data(Bytes::from_static(b"still here")))
+        .unwrap();
     assert_eq!(
         bystander.recv().unwrap(),
         Some(Frame::Data(Bytes::from_static(b"still here")))
@@ -160,11 +240,18 @@ fn frames_before_a_violation_are_echoed_first() {
     let server = Server::start(Vec::<String>::new()).unwrap();
     let (mut peer, _) = FramedPeer::handshake(server.socket()).unwrap();
     let mut bytes = bytes::BytesMut::new();
-    Frame::Data(Bytes::from_static(b"kept")).encode(&mut bytes, u32::MAX).unwrap();
+    Frame::Data(Bytes::from_static(b"kept"))
+        .encode(&mut bytes, u32::MAX)
+        .unwrap();
     bytes.extend_from_slice(b"\x00\x00\x00\x01\x42");
     peer.send_raw(&bytes).unwrap();
-    assert_eq!(peer.recv().unwrap(), Some(Frame::Data(Bytes::from_static(b"kept"))));
-    assert!(matches!(peer.recv().unwrap(), Some(Frame::Error(e)) if e.code == ErrorCode::UnknownKind));
+    assert_eq!(
+        peer.recv().unwrap(),
+        Some(Frame::Data(Bytes::from_static(b"kept")))
+    );
+    assert!(
+        matches!(peer.recv().unwrap(), Some(Frame::Error(e)) if e.code == ErrorCode::UnknownKind)
+    );
 }
 
 fn rss_kib(pid: u32) -> u64 {
@@ -178,7 +265,12 @@ fn a_4_gib_length_gets_an_error_frame_and_memory_stays_flat() {
     let server = Server::start(Vec::<String>::new()).unwrap();
     let before = rss_kib(server.pid());
     for _ in 0..50 {
-        expect_error(&server, hello(), b"\xff\xff\xff\xff", ErrorCode::FrameTooLarge);
+        expect_error(
+            &server,
+            hello(),
+            b"\xff\xff\xff\xff",
+            ErrorCode::FrameTooLarge,
+        );
     }
     // Frames announced at the limit but never completed cost a bounded step, not 8 MiB each.
     let mut stalled = Vec::new();
@@ -201,7 +293,9 @@ fn a_4_gib_length_gets_an_error_frame_and_memory_stays_flat() {
 fn forced_framed_mode_refuses_a_raw_client_with_an_error_frame() {
     let server = Server::start(["--mode", "framed"]).unwrap();
     let mut stream = connect(server.socket()).unwrap();
-    stream.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
     stream.write_all(b"hello there").unwrap();
     let mut reply = Vec::new();
     stream.read_to_end(&mut reply).unwrap();

@@ -10,7 +10,10 @@ use std::thread;
 use std::time::Duration;
 
 use bytes::Bytes;
-use udsecho_harness::{FramedPeer, Server, Signal, connect, random_payload, raw_round_trip, short_temp_dir, wait_for_socket};
+use udsecho_harness::{
+    FramedPeer, Server, Signal, connect, random_payload, raw_round_trip, short_temp_dir,
+    wait_for_socket,
+};
 use udsecho_proto::{Frame, GoodbyeReason};
 
 const STOP: Duration = Duration::from_secs(10);
@@ -21,7 +24,9 @@ fn sigterm_during_raw_traffic_echoes_every_byte_sent_before_it() {
     let clients: Vec<_> = (0..8u64)
         .map(|i| {
             let stream = connect(server.socket()).unwrap();
-            stream.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+            stream
+                .set_read_timeout(Some(Duration::from_secs(10)))
+                .unwrap();
             let sent = Arc::new(AtomicUsize::new(0));
             // The client sends this block over and over until the server goes away.
             let data = random_payload(1 << 20, i);
@@ -49,11 +54,15 @@ fn sigterm_during_raw_traffic_echoes_every_byte_sent_before_it() {
         })
         .collect();
     thread::sleep(Duration::from_millis(300));
-    let before: Vec<usize> = clients.iter().map(|(sent, ..)| sent.load(Ordering::SeqCst)).collect();
+    let before: Vec<usize> = clients
+        .iter()
+        .map(|(sent, ..)| sent.load(Ordering::SeqCst))
+        .collect();
     server.signal(Signal::TERM).unwrap();
     let status = server.wait_exit(STOP).unwrap();
     assert!(status.success(), "{}", server.stderr());
-    for (i, ((_, data, writer, reader), sent_before)) in clients.into_iter().zip(before).enumerate() {
+    for (i, ((_, data, writer, reader), sent_before)) in clients.into_iter().zip(before).enumerate()
+    {
         let echoed = reader.join().unwrap();
         writer.join().unwrap();
         assert!(sent_before > 0, "client {i} was sending");
@@ -62,8 +71,13 @@ fn sigterm_during_raw_traffic_echoes_every_byte_sent_before_it() {
             "client {i}: sent {sent_before} bytes before SIGTERM, got {} back",
             echoed.len()
         );
-        let differs = echoed.chunks(data.len()).position(|c| c != &data[..c.len()]);
-        assert_eq!(differs, None, "client {i}: echo differs from what was sent (block index)");
+        let differs = echoed
+            .chunks(data.len())
+            .position(|c| c != &data[..c.len()]);
+        assert_eq!(
+            differs, None,
+            "client {i}: echo differs from what was sent (block index)"
+        );
     }
     assert!(!server.socket().exists());
 }
@@ -73,13 +87,19 @@ fn sigterm_gives_framed_peers_their_frames_then_goodbye() {
     let mut server = Server::start(Vec::<String>::new()).unwrap();
     let (mut peer, _) = FramedPeer::handshake(server.socket()).unwrap();
     // Small enough to sit in the socket buffers without anyone reading yet.
-    let payloads: Vec<Bytes> = (0..100).map(|i| Bytes::from(random_payload(500, i))).collect();
+    let payloads: Vec<Bytes> = (0..100)
+        .map(|i| Bytes::from(random_payload(500, i)))
+        .collect();
     for p in &payloads {
         peer.send(&Frame::Data(p.clone())).unwrap();
     }
     server.signal(Signal::TERM).unwrap();
     for (i, p) in payloads.iter().enumerate() {
-        assert_eq!(peer.recv().unwrap(), Some(Frame::Data(p.clone())), "frame {i}");
+        assert_eq!(
+            peer.recv().unwrap(),
+            Some(Frame::Data(p.clone())),
+            "frame {i}"
+        );
     }
     match peer.recv().unwrap() {
         Some(Frame::Goodbye(g)) => assert_eq!(g.reason, GoodbyeReason::Shutdown),
@@ -92,14 +112,20 @@ fn sigterm_gives_framed_peers_their_frames_then_goodbye() {
 fn shutdown_timeout_cuts_a_peer_that_never_reads() {
     let mut server = Server::start(["--shutdown-timeout", "300ms"]).unwrap();
     let mut stuck = connect(server.socket()).unwrap();
-    stuck.set_write_timeout(Some(Duration::from_millis(500))).unwrap();
+    stuck
+        .set_write_timeout(Some(Duration::from_millis(500)))
+        .unwrap();
     // Fill both socket buffers: the server blocks writing the echo nobody reads.
     let chunk = vec![7u8; 64 * 1024];
     while stuck.write_all(&chunk).is_ok() {}
     server.signal(Signal::TERM).unwrap();
     let status = server.wait_exit(STOP).unwrap();
     assert!(status.success(), "{}", server.stderr());
-    assert!(server.stderr().contains("shutdown-timeout"), "{}", server.stderr());
+    assert!(
+        server.stderr().contains("shutdown-timeout"),
+        "{}",
+        server.stderr()
+    );
 }
 
 #[test]
@@ -111,12 +137,19 @@ fn max_connections_makes_the_next_peer_wait_until_a_slot_frees() {
     first.read_exact(&mut byte).unwrap();
 
     let mut second = connect(server.socket()).unwrap(); // queued in the backlog
-    second.set_read_timeout(Some(Duration::from_millis(300))).unwrap();
+    second
+        .set_read_timeout(Some(Duration::from_millis(300)))
+        .unwrap();
     second.write_all(b"b").unwrap();
-    assert!(second.read_exact(&mut byte).is_err(), "not served while the slot is taken");
+    assert!(
+        second.read_exact(&mut byte).is_err(),
+        "not served while the slot is taken"
+    );
 
     drop(first);
-    second.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    second
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
     second.read_exact(&mut byte).unwrap();
     assert_eq!(&byte, b"b", "served once the slot freed, nothing lost");
 }
@@ -139,7 +172,9 @@ fn idle_connections_are_closed_after_idle_timeout() {
     }
     // A connection that never sent a byte is closed too.
     let mut silent = connect(server.socket()).unwrap();
-    silent.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    silent
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
     assert_eq!(silent.read(&mut [0u8; 1]).unwrap(), 0);
 }
 
@@ -152,8 +187,15 @@ fn allow_uid_serves_listed_peers_and_closes_others() {
     let other = if me == "4242" { "4343" } else { "4242" };
     let server = Server::start(["--allow-uid", other]).unwrap();
     let echoed = raw_round_trip(server.socket(), b"not me", 6);
-    assert!(echoed.map(|e| e.is_empty()).unwrap_or(true), "nothing is echoed to a stranger");
-    assert!(server.stderr().contains("--allow-uid"), "{}", server.stderr());
+    assert!(
+        echoed.map(|e| e.is_empty()).unwrap_or(true),
+        "nothing is echoed to a stranger"
+    );
+    assert!(
+        server.stderr().contains("--allow-uid"),
+        "{}",
+        server.stderr()
+    );
 }
 
 #[test]
@@ -179,11 +221,19 @@ fn socket_activation_serves_the_inherited_listener_and_never_unlinks_it() {
     rustix::io::fcntl_setfd(&listener, rustix::io::FdFlags::CLOEXEC).unwrap();
     drop(listener);
     wait_for_socket(&path, std::time::Instant::now() + STOP, || false).unwrap();
-    assert_eq!(raw_round_trip(&path, b"activated", 9).unwrap(), b"activated");
+    assert_eq!(
+        raw_round_trip(&path, b"activated", 9).unwrap(),
+        b"activated"
+    );
     udsecho_harness::signal(child.id(), Signal::TERM).unwrap();
     let status = child.wait().unwrap();
     let mut stderr = String::new();
-    child.stderr.take().unwrap().read_to_string(&mut stderr).unwrap();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut stderr)
+        .unwrap();
     assert!(status.success(), "{stderr}");
     assert!(stderr.contains("from systemd"), "{stderr}");
     assert!(path.exists(), "systemd's socket file is left in place");

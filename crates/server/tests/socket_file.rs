@@ -41,10 +41,18 @@ fn sigterm_and_sigint_remove_the_socket_file_and_exit_0() {
 #[test]
 fn socket_file_is_0600_by_default_and_follows_socket_mode() {
     let server = Server::start(Vec::<String>::new()).unwrap();
-    let mode = std::fs::metadata(server.socket()).unwrap().permissions().mode() & 0o777;
+    let mode = std::fs::metadata(server.socket())
+        .unwrap()
+        .permissions()
+        .mode()
+        & 0o777;
     assert_eq!(mode, 0o600);
     let server = Server::start(["--socket-mode", "0660"]).unwrap();
-    let mode = std::fs::metadata(server.socket()).unwrap().permissions().mode() & 0o777;
+    let mode = std::fs::metadata(server.socket())
+        .unwrap()
+        .permissions()
+        .mode()
+        & 0o777;
     assert_eq!(mode, 0o660);
 }
 
@@ -53,8 +61,14 @@ fn live_server_is_left_alone_and_the_second_exits_1() {
     let server = Server::start(Vec::<String>::new()).unwrap();
     let path = server.socket().to_str().unwrap().to_owned();
     let stderr = refused(&["--socket", &path]);
-    assert!(stderr.contains(&path) && stderr.contains("already listening"), "{stderr}");
-    assert_eq!(raw_round_trip(server.socket(), b"still served", 4).unwrap(), b"still served");
+    assert!(
+        stderr.contains(&path) && stderr.contains("already listening"),
+        "{stderr}"
+    );
+    assert_eq!(
+        raw_round_trip(server.socket(), b"still served", 4).unwrap(),
+        b"still served"
+    );
 }
 
 #[test]
@@ -65,7 +79,10 @@ fn a_foreign_live_socket_is_left_alone() {
     let stderr = refused(&["--socket", path.to_str().unwrap()]);
     assert!(stderr.contains("already listening"), "{stderr}");
     assert!(path.exists());
-    assert!(!dir.path().join("s.sock.lock").exists(), "no stray lock file");
+    assert!(
+        !dir.path().join("s.sock.lock").exists(),
+        "no stray lock file"
+    );
 }
 
 #[test]
@@ -96,7 +113,10 @@ fn a_path_that_is_not_a_socket_is_refused_and_never_deleted() {
     let path = dir.path().join("notes.txt");
     std::fs::write(&path, "precious").unwrap();
     let stderr = refused(&["--socket", path.to_str().unwrap()]);
-    assert!(stderr.contains(path.to_str().unwrap()) && stderr.contains("not a socket"), "{stderr}");
+    assert!(
+        stderr.contains(path.to_str().unwrap()) && stderr.contains("not a socket"),
+        "{stderr}"
+    );
     assert_eq!(std::fs::read_to_string(&path).unwrap(), "precious");
 }
 
@@ -112,7 +132,10 @@ fn missing_directory_names_the_path_and_the_directory() {
     let dir = short_temp_dir();
     let path = dir.path().join("nope/s.sock");
     let stderr = refused(&["--socket", path.to_str().unwrap()]);
-    assert!(stderr.contains(path.to_str().unwrap()) && stderr.contains("does not exist"), "{stderr}");
+    assert!(
+        stderr.contains(path.to_str().unwrap()) && stderr.contains("does not exist"),
+        "{stderr}"
+    );
 }
 
 #[test]
@@ -134,7 +157,10 @@ fn no_permission_names_the_path() {
     let out = cmd.arg("--socket").arg(&path).output().unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{stderr}");
-    assert!(stderr.contains(path.to_str().unwrap()) && stderr.contains("permission denied"), "{stderr}");
+    assert!(
+        stderr.contains(path.to_str().unwrap()) && stderr.contains("permission denied"),
+        "{stderr}"
+    );
 }
 
 #[test]
@@ -166,12 +192,20 @@ fn servers_started_at_once_on_one_path_leave_exactly_one_serving() {
             match server.wait_exit(Duration::from_millis(1)) {
                 Ok(status) => {
                     assert_eq!(status.code(), Some(1), "server {i}: {}", server.stderr());
-                    assert!(server.stderr().contains("already listening"), "{}", server.stderr());
+                    assert!(
+                        server.stderr().contains("already listening"),
+                        "{}",
+                        server.stderr()
+                    );
                 }
                 Err(_) => running.push(i),
             }
         }
-        assert_eq!(running.len(), 1, "stale={stale}: exactly one serves, running: {running:?}");
+        assert_eq!(
+            running.len(),
+            1,
+            "stale={stale}: exactly one serves, running: {running:?}"
+        );
         let winner = &mut servers[running[0]];
         assert_eq!(raw_round_trip(&path, b"the one", 3).unwrap(), b"the one");
         let ino = std::fs::metadata(&path).unwrap().ino();
@@ -185,7 +219,10 @@ fn servers_started_at_once_on_one_path_leave_exactly_one_serving() {
 fn abstract_socket_serves_without_a_file() {
     let name = format!("@udsecho-test-{}", std::process::id());
     let mut server = Server::builder().socket(&name).start().unwrap();
-    assert_eq!(raw_round_trip(Path::new(&name), b"abstract", 8).unwrap(), b"abstract");
+    assert_eq!(
+        raw_round_trip(Path::new(&name), b"abstract", 8).unwrap(),
+        b"abstract"
+    );
     let stderr = refused(&["--socket", &name]);
     assert!(stderr.contains(&name), "{stderr}");
     assert!(server.stop(Signal::TERM, STOP).unwrap().success());

@@ -1,0 +1,121 @@
+//! Pipe mode: stdin to the socket, the socket to stdout, like `nc -U`.
+
+use futures_util::{SinkExt, StreamExt};
+use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncWrite, AsyncWriteExt, BufReader};
+use tokio::net::UnixStream;
+use udsecho_proto::{Frame, Goodbye, GoodbyeReason};
+
+use crate::error::ClientError;
+use crate::session::{self, io};
+
+/// Copies `input` to the socket and the socket to `output`, both at once and binary-safe.
+/// On input EOF it half-closes and keeps copying until the server closes, then returns.
+pub async fn raw<I, O>(
+    stream: UnixStream,
+    socket: &str,
+    input: I,
+    output: O,
+) -> Result<(), ClientError>
+where
+    I: AsyncRead + Unpin + Send + 'static,
+    O: AsyncWrite + Unpin,
+{
+    let (mut from_server, mut to_server) = stream.into_split();
+    let socket_name = socket.to_owned();
+    let upload = tokio::spawn(async move {
+        let mut input = input;
+        tokio::io::copy(&mut input, &mut to_server)
+            .await
+            .map_err(|e| match e.kind() {
+                std::io::ErrorKind::BrokenPipe | std::io::ErrorKind::ConnectionReset => {
+                    ClientError::ClosedEarly {
+                        socket: socket_name.clone(),
+                        detail: "not all of stdin was sent".to_owned(),
+                    }
+                }
+                _ => io(&socket_name, "sending", e),
+            })?;
+        to_server
+            .shutdown()
+            .await
+            .map_err(|e| io(&socket_name, "half-closing", e))
+    });
+    let mut output = output;
+    let download = tokio::io::copy(&mut from_server, &mut output).await;
+    let flushed = output.flush().await;
+    download.map_err(|e| io(socket, "receiving", e))?;
+    flushed.map_err(|e| io("stdout", "writing", e))?;
+    // The server closed its side. If stdin had not ended yet, stop reading it: like `nc`,
+    // the session is over when the server says so.
+    if upload.is_finished() {
+        match upload.await {
+            Ok(result) => result?,
+            Err(e) => return Err(io(socket, "sending", std::io::Error::other(e))),
+        }
+    } else {
+        upload.abort();
+    }
+    Ok(())
+}
+
+/// Framed pipe: each input line (without its newline) becomes a Data frame; each echoed
+/// payload is written as a line. On input EOF it sends Goodbye and waits for the server's.
+pub async fn framed<I, O>(
+    stream: UnixStream,
+    socket: &str,
+    input: I,
+    output: O,
+) -> Result<(), ClientError>
+where
+    I: AsyncRead + Unpin,
+    O: AsyncWrite + Unpin,
+{
+    let framed = session::open(stream, socket).await?;
+    let (mut sink, mut frames) = framed.split();
+    let mut lines = BufReader::new(input);
+    let mut output = output;
+    let mut line = Vec::new();
+    let mut input_open = true;
+    loop {
+        tokio::select! {
+            read = lines.read_until(b'\n', &mut line), if input_open => {
+                let n = read.map_err(|e| io("stdin", "reading", e))?;
+                if n == 0 {
+                    input_open = false;
+                    sink.send(Frame::Goodbye(Goodbye::new(GoodbyeReason::Done)))
+                        .await
+                        .map_err(|e| session::protocol(socket, e))?;
+                    continue;
+                }
+                if line.last() == Some(&b'\n') {
+                    line.pop();
+                }
+                sink.send(Frame::Data(std::mem::take(&mut line).into()))
+                    .await
+                    .map_err(|e| session::protocol(socket, e))?;
+            }
+            frame = frames.next() => match frame {
+                Some(Ok(Frame::Data(payload))) => {
+                    output.write_all(&payload).await.map_err(|e| io("stdout", "writing", e))?;
+                    output.write_all(b"\n").await.map_err(|e| io("stdout", "writing", e))?;
+                    output.flush().await.map_err(|e| io("stdout", "writing", e))?;
+                }
+                Some(Ok(Frame::Goodbye(_))) | None if !input_open => return Ok(()),
+                Some(Ok(Frame::Goodbye(bye))) => {
+                    return Err(ClientError::ClosedEarly {
+                        socket: socket.to_owned(),
+                        detail: format!("the server said Goodbye ({:?})", bye.reason),
+                    });
+                }
+                None => {
+                    return Err(ClientError::ClosedEarly {
+                        socket: socket.to_owned(),
+                        detail: "connection closed before stdin ended".to_owned(),
+                    });
+                }
+                Some(Ok(other)) => return Err(session::unexpected(socket, other)),
+                Some(Err(e)) => return Err(session::protocol(socket, e)),
+            }
+        }
+    }
+}
