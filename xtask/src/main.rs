@@ -1,1 +1,50 @@
-fn main() {}
+//! `cargo xtask`: the project's automation, in Rust (no shell scripts to keep in sync).
+//!
+//! - `ci`: fmt check, clippy `-D warnings`, every test, `e2e`, `nc-compat` — fail fast.
+//! - `e2e`: end-to-end scenarios with the release binaries.
+//! - `nc-compat`: OpenBSD `nc` and `socat` against our binaries, both directions.
+
+mod ci;
+mod e2e;
+mod nc_compat;
+mod scenario;
+mod tools;
+
+use std::process::ExitCode;
+
+const USAGE: &str = "\
+usage: cargo xtask <task>
+
+tasks:
+  ci          fmt check, clippy -D warnings, all tests, e2e, nc-compat (what .ci/run calls)
+  e2e         end-to-end scenarios against the release binaries
+  nc-compat   OpenBSD nc and socat against our server and client
+";
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let result = match args.first().map(String::as_str) {
+        Some("ci") => ci::run(),
+        Some("e2e") => e2e::run(),
+        Some("nc-compat") => nc_compat::run(),
+        Some("-h" | "--help" | "help") => {
+            print!("{USAGE}");
+            return ExitCode::SUCCESS;
+        }
+        Some(other) => {
+            eprint!("xtask: unknown task {other:?}\n\n{USAGE}");
+            return ExitCode::from(2);
+        }
+        None => {
+            eprint!("{USAGE}");
+            return ExitCode::from(2);
+        }
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("xtask: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}

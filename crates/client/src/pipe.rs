@@ -67,55 +67,81 @@ pub async fn framed<I, O>(
     output: O,
 ) -> Result<(), ClientError>
 where
-    I: AsyncRead + Unpin,
+    I: AsyncRead + Unpin + Send + 'static,
     O: AsyncWrite + Unpin,
 {
     let framed = session::open(stream, socket).await?;
     let (mut sink, mut frames) = framed.split();
-    let mut lines = BufReader::new(input);
-    let mut output = output;
-    let mut line = Vec::new();
-    let mut input_open = true;
-    loop {
-        tokio::select! {
-            read = lines.read_until(b'\n', &mut line), if input_open => {
-                let n = read.map_err(|e| io("stdin", "reading", e))?;
-                if n == 0 {
-                    input_open = false;
-                    sink.send(Frame::Goodbye(Goodbye::new(GoodbyeReason::Done)))
-                        .await
-                        .map_err(|e| session::protocol(socket, e))?;
-                    continue;
+    // Lines are read in their own task: `read_until` is not cancel-safe, a channel is.
+    let (line_tx, mut lines) = tokio::sync::mpsc::channel::<std::io::Result<Vec<u8>>>(64);
+    let reader = tokio::spawn(async move {
+        let mut input = BufReader::new(input);
+        loop {
+            let mut line = Vec::new();
+            match input.read_until(b'\n', &mut line).await {
+                Ok(0) => break,
+                Ok(_) => {
+                    if line.last() == Some(&b'\n') {
+                        line.pop();
+                    }
+                    if line_tx.send(Ok(line)).await.is_err() {
+                        break;
+                    }
                 }
-                if line.last() == Some(&b'\n') {
-                    line.pop();
+                Err(e) => {
+                    let _ = line_tx.send(Err(e)).await;
+                    break;
                 }
-                sink.send(Frame::Data(std::mem::take(&mut line).into()))
-                    .await
-                    .map_err(|e| session::protocol(socket, e))?;
             }
+        }
+    });
+    let mut output = output;
+    let mut input_open = true;
+    let result = loop {
+        tokio::select! {
+            line = lines.recv(), if input_open => match line {
+                Some(Ok(line)) => {
+                    if let Err(e) = sink.send(Frame::Data(line.into())).await {
+                        break Err(session::protocol(socket, e));
+                    }
+                }
+                Some(Err(e)) => break Err(io("stdin", "reading", e)),
+                None => {
+                    input_open = false;
+                    if let Err(e) = sink.send(Frame::Goodbye(Goodbye::new(GoodbyeReason::Done))).await {
+                        break Err(session::protocol(socket, e));
+                    }
+                }
+            },
             frame = frames.next() => match frame {
                 Some(Ok(Frame::Data(payload))) => {
-                    output.write_all(&payload).await.map_err(|e| io("stdout", "writing", e))?;
-                    output.write_all(b"\n").await.map_err(|e| io("stdout", "writing", e))?;
-                    output.flush().await.map_err(|e| io("stdout", "writing", e))?;
+                    let written = async {
+                        output.write_all(&payload).await?;
+                        output.write_all(b"\n").await?;
+                        output.flush().await
+                    };
+                    if let Err(e) = written.await {
+                        break Err(io("stdout", "writing", e));
+                    }
                 }
-                Some(Ok(Frame::Goodbye(_))) | None if !input_open => return Ok(()),
+                Some(Ok(Frame::Goodbye(_))) | None if !input_open => break Ok(()),
                 Some(Ok(Frame::Goodbye(bye))) => {
-                    return Err(ClientError::ClosedEarly {
+                    break Err(ClientError::ClosedEarly {
                         socket: socket.to_owned(),
                         detail: format!("the server said Goodbye ({:?})", bye.reason),
                     });
                 }
                 None => {
-                    return Err(ClientError::ClosedEarly {
+                    break Err(ClientError::ClosedEarly {
                         socket: socket.to_owned(),
                         detail: "connection closed before stdin ended".to_owned(),
                     });
                 }
-                Some(Ok(other)) => return Err(session::unexpected(socket, other)),
-                Some(Err(e)) => return Err(session::protocol(socket, e)),
+                Some(Ok(other)) => break Err(session::unexpected(socket, other)),
+                Some(Err(e)) => break Err(session::protocol(socket, e)),
             }
         }
-    }
+    };
+    reader.abort();
+    result
 }

@@ -1,11 +1,23 @@
 //! Where the built binaries are.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
 
-/// The directory holding the binaries under test: `$UDSECHO_BIN_DIR` if set (xtask points it
-/// at the release build), else the target directory of the running test executable (cargo
+static BIN_DIR: OnceLock<PathBuf> = OnceLock::new();
+
+/// Makes every later lookup use `dir` (xtask points it at the release build). The first call
+/// wins; later calls with another directory are ignored.
+pub fn use_bin_dir(dir: &Path) {
+    let _ = BIN_DIR.set(dir.to_owned());
+}
+
+/// The directory holding the binaries under test: the one given to [`use_bin_dir`], else
+/// `$UDSECHO_BIN_DIR`, else the target directory of the running test executable (cargo
 /// builds every workspace binary before it runs any test).
 pub fn bin_dir() -> PathBuf {
+    if let Some(dir) = BIN_DIR.get() {
+        return dir.clone();
+    }
     if let Some(dir) = std::env::var_os("UDSECHO_BIN_DIR") {
         return PathBuf::from(dir);
     }

@@ -1,0 +1,46 @@
+//! `cargo xtask ci`: everything CI checks, in order, stopping at the first failure.
+
+use std::time::Instant;
+
+use crate::tools::cargo;
+
+/// One CI step: its name and what it runs.
+type Step<'a> = (&'a str, &'a dyn Fn() -> Result<(), String>);
+
+pub(crate) fn run() -> Result<(), String> {
+    let steps: [Step<'_>; 5] = [
+        ("fmt", &|| cargo(&["fmt", "--all", "--check"])),
+        ("clippy", &|| {
+            cargo(&[
+                "clippy",
+                "--workspace",
+                "--all-targets",
+                "--locked",
+                "--",
+                "-D",
+                "warnings",
+            ])
+        }),
+        ("test", &|| cargo(&["test", "--workspace", "--locked"])),
+        ("e2e", &crate::e2e::run),
+        ("nc-compat", &crate::nc_compat::run),
+    ];
+    let total = Instant::now();
+    for (name, step) in steps {
+        let start = Instant::now();
+        println!("==> ci: {name}");
+        if let Err(e) = step() {
+            println!(
+                "==> ci: {name} FAILED after {:.1} s",
+                start.elapsed().as_secs_f64()
+            );
+            return Err(format!("ci stopped at `{name}`: {e}"));
+        }
+        println!("==> ci: {name} ok ({:.1} s)", start.elapsed().as_secs_f64());
+    }
+    println!(
+        "==> ci: all steps passed in {:.1} s",
+        total.elapsed().as_secs_f64()
+    );
+    Ok(())
+}

@@ -1,0 +1,310 @@
+//! `cargo xtask nc-compat`: the standard Unix tools against our binaries, both directions.
+
+use std::io::{Read, Write};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use udsecho_harness::{
+    Server, checksum, random_payload, run_client, short_temp_dir, wait_for_socket,
+};
+
+use crate::scenario::{Scenarios, ensure};
+
+const LIMIT: Duration = Duration::from_secs(30);
+
+pub(crate) fn run() -> Result<(), String> {
+    crate::tools::ensure_nc_and_socat()?;
+    crate::tools::release_binaries()?;
+    let mut s = Scenarios::new("nc-compat");
+    for mode in ["auto", "raw"] {
+        s.run(
+            &format!("printf | nc -NU against the server (--mode {mode})"),
+            || nc_client(mode),
+        );
+        s.run(
+            &format!("socat - UNIX-CONNECT against the server (--mode {mode})"),
+            || socat_client(mode),
+        );
+    }
+    s.run("256 KiB of binary through nc -NU", nc_binary);
+    s.run(
+        "udsecho-client send against nc -lU (the message arrives)",
+        client_send_to_nc,
+    );
+    s.run(
+        "classic flow: nc -lU sock && rm sock, with udsecho-client as the sender",
+        classic_nc_flow,
+    );
+    s.run(
+        "256 KiB of binary from udsecho-client into nc -lU",
+        client_binary_to_nc,
+    );
+    s.run(
+        "udsecho-client send against socat UNIX-LISTEN,fork EXEC:cat",
+        client_against_socat,
+    );
+    s.finish()
+}
+
+/// Runs `cmd` with `input` on stdin; returns stdout, failing after `LIMIT`.
+fn output_of(cmd: &mut Command, input: &[u8]) -> Result<Vec<u8>, String> {
+    let mut child = cmd
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| format!("cannot start {cmd:?}: {e}"))?;
+    let mut stdin = child.stdin.take().expect("piped");
+    let input = input.to_vec();
+    let feeder = thread::spawn(move || stdin.write_all(&input));
+    let out = wait_with_output(child, LIMIT).map_err(|e| format!("{cmd:?}: {e}"))?;
+    let _ = feeder.join();
+    Ok(out)
+}
+
+/// Reads a child's stdout as it comes (a full pipe would stall the child).
+fn read_stdout(child: &mut Child) -> thread::JoinHandle<Vec<u8>> {
+    let mut stdout = child.stdout.take().expect("piped");
+    thread::spawn(move || {
+        let mut buf = Vec::new();
+        let _ = stdout.read_to_end(&mut buf);
+        buf
+    })
+}
+
+/// Waits for a child and returns its stdout; kills it after `within`.
+fn wait_with_output(mut child: Child, within: Duration) -> Result<Vec<u8>, String> {
+    let reader = read_stdout(&mut child);
+    wait_and_collect(child, reader, within)
+}
+
+/// Waits for a child whose stdout `reader` is collecting; kills it after `within`.
+fn wait_and_collect(
+    mut child: Child,
+    reader: thread::JoinHandle<Vec<u8>>,
+    within: Duration,
+) -> Result<Vec<u8>, String> {
+    let deadline = Instant::now() + within;
+    let status = loop {
+        if let Some(status) = child.try_wait().map_err(|e| e.to_string())? {
+            break status;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            return Err(format!("did not finish within {within:?}"));
+        }
+        thread::sleep(Duration::from_millis(5));
+    };
+    let out = reader.join().unwrap_or_default();
+    if !status.success() {
+        let mut err = String::new();
+        if let Some(mut e) = child.stderr.take() {
+            let _ = e.read_to_string(&mut err);
+        }
+        return Err(format!("exited with {status}: {}", err.trim()));
+    }
+    Ok(out)
+}
+
+fn nc_client(mode: &str) -> Result<(), String> {
+    let server = Server::start(["--mode", mode]).map_err(|e| e.to_string())?;
+    let out = output_of(
+        Command::new("nc").arg("-NU").arg(server.socket()),
+        b"hello from nc\n",
+    )?;
+    ensure(out == b"hello from nc\n", || {
+        format!("nc printed {:?}", String::from_utf8_lossy(&out))
+    })
+}
+
+fn socat_client(mode: &str) -> Result<(), String> {
+    let server = Server::start(["--mode", mode]).map_err(|e| e.to_string())?;
+    let target = format!("UNIX-CONNECT:{}", server.socket().display());
+    let data = random_payload(64 * 1024, 5);
+    let out = output_of(Command::new("socat").args(["-t", "5", "-", &target]), &data)?;
+    ensure(out == data, || {
+        format!(
+            "socat got {} of {} bytes back, or different bytes",
+            out.len(),
+            data.len()
+        )
+    })
+}
+
+fn nc_binary() -> Result<(), String> {
+    let server = Server::start(Vec::<String>::new()).map_err(|e| e.to_string())?;
+    // Starts with NUL and part of the preamble: auto mode must still see raw.
+    let mut data = b"\0UDSE".to_vec();
+    data.extend(random_payload(256 * 1024, 9));
+    let out = output_of(Command::new("nc").arg("-NU").arg(server.socket()), &data)?;
+    ensure(
+        out.len() == data.len() && checksum(&out) == checksum(&data),
+        || {
+            format!(
+                "nc got {} of {} bytes back, or different bytes",
+                out.len(),
+                data.len()
+            )
+        },
+    )
+}
+
+fn client_send_to_nc() -> Result<(), String> {
+    let dir = short_temp_dir();
+    let path = dir.path().join("nc.sock");
+    // nc -lU does not echo; what it reads from its stdin goes back to the client, so give it
+    // the echo the client expects.
+    let (nc, printed) = nc_listener(&path, "olá mundo".as_bytes())?;
+    let run = run_client(
+        [
+            "--socket",
+            path.to_str().expect("UTF-8"),
+            "send",
+            "--count",
+            "1",
+        ],
+        b"",
+        LIMIT,
+    )
+    .map_err(|e| e.to_string())?;
+    let printed = wait_and_collect(nc, printed, LIMIT)?;
+    ensure(run.status.success(), || {
+        format!("client failed: {}", run.stderr)
+    })?;
+    ensure(printed == "olá mundo".as_bytes(), || {
+        format!(
+            "nc -lU printed {:?}, expected the message",
+            String::from_utf8_lossy(&printed)
+        )
+    })
+}
+
+/// Starts `nc -lU path` with `reply` on its stdin (what it sends to whoever connects),
+/// capturing what it prints. Waits for the socket file rather than connecting: nc -lU serves
+/// exactly one connection.
+fn nc_listener(path: &Path, reply: &[u8]) -> Result<(Child, thread::JoinHandle<Vec<u8>>), String> {
+    let mut child = Command::new("nc")
+        .arg("-lU")
+        .arg(path)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| format!("cannot start nc -lU: {e}"))?;
+    let mut stdin = child.stdin.take().expect("piped");
+    let reply = reply.to_vec();
+    let deadline = Instant::now() + LIMIT;
+    while !path.exists() {
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            return Err("nc -lU never created its socket".to_owned());
+        }
+        thread::sleep(Duration::from_millis(5));
+    }
+    // The file appears at bind, just before listen: a short grace for listen(2).
+    thread::sleep(Duration::from_millis(50));
+    // What nc sends back, then EOF on its stdin.
+    thread::spawn(move || stdin.write_all(&reply));
+    let printed = read_stdout(&mut child);
+    Ok((child, printed))
+}
+
+fn classic_nc_flow() -> Result<(), String> {
+    let dir = short_temp_dir();
+    let path = dir.path().join("classic.sock");
+    let script = format!("nc -lU '{0}' && rm '{0}'", path.display());
+    let mut shell = Command::new("sh")
+        .args(["-c", &script])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| e.to_string())?;
+    let deadline = Instant::now() + LIMIT;
+    while !path.exists() {
+        if Instant::now() > deadline {
+            let _ = shell.kill();
+            return Err("nc -lU never created its socket".to_owned());
+        }
+        thread::sleep(Duration::from_millis(5));
+    }
+    thread::sleep(Duration::from_millis(50));
+    let run = run_client(["--socket", path.to_str().expect("UTF-8")], b"hi\n", LIMIT)
+        .map_err(|e| e.to_string())?;
+    ensure(run.status.success(), || {
+        format!("client failed: {}", run.stderr)
+    })?;
+    let printed = wait_with_output(shell, LIMIT)?;
+    ensure(printed == b"hi\n", || {
+        format!("nc printed {:?}", String::from_utf8_lossy(&printed))
+    })?;
+    ensure(!path.exists(), || {
+        "nc exited non-zero, so `rm sock` did not run".to_owned()
+    })
+}
+
+fn client_binary_to_nc() -> Result<(), String> {
+    let dir = short_temp_dir();
+    let path = dir.path().join("bin.sock");
+    let (nc, printed) = nc_listener(&path, b"")?;
+    let data = random_payload(256 * 1024, 3);
+    let run = run_client(["--socket", path.to_str().expect("UTF-8")], &data, LIMIT)
+        .map_err(|e| e.to_string())?;
+    ensure(run.status.success(), || {
+        format!("client failed: {}", run.stderr)
+    })?;
+    let printed = wait_and_collect(nc, printed, LIMIT)?;
+    ensure(
+        printed.len() == data.len() && checksum(&printed) == checksum(&data),
+        || {
+            format!(
+                "nc -lU received {} of {} bytes, or different bytes",
+                printed.len(),
+                data.len()
+            )
+        },
+    )
+}
+
+fn client_against_socat() -> Result<(), String> {
+    let dir = short_temp_dir();
+    let path = dir.path().join("socat.sock");
+    let listen = format!("UNIX-LISTEN:{},fork", path.display());
+    let mut socat = Command::new("socat")
+        .args([&listen, "EXEC:cat"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .map_err(|e| format!("cannot start socat: {e}"))?;
+    let result = (|| {
+        wait_for_socket(&path, Instant::now() + LIMIT, || false).map_err(|e| e.to_string())?;
+        let run = run_client(
+            [
+                "--socket",
+                path.to_str().expect("UTF-8"),
+                "send",
+                "--count",
+                "3",
+                "--interval",
+                "20ms",
+            ],
+            b"",
+            LIMIT,
+        )
+        .map_err(|e| e.to_string())?;
+        ensure(run.status.success(), || {
+            format!("client failed: {}", run.stderr)
+        })?;
+        ensure(
+            run.stdout_text().matches("received: olá mundo").count() == 3,
+            || run.stdout_text(),
+        )
+    })();
+    let _ = socat.kill();
+    let _ = socat.wait();
+    result
+}

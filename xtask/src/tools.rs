@@ -1,0 +1,118 @@
+//! Running cargo and system tools, and installing the ones the checks need.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+/// The workspace root (the parent of the xtask crate).
+pub(crate) fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("xtask lives inside the workspace")
+        .to_owned()
+}
+
+/// Runs `cargo` with `args` in the workspace root, streaming its output.
+pub(crate) fn cargo(args: &[&str]) -> Result<(), String> {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
+    let status = Command::new(&cargo)
+        .args(args)
+        .current_dir(root())
+        .status()
+        .map_err(|e| format!("cannot run {cargo}: {e}"))?;
+    if status.success() {
+        Ok(())
+    } else {
+        Err(format!("`cargo {}` failed ({status})", args.join(" ")))
+    }
+}
+
+/// Builds the release binaries once and points the harness at them.
+pub(crate) fn release_binaries() -> Result<(), String> {
+    cargo(&[
+        "build",
+        "--release",
+        "--bins",
+        "-p",
+        "udsecho-server",
+        "-p",
+        "udsecho-client",
+    ])?;
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root().join("target"));
+    udsecho_harness::use_bin_dir(&target.join("release"));
+    Ok(())
+}
+
+/// Is `cmd` on PATH?
+fn have(cmd: &str) -> bool {
+    Command::new("sh")
+        .args(["-c", &format!("command -v {cmd}")])
+        .stdout(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+/// Is the `nc` on PATH OpenBSD's (the one with `-U` and `-N`)?
+fn nc_is_openbsd() -> bool {
+    Command::new("nc")
+        .arg("-h")
+        .output()
+        .is_ok_and(|out| String::from_utf8_lossy(&out.stderr).contains("OpenBSD"))
+}
+
+/// Makes sure OpenBSD `nc` and `socat` are installed: installs them with apt-get when this
+/// user can (root, or password-less sudo), otherwise stops with the command to run.
+pub(crate) fn ensure_nc_and_socat() -> Result<(), String> {
+    let missing: Vec<&str> = [
+        (!have("nc") || !nc_is_openbsd()).then_some("netcat-openbsd"),
+        (!have("socat")).then_some("socat"),
+    ]
+    .into_iter()
+    .flatten()
+    .collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    let manual = format!("sudo apt-get install -y {}", missing.join(" "));
+    let root = rustix::process::geteuid().is_root();
+    let sudo = !root
+        && Command::new("sudo")
+            .args(["-n", "true"])
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success());
+    if !have("apt-get") || !(root || sudo) {
+        return Err(format!(
+            "nc-compat needs {}: install them with `{manual}`",
+            missing.join(" and ")
+        ));
+    }
+    eprintln!("xtask: installing {} with apt-get", missing.join(" "));
+    let prefix: &[&str] = if root { &[] } else { &["sudo", "-n"] };
+    for step in [
+        vec!["apt-get", "update", "-qq"],
+        [vec!["apt-get", "install", "-y", "-qq"], missing.clone()].concat(),
+    ] {
+        let argv: Vec<&str> = prefix.iter().copied().chain(step).collect();
+        let status = Command::new(argv[0])
+            .args(&argv[1..])
+            .env("DEBIAN_FRONTEND", "noninteractive")
+            .status()
+            .map_err(|e| format!("cannot run {}: {e}", argv[0]))?;
+        if !status.success() {
+            return Err(format!(
+                "`{}` failed; install by hand with `{manual}`",
+                argv.join(" ")
+            ));
+        }
+    }
+    if nc_is_openbsd() {
+        Ok(())
+    } else {
+        Err(
+            "`nc` is still not OpenBSD netcat; run `sudo update-alternatives --config nc`"
+                .to_owned(),
+        )
+    }
+}
