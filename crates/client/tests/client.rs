@@ -270,3 +270,31 @@ fn bench_fails_when_echoes_are_corrupted() {
         .code(3)
         .stderr(predicate::str::contains("mismatch"));
 }
+
+#[test]
+fn send_without_count_runs_until_ctrl_c_then_prints_a_summary() {
+    let server = Server::start(Vec::<String>::new()).unwrap();
+    let child = std::process::Command::new(udsecho_harness::binary("udsecho-client"))
+        .env_remove("UDSECHO_SOCKET")
+        .arg("--socket")
+        .arg(server.socket())
+        .args(["send", "--interval", "20ms"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    thread::sleep(Duration::from_millis(400));
+    udsecho_harness::signal(child.id(), udsecho_harness::Signal::INT).unwrap();
+    let out = child.wait_with_output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    let sent = stdout.matches("sent: olá mundo").count();
+    assert!(sent >= 3, "kept sending until Ctrl-C: {stdout}");
+    assert!(
+        stderr
+            .trim()
+            .ends_with(&format!("{sent} sent, {sent} echoed intact")),
+        "one-line summary: {stderr}"
+    );
+}

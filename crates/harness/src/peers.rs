@@ -8,7 +8,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
-use tokio_util::codec::{Decoder, Encoder};
+use tokio_util::codec::Decoder;
 use udsecho_proto::{Frame, FrameCodec, Hello, PREAMBLE};
 
 /// Connects to a socket path, or to a Linux abstract socket written `@name`.
@@ -104,8 +104,8 @@ impl FramedPeer {
     /// Sends one frame.
     pub fn send(&mut self, frame: &Frame) -> io::Result<()> {
         let mut out = BytesMut::new();
-        self.codec
-            .encode(frame, &mut out)
+        frame
+            .encode(&mut out, self.codec.max_frame())
             .map_err(io::Error::other)?;
         self.stream.write_all(&out)
     }

@@ -85,18 +85,12 @@ impl Decoder for FrameCodec {
     }
 }
 
+// Only owned frames: a second `Encoder` impl would make `Sink::flush` on a `Framed` ambiguous
+// for every user. To encode a borrowed frame, call `Frame::encode`.
 impl Encoder<Frame> for FrameCodec {
     type Error = ProtoError;
 
     fn encode(&mut self, frame: Frame, dst: &mut BytesMut) -> Result<(), ProtoError> {
-        frame.encode(dst, self.max_frame)
-    }
-}
-
-impl Encoder<&Frame> for FrameCodec {
-    type Error = ProtoError;
-
-    fn encode(&mut self, frame: &Frame, dst: &mut BytesMut) -> Result<(), ProtoError> {
         frame.encode(dst, self.max_frame)
     }
 }

@@ -28,7 +28,7 @@ fn encode_all(frames: &[Frame]) -> BytesMut {
     let mut codec = FrameCodec::new();
     let mut wire = BytesMut::new();
     for frame in frames {
-        codec.encode(frame, &mut wire).unwrap();
+        codec.encode(frame.clone(), &mut wire).unwrap();
     }
     wire
 }
