@@ -1,4 +1,6 @@
-//! `cargo xtask ci`: everything CI checks, in order, stopping at the first failure.
+//! `cargo xtask ci`: everything CI checks, in order, stopping at the first failure: fmt,
+//! clippy, tests, the proto examples, a dist build (completions, man pages), `cargo package`
+//! of the three published crates, e2e and nc-compat.
 
 use std::time::Instant;
 
@@ -8,7 +10,7 @@ use crate::tools::cargo;
 type Step<'a> = (&'a str, &'a dyn Fn() -> Result<(), String>);
 
 pub(crate) fn run() -> Result<(), String> {
-    let steps: [Step<'_>; 5] = [
+    let steps: [Step<'_>; 8] = [
         ("fmt", &|| cargo(&["fmt", "--all", "--check"])),
         ("clippy", &|| {
             cargo(&[
@@ -22,6 +24,21 @@ pub(crate) fn run() -> Result<(), String> {
             ])
         }),
         ("test", &|| cargo(&["test", "--workspace", "--locked"])),
+        ("examples", &crate::examples::run),
+        ("dist", &crate::dist::run),
+        ("package", &|| {
+            cargo(&[
+                "package",
+                "--locked",
+                "--no-verify",
+                "-p",
+                "udsecho-proto",
+                "-p",
+                "udsecho-server",
+                "-p",
+                "udsecho-client",
+            ])
+        }),
         ("e2e", &crate::e2e::run),
         ("nc-compat", &crate::nc_compat::run),
     ];

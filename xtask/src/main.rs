@@ -3,9 +3,13 @@
 //! - `ci`: fmt check, clippy `-D warnings`, every test, `e2e`, `nc-compat` — fail fast.
 //! - `e2e`: end-to-end scenarios with the release binaries.
 //! - `nc-compat`: OpenBSD `nc` and `socat` against our binaries, both directions.
+//! - `examples`: the proto crate's examples, run for real.
+//! - `dist`: what a release ships.
 
 mod ci;
+mod dist;
 mod e2e;
+mod examples;
 mod nc_compat;
 mod scenario;
 mod tools;
@@ -19,6 +23,8 @@ tasks:
   ci          fmt check, clippy -D warnings, all tests, e2e, nc-compat (what .ci/run calls)
   e2e         end-to-end scenarios against the release binaries
   nc-compat   OpenBSD nc and socat against our server and client
+  examples    run the proto crate's examples against each other and against the server
+  dist        release binaries, completions, man pages and SHA256SUMS in target/dist/
 ";
 
 fn main() -> ExitCode {
@@ -27,6 +33,8 @@ fn main() -> ExitCode {
         Some("ci") => ci::run(),
         Some("e2e") => e2e::run(),
         Some("nc-compat") => nc_compat::run(),
+        Some("dist") => dist::run(),
+        Some("examples") => examples::run(),
         Some("-h" | "--help" | "help") => {
             print!("{USAGE}");
             return ExitCode::SUCCESS;

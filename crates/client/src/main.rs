@@ -4,7 +4,7 @@ use std::io::Write;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use clap::{Parser, Subcommand, ValueEnum};
+use clap::{CommandFactory, Parser, Subcommand, ValueEnum};
 use udsecho_client::bench::{self, BenchOptions};
 use udsecho_client::send::{self, SendOptions};
 use udsecho_client::{ClientError, Target, pipe};
@@ -27,6 +27,10 @@ use udsecho_client::{ClientError, Target, pipe};
     args_conflicts_with_subcommands = false
 )]
 struct Cli {
+    /// Print a man page (`man`) or shell completions (`bash`, `zsh`, `fish`) and exit
+    #[arg(long, hide = true, value_name = "WHAT", value_parser = ["man", "bash", "zsh", "fish"])]
+    generate: Option<String>,
+
     /// Socket to connect to; `@name` is a Linux abstract socket
     /// [default: $XDG_RUNTIME_DIR/udsecho.sock, else /tmp/udsecho-$UID.sock]
     #[arg(
@@ -123,6 +127,9 @@ fn raise_fd_limit() {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if let Some(what) = &cli.generate {
+        return generate(what);
+    }
     let target = match &cli.socket {
         Some(s) => Target::parse(s),
         None => Target::default_path(),
@@ -241,6 +248,29 @@ async fn run(cli: &Cli, target: &Target) -> Result<(), ClientError> {
                 what: "writing",
                 source: e,
             })
+        }
+    }
+}
+
+/// Writes the man page or a completion script, generated from the flag definitions.
+fn generate(what: &str) -> ExitCode {
+    let mut command = Cli::command();
+    let mut out = std::io::stdout();
+    let written = match what {
+        "man" => clap_mangen::Man::new(command).render(&mut out),
+        shell => match shell.parse::<clap_complete::Shell>() {
+            Ok(shell) => {
+                clap_complete::generate(shell, &mut command, "udsecho-client", &mut out);
+                Ok(())
+            }
+            Err(e) => Err(std::io::Error::other(e)),
+        },
+    };
+    match written {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("udsecho-client: --generate {what}: {e}");
+            ExitCode::FAILURE
         }
     }
 }

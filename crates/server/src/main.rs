@@ -3,7 +3,7 @@
 use std::process::ExitCode;
 use std::time::Duration;
 
-use clap::{ArgAction, Parser, ValueEnum};
+use clap::{ArgAction, CommandFactory, Parser, ValueEnum};
 use tokio::signal::unix::{SignalKind, signal};
 use udsecho_server::{Config, Listener, Mode, Shutdown, SocketAddress};
 
@@ -19,6 +19,10 @@ use udsecho_server::{Config, Listener, Mode, Shutdown, SocketAddress};
 #[derive(Debug, Parser)]
 #[command(version, about, long_about, max_term_width = 100)]
 struct Cli {
+    /// Print a man page (`man`) or shell completions (`bash`, `zsh`, `fish`) and exit
+    #[arg(long, hide = true, value_name = "WHAT", value_parser = ["man", "bash", "zsh", "fish"])]
+    generate: Option<String>,
+
     /// Socket to listen on; `@name` is a Linux abstract socket (no file)
     /// [default: $XDG_RUNTIME_DIR/udsecho.sock, else /tmp/udsecho-$UID.sock]
     #[arg(short, long, env = "UDSECHO_SOCKET", value_name = "PATH")]
@@ -151,6 +155,9 @@ fn raise_fd_limit() {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if let Some(what) = &cli.generate {
+        return generate(what);
+    }
     init_logging(cli.verbose, cli.quiet);
     raise_fd_limit();
     // Read LISTEN_FDS before any thread exists: it clears the variables.
@@ -208,4 +215,27 @@ async fn serve(
     udsecho_server::run(listener, &config, shutdown).await;
     signals.abort();
     Ok(())
+}
+
+/// Writes the man page or a completion script, generated from the flag definitions.
+fn generate(what: &str) -> ExitCode {
+    let mut command = Cli::command();
+    let mut out = std::io::stdout();
+    let written = match what {
+        "man" => clap_mangen::Man::new(command).render(&mut out),
+        shell => match shell.parse::<clap_complete::Shell>() {
+            Ok(shell) => {
+                clap_complete::generate(shell, &mut command, "udsecho-server", &mut out);
+                Ok(())
+            }
+            Err(e) => Err(std::io::Error::other(e)),
+        },
+    };
+    match written {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("udsecho-server: --generate {what}: {e}");
+            ExitCode::FAILURE
+        }
+    }
 }
