@@ -83,6 +83,45 @@ fn histogram() -> Histogram<u64> {
     Histogram::new_with_bounds(1, 100_000_000_000, 3).expect("static histogram bounds are valid")
 }
 
+/// A connection's latency samples, batched into the shared histogram. One histogram per
+/// connection would cost ~300 KiB each (10,000 connections: 3 GiB); a batch costs 1 KiB.
+struct Latencies {
+    batch: Vec<u64>,
+    shared: Arc<Mutex<Histogram<u64>>>,
+}
+
+impl Latencies {
+    const BATCH: usize = 128;
+
+    fn new(shared: Arc<Mutex<Histogram<u64>>>) -> Self {
+        Latencies {
+            batch: Vec::with_capacity(Self::BATCH),
+            shared,
+        }
+    }
+
+    fn record(&mut self, latency: Duration) {
+        self.batch.push(nanos(latency));
+        if self.batch.len() == Self::BATCH {
+            self.flush();
+        }
+    }
+
+    fn flush(&mut self) {
+        let mut hist = self.shared.lock().expect("never poisoned");
+        for sample in self.batch.drain(..) {
+            // Out-of-range samples (over 100 s) are dropped, not fatal.
+            let _ = hist.record(sample);
+        }
+    }
+}
+
+impl Drop for Latencies {
+    fn drop(&mut self) {
+        self.flush();
+    }
+}
+
 fn nanos(d: Duration) -> u64 {
     u64::try_from(d.as_nanos()).unwrap_or(u64::MAX).max(1)
 }
@@ -113,6 +152,7 @@ pub async fn run(target: &Target, options: &BenchOptions) -> Result<BenchReport,
         streams.push(stream);
     }
 
+    let latencies = Arc::new(Mutex::new(histogram()));
     let done = Arc::new(AtomicU64::new(0));
     let failed = Arc::new(AtomicBool::new(false));
     let start = Instant::now();
@@ -128,6 +168,7 @@ pub async fn run(target: &Target, options: &BenchOptions) -> Result<BenchReport,
             timeout: options.timeout,
             done: done.clone(),
             failed: failed.clone(),
+            latencies: latencies.clone(),
         };
         let framed = options.framed;
         workers.push(tokio::spawn(async move {
@@ -153,11 +194,10 @@ pub async fn run(target: &Target, options: &BenchOptions) -> Result<BenchReport,
         })
     });
 
-    let mut merged = histogram();
     let mut first_error = None;
     for worker in workers {
         match worker.await {
-            Ok(Ok(h)) => merged.add(&h).expect("histograms share bounds"),
+            Ok(Ok(())) => {}
             Ok(Err(e)) => {
                 first_error.get_or_insert(e);
             }
@@ -176,6 +216,7 @@ pub async fn run(target: &Target, options: &BenchOptions) -> Result<BenchReport,
     if let Some(e) = first_error {
         return Err(e);
     }
+    let merged = histogram_of(&latencies);
     let round_trips = merged.len();
     let us = |q: f64| merged.value_at_quantile(q) as f64 / 1000.0;
     Ok(BenchReport {
@@ -195,6 +236,10 @@ pub async fn run(target: &Target, options: &BenchOptions) -> Result<BenchReport,
             mean: merged.mean() / 1000.0,
         },
     })
+}
+
+fn histogram_of(shared: &Mutex<Histogram<u64>>) -> Histogram<u64> {
+    shared.lock().expect("never poisoned").clone()
 }
 
 fn progress_bar(duration: Duration) -> indicatif::ProgressBar {
@@ -230,6 +275,8 @@ struct Worker {
     done: Arc<AtomicU64>,
     /// Set by the first worker that fails, so the others stop early.
     failed: Arc<AtomicBool>,
+    /// Where every worker's latency samples end up.
+    latencies: Arc<Mutex<Histogram<u64>>>,
 }
 
 impl Worker {
@@ -269,8 +316,8 @@ impl Worker {
             })
     }
 
-    async fn raw_ping_pong(self, mut stream: UnixStream) -> Result<Histogram<u64>, ClientError> {
-        let mut hist = histogram();
+    async fn raw_ping_pong(self, mut stream: UnixStream) -> Result<(), ClientError> {
+        let mut hist = Latencies::new(self.latencies.clone());
         let mut echo = vec![0u8; self.payload.len()];
         let mut n = 0;
         while self.running() {
@@ -281,21 +328,18 @@ impl Worker {
             self.within(stream.read_exact(&mut echo))
                 .await
                 .map_err(|e| self.fail("receiving", e))?;
-            hist.record(nanos(sent_at.elapsed())).ok();
+            hist.record(sent_at.elapsed());
             n += 1;
             if echo[..] != self.payload[..] {
                 return Err(self.mismatch(n, &echo));
             }
             self.done.fetch_add(1, Ordering::Relaxed);
         }
-        Ok(hist)
+        hist.flush();
+        Ok(())
     }
 
-    async fn raw_pipelined(
-        self,
-        stream: UnixStream,
-        depth: usize,
-    ) -> Result<Histogram<u64>, ClientError> {
+    async fn raw_pipelined(self, stream: UnixStream, depth: usize) -> Result<(), ClientError> {
         let (mut rd, mut wr) = stream.into_split();
         let credits = Arc::new(Semaphore::new(depth));
         let in_flight = Arc::new(Mutex::new(VecDeque::with_capacity(depth)));
@@ -323,7 +367,7 @@ impl Worker {
                 Ok::<u64, std::io::Error>(sent)
             })
         };
-        let mut hist = histogram();
+        let mut hist = Latencies::new(self.latencies.clone());
         let mut echo = vec![0u8; self.payload.len()];
         let mut n = 0;
         loop {
@@ -336,7 +380,7 @@ impl Worker {
             }
             let sent_at = in_flight.lock().expect("never poisoned").pop_front();
             if let Some(at) = sent_at {
-                hist.record(nanos(at.elapsed())).ok();
+                hist.record(at.elapsed());
             }
             n += 1;
             if echo[..] != self.payload[..] {
@@ -355,13 +399,14 @@ impl Worker {
                 detail: format!("{sent} messages sent, {n} echoed"),
             });
         }
-        Ok(hist)
+        hist.flush();
+        Ok(())
     }
 
-    async fn framed(self, stream: UnixStream, depth: usize) -> Result<Histogram<u64>, ClientError> {
+    async fn framed(self, stream: UnixStream, depth: usize) -> Result<(), ClientError> {
         let framed = session::open(stream, &self.socket).await?;
         let (mut sink, mut frames) = framed.split();
-        let mut hist = histogram();
+        let mut hist = Latencies::new(self.latencies.clone());
         let mut in_flight = VecDeque::with_capacity(depth);
         let mut n = 0;
         loop {
@@ -396,7 +441,7 @@ impl Worker {
             match frame {
                 Some(Ok(Frame::Data(echo))) => {
                     if let Some(at) = in_flight.pop_front() {
-                        hist.record(nanos(at.elapsed())).ok();
+                        hist.record(at.elapsed());
                     }
                     n += 1;
                     if echo != self.payload {
@@ -416,7 +461,8 @@ impl Worker {
                 udsecho_proto::GoodbyeReason::Done,
             )))
             .await;
-        Ok(hist)
+        hist.flush();
+        Ok(())
     }
 }
 
