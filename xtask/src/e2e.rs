@@ -205,7 +205,7 @@ fn slow_reader() -> Result<(), String> {
         }
         echoed.extend_from_slice(&sip[..n]);
         reads += 1;
-        if reads % 64 == 0 {
+        if reads.is_multiple_of(64) {
             thread::sleep(Duration::from_millis(5));
         }
     }
