@@ -5,7 +5,7 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use crate::tools::{release_binaries, root};
+use crate::tools::{release_binaries, root, target_dir};
 
 const BINARIES: [&str; 2] = ["udsecho-server", "udsecho-client"];
 const SHELLS: [(&str, &str); 3] = [("bash", "bash"), ("zsh", "zsh"), ("fish", "fish")];
@@ -49,12 +49,6 @@ pub(crate) fn run() -> Result<(), String> {
     }
     println!("  SHA256SUMS");
     Ok(())
-}
-
-fn target_dir() -> PathBuf {
-    std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| root().join("target"))
 }
 
 /// The workspace version, from the root manifest.

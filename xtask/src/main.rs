@@ -5,7 +5,9 @@
 //! - `nc-compat`: OpenBSD `nc` and `socat` against our binaries, both directions.
 //! - `examples`: the proto crate's examples, run for real.
 //! - `dist`: what a release ships.
+//! - `bench`: udsecho side by side with other echo servers.
 
+mod bench;
 mod ci;
 mod dist;
 mod e2e;
@@ -25,6 +27,7 @@ tasks:
   nc-compat   OpenBSD nc and socat against our server and client
   examples    run the proto crate's examples against each other and against the server
   dist        release binaries, completions, man pages and SHA256SUMS in target/dist/
+  bench       udsecho against socat, plain tokio and Go echo servers [--quick]
 ";
 
 fn main() -> ExitCode {
@@ -34,6 +37,7 @@ fn main() -> ExitCode {
         Some("e2e") => e2e::run(),
         Some("nc-compat") => nc_compat::run(),
         Some("dist") => dist::run(),
+        Some("bench") => bench::run(&args[1..]),
         Some("examples") => examples::run(),
         Some("-h" | "--help" | "help") => {
             print!("{USAGE}");

@@ -37,11 +37,15 @@ pub(crate) fn release_binaries() -> Result<(), String> {
         "-p",
         "udsecho-client",
     ])?;
-    let target = std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| root().join("target"));
-    udsecho_harness::use_bin_dir(&target.join("release"));
+    udsecho_harness::use_bin_dir(&target_dir().join("release"));
     Ok(())
+}
+
+/// Cargo's target directory.
+pub(crate) fn target_dir() -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root().join("target"))
 }
 
 /// Is `cmd` on PATH?
