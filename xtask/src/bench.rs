@@ -201,7 +201,15 @@ pub(crate) fn run(args: &[String]) -> Result<(), String> {
         peers.push(Peer::Socat);
     }
 
-    let scenarios = scenarios(quick);
+    // `--only TEXT` keeps the scenarios whose name contains TEXT (for working on one).
+    let only = args
+        .iter()
+        .position(|a| a == "--only")
+        .and_then(|i| args.get(i + 1));
+    let scenarios: Vec<Scenario> = scenarios(quick)
+        .into_iter()
+        .filter(|s| only.is_none_or(|o| s.name.contains(o.as_str())))
+        .collect();
     let mut results: Vec<Vec<Vec<f64>>> = vec![vec![Vec::new(); peers.len()]; scenarios.len()];
     let total: usize = reps
         * scenarios

@@ -27,7 +27,7 @@ tasks:
   nc-compat   OpenBSD nc and socat against our server and client
   examples    run the proto crate's examples against each other and against the server
   dist        release binaries, completions, man pages and SHA256SUMS in target/dist/
-  bench       udsecho against socat, plain tokio and Go echo servers [--quick]
+  bench       udsecho against socat, plain tokio and Go echo servers [--quick] [--only TEXT]
 ";
 
 fn main() -> ExitCode {

@@ -335,7 +335,8 @@ async fn linger(stream: &mut UnixStream) {
     const LINGER: Duration = Duration::from_millis(500);
     const LINGER_BYTES: usize = 4 << 20;
     let discard = async {
-        let mut sink = [0u8; 8192];
+        // On the heap: an array here would sit in every connection's future, idle or not.
+        let mut sink = vec![0u8; 8192];
         let mut total = 0;
         while total < LINGER_BYTES {
             match stream.read(&mut sink).await {
