@@ -1,6 +1,6 @@
 //! `cargo xtask ci`: everything CI checks, in order, stopping at the first failure: fmt,
 //! clippy, tests, the proto examples, a dist build (completions, man pages), `cargo package`
-//! of the three published crates, e2e and nc-compat.
+//! of the three published crates, e2e, nc-compat and a 20-second soak.
 
 use std::time::Instant;
 
@@ -10,7 +10,7 @@ use crate::tools::cargo;
 type Step<'a> = (&'a str, &'a dyn Fn() -> Result<(), String>);
 
 pub(crate) fn run() -> Result<(), String> {
-    let steps: [Step<'_>; 8] = [
+    let steps: [Step<'_>; 9] = [
         ("fmt", &|| cargo(&["fmt", "--all", "--check"])),
         ("clippy", &|| {
             cargo(&[
@@ -41,6 +41,9 @@ pub(crate) fn run() -> Result<(), String> {
         }),
         ("e2e", &crate::e2e::run),
         ("nc-compat", &crate::nc_compat::run),
+        ("soak", &|| {
+            crate::soak::run(&["--seconds".to_owned(), "20".to_owned()])
+        }),
     ];
     let total = Instant::now();
     for (name, step) in steps {

@@ -6,6 +6,7 @@
 //! - `examples`: the proto crate's examples, run for real.
 //! - `dist`: what a release ships.
 //! - `bench`: udsecho side by side with other echo servers.
+//! - `soak`: mixed faults against the server, with memory and descriptor checks.
 
 mod bench;
 mod ci;
@@ -14,6 +15,7 @@ mod e2e;
 mod examples;
 mod nc_compat;
 mod scenario;
+mod soak;
 mod tools;
 
 use std::process::ExitCode;
@@ -27,6 +29,7 @@ tasks:
   nc-compat   OpenBSD nc and socat against our server and client
   examples    run the proto crate's examples against each other and against the server
   dist        release binaries, completions, man pages and SHA256SUMS in target/dist/
+  soak        mixed-fault load with memory and fd checks [--seconds N, default 30]
   bench       udsecho against socat, plain tokio and Go echo servers [--quick] [--only TEXT]
 ";
 
@@ -38,6 +41,7 @@ fn main() -> ExitCode {
         Some("nc-compat") => nc_compat::run(),
         Some("dist") => dist::run(),
         Some("bench") => bench::run(&args[1..]),
+        Some("soak") => soak::run(&args[1..]),
         Some("examples") => examples::run(),
         Some("-h" | "--help" | "help") => {
             print!("{USAGE}");
