@@ -1,6 +1,7 @@
 //! `cargo xtask ci`: everything CI checks, in order, stopping at the first failure: fmt,
 //! clippy, tests, the proto examples, a dist build (completions, man pages), `cargo package`
-//! of the three published crates, e2e, nc-compat and a 20-second soak.
+//! of the three published crates, a quick benchmark run (smoke only), e2e, nc-compat and a
+//! 20-second soak.
 
 use std::time::Instant;
 
@@ -10,7 +11,7 @@ use crate::tools::cargo;
 type Step<'a> = (&'a str, &'a dyn Fn() -> Result<(), String>);
 
 pub(crate) fn run() -> Result<(), String> {
-    let steps: [Step<'_>; 9] = [
+    let steps: [Step<'_>; 10] = [
         ("fmt", &|| cargo(&["fmt", "--all", "--check"])),
         ("clippy", &|| {
             cargo(&[
@@ -38,6 +39,10 @@ pub(crate) fn run() -> Result<(), String> {
                 "-p",
                 "udsecho-client",
             ])
+        }),
+        // A smoke check that the benchmark itself works; its figures are not judged.
+        ("bench --quick", &|| {
+            crate::bench::run(&["--quick".to_owned()])
         }),
         ("e2e", &crate::e2e::run),
         ("nc-compat", &crate::nc_compat::run),
