@@ -334,3 +334,36 @@ fn many_concurrent_raw_clients_with_random_chunks_all_get_their_bytes() {
         c.join().unwrap();
     }
 }
+
+#[test]
+fn a_peer_that_never_reads_is_not_buffered_without_limit_and_others_are_served() {
+    let server = Server::start(Vec::<String>::new()).unwrap();
+    let before = rss_kib(server.pid());
+    let mut hog = connect(server.socket()).unwrap();
+    hog.set_write_timeout(Some(Duration::from_millis(500)))
+        .unwrap();
+    let chunk = vec![0x5a; 64 * 1024];
+    let mut written = 0usize;
+    // Write until the kernel says no: both socket buffers are full and the server has stopped
+    // reading from this peer.
+    while written < 256 << 20 && hog.write_all(&chunk).is_ok() {
+        written += chunk.len();
+    }
+    assert!(
+        written < 64 << 20,
+        "the server kept reading ({written} bytes) from a peer that never reads"
+    );
+    // Everyone else is still served.
+    let data = random_payload(256 * 1024, 9);
+    assert_eq!(raw_round_trip(server.socket(), &data, 4096).unwrap(), data);
+    let after = rss_kib(server.pid());
+    assert!(
+        after < before + 4 * 1024,
+        "RSS grew from {before} to {after} KiB for one stuck peer"
+    );
+    // And the stuck peer still gets its bytes, in order, once it reads.
+    hog.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let mut first = vec![0u8; 64 * 1024];
+    hog.read_exact(&mut first).unwrap();
+    assert!(first.iter().all(|&b| b == 0x5a));
+}
