@@ -170,7 +170,7 @@ pub(crate) fn run(args: &[String]) -> Result<(), String> {
     let quick = args.iter().any(|a| a == "--quick");
     let reps = if quick { 1 } else { 3 };
     let duration = if quick { "1s" } else { "4s" };
-    raise_fd_limit();
+    udsecho_harness::raise_fd_limit();
 
     cargo(&[
         "build",
@@ -281,15 +281,6 @@ fn applies(scenario: &Scenario, peer: Peer) -> bool {
 
 fn write(path: &Path, text: &str) -> Result<(), String> {
     fs::write(path, text).map_err(|e| format!("{}: {e}", path.display()))
-}
-
-fn raise_fd_limit() {
-    use rustix::process::{Resource, getrlimit, setrlimit};
-    let mut limit = getrlimit(Resource::Nofile);
-    if limit.current < limit.maximum {
-        limit.current = limit.maximum;
-        let _ = setrlimit(Resource::Nofile, limit);
-    }
 }
 
 /// Builds the Go tutorial server with the system Go, installing golang-go with apt-get when
@@ -434,20 +425,11 @@ fn json_number(json: &str, key: &str) -> Option<f64> {
     after[..end].trim().parse().ok()
 }
 
-fn rss_kib(pid: u32) -> Result<u64, String> {
-    let status = fs::read_to_string(format!("/proc/{pid}/status")).map_err(|e| e.to_string())?;
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.split_whitespace().next()?.parse().ok())
-        .ok_or_else(|| "no VmRSS".to_owned())
-}
-
 /// Opens `n` connections that each echo one byte (so the server has really served them),
 /// lets them sit, and returns the server's RSS growth per connection in KiB.
 fn idle_run(socket: &Path, pid: u32, n: usize) -> Result<f64, String> {
     std::thread::sleep(Duration::from_millis(200));
-    let before = rss_kib(pid)?;
+    let before = udsecho_harness::rss_kib(pid).map_err(|e| e.to_string())?;
     let mut held = Vec::with_capacity(n);
     for i in 0..n {
         let mut stream = UnixStream::connect(socket).map_err(|e| format!("connection {i}: {e}"))?;
@@ -464,7 +446,7 @@ fn idle_run(socket: &Path, pid: u32, n: usize) -> Result<f64, String> {
         held.push(stream);
     }
     std::thread::sleep(Duration::from_millis(500));
-    let after = rss_kib(pid)?;
+    let after = udsecho_harness::rss_kib(pid).map_err(|e| e.to_string())?;
     drop(held);
     Ok(after.saturating_sub(before) as f64 / n as f64)
 }

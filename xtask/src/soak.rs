@@ -359,17 +359,9 @@ fn sigterm_under_load(server: &mut Server) -> Result<(), String> {
 }
 
 fn rss_kib(pid: u32) -> Result<u64, String> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .map_err(|e| format!("server gone? {e}"))?;
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.split_whitespace().next()?.parse().ok())
-        .ok_or_else(|| "no VmRSS".to_owned())
+    udsecho_harness::rss_kib(pid).map_err(|e| format!("server gone? {e}"))
 }
 
 fn fd_count(pid: u32) -> Result<usize, String> {
-    std::fs::read_dir(format!("/proc/{pid}/fd"))
-        .map(|d| d.count())
-        .map_err(|e| format!("server gone? {e}"))
+    udsecho_harness::open_fds(pid).map_err(|e| format!("server gone? {e}"))
 }

@@ -254,16 +254,10 @@ fn frames_before_a_violation_are_echoed_first() {
     );
 }
 
-fn rss_kib(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    let line = status.lines().find(|l| l.starts_with("VmRSS:")).unwrap();
-    line.split_whitespace().nth(1).unwrap().parse().unwrap()
-}
-
 #[test]
 fn a_4_gib_length_gets_an_error_frame_and_memory_stays_flat() {
     let server = Server::start(Vec::<String>::new()).unwrap();
-    let before = rss_kib(server.pid());
+    let before = udsecho_harness::rss_kib(server.pid()).unwrap();
     for _ in 0..50 {
         expect_error(
             &server,
@@ -282,7 +276,7 @@ fn a_4_gib_length_gets_an_error_frame_and_memory_stays_flat() {
         stalled.push(peer);
     }
     thread::sleep(Duration::from_millis(200));
-    let after = rss_kib(server.pid());
+    let after = udsecho_harness::rss_kib(server.pid()).unwrap();
     assert!(
         after < before + 20 * 1024,
         "RSS grew from {before} KiB to {after} KiB (20 stalled 8 MiB frames would be 160 MiB)"
@@ -338,7 +332,7 @@ fn many_concurrent_raw_clients_with_random_chunks_all_get_their_bytes() {
 #[test]
 fn a_peer_that_never_reads_is_not_buffered_without_limit_and_others_are_served() {
     let server = Server::start(Vec::<String>::new()).unwrap();
-    let before = rss_kib(server.pid());
+    let before = udsecho_harness::rss_kib(server.pid()).unwrap();
     let mut hog = connect(server.socket()).unwrap();
     hog.set_write_timeout(Some(Duration::from_millis(500)))
         .unwrap();
@@ -356,7 +350,7 @@ fn a_peer_that_never_reads_is_not_buffered_without_limit_and_others_are_served()
     // Everyone else is still served.
     let data = random_payload(256 * 1024, 9);
     assert_eq!(raw_round_trip(server.socket(), &data, 4096).unwrap(), data);
-    let after = rss_kib(server.pid());
+    let after = udsecho_harness::rss_kib(server.pid()).unwrap();
     assert!(
         after < before + 4 * 1024,
         "RSS grew from {before} to {after} KiB for one stuck peer"
