@@ -7,12 +7,14 @@
 //! - `dist`: what a release ships.
 //! - `bench`: udsecho side by side with other echo servers.
 //! - `soak`: mixed faults against the server, with memory and descriptor checks.
+//! - `fuzz`: the cargo-fuzz targets (not part of `ci`; the property tests are).
 
 mod bench;
 mod ci;
 mod dist;
 mod e2e;
 mod examples;
+mod fuzz;
 mod nc_compat;
 mod scenario;
 mod soak;
@@ -30,6 +32,7 @@ tasks:
   examples    run the proto crate's examples against each other and against the server
   dist        release binaries, completions, man pages and SHA256SUMS in target/dist/
   soak        mixed-fault load with memory and fd checks [--seconds N, default 30]
+  fuzz        every cargo-fuzz target under fuzz/ [--seconds N, default 60]
   bench       udsecho against socat, plain tokio and Go echo servers [--quick] [--only TEXT]
 ";
 
@@ -42,6 +45,7 @@ fn main() -> ExitCode {
         Some("dist") => dist::run(),
         Some("bench") => bench::run(&args[1..]),
         Some("soak") => soak::run(&args[1..]),
+        Some("fuzz") => fuzz::run(&args[1..]),
         Some("examples") => examples::run(),
         Some("-h" | "--help" | "help") => {
             print!("{USAGE}");

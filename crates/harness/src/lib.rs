@@ -8,6 +8,7 @@
 
 mod bins;
 mod fixtures;
+pub mod model;
 mod peers;
 mod process;
 

@@ -11,10 +11,8 @@ use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use proptest::prelude::*;
-use tokio_util::codec::Decoder;
-use udsecho_proto::{
-    ErrorCode, Frame, FrameCodec, Goodbye, GoodbyeReason, Hello, Kind, PREAMBLE, ProtoError,
-};
+use udsecho_harness::model::{expected_replies, parse_replies};
+use udsecho_proto::{Frame, Goodbye, GoodbyeReason, Hello, PREAMBLE};
 use udsecho_server::{Config, Listener, Shutdown as ServerShutdown, SocketAddress};
 
 const MAX_FRAME: u32 = 4096;
@@ -87,91 +85,6 @@ fn encode(items: &[Item]) -> Vec<u8> {
     out.to_vec()
 }
 
-/// What the server must answer, computed from the input with the protocol's rules.
-#[derive(Debug, PartialEq, Eq)]
-enum Reply {
-    Hello,
-    Data(Bytes),
-    Error(ErrorCode),
-    Goodbye,
-}
-
-fn expected(input: &[u8]) -> Vec<Reply> {
-    let mut buf = BytesMut::from(&input[PREAMBLE.len()..]);
-    let mut codec = FrameCodec::with_max_frame(MAX_FRAME);
-    let mut replies = Vec::new();
-    let mut greeted = false;
-    loop {
-        let frame = match codec.decode(&mut buf) {
-            Ok(Some(frame)) => frame,
-            Ok(None) => return replies, // a partial frame at EOF is dropped silently
-            // An Error frame from the client means it is leaving; its payload is not judged.
-            Err(ProtoError::Malformed {
-                kind: Kind::Error, ..
-            }) => return replies,
-            Err(e) => {
-                replies.push(Reply::Error(e.code().unwrap()));
-                return replies;
-            }
-        };
-        let violation = |why| {
-            ProtoError::UnexpectedFrame {
-                kind: frame.kind(),
-                why,
-            }
-            .code()
-            .unwrap()
-        };
-        match frame {
-            Frame::Hello(h) if !greeted => {
-                if h.version == 0 {
-                    replies.push(Reply::Error(ErrorCode::UnsupportedVersion));
-                    return replies;
-                }
-                if h.max_frame == 0 {
-                    replies.push(Reply::Error(ErrorCode::Malformed));
-                    return replies;
-                }
-                greeted = true;
-                codec.set_max_frame(MAX_FRAME.min(h.max_frame));
-                replies.push(Reply::Hello);
-            }
-            Frame::Data(p) if greeted => replies.push(Reply::Data(p)),
-            Frame::Goodbye(_) if greeted => {
-                replies.push(Reply::Goodbye);
-                return replies;
-            }
-            Frame::Error(_) => return replies,
-            Frame::Data(_) | Frame::Goodbye(_) | Frame::Hello(_) => {
-                replies.push(Reply::Error(violation("")));
-                return replies;
-            }
-        }
-    }
-}
-
-fn actual(output: &[u8]) -> Vec<Reply> {
-    let mut buf = BytesMut::from(output);
-    let mut codec = FrameCodec::with_max_frame(u32::MAX);
-    let mut replies = Vec::new();
-    while let Some(frame) = codec
-        .decode(&mut buf)
-        .expect("the server sends well-formed frames")
-    {
-        replies.push(match frame {
-            Frame::Hello(_) => Reply::Hello,
-            Frame::Data(p) => Reply::Data(p),
-            Frame::Error(e) => Reply::Error(e.code),
-            Frame::Goodbye(g) => {
-                assert_eq!(g.reason, GoodbyeReason::Done);
-                Reply::Goodbye
-            }
-        });
-    }
-    assert!(buf.is_empty(), "no partial frame from the server");
-    replies
-}
-
 fn exchange(input: &[u8], cuts: &[usize]) -> Vec<u8> {
     let stream = UnixStream::connect(server()).unwrap();
     stream
@@ -217,7 +130,7 @@ proptest! {
         all.extend(items);
         let input = encode(&all);
         let output = exchange(&input, &cuts);
-        prop_assert_eq!(actual(&output), expected(&input));
+        prop_assert_eq!(parse_replies(&output).unwrap(), expected_replies(&input, MAX_FRAME));
 
         // Whatever that connection did, the next one is served.
         let echo = udsecho_harness::raw_round_trip(server(), b"next", 2).unwrap();
