@@ -34,7 +34,9 @@ fn server() -> &'static PathBuf {
             runtime.block_on(async {
                 let mut config = Config::new(SocketAddress::Path(socket));
                 config.max_frame = MAX_FRAME;
-                let listener = Listener::bind(&config.socket, config.socket_mode).await.expect("bind");
+                let listener = Listener::bind(&config.socket, config.socket_mode)
+                    .await
+                    .expect("bind");
                 ready_tx.send(()).expect("ready");
                 udsecho_server::run(listener, &config, ServerShutdown::new()).await;
             });
@@ -46,7 +48,9 @@ fn server() -> &'static PathBuf {
 
 fn exchange(input: &[u8], chunk: usize) -> Vec<u8> {
     let stream = UnixStream::connect(server()).expect("connect");
-    stream.set_read_timeout(Some(Duration::from_secs(10))).expect("timeout");
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("timeout");
     let mut writer = stream.try_clone().expect("clone");
     let input = input.to_vec();
     let sender = std::thread::spawn(move || {
@@ -64,7 +68,9 @@ fn exchange(input: &[u8], chunk: usize) -> Vec<u8> {
 }
 
 fuzz_target!(|data: &[u8]| {
-    let Some((&control, body)) = data.split_first() else { return };
+    let Some((&control, body)) = data.split_first() else {
+        return;
+    };
     let chunk = 1 + usize::from(control >> 1) * 7;
     if control & 1 == 0 {
         let mut input = PREAMBLE.to_vec();

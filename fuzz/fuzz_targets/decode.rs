@@ -25,7 +25,9 @@ fn decode_all(chunks: &[&[u8]], max_frame: u32) -> (Vec<Frame>, bool) {
 }
 
 fuzz_target!(|data: &[u8]| {
-    let Some((&cut, rest)) = data.split_first() else { return };
+    let Some((&cut, rest)) = data.split_first() else {
+        return;
+    };
     let max_frame = 1 + u32::from(cut) * 64;
     let at = usize::from(cut) % (rest.len() + 1);
     let whole = decode_all(&[rest], max_frame);
