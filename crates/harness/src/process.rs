@@ -152,7 +152,8 @@ impl Server {
         })
     }
 
-    fn has_exited(&self) -> bool {
+    /// Has the server process exited (reaped or not)?
+    pub fn has_exited(&self) -> bool {
         // `try_wait` needs &mut; peek through /proc instead so a shared handle can ask.
         let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.child.id()));
         match stat {

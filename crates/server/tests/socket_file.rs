@@ -185,8 +185,16 @@ fn servers_started_at_once_on_one_path_leave_exactly_one_serving() {
         let mut servers: Vec<Server> = (0..6)
             .map(|_| Server::builder().socket(&path).no_wait().start().unwrap())
             .collect();
-        // The losers exit quickly; the winner keeps serving.
-        std::thread::sleep(Duration::from_millis(1500));
+        // The losers exit quickly; the winner keeps serving. Wait until five have exited (or
+        // 10 s pass, and the count below says what happened), then give a sixth a moment to
+        // show it would have exited too.
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while std::time::Instant::now() < deadline
+            && servers.iter().filter(|s| s.has_exited()).count() < 5
+        {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        std::thread::sleep(Duration::from_millis(300));
         let mut running = Vec::new();
         for (i, server) in servers.iter_mut().enumerate() {
             match server.wait_exit(Duration::from_millis(1)) {
