@@ -141,8 +141,12 @@ pub(crate) fn run(args: &[String]) -> Result<(), String> {
         })
     });
     s.run(
-        "SIGTERM under load drains, exits 0 and removes the socket file",
+        "SIGTERM under load drains (framed peers: every frame, then Goodbye), exits 0, removes the file",
         || sigterm_under_load(&mut server),
+    );
+    s.run(
+        "SIGKILL, then a restart on the same path serves at once",
+        || kill_and_restart(&socket),
     );
     s.finish()
 }
@@ -354,8 +358,37 @@ fn sigterm_under_load(server: &mut Server) -> Result<(), String> {
             })
         })
         .collect();
+    // Framed peers with frames in flight at the signal: all of them back, then Goodbye.
+    let mut framed = Vec::new();
+    for i in 0..4u64 {
+        let (mut peer, _) = FramedPeer::handshake(&socket).map_err(|e| e.to_string())?;
+        let frames: Vec<Bytes> = (0..40)
+            .map(|k| Bytes::from(random_payload(900, i * 100 + k)))
+            .collect();
+        for f in &frames {
+            peer.send(&Frame::Data(f.clone()))
+                .map_err(|e| e.to_string())?;
+        }
+        framed.push((peer, frames));
+    }
     thread::sleep(Duration::from_millis(300));
     server.signal(Signal::TERM).map_err(|e| e.to_string())?;
+    for (i, (mut peer, frames)) in framed.into_iter().enumerate() {
+        for (k, f) in frames.iter().enumerate() {
+            match peer.recv() {
+                Ok(Some(Frame::Data(echo))) if echo == f => {}
+                other => tally.fail(format!(
+                    "framed peer {i}: frame {k} sent before SIGTERM came back as {other:?}"
+                )),
+            }
+        }
+        match peer.recv() {
+            Ok(Some(Frame::Goodbye(g))) if g.reason == udsecho_proto::GoodbyeReason::Shutdown => {}
+            other => tally.fail(format!(
+                "framed peer {i}: expected Goodbye(Shutdown), got {other:?}"
+            )),
+        }
+    }
     let status = server
         .wait_exit(Duration::from_secs(15))
         .map_err(|e| e.to_string());
@@ -378,6 +411,36 @@ fn sigterm_under_load(server: &mut Server) -> Result<(), String> {
             failures[..failures.len().min(3)].join("; ")
         )
     })
+}
+
+fn kill_and_restart(socket: &Path) -> Result<(), String> {
+    let mut first = Server::builder()
+        .socket(socket)
+        .start()
+        .map_err(|e| e.to_string())?;
+    first
+        .stop(Signal::KILL, Duration::from_secs(10))
+        .map_err(|e| e.to_string())?;
+    ensure(socket.exists(), || {
+        "SIGKILL should leave the socket file behind".to_owned()
+    })?;
+    let started = Instant::now();
+    let mut second = Server::builder()
+        .socket(socket)
+        .start()
+        .map_err(|e| format!("restart after SIGKILL failed: {e}"))?;
+    let echo = raw_round_trip(socket, b"back", 2).map_err(|e| e.to_string())?;
+    ensure(echo == b"back", || {
+        format!("got {:?}", String::from_utf8_lossy(&echo))
+    })?;
+    println!(
+        "    restarted and serving {} ms after the SIGKILL",
+        started.elapsed().as_millis()
+    );
+    let status = second
+        .stop(Signal::TERM, Duration::from_secs(10))
+        .map_err(|e| e.to_string())?;
+    ensure(status.success(), || format!("exit status {status}"))
 }
 
 fn rss_kib(pid: u32) -> Result<u64, String> {
