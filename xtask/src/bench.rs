@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use udsecho_harness::{short_temp_dir, wait_for_socket};
 
-use crate::tools::{cargo, root};
+use crate::tools::root;
 
 /// A server under test.
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -172,24 +172,13 @@ pub(crate) fn run(args: &[String]) -> Result<(), String> {
     let duration = if quick { "1s" } else { "4s" };
     udsecho_harness::raise_fd_limit();
 
-    cargo(&[
-        "build",
-        "--release",
-        "--bins",
-        "-p",
-        "udsecho-server",
-        "-p",
-        "udsecho-client",
-        "-p",
-        "tokio-echo",
-    ])?;
-    let release = crate::tools::target_dir().join("release");
+    crate::tools::release_binaries_and(&["tokio-echo"])?;
     let out_dir = crate::tools::target_dir().join("bench");
     fs::create_dir_all(&out_dir).map_err(|e| format!("{}: {e}", out_dir.display()))?;
     let setup = Setup {
-        client: release.join("udsecho-client"),
-        server: release.join("udsecho-server"),
-        tokio_echo: release.join("tokio-echo"),
+        client: udsecho_harness::binary("udsecho-client"),
+        server: udsecho_harness::binary("udsecho-server"),
+        tokio_echo: udsecho_harness::binary("tokio-echo"),
         go_echo: build_go(&out_dir),
         socat: crate::tools::ensure_nc_and_socat().is_ok(),
     };

@@ -15,13 +15,7 @@ use crate::tools::{root, target_dir};
 const TARGETS: [&str; 3] = ["decode", "detect", "connection"];
 
 pub(crate) fn run(args: &[String]) -> Result<(), String> {
-    let seconds: u64 = match args.iter().position(|a| a == "--seconds") {
-        Some(i) => args
-            .get(i + 1)
-            .and_then(|s| s.parse().ok())
-            .ok_or("--seconds takes a whole number")?,
-        None => 60,
-    };
+    let seconds = crate::tools::seconds_arg(args, 60)?;
     ensure_cargo_fuzz()?;
     let per_target = (seconds / TARGETS.len() as u64).max(5);
     let mut s = Scenarios::new("fuzz");

@@ -6,11 +6,9 @@ use std::process::{Child, Command, Stdio};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use udsecho_harness::{
-    Server, checksum, random_payload, run_client, short_temp_dir, wait_for_socket,
-};
+use udsecho_harness::{Server, random_payload, run_client, short_temp_dir, wait_for_socket};
 
-use crate::scenario::{Scenarios, ensure};
+use crate::scenario::{Scenarios, ensure, same_bytes};
 
 const LIMIT: Duration = Duration::from_secs(30);
 
@@ -125,13 +123,7 @@ fn socat_client(mode: &str) -> Result<(), String> {
     let target = format!("UNIX-CONNECT:{}", server.socket().display());
     let data = random_payload(64 * 1024, 5);
     let out = output_of(Command::new("socat").args(["-t", "5", "-", &target]), &data)?;
-    ensure(out == data, || {
-        format!(
-            "socat got {} of {} bytes back, or different bytes",
-            out.len(),
-            data.len()
-        )
-    })
+    same_bytes("socat got back", &out, &data)
 }
 
 fn nc_binary() -> Result<(), String> {
@@ -140,16 +132,7 @@ fn nc_binary() -> Result<(), String> {
     let mut data = b"\0UDSE".to_vec();
     data.extend(random_payload(256 * 1024, 9));
     let out = output_of(Command::new("nc").arg("-NU").arg(server.socket()), &data)?;
-    ensure(
-        out.len() == data.len() && checksum(&out) == checksum(&data),
-        || {
-            format!(
-                "nc got {} of {} bytes back, or different bytes",
-                out.len(),
-                data.len()
-            )
-        },
-    )
+    same_bytes("nc got back", &out, &data)
 }
 
 fn client_send_to_nc() -> Result<(), String> {
@@ -183,8 +166,7 @@ fn client_send_to_nc() -> Result<(), String> {
 }
 
 /// Starts `nc -lU path` with `reply` on its stdin (what it sends to whoever connects),
-/// capturing what it prints. Waits for the socket file rather than connecting: nc -lU serves
-/// exactly one connection.
+/// capturing what it prints, once its socket file exists.
 fn nc_listener(path: &Path, reply: &[u8]) -> Result<(Child, thread::JoinHandle<Vec<u8>>), String> {
     let mut child = Command::new("nc")
         .arg("-lU")
@@ -196,6 +178,17 @@ fn nc_listener(path: &Path, reply: &[u8]) -> Result<(Child, thread::JoinHandle<V
         .map_err(|e| format!("cannot start nc -lU: {e}"))?;
     let mut stdin = child.stdin.take().expect("piped");
     let reply = reply.to_vec();
+    wait_for_listening_file(path, &mut child)?;
+    // What nc sends back, then EOF on its stdin.
+    thread::spawn(move || stdin.write_all(&reply));
+    let printed = read_stdout(&mut child);
+    Ok((child, printed))
+}
+
+/// Waits for `nc -lU` (run by `child`) to create its socket file. Probing with a connection
+/// would use up nc's one accept, so this watches the file; it appears at bind, just before
+/// listen, hence the short grace after it.
+fn wait_for_listening_file(path: &Path, child: &mut Child) -> Result<(), String> {
     let deadline = Instant::now() + LIMIT;
     while !path.exists() {
         if Instant::now() > deadline {
@@ -204,12 +197,8 @@ fn nc_listener(path: &Path, reply: &[u8]) -> Result<(Child, thread::JoinHandle<V
         }
         thread::sleep(Duration::from_millis(5));
     }
-    // The file appears at bind, just before listen: a short grace for listen(2).
     thread::sleep(Duration::from_millis(50));
-    // What nc sends back, then EOF on its stdin.
-    thread::spawn(move || stdin.write_all(&reply));
-    let printed = read_stdout(&mut child);
-    Ok((child, printed))
+    Ok(())
 }
 
 fn classic_nc_flow() -> Result<(), String> {
@@ -223,15 +212,7 @@ fn classic_nc_flow() -> Result<(), String> {
         .stderr(Stdio::piped())
         .spawn()
         .map_err(|e| e.to_string())?;
-    let deadline = Instant::now() + LIMIT;
-    while !path.exists() {
-        if Instant::now() > deadline {
-            let _ = shell.kill();
-            return Err("nc -lU never created its socket".to_owned());
-        }
-        thread::sleep(Duration::from_millis(5));
-    }
-    thread::sleep(Duration::from_millis(50));
+    wait_for_listening_file(&path, &mut shell)?;
     let run = run_client(["--socket", path.to_str().expect("UTF-8")], b"hi\n", LIMIT)
         .map_err(|e| e.to_string())?;
     ensure(run.status.success(), || {
@@ -257,16 +238,7 @@ fn client_binary_to_nc() -> Result<(), String> {
         format!("client failed: {}", run.stderr)
     })?;
     let printed = wait_and_collect(nc, printed, LIMIT)?;
-    ensure(
-        printed.len() == data.len() && checksum(&printed) == checksum(&data),
-        || {
-            format!(
-                "nc -lU received {} of {} bytes, or different bytes",
-                printed.len(),
-                data.len()
-            )
-        },
-    )
+    same_bytes("nc -lU received", &printed, &data)
 }
 
 fn client_against_socat() -> Result<(), String> {

@@ -67,3 +67,20 @@ impl Scenarios {
 pub(crate) fn ensure(ok: bool, why: impl FnOnce() -> String) -> Result<(), String> {
     if ok { Ok(()) } else { Err(why()) }
 }
+
+/// Checks that `got` is exactly `want`; the error says how many bytes arrived and whether
+/// they differ (`what` names who received them).
+pub(crate) fn same_bytes(what: &str, got: &[u8], want: &[u8]) -> Result<(), String> {
+    ensure(got == want, || {
+        format!(
+            "{what} {} of {} bytes{}",
+            got.len(),
+            want.len(),
+            if got.len() == want.len() {
+                ", with different content"
+            } else {
+                ""
+            }
+        )
+    })
+}

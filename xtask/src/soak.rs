@@ -46,13 +46,7 @@ impl Tally {
 }
 
 pub(crate) fn run(args: &[String]) -> Result<(), String> {
-    let seconds: u64 = match args.iter().position(|a| a == "--seconds") {
-        Some(i) => args
-            .get(i + 1)
-            .and_then(|s| s.parse().ok())
-            .ok_or("--seconds takes a whole number")?,
-        None => 30,
-    };
+    let seconds = crate::tools::seconds_arg(args, 30)?;
     crate::tools::release_binaries()?;
     let max = MAX_CONNECTIONS.to_string();
     let mut server = Server::start([

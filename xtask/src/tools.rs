@@ -28,7 +28,12 @@ pub(crate) fn cargo(args: &[&str]) -> Result<(), String> {
 
 /// Builds the release binaries once and points the harness at them.
 pub(crate) fn release_binaries() -> Result<(), String> {
-    cargo(&[
+    release_binaries_and(&[])
+}
+
+/// Like [`release_binaries`], building the packages in `extra` in the same cargo run.
+pub(crate) fn release_binaries_and(extra: &[&str]) -> Result<(), String> {
+    let mut args = vec![
         "build",
         "--release",
         "--bins",
@@ -36,9 +41,24 @@ pub(crate) fn release_binaries() -> Result<(), String> {
         "udsecho-server",
         "-p",
         "udsecho-client",
-    ])?;
+    ];
+    for package in extra {
+        args.extend(["-p", package]);
+    }
+    cargo(&args)?;
     udsecho_harness::use_bin_dir(&target_dir().join("release"));
     Ok(())
+}
+
+/// The value of `--seconds N` in `args`, or `default` when it is absent.
+pub(crate) fn seconds_arg(args: &[String], default: u64) -> Result<u64, String> {
+    match args.iter().position(|a| a == "--seconds") {
+        Some(i) => args
+            .get(i + 1)
+            .and_then(|s| s.parse().ok())
+            .ok_or_else(|| "--seconds takes a whole number".to_owned()),
+        None => Ok(default),
+    }
 }
 
 /// Cargo's target directory.

@@ -14,7 +14,7 @@ mod process;
 
 pub use crate::bins::{bin_dir, binary, use_bin_dir};
 pub use crate::fixtures::{checksum, random_payload, short_temp_dir};
-pub use crate::peers::{FramedPeer, connect, raw_round_trip, wait_for_socket};
+pub use crate::peers::{FramedPeer, StreamingPeer, connect, raw_round_trip, wait_for_socket};
 pub use crate::process::{
     ClientRun, Server, ServerBuilder, open_fds, raise_fd_limit, rss_kib, run_client, signal,
 };

@@ -4,6 +4,8 @@ use std::io::{self, Read, Write};
 use std::net::Shutdown;
 use std::os::unix::net::UnixStream;
 use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -149,5 +151,74 @@ impl FramedPeer {
     /// The underlying socket.
     pub fn stream(&self) -> &UnixStream {
         &self.stream
+    }
+}
+
+/// A raw client that sends `block` over and over, in `chunk`-sized writes, until the server
+/// goes away, while a second thread reads the echo. For checking that a drain loses nothing:
+/// note [`StreamingPeer::sent`] at the signal, then compare with what came back.
+#[derive(Debug)]
+pub struct StreamingPeer {
+    block: Vec<u8>,
+    sent: Arc<AtomicUsize>,
+    writer: thread::JoinHandle<()>,
+    reader: thread::JoinHandle<Vec<u8>>,
+}
+
+impl StreamingPeer {
+    /// Connects and starts sending.
+    pub fn start(path: &Path, block: Vec<u8>, chunk: usize) -> io::Result<StreamingPeer> {
+        let stream = connect(path)?;
+        stream.set_read_timeout(Some(Duration::from_secs(30)))?;
+        let sent = Arc::new(AtomicUsize::new(0));
+        let writer = {
+            let mut stream = stream.try_clone()?;
+            let (block, sent) = (block.clone(), sent.clone());
+            thread::spawn(move || {
+                for piece in block.chunks(chunk.max(1)).cycle() {
+                    if stream.write_all(piece).is_err() {
+                        break;
+                    }
+                    sent.fetch_add(piece.len(), Ordering::SeqCst);
+                }
+            })
+        };
+        let reader = thread::spawn(move || {
+            let mut echoed = Vec::new();
+            // The server ends the stream after the drain; how it ends does not matter, what
+            // arrived before it does.
+            let _ = (&stream).read_to_end(&mut echoed);
+            echoed
+        });
+        Ok(StreamingPeer {
+            block,
+            sent,
+            writer,
+            reader,
+        })
+    }
+
+    /// Bytes the socket has accepted so far.
+    pub fn sent(&self) -> usize {
+        self.sent.load(Ordering::SeqCst)
+    }
+
+    /// Waits for the server to end the stream and returns how many bytes came back, or what
+    /// was wrong with them (they must repeat the block, in order).
+    pub fn finish(self) -> Result<usize, String> {
+        let echoed = self
+            .reader
+            .join()
+            .map_err(|_| "the reader thread panicked".to_owned())?;
+        let _ = self.writer.join();
+        match echoed
+            .chunks(self.block.len())
+            .position(|c| c != &self.block[..c.len()])
+        {
+            None => Ok(echoed.len()),
+            Some(at) => Err(format!(
+                "the echo differs from what was sent (in repetition {at} of the block)"
+            )),
+        }
     }
 }

@@ -29,7 +29,7 @@ pub struct ServerBuilder {
     socket: Option<PathBuf>,
     args: Vec<OsString>,
     env: Vec<(OsString, OsString)>,
-    wait: bool,
+    no_wait: bool,
 }
 
 impl ServerBuilder {
@@ -57,7 +57,7 @@ impl ServerBuilder {
 
     /// Do not wait for the socket to accept (for servers expected to fail).
     pub fn no_wait(mut self) -> Self {
-        self.wait = false;
+        self.no_wait = true;
         self
     }
 
@@ -102,7 +102,7 @@ impl ServerBuilder {
             stderr,
             _dir: dir,
         };
-        if self.wait {
+        if !self.no_wait {
             server.wait_ready(Duration::from_secs(10))?;
         }
         Ok(server)
@@ -131,10 +131,7 @@ impl Server {
 
     /// Configures a server before starting it.
     pub fn builder() -> ServerBuilder {
-        ServerBuilder {
-            wait: true,
-            ..ServerBuilder::default()
-        }
+        ServerBuilder::default()
     }
 
     /// Waits until the socket accepts a connection, failing early if the server exits.
