@@ -296,13 +296,10 @@ impl Worker {
 
     fn fail(&self, what: &'static str, e: std::io::Error) -> ClientError {
         self.failed.store(true, Ordering::Relaxed);
-        if e.kind() == std::io::ErrorKind::UnexpectedEof {
-            return ClientError::ClosedEarly {
-                socket: self.socket.clone(),
-                detail: "in the middle of the benchmark".to_owned(),
-            };
-        }
-        io(&self.socket, what, e)
+        session::transport(&self.socket, what, e, || ClientError::ClosedEarly {
+            socket: self.socket.clone(),
+            detail: "in the middle of the benchmark".to_owned(),
+        })
     }
 
     async fn within<T>(&self, fut: impl Future<Output = std::io::Result<T>>) -> std::io::Result<T> {

@@ -26,14 +26,11 @@ where
         let mut input = input;
         tokio::io::copy(&mut input, &mut to_server)
             .await
-            .map_err(|e| match e.kind() {
-                std::io::ErrorKind::BrokenPipe | std::io::ErrorKind::ConnectionReset => {
-                    ClientError::ClosedEarly {
-                        socket: socket_name.clone(),
-                        detail: "not all of stdin was sent".to_owned(),
-                    }
-                }
-                _ => io(&socket_name, "sending", e),
+            .map_err(|e| {
+                session::transport(&socket_name, "sending", e, || ClientError::ClosedEarly {
+                    socket: socket_name.clone(),
+                    detail: "not all of stdin was sent".to_owned(),
+                })
             })?;
         to_server
             .shutdown()
@@ -43,7 +40,12 @@ where
     let mut output = output;
     let download = tokio::io::copy(&mut from_server, &mut output).await;
     let flushed = output.flush().await;
-    download.map_err(|e| io(socket, "receiving", e))?;
+    download.map_err(|e| {
+        session::transport(socket, "receiving", e, || ClientError::ClosedEarly {
+            socket: socket.to_owned(),
+            detail: "the connection was reset while receiving the echo".to_owned(),
+        })
+    })?;
     flushed.map_err(|e| io("stdout", "writing", e))?;
     // The server closed its side. If stdin had not ended yet, stop reading it: like `nc`,
     // the session is over when the server says so.

@@ -148,10 +148,10 @@ pub async fn run(
             let deadline = tokio::time::sleep(options.timeout);
             tokio::select! {
                 _ = ticker.tick(), if !done_sending => {
-                    to_server.write_all(&options.message).await.map_err(|e| match e.kind() {
-                        std::io::ErrorKind::BrokenPipe | std::io::ErrorKind::ConnectionReset =>
-                            closed(socket, sent, checker.received, "connection closed"),
-                        _ => io(socket, "sending", e),
+                    to_server.write_all(&options.message).await.map_err(|e| {
+                        session::transport(socket, "sending", e, || {
+                            closed(socket, sent, checker.received, "connection closed")
+                        })
                     })?;
                     sent += 1;
                     print_sent(out, &options.message)?;
@@ -160,7 +160,9 @@ pub async fn run(
                 read = from_server.read(&mut buf) => match read {
                     Ok(0) => return Err(closed(socket, sent, checker.received, "connection closed")),
                     Ok(n) => checker.feed(&buf[..n], out)?,
-                    Err(e) => return Err(io(socket, "receiving", e)),
+                    Err(e) => return Err(session::transport(socket, "receiving", e, || {
+                        closed(socket, sent, checker.received, "connection reset")
+                    })),
                 },
                 // After Ctrl-C, echoes that do not come are reported in the summary, not as
                 // an error: the person asked to stop.

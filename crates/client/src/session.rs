@@ -66,7 +66,14 @@ pub(crate) fn unexpected(socket: &str, frame: Frame) -> ClientError {
 
 pub(crate) fn protocol(socket: &str, e: udsecho_proto::ProtoError) -> ClientError {
     match e {
-        udsecho_proto::ProtoError::Io(source) => io(socket, "talking to the server", source),
+        udsecho_proto::ProtoError::Io(source) => {
+            transport(socket, "talking to the server", source, || {
+                ClientError::ClosedEarly {
+                    socket: socket.to_owned(),
+                    detail: "in the middle of the session".to_owned(),
+                }
+            })
+        }
         source => ClientError::Protocol {
             socket: socket.to_owned(),
             source,
@@ -79,5 +86,21 @@ pub(crate) fn io(socket: &str, what: &'static str, source: std::io::Error) -> Cl
         socket: socket.to_owned(),
         what,
         source,
+    }
+}
+
+/// An I/O failure on the connection to the server. A broken pipe, a reset or an early EOF all
+/// mean the server closed the connection (which of them the kernel reports depends on timing),
+/// so they become `gone()`; anything else is an I/O error.
+pub(crate) fn transport(
+    socket: &str,
+    what: &'static str,
+    source: std::io::Error,
+    gone: impl FnOnce() -> ClientError,
+) -> ClientError {
+    use std::io::ErrorKind::{BrokenPipe, ConnectionReset, UnexpectedEof};
+    match source.kind() {
+        BrokenPipe | ConnectionReset | UnexpectedEof => gone(),
+        _ => io(socket, what, source),
     }
 }

@@ -298,3 +298,18 @@ fn send_without_count_runs_until_ctrl_c_then_prints_a_summary() {
         "one-line summary: {stderr}"
     );
 }
+
+#[test]
+fn a_server_that_closes_with_our_message_unread_is_reported_as_closed_early() {
+    // Closing with unread input makes the kernel reset the connection (ECONNRESET on our
+    // read), which is the same event for a person: the server hung up.
+    let (_dir, path) = fake_server(|stream| {
+        thread::sleep(Duration::from_millis(300));
+        drop(stream);
+    });
+    client(&path)
+        .args(["send", "--count", "3", "--interval", "50ms"])
+        .assert()
+        .code(1)
+        .stderr(predicate::str::contains("closed the connection early"));
+}
