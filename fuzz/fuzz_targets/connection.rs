@@ -38,7 +38,9 @@ fn server() -> &'static PathBuf {
                     .await
                     .expect("bind");
                 ready_tx.send(()).expect("ready");
-                udsecho_server::run(listener, &config, ServerShutdown::new()).await;
+                udsecho_server::run(listener, &config, ServerShutdown::new())
+                    .await
+                    .expect("the listening socket stays usable");
             });
         });
         ready_rx.recv().expect("server started");

@@ -32,7 +32,8 @@ struct Cli {
     generate: Option<String>,
 
     /// Socket to connect to; `@name` is a Linux abstract socket
-    /// [default: $XDG_RUNTIME_DIR/udsecho.sock, else /tmp/udsecho-$UID.sock]
+    /// [default: echo.sock in $XDG_RUNTIME_DIR/udsecho/, else /run/udsecho/ for root,
+    /// /tmp/udsecho-$UID/ for others, as the server]
     #[arg(
         short,
         long,

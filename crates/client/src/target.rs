@@ -27,20 +27,14 @@ impl Target {
         }
     }
 
-    /// The default socket, the same as the server's: `$XDG_RUNTIME_DIR/udsecho.sock`, else
-    /// `/tmp/udsecho-$UID.sock`.
+    /// The default socket, the same as the server's: `echo.sock` in [`default_socket_dir`].
     pub fn default_path() -> Target {
-        Target::Path(match std::env::var_os("XDG_RUNTIME_DIR") {
-            Some(dir) if !dir.is_empty() => PathBuf::from(dir).join("udsecho.sock"),
-            _ => PathBuf::from(format!(
-                "/tmp/udsecho-{}.sock",
-                rustix::process::getuid().as_raw()
-            )),
-        })
+        Target::Path(default_socket_dir().join("echo.sock"))
     }
 
     /// Connects, retrying while the server's backlog is full, for at most `timeout`.
     pub async fn connect(&self, timeout: Duration) -> Result<UnixStream, ClientError> {
+        self.check_default_dir()?;
         let attempt = async {
             loop {
                 match self.connect_once().await {
@@ -97,6 +91,62 @@ impl Target {
                 source: e,
             },
         }
+    }
+
+    /// A socket in the default directory is trusted only if that directory is private to this
+    /// user, as the server requires: otherwise anyone could have created it first and be
+    /// listening there.
+    fn check_default_dir(&self) -> Result<(), ClientError> {
+        let Target::Path(path) = self else {
+            return Ok(());
+        };
+        let dir = default_socket_dir();
+        if path.parent() != Some(dir.as_path()) {
+            return Ok(());
+        }
+        match private_dir_problem(&dir) {
+            None => Ok(()),
+            Some(why) => Err(ClientError::Io {
+                socket: self.to_string(),
+                what: "checking the socket's directory",
+                source: io::Error::other(format!(
+                    "{}: {why}; the default socket must live in a directory only you can use",
+                    dir.display()
+                )),
+            }),
+        }
+    }
+}
+
+/// The directory of the default socket, computed exactly as the server does:
+/// `$XDG_RUNTIME_DIR/udsecho` when that is an absolute path, else `/run/udsecho` for root and
+/// `$TMPDIR/udsecho-UID` (`/tmp/udsecho-UID`) for everyone else.
+pub(crate) fn default_socket_dir() -> PathBuf {
+    let euid = rustix::process::geteuid();
+    match std::env::var_os("XDG_RUNTIME_DIR") {
+        Some(dir) if std::path::Path::new(&dir).is_absolute() => PathBuf::from(dir).join("udsecho"),
+        _ if euid.is_root() => PathBuf::from("/run/udsecho"),
+        _ => std::env::temp_dir().join(format!("udsecho-{}", euid.as_raw())),
+    }
+}
+
+/// What makes `dir` unfit to hold our socket, if it exists: a link, not a directory, another
+/// owner, or access for group or others. A missing directory is fine here: connecting then
+/// says "no such socket".
+fn private_dir_problem(dir: &std::path::Path) -> Option<String> {
+    use std::os::unix::fs::MetadataExt;
+    let meta = std::fs::symlink_metadata(dir).ok()?;
+    let euid = rustix::process::geteuid().as_raw();
+    if meta.file_type().is_symlink() {
+        Some("is a symbolic link".to_owned())
+    } else if !meta.is_dir() {
+        Some("is not a directory".to_owned())
+    } else if meta.uid() != euid {
+        Some(format!("is owned by uid {}, not by uid {euid}", meta.uid()))
+    } else if meta.mode() & 0o077 != 0 {
+        Some(format!("has mode {:04o}, not 0700", meta.mode() & 0o7777))
+    } else {
+        None
     }
 }
 

@@ -29,7 +29,12 @@ pub struct ServerBuilder {
     socket: Option<PathBuf>,
     args: Vec<OsString>,
     env: Vec<(OsString, OsString)>,
+    env_remove: Vec<OsString>,
     no_wait: bool,
+    /// Run as this (uid, gid) through `setpriv`, with no supplementary groups.
+    user: Option<(u32, u32)>,
+    /// Leave `--socket` out: the server picks its default, expected at `socket`.
+    default_socket: bool,
 }
 
 impl ServerBuilder {
@@ -55,6 +60,27 @@ impl ServerBuilder {
         self
     }
 
+    /// Removes an environment variable the server would inherit.
+    pub fn env_remove(mut self, key: impl Into<OsString>) -> Self {
+        self.env_remove.push(key.into());
+        self
+    }
+
+    /// Runs the server as another user (`setpriv --reuid --regid --clear-groups`; the test
+    /// must run as root).
+    pub fn user(mut self, uid: u32, gid: u32) -> Self {
+        self.user = Some((uid, gid));
+        self
+    }
+
+    /// Starts the server without `--socket`, so it serves its default socket, which the test
+    /// expects at `path` (used to wait for readiness and by [`Server::socket`]).
+    pub fn default_socket(mut self, path: impl Into<PathBuf>) -> Self {
+        self.socket = Some(path.into());
+        self.default_socket = true;
+        self
+    }
+
     /// Do not wait for the socket to accept (for servers expected to fail).
     pub fn no_wait(mut self) -> Self {
         self.no_wait = true;
@@ -70,10 +96,25 @@ impl ServerBuilder {
                 (dir.path().join("s.sock"), Some(dir))
             }
         };
-        let mut cmd = Command::new(binary("udsecho-server"));
-        cmd.arg("--socket")
-            .arg(&socket)
-            .args(&self.args)
+        let mut cmd = match self.user {
+            Some((uid, gid)) => {
+                let mut cmd = Command::new("setpriv");
+                cmd.arg(format!("--reuid={uid}"))
+                    .arg(format!("--regid={gid}"))
+                    .arg("--clear-groups")
+                    .arg(binary("udsecho-server"));
+                cmd
+            }
+            None => Command::new(binary("udsecho-server")),
+        };
+        if !self.default_socket {
+            cmd.arg("--socket").arg(&socket);
+        }
+        cmd.env_remove("UDSECHO_SOCKET");
+        for key in &self.env_remove {
+            cmd.env_remove(key);
+        }
+        cmd.args(&self.args)
             .envs(self.env)
             .env_remove("LISTEN_FDS")
             .env_remove("LISTEN_PID")
@@ -174,6 +215,19 @@ impl Server {
     /// What the server has written to stderr so far.
     pub fn stderr(&self) -> String {
         String::from_utf8_lossy(&self.stderr.lock().expect("stderr buffer")).into_owned()
+    }
+
+    /// Waits up to `within` for `needle` to appear in the server's stderr (log lines are
+    /// written by a background thread, a moment after what they describe).
+    pub fn wait_stderr(&self, needle: &str, within: Duration) -> bool {
+        let deadline = Instant::now() + within;
+        while !self.stderr().contains(needle) {
+            if Instant::now() >= deadline {
+                return false;
+            }
+            thread::sleep(Duration::from_millis(5));
+        }
+        true
     }
 
     /// Sends a signal.

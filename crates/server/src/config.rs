@@ -63,16 +63,29 @@ impl SocketAddress {
         }
     }
 
-    /// The default socket: `$XDG_RUNTIME_DIR/udsecho.sock` (a directory only this user can
-    /// write), else `/tmp/udsecho-$UID.sock`. The client computes the same default.
+    /// The default socket, `echo.sock` inside [`default_socket_dir`]. The client computes
+    /// the same path.
     pub fn default_path() -> SocketAddress {
-        SocketAddress::Path(match std::env::var_os("XDG_RUNTIME_DIR") {
-            Some(dir) if !dir.is_empty() => PathBuf::from(dir).join("udsecho.sock"),
-            _ => PathBuf::from(format!(
-                "/tmp/udsecho-{}.sock",
-                rustix::process::getuid().as_raw()
-            )),
-        })
+        SocketAddress::Path(default_socket_dir().join(DEFAULT_SOCKET_NAME))
+    }
+}
+
+/// The file name of the default socket inside [`default_socket_dir`].
+pub const DEFAULT_SOCKET_NAME: &str = "echo.sock";
+
+/// The directory of the default socket: one only this user can use, like tmux's
+/// `/tmp/tmux-UID/`, so nobody else can plant names next to the socket or squat its path.
+///
+/// `$XDG_RUNTIME_DIR/udsecho` when that variable holds an absolute path; otherwise
+/// `/run/udsecho` for root and `$TMPDIR/udsecho-UID` (`/tmp/udsecho-UID`) for everyone else.
+/// The server creates it `0700` and refuses it unless it is a real directory owned by its uid
+/// with no access for group or others.
+pub fn default_socket_dir() -> PathBuf {
+    let euid = rustix::process::geteuid();
+    match std::env::var_os("XDG_RUNTIME_DIR") {
+        Some(dir) if std::path::Path::new(&dir).is_absolute() => PathBuf::from(dir).join("udsecho"),
+        _ if euid.is_root() => PathBuf::from("/run/udsecho"),
+        _ => std::env::temp_dir().join(format!("udsecho-{}", euid.as_raw())),
     }
 }
 
@@ -84,6 +97,9 @@ impl fmt::Display for SocketAddress {
         }
     }
 }
+
+/// The socket file's permission bits unless `--socket-mode` says otherwise.
+pub const DEFAULT_SOCKET_MODE: u32 = 0o600;
 
 /// Everything a running server needs to know.
 #[derive(Debug, Clone)]
@@ -117,7 +133,7 @@ impl Config {
             max_connections: 16_384,
             idle_timeout: None,
             shutdown_timeout: Duration::from_secs(5),
-            socket_mode: 0o600,
+            socket_mode: DEFAULT_SOCKET_MODE,
             allow_uids: Vec::new(),
         }
     }

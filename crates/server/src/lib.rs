@@ -22,10 +22,17 @@
 mod config;
 mod connection;
 mod listener;
+pub mod logging;
 mod server;
 mod shutdown;
+mod signals;
+mod socket_file;
 
-pub use crate::config::{Config, MAX_SOCKET_PATH, Mode, SocketAddress};
+pub use crate::config::{
+    Config, DEFAULT_SOCKET_MODE, DEFAULT_SOCKET_NAME, MAX_SOCKET_PATH, Mode, SocketAddress,
+    default_socket_dir,
+};
 pub use crate::listener::{ListenError, Listener};
-pub use crate::server::run;
+pub use crate::server::{ServeError, run};
 pub use crate::shutdown::Shutdown;
+pub use crate::signals::Signals;

@@ -1,18 +1,23 @@
 //! `udsecho-server`: flags in, one line out on failure. The server itself is the library.
 
+use std::io::Write;
 use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{ArgAction, CommandFactory, Parser, ValueEnum};
-use tokio::signal::unix::{SignalKind, signal};
-use udsecho_server::{Config, Listener, Mode, Shutdown, SocketAddress};
+use udsecho_server::logging::{self, Sink};
+use udsecho_server::{
+    Config, DEFAULT_SOCKET_MODE, ListenError, Listener, Mode, ServeError, Shutdown, Signals,
+    SocketAddress,
+};
 
 /// A Unix-domain-socket echo server.
 ///
 /// Echoes every byte back in raw mode (what `nc -U` and `socat` speak) and every Data frame
 /// back in framed mode (udsecho's length-prefixed protocol, see PROTOCOL.md). In auto mode it
-/// tells them apart per connection. SIGINT or SIGTERM drains every connection, removes the
-/// socket file and exits 0; a second signal stops at once.
+/// tells them apart per connection. SIGINT, SIGTERM or SIGHUP drains every connection, removes
+/// the socket file and exits 0; a second one (or SIGQUIT) closes every connection at once.
+/// SIGUSR1, SIGUSR2 and SIGALRM are ignored.
 ///
 /// Exit status: 0 after a clean shutdown, 1 when the server cannot start (the message names
 /// the socket and the cause), 2 for bad flags.
@@ -24,9 +29,10 @@ struct Cli {
     generate: Option<String>,
 
     /// Socket to listen on; `@name` is a Linux abstract socket (no file)
-    /// [default: $XDG_RUNTIME_DIR/udsecho.sock, else /tmp/udsecho-$UID.sock]
-    #[arg(short, long, env = "UDSECHO_SOCKET", value_name = "PATH")]
-    socket: Option<String>,
+    /// [default: echo.sock in $XDG_RUNTIME_DIR/udsecho/, else /run/udsecho/ for root,
+    /// /tmp/udsecho-$UID/ for others; a 0700 directory the server creates]
+    #[arg(short, long, env = "UDSECHO_SOCKET", value_name = "PATH", value_parser = parse_socket)]
+    socket: Option<SocketAddress>,
 
     /// How to read connections: detect per connection, or force one mode
     #[arg(long, value_enum, default_value_t = CliMode::Auto)]
@@ -41,19 +47,21 @@ struct Cli {
     max_connections: u32,
 
     /// Close a connection after this long without a byte moving (e.g. 30s, 5m) [default: never]
-    #[arg(long, value_name = "DUR", value_parser = parse_duration)]
+    #[arg(long, value_name = "DUR", value_parser = parse_positive_duration)]
     idle_timeout: Option<Duration>,
 
-    /// How long a graceful shutdown may drain connections before cutting them
+    /// How long a graceful shutdown may drain connections before cutting them (0s: no drain)
     #[arg(long, value_name = "DUR", default_value = "5s", value_parser = parse_duration)]
     shutdown_timeout: Duration,
 
-    /// Permission bits of the socket file, in octal; it is never more open than this
-    #[arg(long, value_name = "OCTAL", default_value = "0600", value_parser = parse_mode)]
-    socket_mode: u32,
+    /// Permission bits of the socket file, in octal; it is never more open than this, not even
+    /// for an instant [default: 0600]. Not for @name: abstract sockets have no file
+    #[arg(long, value_name = "OCTAL", value_parser = parse_mode)]
+    socket_mode: Option<u32>,
 
-    /// Serve only peers with this uid (checked with SO_PEERCRED); repeat for several
-    #[arg(long = "allow-uid", value_name = "UID")]
+    /// Serve only peers with this user (name or uid, checked with SO_PEERCRED); repeat for
+    /// several
+    #[arg(long = "allow-uid", value_name = "USER", value_parser = parse_user)]
     allow_uids: Vec<u32>,
 
     /// Log more: -v shows connections and each echo (`echo: ...`), -vv everything
@@ -75,8 +83,47 @@ enum CliMode {
     Framed,
 }
 
+/// The longest duration a flag takes: beyond it, deadlines stop meaning anything.
+const MAX_DURATION: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
+
 fn parse_duration(s: &str) -> Result<Duration, String> {
-    humantime::parse_duration(s).map_err(|e| format!("{e} (write durations like 400ms, 2s, 1m)"))
+    let d = humantime::parse_duration(s)
+        .map_err(|e| format!("{e} (write durations like 400ms, 2s, 1m)"))?;
+    if d > MAX_DURATION {
+        return Err("must be at most 100 years".to_owned());
+    }
+    Ok(d)
+}
+
+fn parse_positive_duration(s: &str) -> Result<Duration, String> {
+    match parse_duration(s)? {
+        Duration::ZERO => Err("must be longer than 0 (leave the flag out for no limit)".to_owned()),
+        d => Ok(d),
+    }
+}
+
+fn parse_socket(s: &str) -> Result<SocketAddress, String> {
+    match s {
+        "" => Err(
+            "the socket path is empty (give a path, or @name for an abstract socket)".to_owned(),
+        ),
+        "@" => Err("the abstract socket name after @ is empty".to_owned()),
+        s => Ok(SocketAddress::parse(s)),
+    }
+}
+
+/// A user name or a numeric uid, as `--allow-uid` takes it.
+fn parse_user(s: &str) -> Result<u32, String> {
+    if let Ok(uid) = s.parse::<u32>() {
+        return Ok(uid);
+    }
+    match nix::unistd::User::from_name(s) {
+        Ok(Some(user)) => Ok(user.uid.as_raw()),
+        Ok(None) => Err(format!(
+            "no user named {s:?} (give a user name or a numeric uid)"
+        )),
+        Err(e) => Err(format!("looking up user {s:?}: {e}")),
+    }
 }
 
 fn parse_size(s: &str) -> Result<u32, String> {
@@ -102,11 +149,9 @@ fn parse_mode(s: &str) -> Result<u32, String> {
 }
 
 impl Cli {
-    fn config(&self) -> Config {
-        let socket = match &self.socket {
-            Some(s) => SocketAddress::parse(s),
-            None => SocketAddress::default_path(),
-        };
+    /// The configuration these flags ask for; `socket` is where to listen (flag, environment
+    /// or the prepared default).
+    fn config(&self, socket: SocketAddress) -> Config {
         let mut config = Config::new(socket);
         config.mode = match self.mode {
             CliMode::Auto => Mode::Auto,
@@ -117,27 +162,46 @@ impl Cli {
         config.max_connections = self.max_connections as usize;
         config.idle_timeout = self.idle_timeout;
         config.shutdown_timeout = self.shutdown_timeout;
-        config.socket_mode = self.socket_mode;
+        config.socket_mode = self.socket_mode.unwrap_or(DEFAULT_SOCKET_MODE);
         config.allow_uids = self.allow_uids.clone();
         config
     }
+
+    /// Flag combinations clap cannot check on its own.
+    fn check(&self) -> Result<(), clap::Error> {
+        if let (Some(SocketAddress::Abstract(name)), Some(_)) = (&self.socket, self.socket_mode) {
+            return Err(Cli::command().error(
+                clap::error::ErrorKind::ArgumentConflict,
+                format!(
+                    "--socket-mode cannot apply to @{name}: abstract sockets have no file and no \
+                     file permissions; --allow-uid is their access control"
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    fn log_filter(&self) -> &'static str {
+        match (self.quiet, self.verbose) {
+            (true, _) => "warn",
+            (false, 0) => "info",
+            (false, 1) => "debug",
+            (false, _) => "trace",
+        }
+    }
 }
 
-fn init_logging(verbose: u8, quiet: bool) {
-    let default = match (quiet, verbose) {
-        (true, _) => "warn",
-        (false, 0) => "info",
-        (false, 1) => "debug",
-        (false, _) => "trace",
-    };
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_target(false)
-        .without_time()
-        .init();
+/// Why the server stopped with a failure: one line for a person.
+#[derive(Debug, thiserror::Error)]
+enum Failure {
+    #[error("{0}")]
+    Listen(#[from] ListenError),
+    #[error("{0}")]
+    Serve(#[from] ServeError),
+    #[error("cannot start the runtime: {0}")]
+    Runtime(std::io::Error),
+    #[error("installing signal handlers: {0}")]
+    Signals(std::io::Error),
 }
 
 /// Lets the server hold as many connections as the hard limit allows (the soft limit is
@@ -155,66 +219,73 @@ fn raise_fd_limit() {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if let Err(e) = cli.check() {
+        e.exit();
+    }
     if let Some(what) = &cli.generate {
         return generate(what);
     }
-    init_logging(cli.verbose, cli.quiet);
+    // The socket's mode is set on the socket itself before bind (see socket_file); the umask
+    // would only narrow it behind the user's back. The server creates no other file without an
+    // explicit mode (the lock file is 0600, the default directory 0700).
+    rustix::process::umask(rustix::fs::Mode::empty());
+    let log = logging::init(cli.log_filter(), Sink::detect());
     raise_fd_limit();
-    // Read LISTEN_FDS before any thread exists: it clears the variables.
-    let inherited = match Listener::from_systemd() {
-        Ok(inherited) => inherited,
-        Err(e) => return fail(&e),
-    };
-    let config = cli.config();
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(runtime) => runtime,
-        Err(e) => return fail(&format!("cannot start the runtime: {e}")),
-    };
-    match runtime.block_on(serve(config, inherited)) {
+    let result = start(&cli);
+    // Queued log lines go out before the final line, so it is the last thing printed.
+    drop(log);
+    match result {
         Ok(()) => ExitCode::SUCCESS,
-        Err(message) => fail(&message),
+        Err(e) => fail(&e),
     }
 }
 
+/// Writes `udsecho-server: MESSAGE`; a closed stderr loses the line, nothing else.
 fn fail(message: &dyn std::fmt::Display) -> ExitCode {
-    eprintln!("udsecho-server: {message}");
+    let _ = writeln!(std::io::stderr(), "udsecho-server: {message}");
     ExitCode::FAILURE
 }
 
-async fn serve(
-    config: Config,
-    inherited: Option<std::os::unix::net::UnixListener>,
-) -> Result<(), String> {
-    // Signal handlers first: a SIGTERM that arrives as soon as the socket exists must drain,
-    // not kill.
-    let mut sigterm = signal(SignalKind::terminate())
-        .map_err(|e| format!("installing the SIGTERM handler: {e}"))?;
-    let mut sigint = signal(SignalKind::interrupt())
-        .map_err(|e| format!("installing the SIGINT handler: {e}"))?;
-    let listener = match inherited {
-        Some(listener) => Listener::inherited(listener),
-        None => Listener::bind(&config.socket, config.socket_mode).await,
-    }
-    .map_err(|e| e.to_string())?;
+fn start(cli: &Cli) -> Result<(), Failure> {
+    // Read LISTEN_FDS before any thread exists: it clears the variables.
+    let inherited = Listener::from_systemd()?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(Failure::Runtime)?;
+    runtime.block_on(serve(cli, inherited))
+}
 
-    let shutdown = Shutdown::new();
-    let signals = tokio::spawn({
-        let shutdown = shutdown.clone();
-        async move {
-            tokio::select! { _ = sigterm.recv() => {}, _ = sigint.recv() => {} }
-            tracing::info!("signal received: draining (a second signal stops at once)");
-            shutdown.begin();
-            tokio::select! { _ = sigterm.recv() => {}, _ = sigint.recv() => {} }
-            tracing::warn!("second signal: closing every connection now");
-            shutdown.force();
+async fn serve(
+    cli: &Cli,
+    inherited: Option<std::os::unix::net::UnixListener>,
+) -> Result<(), Failure> {
+    // Signal handlers first: a signal that arrives as soon as the socket exists must drain,
+    // not kill.
+    let signals = Signals::install().map_err(Failure::Signals)?;
+    let (listener, config) = match inherited {
+        Some(listener) => {
+            let listener = Listener::inherited(listener)?;
+            let config = cli.config(SocketAddress::parse(listener.name()));
+            (listener, config)
         }
-    });
-    udsecho_server::run(listener, &config, shutdown).await;
+        None => {
+            let socket = match &cli.socket {
+                Some(socket) => socket.clone(),
+                None => Listener::default_socket()?,
+            };
+            let config = cli.config(socket);
+            (
+                Listener::bind(&config.socket, config.socket_mode).await?,
+                config,
+            )
+        }
+    };
+    let shutdown = Shutdown::new();
+    let signals = tokio::spawn(signals.drive(shutdown.clone()));
+    let served = udsecho_server::run(listener, &config, shutdown).await;
     signals.abort();
-    Ok(())
+    Ok(served?)
 }
 
 /// Writes the man page or a completion script, generated from the flag definitions.
@@ -233,9 +304,6 @@ fn generate(what: &str) -> ExitCode {
     };
     match written {
         Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("udsecho-server: --generate {what}: {e}");
-            ExitCode::FAILURE
-        }
+        Err(e) => fail(&format!("--generate {what}: {e}")),
     }
 }

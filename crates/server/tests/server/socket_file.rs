@@ -93,7 +93,7 @@ fn stale_socket_is_replaced() {
     assert!(path.exists());
     let server = Server::builder().socket(&path).start().unwrap();
     assert_eq!(raw_round_trip(&path, b"fresh", 5).unwrap(), b"fresh");
-    assert!(server.stderr().contains("stale"), "{}", server.stderr());
+    assert!(server.wait_stderr("stale", STOP), "{}", server.stderr());
 }
 
 #[test]

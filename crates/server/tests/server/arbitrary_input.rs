@@ -39,7 +39,9 @@ fn server() -> &'static PathBuf {
                     .await
                     .unwrap();
                 ready_tx.send(()).unwrap();
-                udsecho_server::run(listener, &config, ServerShutdown::new()).await;
+                udsecho_server::run(listener, &config, ServerShutdown::new())
+                    .await
+                    .expect("the listening socket stays usable");
             });
         });
         ready_rx.recv().unwrap();

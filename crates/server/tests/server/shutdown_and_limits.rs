@@ -1,8 +1,6 @@
 //! Graceful drain, connection limits, idle timeout, peer credentials, socket activation.
 
 use std::io::{Read, Write};
-use std::os::fd::AsRawFd;
-use std::os::unix::net::UnixListener;
 use std::process::{Command, Stdio};
 use std::thread;
 use std::time::Duration;
@@ -151,7 +149,7 @@ fn allow_uid_serves_listed_peers_and_closes_others() {
         "nothing is echoed to a stranger"
     );
     assert!(
-        server.stderr().contains("--allow-uid"),
+        server.wait_stderr("--allow-uid", Duration::from_secs(5)),
         "{}",
         server.stderr()
     );
@@ -161,24 +159,19 @@ fn allow_uid_serves_listed_peers_and_closes_others() {
 fn socket_activation_serves_the_inherited_listener_and_never_unlinks_it() {
     let dir = short_temp_dir();
     let path = dir.path().join("activated.sock");
-    let listener = UnixListener::bind(&path).unwrap();
-    let fd = listener.as_raw_fd();
-    // Let the descriptor survive exec (std opens everything close-on-exec); the shell below
-    // moves it to fd 3 and sets LISTEN_PID to the server's own pid, as systemd does.
-    rustix::io::fcntl_setfd(&listener, rustix::io::FdFlags::empty()).unwrap();
-    let mut child = Command::new("sh")
-        .arg("-c")
-        .arg(r#"exec 3<&"$1"; export LISTEN_FDS=1 LISTEN_PID=$$; exec "$2" --socket /nonexistent/ignored.sock"#)
-        .arg("sh")
-        .arg(fd.to_string())
+    // systemd's own test tool: it binds the path, and on the first connection execs the server
+    // with the listener as fd 3 and LISTEN_FDS/LISTEN_PID set. (Handing a descriptor over by
+    // hand from a multi-threaded test races with every other test's spawns.)
+    let mut child = Command::new("systemd-socket-activate")
+        .arg("--listen")
+        .arg(&path)
         .arg(udsecho_harness::binary("udsecho-server"))
+        .args(["--socket", "/nonexistent/ignored.sock"])
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
-        .unwrap();
-    rustix::io::fcntl_setfd(&listener, rustix::io::FdFlags::CLOEXEC).unwrap();
-    drop(listener);
+        .expect("systemd-socket-activate (Debian package systemd) is installed");
     wait_for_socket(&path, std::time::Instant::now() + STOP, || false).unwrap();
     assert_eq!(
         raw_round_trip(&path, b"activated", 9).unwrap(),

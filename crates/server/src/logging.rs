@@ -1,0 +1,140 @@
+//! Logging that can never hurt the server.
+//!
+//! - **Never fatal, never blocking.** Log lines go through a bounded queue to a writer thread
+//!   (`tracing-appender`, lossy): a stderr that is closed (EPIPE, EBADF), full (ENOSPC) or a
+//!   pipe nobody reads drops lines and nothing else. The writer swallows its own errors, so
+//!   nothing ever reports a failed log write by writing to stderr again (what made
+//!   `tracing-subscriber` panic on a closed pipe).
+//! - **Colour only on a terminal**, and never when `NO_COLOR` is set.
+//! - **Under systemd** (`JOURNAL_STREAM` names our stderr) each line starts with its syslog
+//!   priority (`<6>`, `<4>`...), which journald turns into the record's priority, and carries
+//!   no level word and no colour.
+
+use std::io::{self, IsTerminal, Write};
+
+use tracing::{Level, Subscriber};
+use tracing_appender::non_blocking::{NonBlockingBuilder, WorkerGuard};
+use tracing_subscriber::fmt::format::Writer;
+use tracing_subscriber::fmt::{FmtContext, FormatEvent, FormatFields};
+use tracing_subscriber::registry::LookupSpan;
+
+/// Lines queued for stderr before new ones are dropped.
+const QUEUED_LINES: usize = 4096;
+
+/// Keeps the log writer thread alive; dropping it flushes what is queued (briefly).
+#[derive(Debug)]
+#[must_use = "logging stops when the guard is dropped"]
+pub struct LogGuard {
+    _worker: WorkerGuard,
+}
+
+/// Where stderr goes, which decides the line format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Sink {
+    /// A terminal: coloured levels.
+    Terminal,
+    /// systemd's journal: `<N>` priority prefixes, no level word, no colour.
+    Journal,
+    /// A file or a pipe: plain lines.
+    Plain,
+}
+
+impl Sink {
+    /// Looks at stderr and the environment (`NO_COLOR`, `JOURNAL_STREAM`).
+    pub fn detect() -> Sink {
+        if stderr_is_journal() {
+            Sink::Journal
+        } else if io::stderr().is_terminal()
+            && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
+        {
+            Sink::Terminal
+        } else {
+            Sink::Plain
+        }
+    }
+}
+
+/// `JOURNAL_STREAM=DEV:INO` says systemd connected this stream to the journal; it is ours only
+/// if stderr is still that very socket (a child of a service may have its stderr redirected).
+fn stderr_is_journal() -> bool {
+    let Some(value) = std::env::var_os("JOURNAL_STREAM") else {
+        return false;
+    };
+    let Some((dev, ino)) = value.to_str().and_then(|v| v.split_once(':')) else {
+        return false;
+    };
+    let (Ok(dev), Ok(ino)) = (dev.parse::<u64>(), ino.parse::<u64>()) else {
+        return false;
+    };
+    rustix::fs::fstat(io::stderr()).is_ok_and(|st| st.st_dev == dev && st.st_ino == ino)
+}
+
+/// Writes to stderr and reports success whatever happens: a log line that cannot be written is
+/// dropped, never turned into an error that something would try to log.
+struct LossyStderr;
+
+impl Write for LossyStderr {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let _ = io::stderr().lock().write_all(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        let _ = io::stderr().flush();
+        Ok(())
+    }
+}
+
+/// Prefixes each line with its syslog priority for journald.
+struct JournalPriority<F>(F);
+
+impl<S, N, F> FormatEvent<S, N> for JournalPriority<F>
+where
+    S: Subscriber + for<'a> LookupSpan<'a>,
+    N: for<'a> FormatFields<'a> + 'static,
+    F: FormatEvent<S, N>,
+{
+    fn format_event(
+        &self,
+        ctx: &FmtContext<'_, S, N>,
+        mut writer: Writer<'_>,
+        event: &tracing::Event<'_>,
+    ) -> std::fmt::Result {
+        let priority = match *event.metadata().level() {
+            Level::ERROR => 3,
+            Level::WARN => 4,
+            Level::INFO => 6,
+            Level::DEBUG | Level::TRACE => 7,
+        };
+        write!(writer, "<{priority}>")?;
+        self.0.format_event(ctx, writer, event)
+    }
+}
+
+/// Installs the global subscriber: `RUST_LOG` if set, else `default_filter` (e.g. `info`).
+pub fn init(default_filter: &str, sink: Sink) -> LogGuard {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_filter));
+    let (writer, guard) = NonBlockingBuilder::default()
+        .lossy(true)
+        .buffered_lines_limit(QUEUED_LINES)
+        .thread_name("udsecho-log")
+        .finish(LossyStderr);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(writer)
+        .with_target(false)
+        .without_time()
+        .with_ansi(sink == Sink::Terminal);
+    if sink == Sink::Journal {
+        let format = tracing_subscriber::fmt::format()
+            .with_target(false)
+            .without_time()
+            .with_level(false)
+            .with_ansi(false);
+        builder.event_format(JournalPriority(format)).init();
+    } else {
+        builder.init();
+    }
+    LogGuard { _worker: guard }
+}

@@ -1,0 +1,402 @@
+//! The socket file's lifecycle: claim the path, bind, and give it back.
+//!
+//! Whoever else can write the socket's directory, the server never follows a symbolic link at
+//! the names it uses (`PATH` and `PATH.lock`) and never creates, changes, locks or deletes
+//! anything it did not create itself. How, step by step (the threat model is in
+//! ARCHITECTURE.md):
+//!
+//! 1. **The path lock.** Several servers may start on one path at once; probing, unlinking a
+//!    stale socket and binding must happen under one owner, or one server can unlink another's
+//!    fresh socket. `PATH.lock` is created with `O_CREAT | O_EXCL` (never through a link) and
+//!    `flock`ed. An existing `PATH.lock` is opened read-only with `O_NOFOLLOW | O_NONBLOCK` and
+//!    used only if it looks exactly like one of ours: a regular, empty file, owned by our uid,
+//!    mode `0600` or narrower, one link. Anything else (a symlink, a FIFO, someone's notes) is
+//!    refused and left as it is.
+//! 2. **The socket.** Its mode is set with `fchmod` on the socket *before* `bind`, so the file
+//!    appears with `--socket-mode` and nothing wider; there is no path-based `chmod` that a
+//!    racer could redirect. `bind` itself never follows a link (it fails on any existing
+//!    name).
+//! 3. **A stale socket** is removed only if it is a socket owned by our uid that nobody answers
+//!    on; anything else at the path is refused and left alone.
+//! 4. **At the end** the socket file, then the lock file, are removed only if the path still
+//!    holds the very inode this server created (same device and inode).
+
+use std::fs::{self, File, TryLockError};
+use std::io;
+use std::os::fd::OwnedFd;
+use std::os::unix::fs::{FileTypeExt, MetadataExt};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use rustix::fs::{Mode, OFlags};
+use tokio::net::UnixStream;
+
+use crate::listener::ListenError;
+
+/// A file this server created, known by its device and inode so that it is removed only while
+/// the path still holds it.
+#[derive(Debug)]
+struct Created {
+    path: PathBuf,
+    dev: u64,
+    ino: u64,
+}
+
+impl Created {
+    /// Removes the file if the path still names the inode we created; says what happened.
+    fn remove(&self, what: &str) {
+        match fs::symlink_metadata(&self.path) {
+            Ok(meta) if meta.dev() == self.dev && meta.ino() == self.ino => {
+                match fs::remove_file(&self.path) {
+                    Ok(()) => tracing::debug!(path = %self.path.display(), "removed {what}"),
+                    Err(e) => {
+                        tracing::warn!("{}: could not remove the {what}: {e}", self.path.display())
+                    }
+                }
+            }
+            Ok(_) => tracing::warn!(
+                "{}: the {what} was replaced by another file while the server ran; leaving it",
+                self.path.display()
+            ),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                tracing::warn!("{}: the {what} was already removed", self.path.display())
+            }
+            Err(e) => tracing::warn!("{}: {e}", self.path.display()),
+        }
+    }
+}
+
+/// The socket file this server created. Dropping it removes the file (unless the path now
+/// holds another file), then the lock file, then releases the lock.
+#[derive(Debug)]
+pub(crate) struct SocketFile {
+    file: Created,
+    /// Dropped after the socket file is gone: until then no other server may claim the path.
+    lock: PathLock,
+}
+
+impl Drop for SocketFile {
+    fn drop(&mut self) {
+        self.file.remove("socket file");
+        self.lock.release();
+    }
+}
+
+/// An exclusive `flock` on `PATH.lock`, held for the server's life.
+#[derive(Debug)]
+struct PathLock {
+    /// Holds the lock; closing it releases it.
+    _file: File,
+    /// Set when this server created the lock file: only then is it removed at the end.
+    created: Option<Created>,
+}
+
+impl PathLock {
+    /// Takes the lock for `socket`, or says why not.
+    fn acquire(socket: &Path) -> Result<PathLock, ListenError> {
+        let mut name = socket.as_os_str().to_owned();
+        name.push(".lock");
+        let path = PathBuf::from(name);
+        // A holder removes the lock file it created on its way out; whoever opened the old,
+        // unlinked file must try again on the new one. A few rounds are plenty.
+        for _ in 0..8 {
+            let Some((fd, created)) = open_lock_file(socket, &path)? else {
+                continue;
+            };
+            let file = File::from(fd);
+            match file.try_lock() {
+                Ok(()) => {}
+                Err(TryLockError::WouldBlock) => {
+                    return Err(ListenError::InUse(socket.display().to_string()));
+                }
+                Err(TryLockError::Error(e)) => {
+                    return Err(ListenError::io(socket, "locking the lock file", e));
+                }
+            }
+            let held = file
+                .metadata()
+                .map_err(|e| ListenError::io(socket, "reading the lock file", e))?;
+            match fs::symlink_metadata(&path) {
+                Ok(now) if now.dev() == held.dev() && now.ino() == held.ino() => {
+                    let created = created.then(|| Created {
+                        path,
+                        dev: held.dev(),
+                        ino: held.ino(),
+                    });
+                    return Ok(PathLock {
+                        _file: file,
+                        created,
+                    });
+                }
+                _ => continue,
+            }
+        }
+        Err(ListenError::InUse(socket.display().to_string()))
+    }
+
+    /// Removes the lock file if this server created it and it is still there. The lock itself
+    /// is released when `_file` closes, after this: removing before unlocking is what makes
+    /// the re-check in `acquire` sound.
+    fn release(&mut self) {
+        if let Some(created) = self.created.take() {
+            created.remove("lock file");
+        }
+    }
+}
+
+/// Opens `PATH.lock` without ever following a link: creates it if absent (`Some((fd, true))`),
+/// or opens an existing one that passes [`check_lock_file`]. `None` means the file vanished
+/// between two steps; try again.
+fn open_lock_file(socket: &Path, path: &Path) -> Result<Option<(OwnedFd, bool)>, ListenError> {
+    let base = OFlags::CLOEXEC | OFlags::NOFOLLOW | OFlags::NOCTTY;
+    match rustix::fs::open(
+        path,
+        base | OFlags::RDONLY | OFlags::CREATE | OFlags::EXCL,
+        Mode::from_raw_mode(0o600),
+    ) {
+        Ok(fd) => return Ok(Some((fd, true))),
+        Err(rustix::io::Errno::EXIST) => {}
+        Err(e) => return Err(ListenError::io(socket, "creating the lock file", e.into())),
+    }
+    // O_NONBLOCK: opening a FIFO someone planted must not wait for a writer.
+    match rustix::fs::open(
+        path,
+        base | OFlags::RDONLY | OFlags::NONBLOCK,
+        Mode::empty(),
+    ) {
+        Ok(fd) => {
+            check_lock_file(&fd).map_err(|why| ListenError::ForeignLockFile {
+                path: path.to_owned(),
+                why,
+            })?;
+            Ok(Some((fd, false)))
+        }
+        Err(rustix::io::Errno::LOOP) => Err(ListenError::ForeignLockFile {
+            path: path.to_owned(),
+            why: "is a symbolic link".to_owned(),
+        }),
+        Err(rustix::io::Errno::NOENT) => Ok(None),
+        Err(rustix::io::Errno::ACCESS) => Err(ListenError::ForeignLockFile {
+            path: path.to_owned(),
+            why: "cannot be opened by this user".to_owned(),
+        }),
+        Err(e) => Err(ListenError::io(socket, "opening the lock file", e.into())),
+    }
+}
+
+/// An existing lock file is used only if it is what a udsecho server of this user leaves
+/// behind after a crash: a regular, empty file, owned by us, `0600` or narrower, one link.
+fn check_lock_file(fd: &OwnedFd) -> Result<(), String> {
+    let stat = rustix::fs::fstat(fd).map_err(|e| format!("cannot be inspected: {e}"))?;
+    let kind = rustix::fs::FileType::from_raw_mode(stat.st_mode);
+    let euid = rustix::process::geteuid().as_raw();
+    if kind != rustix::fs::FileType::RegularFile {
+        return Err(format!("is not a regular file ({kind:?})"));
+    }
+    if stat.st_uid != euid {
+        return Err(format!(
+            "is owned by uid {}, not by uid {euid}",
+            stat.st_uid
+        ));
+    }
+    if stat.st_size != 0 {
+        return Err(format!("is not empty ({} bytes)", stat.st_size));
+    }
+    if stat.st_mode & 0o177 != 0 {
+        return Err(format!(
+            "has mode {:04o}, wider than 0600",
+            stat.st_mode & 0o7777
+        ));
+    }
+    if stat.st_nlink != 1 {
+        return Err(format!("has {} hard links", stat.st_nlink));
+    }
+    Ok(())
+}
+
+/// What answers at a socket path.
+enum Probe {
+    Live,
+    Stale,
+    Gone,
+}
+
+async fn probe(path: &Path) -> Result<Probe, ListenError> {
+    match tokio::time::timeout(Duration::from_secs(1), UnixStream::connect(path)).await {
+        // A server that does not even complete connect within a second is still a server.
+        Err(_elapsed) => Ok(Probe::Live),
+        Ok(Ok(_)) => Ok(Probe::Live),
+        Ok(Err(e)) => match e.kind() {
+            io::ErrorKind::ConnectionRefused => Ok(Probe::Stale),
+            io::ErrorKind::NotFound => Ok(Probe::Gone),
+            // Backlog full: someone is listening.
+            io::ErrorKind::WouldBlock => Ok(Probe::Live),
+            _ => Err(ListenError::io(path, "probing the existing socket", e)),
+        },
+    }
+}
+
+/// Binds a listening socket at `path` with permission bits `mode`, handling every case of the
+/// socket file's lifecycle.
+pub(crate) async fn bind(
+    path: &Path,
+    mode: u32,
+) -> Result<(std::os::unix::net::UnixListener, SocketFile), ListenError> {
+    let len = path.as_os_str().len();
+    if len > crate::MAX_SOCKET_PATH {
+        return Err(ListenError::TooLong {
+            path: path.to_owned(),
+            len,
+        });
+    }
+    if len == 0 {
+        return Err(ListenError::EmptyPath);
+    }
+    let mut lock = PathLock::acquire(path)?;
+    match bind_locked(path, mode).await {
+        Ok((socket, file)) => Ok((socket, SocketFile { file, lock })),
+        Err(e) => {
+            lock.release();
+            Err(e)
+        }
+    }
+}
+
+/// The part that runs under the path lock.
+async fn bind_locked(
+    path: &Path,
+    mode: u32,
+) -> Result<(std::os::unix::net::UnixListener, Created), ListenError> {
+    match fs::symlink_metadata(path) {
+        Ok(meta) if meta.file_type().is_socket() => {
+            let euid = rustix::process::geteuid().as_raw();
+            let probed = probe(path).await;
+            match probed {
+                Ok(Probe::Live) => return Err(ListenError::InUse(path.display().to_string())),
+                // Only our own leftovers: another user's socket with nobody this user can reach
+                // behind it (stale, or closed to us) is theirs to remove.
+                _ if meta.uid() != euid => {
+                    return Err(ListenError::ForeignStaleSocket {
+                        path: path.to_owned(),
+                        uid: meta.uid(),
+                    });
+                }
+                Ok(Probe::Stale) => {
+                    tracing::info!(
+                        "{}: removing stale socket (nobody answers on it)",
+                        path.display()
+                    );
+                    match fs::remove_file(path) {
+                        Ok(()) => {}
+                        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                        Err(e) => {
+                            return Err(ListenError::io(path, "removing the stale socket", e));
+                        }
+                    }
+                }
+                Ok(Probe::Gone) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(meta) if meta.file_type().is_symlink() => {
+            return Err(ListenError::NotASocket {
+                path: path.to_owned(),
+                what: "a symbolic link",
+            });
+        }
+        Ok(_) => {
+            return Err(ListenError::NotASocket {
+                path: path.to_owned(),
+                what: "not a socket",
+            });
+        }
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+        Err(e) => return Err(ListenError::io(path, "inspecting the path", e)),
+    }
+
+    let listener = bind_with_mode(path, mode).map_err(|e| match e.kind() {
+        io::ErrorKind::AddrInUse => ListenError::InUse(path.display().to_string()),
+        _ => ListenError::io(path, "binding", e),
+    })?;
+    let meta = fs::symlink_metadata(path)
+        .map_err(|e| ListenError::io(path, "inspecting the new socket", e))?;
+    let file = Created {
+        path: path.to_owned(),
+        dev: meta.dev(),
+        ino: meta.ino(),
+    };
+    // The kernel takes the bits from the socket and clears the umask's; on a system that
+    // ignored the `fchmod`, the file could come out wider than asked: never serve it then.
+    if !meta.file_type().is_socket() || meta.mode() & 0o777 & !mode != 0 {
+        file.remove("socket file");
+        return Err(ListenError::io(
+            path,
+            "setting the socket mode",
+            io::Error::other(format!(
+                "the new socket has mode {:04o}, wider than --socket-mode {mode:04o}",
+                meta.mode() & 0o777
+            )),
+        ));
+    }
+    Ok((listener, file))
+}
+
+/// `socket`, `fchmod`, `bind`, `listen`: the file appears with `mode` (less the umask) from
+/// its first instant.
+fn bind_with_mode(path: &Path, mode: u32) -> io::Result<std::os::unix::net::UnixListener> {
+    use rustix::net::{AddressFamily, SocketAddrUnix, SocketFlags, SocketType};
+
+    let fd = rustix::net::socket_with(
+        AddressFamily::UNIX,
+        SocketType::STREAM,
+        SocketFlags::CLOEXEC,
+        None,
+    )?;
+    rustix::fs::fchmod(&fd, Mode::from_raw_mode(mode))?;
+    rustix::net::bind(&fd, &SocketAddrUnix::new(path)?)?;
+    // As std does: on Linux a negative backlog means the system maximum (somaxconn).
+    rustix::net::listen(&fd, if cfg!(target_os = "linux") { -1 } else { 128 })?;
+    Ok(std::os::unix::net::UnixListener::from(fd))
+}
+
+/// Creates the default socket's directory (`0700`) if it is missing and checks that it is
+/// private: a real directory (not a link), owned by this uid, no access for group or others.
+pub(crate) fn prepare_private_dir(dir: &Path) -> Result<(), ListenError> {
+    match rustix::fs::mkdir(dir, Mode::from_raw_mode(0o700)) {
+        Ok(()) => tracing::debug!(dir = %dir.display(), "created the socket directory"),
+        Err(rustix::io::Errno::EXIST) => {}
+        Err(e) => {
+            return Err(ListenError::io(
+                dir,
+                "creating the socket directory",
+                e.into(),
+            ));
+        }
+    }
+    let unsafe_dir = |why: String| ListenError::UnsafeDirectory {
+        dir: dir.to_owned(),
+        why,
+    };
+    let meta = fs::symlink_metadata(dir)
+        .map_err(|e| ListenError::io(dir, "inspecting the socket directory", e))?;
+    let euid = rustix::process::geteuid().as_raw();
+    if meta.file_type().is_symlink() {
+        return Err(unsafe_dir("is a symbolic link".to_owned()));
+    }
+    if !meta.is_dir() {
+        return Err(unsafe_dir("is not a directory".to_owned()));
+    }
+    if meta.uid() != euid {
+        return Err(unsafe_dir(format!(
+            "is owned by uid {}, not by uid {euid}",
+            meta.uid()
+        )));
+    }
+    if meta.mode() & 0o077 != 0 {
+        return Err(unsafe_dir(format!(
+            "has mode {:04o}, not 0700",
+            meta.mode() & 0o7777
+        )));
+    }
+    Ok(())
+}

@@ -1,0 +1,11 @@
+//! The server's integration tests, one binary (one link, one process to schedule), a module
+//! per concern. They drive the built `udsecho-server` through the harness, except
+//! `arbitrary_input`, which runs the library in-process.
+
+mod arbitrary_input;
+mod cli;
+mod echo;
+mod hostile_neighbours;
+mod logging_and_signals;
+mod shutdown_and_limits;
+mod socket_file;
