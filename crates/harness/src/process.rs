@@ -364,13 +364,27 @@ pub fn open_fds(pid: u32) -> io::Result<usize> {
     Ok(std::fs::read_dir(format!("/proc/{pid}/fd"))?.count())
 }
 
-/// Raises this process's open-file soft limit to the hard limit (children inherit it), so a
-/// test can hold thousands of connections.
+/// Raises this process's open-file limit (children inherit it), so a test can hold thousands
+/// of connections: to 65536 where allowed (root may raise the hard limit), else the soft limit
+/// to the hard one.
 pub fn raise_fd_limit() {
-    use rustix::process::{Resource, getrlimit, setrlimit};
-    let mut limit = getrlimit(Resource::Nofile);
-    if limit.current < limit.maximum {
-        limit.current = limit.maximum;
-        let _ = setrlimit(Resource::Nofile, limit);
+    use rustix::process::{Resource, Rlimit, getrlimit, setrlimit};
+    const WANTED: u64 = 65_536;
+    let limit = getrlimit(Resource::Nofile);
+    if limit.current.is_some_and(|c| c >= WANTED) {
+        return;
+    }
+    let raised = Rlimit {
+        current: Some(WANTED),
+        maximum: Some(limit.maximum.map_or(WANTED, |m| m.max(WANTED))),
+    };
+    if setrlimit(Resource::Nofile, raised).is_err() && limit.current < limit.maximum {
+        let _ = setrlimit(
+            Resource::Nofile,
+            Rlimit {
+                current: limit.maximum,
+                maximum: limit.maximum,
+            },
+        );
     }
 }

@@ -75,6 +75,6 @@ pub use crate::detect::{Detection, PREAMBLE, PREFIX_PAUSE, detect};
 pub use crate::error::ProtoError;
 pub use crate::frame::{Frame, HEADER_LEN, Header, Kind};
 pub use crate::message::{
-    DEFAULT_MAX_FRAME, ErrorCode, ErrorFrame, Goodbye, GoodbyeReason, Hello, MIN_VERSION, VERSION,
-    accept_server_version, negotiate,
+    DEFAULT_MAX_FRAME, ErrorCode, ErrorFrame, Goodbye, GoodbyeReason, Hello, MAX_CONTROL_FRAME,
+    MIN_VERSION, VERSION, accept_server_version, negotiate,
 };

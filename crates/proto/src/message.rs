@@ -16,6 +16,13 @@ pub const MIN_VERSION: u16 = 1;
 /// otherwise.
 pub const DEFAULT_MAX_FRAME: u32 = 8 * 1024 * 1024;
 
+/// The largest control frame body (`L` of a Hello, Error or Goodbye) a receiver must accept.
+///
+/// Control payloads are a few dozen bytes; a receiver may refuse a larger one with
+/// [`ErrorCode::FrameTooLarge`] as soon as it has read the header, whatever its `max_frame`.
+/// This lets a server collect a control frame without ever buffering a large one.
+pub const MAX_CONTROL_FRAME: u32 = 4096;
+
 /// The first frame of each side: who I am and what I accept.
 ///
 /// The client sends its Hello first; the server answers with its own, carrying the version

@@ -13,7 +13,7 @@ use tokio_util::task::TaskTracker;
 use tracing::Instrument;
 
 use crate::config::Config;
-use crate::connection::{self, End, Settings};
+use crate::connection::{self, Settings};
 use crate::listener::Listener;
 use crate::shutdown::Shutdown;
 
@@ -150,7 +150,7 @@ pub async fn run(
         mode: config.mode,
         max_frame: config.max_frame,
         idle_timeout: config.idle_timeout,
-        agent: concat!("udsecho/", env!("CARGO_PKG_VERSION")).to_owned(),
+        agent: concat!("udsecho/", env!("CARGO_PKG_VERSION")),
     });
     let slots = Arc::new(Semaphore::new(config.max_connections.max(1)));
     let tracker = TaskTracker::new();
@@ -208,25 +208,14 @@ pub async fn run(
             );
             continue;
         }
+        let connection = connection::serve(stream, settings.clone(), &shutdown, permit);
         let span = tracing::debug_span!("conn", id, pid, uid);
-        let settings = settings.clone();
-        let shutdown = shutdown.clone();
-        tracker.spawn(
-            async move {
-                let _permit = permit;
-                tracing::debug!("open");
-                tokio::select! {
-                    biased;
-                    () = shutdown.forced() => tracing::debug!("cut: shutdown timeout"),
-                    result = connection::serve(stream, &settings, &shutdown) => match result {
-                        Ok(End::Violation) => tracing::debug!("closed after a protocol error"),
-                        Ok(end) => tracing::debug!(?end, "closed"),
-                        Err(e) => tracing::debug!("closed: {e}"),
-                    },
-                }
-            }
-            .instrument(span),
-        );
+        // The span costs memory in every task: only when it will be seen (-v).
+        if span.is_disabled() {
+            tracker.spawn(connection);
+        } else {
+            tracker.spawn(connection.instrument(span));
+        }
     }
 
     // Stop accepting at once: new peers get "connection refused" rather than a hang.

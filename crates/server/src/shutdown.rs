@@ -41,6 +41,22 @@ impl Shutdown {
         self.graceful.cancelled().await;
     }
 
+    /// An owned future that resolves when the graceful shutdown begins: kept across many
+    /// waits, it registers its waiter once instead of once per wait.
+    pub(crate) fn begun_owned(&self) -> tokio_util::sync::WaitForCancellationFutureOwned {
+        self.graceful.clone().cancelled_owned()
+    }
+
+    /// Must connections end at once?
+    pub(crate) fn is_forced(&self) -> bool {
+        self.immediate.is_cancelled()
+    }
+
+    /// An owned future that resolves when connections must end at once.
+    pub(crate) fn forced_owned(&self) -> tokio_util::sync::WaitForCancellationFutureOwned {
+        self.immediate.clone().cancelled_owned()
+    }
+
     /// Resolves when connections must end at once.
     pub async fn forced(&self) {
         self.immediate.cancelled().await;

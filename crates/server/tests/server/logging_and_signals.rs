@@ -348,3 +348,42 @@ fn an_accept_error_that_cannot_heal_ends_the_server_with_one_line() {
     );
     assert!(!socket.exists(), "the socket file is still cleaned up");
 }
+
+#[test]
+fn each_read_is_one_echo_line_and_a_peer_cannot_forge_a_log_line() {
+    let dir = short_temp_dir();
+    let log = dir.path().join("server.log");
+    let mut child = spawn_with_stderr(
+        dir.path(),
+        &["-v"],
+        Stdio::from(fs::File::create(&log).unwrap()),
+        &[],
+    );
+    let socket = dir.path().join("s.sock");
+    // The tutorial's message, in one write: detection must not split it into two lines.
+    let ola = "olá mundo".as_bytes();
+    assert_eq!(raw_round_trip(&socket, ola, ola.len()).unwrap(), ola);
+    let forged = b"hi\n WARN fake line\x1b[31m\n";
+    assert_eq!(
+        raw_round_trip(&socket, forged, forged.len()).unwrap(),
+        forged
+    );
+    assert!(stop(&mut child).success());
+    let text = fs::read_to_string(&log).unwrap();
+    assert!(
+        text.lines().any(|l| l.ends_with("echo: olá mundo")),
+        "one line for one read: {text}"
+    );
+    assert!(!text.lines().any(|l| l.ends_with("echo: do")), "{text}");
+    assert!(
+        text.contains(r"echo: hi\n WARN fake line\u{1b}[31m"),
+        "escaped on one line: {text}"
+    );
+    assert!(
+        !text
+            .lines()
+            .any(|l| l.trim_start().starts_with("WARN fake")),
+        "a forged line: {text}"
+    );
+    assert!(!text.contains('\x1b'), "{text:?}");
+}

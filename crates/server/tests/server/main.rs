@@ -7,5 +7,6 @@ mod cli;
 mod echo;
 mod hostile_neighbours;
 mod logging_and_signals;
+mod memory;
 mod shutdown_and_limits;
 mod socket_file;

@@ -1,0 +1,94 @@
+//! The `echo: ...` lines of `-v`: a peer's bytes made safe to print.
+//!
+//! Whatever a peer sends, its echo line is one line: newlines, carriage returns, escape
+//! sequences and every other control character are shown escaped (`\n`, `\u{1b}`), and bytes
+//! that are not UTF-8 as `\xNN`. So `hi\n WARN fake` cannot print a second line that looks
+//! like the server's own, and no terminal escape reaches the operator's screen. One trailing
+//! newline (what `nc` and `echo` add) is dropped, like the tutorial's `echo: olá mundo`.
+
+use std::fmt::Write;
+
+/// The log target of echo lines: `RUST_LOG=udsecho::echo=off` silences them alone.
+pub(crate) const TARGET: &str = "udsecho::echo";
+
+/// Are echo lines wanted? Checked once per read, so nothing is formatted otherwise.
+pub(crate) fn enabled() -> bool {
+    tracing::enabled!(target: TARGET, tracing::Level::DEBUG)
+}
+
+/// Logs one `echo:` line for `parts`, the bytes of one read (in order).
+pub(crate) fn log(parts: &[&[u8]]) {
+    let mut line = String::new();
+    let last = parts.iter().rposition(|p| !p.is_empty());
+    for (i, part) in parts.iter().enumerate() {
+        let part = if Some(i) == last {
+            trim_newline(part)
+        } else {
+            part
+        };
+        escape_into(part, &mut line);
+    }
+    tracing::debug!(target: TARGET, "echo: {line}");
+}
+
+fn trim_newline(bytes: &[u8]) -> &[u8] {
+    let bytes = bytes.strip_suffix(b"\n").unwrap_or(bytes);
+    bytes.strip_suffix(b"\r").unwrap_or(bytes)
+}
+
+/// Appends `bytes` to `out`: printable text as it is, everything else escaped.
+pub(crate) fn escape_into(bytes: &[u8], out: &mut String) {
+    for chunk in bytes.utf8_chunks() {
+        for c in chunk.valid().chars() {
+            match c {
+                '\\' => out.push_str("\\\\"),
+                '\n' => out.push_str("\\n"),
+                '\r' => out.push_str("\\r"),
+                '\t' => out.push_str("\\t"),
+                // Controls, and the Unicode line and paragraph separators.
+                c if c.is_control() || c == '\u{2028}' || c == '\u{2029}' => {
+                    let _ = write!(out, "\\u{{{:x}}}", u32::from(c));
+                }
+                c => out.push(c),
+            }
+        }
+        for byte in chunk.invalid() {
+            let _ = write!(out, "\\x{byte:02x}");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn escaped(bytes: &[u8]) -> String {
+        let mut out = String::new();
+        escape_into(bytes, &mut out);
+        out
+    }
+
+    #[test]
+    fn text_stays_readable_and_controls_are_escaped() {
+        assert_eq!(escaped("olá mundo".as_bytes()), "olá mundo");
+        assert_eq!(escaped(b"hi\n WARN fake"), "hi\\n WARN fake");
+        assert_eq!(escaped(b"\x1b[31mred\r"), "\\u{1b}[31mred\\r");
+        assert_eq!(escaped(b"a\xffb\\"), "a\\xffb\\\\");
+        assert_eq!(escaped("x\u{2028}y".as_bytes()), "x\\u{2028}y");
+    }
+
+    #[test]
+    fn no_line_break_survives_whatever_the_bytes() {
+        for b in 0..=255u8 {
+            let out = escaped(&[b'a', b, b'z']);
+            assert!(!out.contains(['\n', '\r', '\u{1b}']), "{b:#x}: {out:?}");
+        }
+    }
+
+    #[test]
+    fn one_trailing_newline_is_dropped_from_the_line() {
+        assert_eq!(trim_newline(b"hello\n"), b"hello");
+        assert_eq!(trim_newline(b"hello\r\n"), b"hello");
+        assert_eq!(trim_newline(b"two\n\n"), b"two\n");
+    }
+}

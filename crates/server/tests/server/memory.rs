@@ -1,0 +1,167 @@
+//! What a connection costs the server, whatever the peer declares or withholds: measured as
+//! the growth of the server's resident memory over many connections held open at once.
+
+use std::io::{Read, Write};
+use std::os::unix::net::UnixStream;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use bytes::{BufMut, BytesMut};
+use udsecho_harness::{FramedPeer, Server, connect, open_fds, raise_fd_limit, rss_kib};
+use udsecho_proto::{Kind, PREAMBLE};
+
+/// Waits until the server holds `fds` descriptors (every connection accepted), then a moment
+/// more for their tasks to reach their first wait.
+fn wait_for_fds(server: &Server, fds: usize) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while open_fds(server.pid()).unwrap() < fds {
+        assert!(
+            Instant::now() < deadline,
+            "the server did not accept them all"
+        );
+        thread::sleep(Duration::from_millis(20));
+    }
+    thread::sleep(Duration::from_millis(300));
+}
+
+/// One measurement at a time: they hold thousands of descriptors each, and a neighbour's
+/// connections would blur nothing here but could exhaust the test's own descriptor limit.
+static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+/// Warms the server up (threads, scratch buffers, allocator arenas) so that what follows
+/// measures connections, not the first use of everything.
+fn warmed_up(args: &[&str]) -> Server {
+    raise_fd_limit();
+    let server = Server::start(args.iter().copied()).unwrap();
+    let warm: Vec<_> = (0..200)
+        .map(|i| {
+            let mut peer = connect(server.socket()).unwrap();
+            peer.write_all(&[b'w'; 16][..(i % 16) + 1]).unwrap();
+            peer
+        })
+        .collect();
+    for mut peer in warm {
+        let mut byte = [0u8; 1];
+        peer.read_exact(&mut byte).unwrap();
+    }
+    thread::sleep(Duration::from_millis(300));
+    server
+}
+
+#[test]
+fn ten_thousand_idle_connections_cost_at_most_1_kib_each() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    const N: usize = 10_000;
+    let server = warmed_up(&[]);
+    let base_fds = open_fds(server.pid()).unwrap();
+    let before = rss_kib(server.pid()).unwrap();
+    let peers: Vec<UnixStream> = (0..N).map(|_| connect(server.socket()).unwrap()).collect();
+    wait_for_fds(&server, base_fds + N);
+    let after = rss_kib(server.pid()).unwrap();
+    let per_conn = (after.saturating_sub(before)) as f64 * 1024.0 / N as f64;
+    assert!(
+        per_conn <= 1024.0,
+        "{per_conn:.0} bytes per idle connection (RSS {before} -> {after} KiB)"
+    );
+    drop(peers);
+}
+
+#[test]
+fn two_thousand_connections_stalled_in_a_frame_header_cost_at_most_8_kib_each() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    const N: usize = 2_000;
+    let server = warmed_up(&[]);
+    let base_fds = open_fds(server.pid()).unwrap();
+    let before = rss_kib(server.pid()).unwrap();
+    let peers: Vec<FramedPeer> = (0..N)
+        .map(|_| {
+            let (mut peer, _hello) = FramedPeer::handshake(server.socket()).unwrap();
+            // Three bytes of a Data frame's four length bytes, then nothing.
+            peer.send_raw(&[0, 0, 1]).unwrap();
+            peer
+        })
+        .collect();
+    wait_for_fds(&server, base_fds + N);
+    let after = rss_kib(server.pid()).unwrap();
+    let per_conn = (after.saturating_sub(before)) as f64 / N as f64;
+    assert!(
+        per_conn <= 8.0,
+        "{per_conn:.2} KiB per connection stalled in a header (RSS {before} -> {after} KiB)"
+    );
+    drop(peers);
+}
+
+#[test]
+fn a_hundred_connections_stalled_inside_4_mib_frames_grow_the_server_by_under_64_mib() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    const N: usize = 100;
+    const FRAME: u32 = 4 << 20;
+    const SENT: usize = 2 << 20;
+    let server = warmed_up(&[]);
+    let before = rss_kib(server.pid()).unwrap();
+    let mut readers = Vec::new();
+    let mut peers = Vec::new();
+    for _ in 0..N {
+        let (peer, _hello) = FramedPeer::handshake(server.socket()).unwrap();
+        let mut stream = peer.stream().try_clone().unwrap();
+        stream
+            .set_read_timeout(Some(Duration::from_secs(30)))
+            .unwrap();
+        // Whatever comes back is read, so the server is never held up by us: what it keeps
+        // is its own choice.
+        readers.push(thread::spawn(move || {
+            let mut sink = vec![0u8; 64 * 1024];
+            let mut total = 0;
+            while total < SENT {
+                match stream.read(&mut sink) {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => total += n,
+                }
+            }
+        }));
+        peers.push(peer);
+    }
+    let mut header = BytesMut::new();
+    header.put_u32(FRAME);
+    header.put_u8(Kind::Data as u8);
+    let half = vec![0x5au8; SENT];
+    for peer in &mut peers {
+        peer.send_raw(&header).unwrap();
+    }
+    for peer in &mut peers {
+        peer.send_raw(&half).unwrap();
+    }
+    // Every connection is now halfway through a 4 MiB frame and stays there.
+    thread::sleep(Duration::from_millis(500));
+    let after = rss_kib(server.pid()).unwrap();
+    let grown = after.saturating_sub(before);
+    assert!(
+        grown < 64 * 1024,
+        "RSS grew by {grown} KiB for {N} connections inside 4 MiB frames ({before} -> {after})"
+    );
+    drop(peers);
+    for reader in readers {
+        let _ = reader.join();
+    }
+}
+
+#[test]
+fn the_preamble_alone_is_not_a_stalled_frame_either() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    // A peer that opened framed mode and never said Hello holds nothing but its socket.
+    let server = warmed_up(&[]);
+    let base_fds = open_fds(server.pid()).unwrap();
+    let before = rss_kib(server.pid()).unwrap();
+    let peers: Vec<UnixStream> = (0..2_000)
+        .map(|_| {
+            let mut peer = connect(server.socket()).unwrap();
+            peer.write_all(&PREAMBLE).unwrap();
+            peer.write_all(&[0, 0]).unwrap();
+            peer
+        })
+        .collect();
+    wait_for_fds(&server, base_fds + peers.len());
+    let after = rss_kib(server.pid()).unwrap();
+    let per_conn = (after.saturating_sub(before)) as f64 / peers.len() as f64;
+    assert!(per_conn <= 8.0, "{per_conn:.2} KiB per connection");
+}
