@@ -383,9 +383,9 @@ impl Results {
             [
                 "scenario",
                 "generator cores, driving udsecho",
+                "generator ÷ udsecho, CPU per unit",
                 "generator cores, driving the reference",
-                "generator CPU per unit (driving the reference)",
-                "reference server CPU per unit",
+                "generator ÷ reference, CPU per unit",
                 "generator alone (loopback)",
                 "loopback ÷ fastest server",
             ]
@@ -395,15 +395,21 @@ impl Results {
         );
         for row in self.server_rows() {
             let load = row.scenario.load;
-            let Some(loopback) = row.column(Contender::Loopback) else {
+            if !matches!(
+                load,
+                Load::Pingpong { framed: false, .. } | Load::Stream { .. }
+            ) {
                 continue;
-            };
+            }
             let med = |who: Contender, f: &dyn Fn(&Measured) -> Option<f64>| {
                 row.column(who).and_then(|c| c.stats(f)).map(|s| s.median)
             };
+            // Per run: the generator's CPU per unit over the server's, then the median.
+            let relative =
+                |who: Contender| med(who, &|m| Some(m.generator_cpu(load)? / m.server_cpu(load)?));
             let show = |v: Option<f64>| v.map_or("—".to_owned(), number);
             let headline = |m: &Measured| m.headline(load);
-            let alone = loopback.stats(headline).map(|s| s.median);
+            let alone = med(Contender::Loopback, &headline);
             let fastest = SERVERS
                 .into_iter()
                 .filter_map(|s| med(s, &headline))
@@ -411,10 +417,12 @@ impl Results {
             t.rows.push(vec![
                 row.scenario.name.clone(),
                 show(med(Contender::Udsecho, &|m| m.generator_cores())),
+                ratio(relative(Contender::Udsecho)),
                 show(med(Contender::Epoll, &|m| m.generator_cores())),
-                show(med(Contender::Epoll, &|m| m.generator_cpu(load))),
-                show(med(Contender::Epoll, &|m| m.server_cpu(load))),
-                format!("{} {}", show(alone), row.scenario.unit()),
+                ratio(relative(Contender::Epoll)),
+                alone.map_or("—".to_owned(), |a| {
+                    format!("{} {}", number(a), row.scenario.unit())
+                }),
                 ratio(alone.zip(fastest).map(|(a, f)| a / f)),
             ]);
         }
@@ -422,10 +430,11 @@ impl Results {
             return String::new();
         }
         format!(
-            "## Load generator headroom\n\nThe generator's own CPU use, and its rate with no \
-             server at all: in `--loopback` it echoes through socket pairs inside its own \
-             thread with the epoll reference's echo code, so one core does the generator's \
-             work *and* a server's. CPU per unit is µs per round trip or CPU-s per GB.\n\n{}\n",
+            "## Load generator headroom\n\nHow busy the generator was (1.00 = one core for the \
+             whole window) and what it spent per round trip or GB relative to the server it \
+             drove. In `--loopback` there is no server: the generator echoes through socket \
+             pairs in its own thread with the epoll reference's echo code, so one core does the \
+             generator's work and a server's.\n\n{}\n",
             t.render()
         )
     }

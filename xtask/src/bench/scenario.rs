@@ -43,8 +43,8 @@ impl Plan {
         } else {
             Plan {
                 reps: 3,
-                warmup: Duration::from_secs(1),
-                window: Duration::from_secs(3),
+                warmup: Duration::from_millis(500),
+                window: Duration::from_secs(2),
                 max_connections: 10_000,
                 socat_max_connections: 1_000,
                 pipe_bytes: 1 << 30,
