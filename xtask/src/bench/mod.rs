@@ -50,7 +50,6 @@ fn options(args: &[String]) -> Result<Options, String> {
                 let text = args.next().ok_or(format!("--only needs a text\n{USAGE}"))?;
                 opts.only = Some(text.clone());
             }
-            "-h" | "--help" => return Err(USAGE.to_owned()),
             other => return Err(format!("unknown bench option {other:?}\n{USAGE}")),
         }
     }
@@ -58,6 +57,10 @@ fn options(args: &[String]) -> Result<Options, String> {
 }
 
 pub(crate) fn run(args: &[String]) -> Result<(), String> {
+    if args.iter().any(|a| a == "-h" || a == "--help") {
+        println!("{USAGE}");
+        return Ok(());
+    }
     let opts = options(args)?;
     let plan = Plan::new(opts.quick);
     let scenarios: Vec<_> = scenario::all(&plan)
