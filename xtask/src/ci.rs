@@ -1,57 +1,59 @@
 //! `cargo xtask ci`: everything CI checks, in order, stopping at the first failure: fmt,
 //! clippy, tests, the proto examples, a dist build (completions, man pages), `cargo package`
-//! of the three published crates, a quick benchmark run (smoke only), e2e, nc-compat and a
-//! 20-second soak.
+//! of the three published crates, a quick benchmark run (smoke only, figures not judged),
+//! e2e, nc-compat and a 20-second soak. The list is [`STEPS`].
 
 use std::time::Instant;
 
 use crate::tools::cargo;
 
 /// One CI step: its name and what it runs.
-type Step<'a> = (&'a str, &'a dyn Fn() -> Result<(), String>);
+type Step = (&'static str, fn() -> Result<(), String>);
+
+/// Every step, in order. `cargo xtask --help` lists these names, so it cannot drift.
+pub(crate) const STEPS: [Step; 10] = [
+    ("fmt", || cargo(&["fmt", "--all", "--check"])),
+    ("clippy", || {
+        cargo(&[
+            "clippy",
+            "--workspace",
+            "--all-targets",
+            "--locked",
+            "--",
+            "-D",
+            "warnings",
+        ])
+    }),
+    ("test", || cargo(&["test", "--workspace", "--locked"])),
+    ("examples", crate::examples::run),
+    ("dist", crate::dist::run),
+    ("package", || {
+        cargo(&[
+            "package",
+            "--locked",
+            "--no-verify",
+            "-p",
+            "udsecho-proto",
+            "-p",
+            "udsecho-server",
+            "-p",
+            "udsecho-client",
+        ])
+    }),
+    // A smoke check that the benchmark itself works; its figures are not judged.
+    ("bench --quick", || {
+        crate::bench::run(&["--quick".to_owned()])
+    }),
+    ("e2e", crate::e2e::run),
+    ("nc-compat", crate::nc_compat::run),
+    ("soak 20 s", || {
+        crate::soak::run(&["--seconds".to_owned(), "20".to_owned()])
+    }),
+];
 
 pub(crate) fn run() -> Result<(), String> {
-    let steps: [Step<'_>; 10] = [
-        ("fmt", &|| cargo(&["fmt", "--all", "--check"])),
-        ("clippy", &|| {
-            cargo(&[
-                "clippy",
-                "--workspace",
-                "--all-targets",
-                "--locked",
-                "--",
-                "-D",
-                "warnings",
-            ])
-        }),
-        ("test", &|| cargo(&["test", "--workspace", "--locked"])),
-        ("examples", &crate::examples::run),
-        ("dist", &crate::dist::run),
-        ("package", &|| {
-            cargo(&[
-                "package",
-                "--locked",
-                "--no-verify",
-                "-p",
-                "udsecho-proto",
-                "-p",
-                "udsecho-server",
-                "-p",
-                "udsecho-client",
-            ])
-        }),
-        // A smoke check that the benchmark itself works; its figures are not judged.
-        ("bench --quick", &|| {
-            crate::bench::run(&["--quick".to_owned()])
-        }),
-        ("e2e", &crate::e2e::run),
-        ("nc-compat", &crate::nc_compat::run),
-        ("soak", &|| {
-            crate::soak::run(&["--seconds".to_owned(), "20".to_owned()])
-        }),
-    ];
     let total = Instant::now();
-    for (name, step) in steps {
+    for (name, step) in STEPS {
         let start = Instant::now();
         println!("==> ci: {name}");
         if let Err(e) = step() {

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use udsecho_harness::{Server, short_temp_dir, wait_for_socket};
 
 use crate::scenario::{Scenarios, ensure};
-use crate::tools::{cargo, root};
+use crate::tools::cargo;
 
 pub(crate) fn run() -> Result<(), String> {
     cargo(&["build", "-p", "udsecho-proto", "--examples"])?;
@@ -25,8 +25,7 @@ pub(crate) fn run() -> Result<(), String> {
 }
 
 fn example(name: &str) -> Command {
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
-    let mut cmd = Command::new(cargo);
+    let mut cmd = crate::tools::cargo_command();
     cmd.args([
         "run",
         "--quiet",
@@ -35,8 +34,7 @@ fn example(name: &str) -> Command {
         "--example",
         name,
         "--",
-    ])
-    .current_dir(root());
+    ]);
     cmd
 }
 
@@ -72,9 +70,10 @@ fn client_against_example_server() -> Result<(), String> {
         .map_err(|e| format!("framed_server never listened: {e}"))
         .and_then(|()| run_client(&socket).map(drop));
     if result.is_err() {
-        let _ = server.kill();
+        crate::child::kill(&mut server);
     }
-    let status = server.wait().map_err(|e| e.to_string())?;
+    let status = crate::child::finish(&mut server, Duration::from_secs(60))
+        .map_err(|e| format!("framed_server {e}"))?;
     result?;
     ensure(status.success(), || {
         format!("framed_server exited with {status}")

@@ -28,7 +28,7 @@ pub(crate) fn run(args: &[String]) -> Result<(), String> {
 }
 
 fn ensure_cargo_fuzz() -> Result<(), String> {
-    let have = Command::new("cargo")
+    let have = crate::tools::cargo_command()
         .args(["fuzz", "--version"])
         .output()
         .is_ok_and(|o| o.status.success());
@@ -44,7 +44,7 @@ fn run_target(target: &str, seconds: u64) -> Result<(), String> {
     let work = target_dir().join("fuzz-corpus").join(target);
     std::fs::create_dir_all(&work).map_err(|e| format!("{}: {e}", work.display()))?;
     let seeds = fuzz_dir.join("corpus").join(target);
-    let mut cmd = Command::new("cargo");
+    let mut cmd = crate::tools::cargo_command();
     cmd.current_dir(&fuzz_dir)
         .args(["fuzz", "run", target])
         .arg(&work)

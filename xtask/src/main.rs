@@ -1,15 +1,16 @@
 //! `cargo xtask`: the project's automation, in Rust (no shell scripts to keep in sync).
 //!
-//! - `ci`: fmt check, clippy `-D warnings`, every test, `e2e`, `nc-compat` — fail fast.
-//! - `e2e`: end-to-end scenarios with the release binaries.
+//! - `ci`: every check in order, fail fast (the steps are `ci::STEPS`, also listed by `--help`).
+//! - `e2e`: what only the whole release binaries show.
 //! - `nc-compat`: OpenBSD `nc` and `socat` against our binaries, both directions.
 //! - `examples`: the proto crate's examples, run for real.
 //! - `dist`: what a release ships.
-//! - `bench`: udsecho side by side with other echo servers.
+//! - `bench`: udsecho against the epoll reference and other echo servers.
 //! - `soak`: mixed faults against the server, with memory and descriptor checks.
 //! - `fuzz`: the cargo-fuzz targets (not part of `ci`; the property tests are).
 
 mod bench;
+mod child;
 mod ci;
 mod dist;
 mod e2e;
@@ -22,19 +23,27 @@ mod tools;
 
 use std::process::ExitCode;
 
-const USAGE: &str = "\
+fn usage() -> String {
+    let steps: Vec<&str> = ci::STEPS.iter().map(|(name, _)| *name).collect();
+    format!(
+        "\
 usage: cargo xtask <task>
 
 tasks:
-  ci          fmt check, clippy -D warnings, all tests, e2e, nc-compat (what .ci/run calls)
-  e2e         end-to-end scenarios against the release binaries
+  ci          every check, stopping at the first failure (what .ci/run calls):
+              {}
+  e2e         what only the whole release binaries show (mixed concurrent peers, a slow reader)
   nc-compat   OpenBSD nc and socat against our server and client
   examples    run the proto crate's examples against each other and against the server
   dist        release binaries, completions, man pages and SHA256SUMS in target/dist/
   soak        mixed-fault load with memory and fd checks [--seconds N, default 30]
   fuzz        every cargo-fuzz target under fuzz/ [--seconds N, default 60]
-  bench       udsecho against socat, plain tokio and Go echo servers [--quick] [--only TEXT]
-";
+  bench       udsecho against the epoll reference, plain tokio, Go and socat, under one load
+              generator; results in target/bench/ [--quick] [--only TEXT]
+",
+        steps.join(", ")
+    )
+}
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -48,15 +57,15 @@ fn main() -> ExitCode {
         Some("fuzz") => fuzz::run(&args[1..]),
         Some("examples") => examples::run(),
         Some("-h" | "--help" | "help") => {
-            print!("{USAGE}");
+            print!("{}", usage());
             return ExitCode::SUCCESS;
         }
         Some(other) => {
-            eprint!("xtask: unknown task {other:?}\n\n{USAGE}");
+            eprint!("xtask: unknown task {other:?}\n\n{}", usage());
             return ExitCode::from(2);
         }
         None => {
-            eprint!("{USAGE}");
+            eprint!("{}", usage());
             return ExitCode::from(2);
         }
     };

@@ -1,6 +1,6 @@
 //! `cargo xtask nc-compat`: the standard Unix tools against our binaries, both directions.
 
-use std::io::{Read, Write};
+use std::io::Write;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::thread;
@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 
 use udsecho_harness::{Server, random_payload, run_client, short_temp_dir, wait_for_socket};
 
+use crate::child;
 use crate::scenario::{Scenarios, ensure, same_bytes};
 
 const LIMIT: Duration = Duration::from_secs(30);
@@ -48,34 +49,9 @@ pub(crate) fn run() -> Result<(), String> {
 
 /// Runs `cmd` with `input` on stdin; returns stdout, failing after `LIMIT`.
 fn output_of(cmd: &mut Command, input: &[u8]) -> Result<Vec<u8>, String> {
-    let mut child = cmd
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .map_err(|e| format!("cannot start {cmd:?}: {e}"))?;
-    let mut stdin = child.stdin.take().expect("piped");
-    let input = input.to_vec();
-    let feeder = thread::spawn(move || stdin.write_all(&input));
-    let out = wait_with_output(child, LIMIT).map_err(|e| format!("{cmd:?}: {e}"))?;
-    let _ = feeder.join();
-    Ok(out)
-}
-
-/// Reads a child's stdout as it comes (a full pipe would stall the child).
-fn read_stdout(child: &mut Child) -> thread::JoinHandle<Vec<u8>> {
-    let mut stdout = child.stdout.take().expect("piped");
-    thread::spawn(move || {
-        let mut buf = Vec::new();
-        let _ = stdout.read_to_end(&mut buf);
-        buf
-    })
-}
-
-/// Waits for a child and returns its stdout; kills it after `within`.
-fn wait_with_output(mut child: Child, within: Duration) -> Result<Vec<u8>, String> {
-    let reader = read_stdout(&mut child);
-    wait_and_collect(child, reader, within)
+    let out = child::output_within(cmd, input, LIMIT)?;
+    succeeded(out.status, &out.stderr)?;
+    Ok(out.stdout)
 }
 
 /// Waits for a child whose stdout `reader` is collecting; kills it after `within`.
@@ -84,27 +60,21 @@ fn wait_and_collect(
     reader: thread::JoinHandle<Vec<u8>>,
     within: Duration,
 ) -> Result<Vec<u8>, String> {
-    let deadline = Instant::now() + within;
-    let status = loop {
-        if let Some(status) = child.try_wait().map_err(|e| e.to_string())? {
-            break status;
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            return Err(format!("did not finish within {within:?}"));
-        }
-        thread::sleep(Duration::from_millis(5));
-    };
-    let out = reader.join().unwrap_or_default();
-    if !status.success() {
-        let mut err = String::new();
-        if let Some(mut e) = child.stderr.take() {
-            let _ = e.read_to_string(&mut err);
-        }
-        return Err(format!("exited with {status}: {}", err.trim()));
+    let stderr = child::collect(child.stderr.take());
+    let status = child::finish(&mut child, within)?;
+    succeeded(status, &stderr.join().unwrap_or_default())?;
+    Ok(reader.join().unwrap_or_default())
+}
+
+fn succeeded(status: std::process::ExitStatus, stderr: &[u8]) -> Result<(), String> {
+    if status.success() {
+        Ok(())
+    } else {
+        Err(format!(
+            "exited with {status}: {}",
+            String::from_utf8_lossy(stderr).trim()
+        ))
     }
-    Ok(out)
 }
 
 fn nc_client(mode: &str) -> Result<(), String> {
@@ -181,7 +151,7 @@ fn nc_listener(path: &Path, reply: &[u8]) -> Result<(Child, thread::JoinHandle<V
     wait_for_listening_file(path, &mut child)?;
     // What nc sends back, then EOF on its stdin.
     thread::spawn(move || stdin.write_all(&reply));
-    let printed = read_stdout(&mut child);
+    let printed = child::collect(child.stdout.take());
     Ok((child, printed))
 }
 
@@ -192,7 +162,7 @@ fn wait_for_listening_file(path: &Path, child: &mut Child) -> Result<(), String>
     let deadline = Instant::now() + LIMIT;
     while !path.exists() {
         if Instant::now() > deadline {
-            let _ = child.kill();
+            child::kill(child);
             return Err("nc -lU never created its socket".to_owned());
         }
         thread::sleep(Duration::from_millis(5));
@@ -218,7 +188,8 @@ fn classic_nc_flow() -> Result<(), String> {
     ensure(run.status.success(), || {
         format!("client failed: {}", run.stderr)
     })?;
-    let printed = wait_with_output(shell, LIMIT)?;
+    let printed = child::collect(shell.stdout.take());
+    let printed = wait_and_collect(shell, printed, LIMIT)?;
     ensure(printed == b"hi\n", || {
         format!("nc printed {:?}", String::from_utf8_lossy(&printed))
     })?;
@@ -276,7 +247,6 @@ fn client_against_socat() -> Result<(), String> {
             || run.stdout_text(),
         )
     })();
-    let _ = socat.kill();
-    let _ = socat.wait();
+    child::kill(&mut socat);
     result
 }

@@ -138,10 +138,6 @@ pub(crate) fn run(args: &[String]) -> Result<(), String> {
         "SIGTERM under load drains (framed peers: every frame, then Goodbye), exits 0, removes the file",
         || sigterm_under_load(&mut server),
     );
-    s.run(
-        "SIGKILL, then a restart on the same path serves at once",
-        || kill_and_restart(&socket),
-    );
     s.finish()
 }
 
@@ -405,36 +401,6 @@ fn sigterm_under_load(server: &mut Server) -> Result<(), String> {
             failures[..failures.len().min(3)].join("; ")
         )
     })
-}
-
-fn kill_and_restart(socket: &Path) -> Result<(), String> {
-    let mut first = Server::builder()
-        .socket(socket)
-        .start()
-        .map_err(|e| e.to_string())?;
-    first
-        .stop(Signal::KILL, Duration::from_secs(10))
-        .map_err(|e| e.to_string())?;
-    ensure(socket.exists(), || {
-        "SIGKILL should leave the socket file behind".to_owned()
-    })?;
-    let started = Instant::now();
-    let mut second = Server::builder()
-        .socket(socket)
-        .start()
-        .map_err(|e| format!("restart after SIGKILL failed: {e}"))?;
-    let echo = raw_round_trip(socket, b"back", 2).map_err(|e| e.to_string())?;
-    ensure(echo == b"back", || {
-        format!("got {:?}", String::from_utf8_lossy(&echo))
-    })?;
-    println!(
-        "    restarted and serving {} ms after the SIGKILL",
-        started.elapsed().as_millis()
-    );
-    let status = second
-        .stop(Signal::TERM, Duration::from_secs(10))
-        .map_err(|e| e.to_string())?;
-    ensure(status.success(), || format!("exit status {status}"))
 }
 
 fn rss_kib(pid: u32) -> Result<u64, String> {

@@ -11,14 +11,20 @@ pub(crate) fn root() -> PathBuf {
         .to_owned()
 }
 
+/// A `cargo` command in the workspace root: the cargo that runs xtask (`$CARGO`, set by cargo
+/// for the programs it runs), so a `cargo +toolchain xtask ...` stays on that toolchain.
+pub(crate) fn cargo_command() -> Command {
+    let mut cmd = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
+    cmd.current_dir(root());
+    cmd
+}
+
 /// Runs `cargo` with `args` in the workspace root, streaming its output.
 pub(crate) fn cargo(args: &[&str]) -> Result<(), String> {
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
-    let status = Command::new(&cargo)
+    let status = cargo_command()
         .args(args)
-        .current_dir(root())
         .status()
-        .map_err(|e| format!("cannot run {cargo}: {e}"))?;
+        .map_err(|e| format!("cannot run cargo: {e}"))?;
     if status.success() {
         Ok(())
     } else {
@@ -69,7 +75,7 @@ pub(crate) fn target_dir() -> PathBuf {
 }
 
 /// Is `cmd` on PATH?
-fn have(cmd: &str) -> bool {
+pub(crate) fn have(cmd: &str) -> bool {
     Command::new("sh")
         .args(["-c", &format!("command -v {cmd}")])
         .stdout(Stdio::null())

@@ -1,0 +1,229 @@
+//! Who is measured: the servers (udsecho, the epoll reference, plain tokio, the Go tutorial
+//! server, socat), the generator alone (`--loopback`), and in the pipe scenario the clients
+//! (udsecho-client, OpenBSD `nc`, socat). How to build, start and stop each.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+
+use super::scenario::{Load, Plan, Scenario};
+use crate::tools::root;
+
+/// One column of the results.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub(crate) enum Contender {
+    Udsecho,
+    Epoll,
+    Tokio,
+    Go,
+    Socat,
+    /// No server: the generator echoes through socket pairs in its own thread.
+    Loopback,
+    /// Pipe scenario: `udsecho-client -s SOCKET`.
+    ClientPipe,
+    /// Pipe scenario: `nc -NU SOCKET`.
+    NcPipe,
+    /// Pipe scenario: `socat - UNIX-CONNECT:SOCKET`.
+    SocatPipe,
+}
+
+/// What a column is to the comparison.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub(crate) enum Role {
+    /// What the project ships.
+    Ours,
+    /// The yardstick the ratios are taken against.
+    Reference,
+    /// Other software people use.
+    Peer,
+    /// The load generator's own ceiling, shown only as headroom evidence.
+    Headroom,
+}
+
+impl Contender {
+    pub(crate) fn name(self) -> &'static str {
+        match self {
+            Contender::Udsecho => "udsecho",
+            Contender::Epoll => "epoll reference",
+            Contender::Tokio => "plain tokio",
+            Contender::Go => "Go tutorial",
+            Contender::Socat => "socat fork EXEC:cat",
+            Contender::Loopback => "generator alone (loopback)",
+            Contender::ClientPipe => "udsecho-client",
+            Contender::NcPipe => "nc -NU",
+            Contender::SocatPipe => "socat -",
+        }
+    }
+
+    pub(crate) fn role(self) -> Role {
+        match self {
+            Contender::Udsecho | Contender::ClientPipe => Role::Ours,
+            Contender::Epoll | Contender::NcPipe => Role::Reference,
+            Contender::Loopback => Role::Headroom,
+            Contender::Tokio | Contender::Go | Contender::Socat | Contender::SocatPipe => {
+                Role::Peer
+            }
+        }
+    }
+}
+
+/// The built binaries and which optional peers this machine has.
+#[derive(Debug)]
+pub(crate) struct Setup {
+    pub(crate) server: PathBuf,
+    pub(crate) client: PathBuf,
+    pub(crate) epoll_echo: PathBuf,
+    pub(crate) tokio_echo: PathBuf,
+    pub(crate) loadgen: PathBuf,
+    pub(crate) go_echo: Option<PathBuf>,
+    pub(crate) socat: bool,
+    pub(crate) nc: bool,
+}
+
+impl Setup {
+    /// Finds the release binaries (built by the caller) and builds the Go peer.
+    pub(crate) fn new(out_dir: &Path) -> Setup {
+        let nc_and_socat = crate::tools::ensure_nc_and_socat().is_ok();
+        Setup {
+            server: udsecho_harness::binary("udsecho-server"),
+            client: udsecho_harness::binary("udsecho-client"),
+            epoll_echo: udsecho_harness::binary("epoll-echo"),
+            tokio_echo: udsecho_harness::binary("tokio-echo"),
+            loadgen: udsecho_harness::binary("loadgen"),
+            go_echo: build_go(out_dir),
+            socat: nc_and_socat || crate::tools::have("socat"),
+            nc: nc_and_socat,
+        }
+    }
+
+    /// The columns of `scenario`, in print order: ours, the reference, the peers, and the
+    /// generator alone where it applies.
+    pub(crate) fn contenders(&self, scenario: &Scenario, plan: &Plan) -> Vec<Contender> {
+        let mut list = Vec::new();
+        match scenario.load {
+            Load::Pingpong { framed: true, .. } => list.push(Contender::Udsecho),
+            Load::Pipe { .. } => {
+                list.push(Contender::ClientPipe);
+                if self.nc {
+                    list.push(Contender::NcPipe);
+                }
+                if self.socat {
+                    list.push(Contender::SocatPipe);
+                }
+            }
+            Load::Pingpong { .. } | Load::Stream { .. } | Load::Idle { .. } => {
+                list.extend([Contender::Udsecho, Contender::Epoll, Contender::Tokio]);
+                if self.go_echo.is_some() {
+                    list.push(Contender::Go);
+                }
+                // A process pair per connection: thousands of them measure fork, not echo.
+                let idle = matches!(scenario.load, Load::Idle { .. });
+                if self.socat && !idle && scenario.connections() <= plan.socat_max_connections {
+                    list.push(Contender::Socat);
+                }
+                // Two descriptors per loopback connection, under this process's hard limit.
+                if !idle && loopback_fits(scenario.connections()) {
+                    list.push(Contender::Loopback);
+                }
+            }
+        }
+        list
+    }
+
+    /// Starts server `who` on `socket` and waits until it accepts.
+    pub(crate) fn start(&self, who: Contender, socket: &Path) -> Result<Child, String> {
+        let mut cmd = match who {
+            Contender::Udsecho => {
+                let mut c = Command::new(&self.server);
+                c.arg("--socket").arg(socket).arg("--quiet");
+                c
+            }
+            Contender::Epoll | Contender::ClientPipe | Contender::NcPipe | Contender::SocatPipe => {
+                let mut c = Command::new(&self.epoll_echo);
+                c.arg(socket);
+                c
+            }
+            Contender::Tokio => {
+                let mut c = Command::new(&self.tokio_echo);
+                c.arg(socket);
+                c
+            }
+            Contender::Go => {
+                let mut c = Command::new(self.go_echo.as_ref().ok_or("no Go peer was built")?);
+                c.arg(socket);
+                c
+            }
+            Contender::Socat => {
+                let mut c = Command::new("socat");
+                c.arg(format!(
+                    "UNIX-LISTEN:{},fork,backlog=4096",
+                    socket.display()
+                ))
+                .arg("EXEC:cat");
+                c
+            }
+            Contender::Loopback => return Err("the loopback has no server".to_owned()),
+        };
+        let mut child = cmd
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .map_err(|e| format!("cannot start: {e}"))?;
+        let deadline = Instant::now() + Duration::from_secs(10);
+        if let Err(e) = udsecho_harness::wait_for_socket(socket, deadline, || false) {
+            crate::child::kill(&mut child);
+            return Err(format!("never accepted on {}: {e}", socket.display()));
+        }
+        Ok(child)
+    }
+}
+
+/// Whether the generator can hold both ends of `connections` socket pairs.
+pub(crate) fn loopback_fits(connections: usize) -> bool {
+    let limit = rustix::process::getrlimit(rustix::process::Resource::Nofile);
+    limit
+        .maximum
+        .is_none_or(|max| max >= 2 * connections as u64 + 64)
+}
+
+/// Builds the tutorial's Go server with the system Go, installing golang-go with apt-get
+/// when running as root; `None` (and no Go column) otherwise.
+fn build_go(out_dir: &Path) -> Option<PathBuf> {
+    let works = |go: &str| {
+        Command::new(go)
+            .arg("version")
+            .output()
+            .is_ok_and(|o| o.status.success())
+    };
+    let go = ["go", "/usr/lib/go/bin/go"]
+        .into_iter()
+        .find(|g| works(g))
+        .map(str::to_owned)
+        .or_else(|| {
+            if !rustix::process::geteuid().is_root() {
+                return None;
+            }
+            eprintln!("bench: installing golang-go with apt-get for the Go peer");
+            let installed = Command::new("apt-get")
+                .args(["install", "-y", "-qq", "golang-go"])
+                .env("DEBIAN_FRONTEND", "noninteractive")
+                .status()
+                .is_ok_and(|s| s.success());
+            (installed && works("go")).then(|| "go".to_owned())
+        })?;
+    let binary = out_dir.join("go-echo");
+    let built = Command::new(go)
+        .args(["build", "-o"])
+        .arg(&binary)
+        .arg(root().join("xtask/fixtures/go-echo/main.go"))
+        .env("GOCACHE", out_dir.join("go-cache"))
+        .env("GO111MODULE", "off")
+        .status()
+        .is_ok_and(|s| s.success());
+    built.then_some(binary)
+}

@@ -1,0 +1,722 @@
+//! The results of a bench run and their three forms: `results.md` for people (tables with
+//! medians, ranges and ratios), `results.json` for tools (serde, every run's full report),
+//! and `chart.svg`.
+
+use std::fmt::Write as _;
+
+use serde::Serialize;
+
+use super::peer::{Contender, Role};
+use super::run::Measured;
+use super::scenario::{Load, Plan, Scenario};
+
+/// Everything measured.
+#[derive(Debug)]
+pub(crate) struct Results {
+    pub(crate) machine: String,
+    pub(crate) command: String,
+    pub(crate) plan: Plan,
+    pub(crate) rows: Vec<Row>,
+}
+
+/// One scenario and its columns.
+#[derive(Debug)]
+pub(crate) struct Row {
+    pub(crate) scenario: Scenario,
+    pub(crate) columns: Vec<Column>,
+}
+
+/// One contender's runs of one scenario.
+#[derive(Debug)]
+pub(crate) struct Column {
+    pub(crate) contender: Contender,
+    pub(crate) runs: Vec<Measured>,
+}
+
+/// Median and range of some runs.
+#[derive(Debug, Clone, Copy, Serialize)]
+pub(crate) struct Stats {
+    pub(crate) median: f64,
+    pub(crate) min: f64,
+    pub(crate) max: f64,
+    pub(crate) runs: usize,
+}
+
+impl Stats {
+    fn of(mut values: Vec<f64>) -> Option<Stats> {
+        values.sort_by(f64::total_cmp);
+        let n = values.len();
+        let median = match n {
+            0 => return None,
+            _ if n % 2 == 1 => values[n / 2],
+            _ => (values[n / 2 - 1] + values[n / 2]) / 2.0,
+        };
+        Some(Stats {
+            median,
+            min: values[0],
+            max: values[n - 1],
+            runs: n,
+        })
+    }
+}
+
+/// The figures one run yields.
+impl Measured {
+    /// The headline: round trips/s, MB/s, or KiB per idle connection.
+    fn headline(&self, load: Load) -> Option<f64> {
+        match (self, load) {
+            (Measured::Pipe(p), _) => Some(p.mb_per_sec),
+            (Measured::Load(r), Load::Idle { .. }) => r.idle.as_ref().map(|i| i.kib_per_connection),
+            (Measured::Load(r), Load::Stream { .. }) => Some(r.mb_per_sec),
+            (Measured::Load(r), _) => Some(r.round_trips_per_sec),
+        }
+    }
+
+    fn report(&self) -> Option<&loadgen::report::Report> {
+        match self {
+            Measured::Load(r) => Some(r),
+            Measured::Pipe(_) => None,
+        }
+    }
+
+    /// Server CPU per unit of work (µs per round trip, or CPU-s per GB for streams).
+    fn server_cpu(&self, load: Load) -> Option<f64> {
+        per_unit(self.report()?.server.as_ref()?, load)
+    }
+
+    /// The generator's CPU per unit of work.
+    fn generator_cpu(&self, load: Load) -> Option<f64> {
+        per_unit(&self.report()?.generator, load)
+    }
+
+    /// Cores the generator kept busy in the window.
+    fn generator_cores(&self) -> Option<f64> {
+        let r = self.report()?;
+        (r.seconds > 0.0).then_some(r.generator.cores)
+    }
+}
+
+fn per_unit(cpu: &loadgen::report::CpuUse, load: Load) -> Option<f64> {
+    match load {
+        Load::Pingpong { .. } => cpu.us_per_round_trip,
+        Load::Stream { .. } => cpu.s_per_gb,
+        Load::Idle { .. } | Load::Pipe { .. } => None,
+    }
+}
+
+impl Column {
+    fn stats(&self, f: impl Fn(&Measured) -> Option<f64>) -> Option<Stats> {
+        Stats::of(self.runs.iter().filter_map(f).collect())
+    }
+}
+
+impl Row {
+    fn column(&self, who: Contender) -> Option<&Column> {
+        self.columns.iter().find(|c| c.contender == who)
+    }
+
+    fn with_role(&self, role: Role) -> impl Iterator<Item = &Column> {
+        self.columns
+            .iter()
+            .filter(move |c| c.contender.role() == role)
+    }
+
+    fn median_of(&self, column: &Column, f: &impl Fn(&Measured) -> Option<f64>) -> Option<f64> {
+        column.stats(f).map(|s| s.median)
+    }
+
+    /// Ours ÷ the reference, and ours ÷ the best peer, of the figure `f` (`higher`: whether
+    /// larger is better, which decides the best peer).
+    fn ratios(
+        &self,
+        f: impl Fn(&Measured) -> Option<f64>,
+        higher: bool,
+    ) -> (Option<f64>, Option<f64>) {
+        let ours = self
+            .with_role(Role::Ours)
+            .next()
+            .and_then(|c| self.median_of(c, &f));
+        let reference = self
+            .with_role(Role::Reference)
+            .next()
+            .and_then(|c| self.median_of(c, &f));
+        let best = self
+            .with_role(Role::Peer)
+            .filter_map(|c| self.median_of(c, &f))
+            .reduce(|a, b| if (b > a) == higher { b } else { a });
+        let ratio = |other: Option<f64>| match (ours, other) {
+            (Some(o), Some(x)) if x > 1e-9 => Some(o / x),
+            _ => None,
+        };
+        (ratio(reference), ratio(best))
+    }
+}
+
+/// Columns of the server tables, in order.
+const SERVERS: [Contender; 5] = [
+    Contender::Udsecho,
+    Contender::Epoll,
+    Contender::Tokio,
+    Contender::Go,
+    Contender::Socat,
+];
+const PIPE_CLIENTS: [Contender; 3] = [
+    Contender::ClientPipe,
+    Contender::NcPipe,
+    Contender::SocatPipe,
+];
+
+/// A markdown table: the first `left` columns left-aligned, the rest right-aligned.
+struct Table {
+    head: Vec<String>,
+    left: usize,
+    rows: Vec<Vec<String>>,
+}
+
+impl Table {
+    fn new(head: Vec<String>, left: usize) -> Table {
+        Table {
+            head,
+            left,
+            rows: Vec::new(),
+        }
+    }
+
+    fn render(&self) -> String {
+        let line = |cells: &[String]| format!("| {} |\n", cells.join(" | "));
+        let rule: Vec<String> = (0..self.head.len())
+            .map(|i| if i < self.left { "---" } else { "---:" }.to_owned())
+            .collect();
+        let mut out = line(&self.head) + &line(&rule);
+        for row in &self.rows {
+            out += &line(row);
+        }
+        out
+    }
+}
+
+/// `1,234,567` from 100 up, two decimals below.
+pub(crate) fn number(v: f64) -> String {
+    if v.abs() >= 100.0 {
+        let digits = (v.round() as i64).to_string();
+        let mut out = String::new();
+        for (i, c) in digits.chars().enumerate() {
+            if i > 0 && c != '-' && (digits.len() - i).is_multiple_of(3) {
+                out.push(',');
+            }
+            out.push(c);
+        }
+        out
+    } else if v.abs() >= 10.0 {
+        format!("{v:.1}")
+    } else {
+        format!("{v:.2}")
+    }
+}
+
+fn ratio(r: Option<f64>) -> String {
+    r.map_or_else(|| "—".to_owned(), |r| format!("{r:.2}×"))
+}
+
+impl Results {
+    fn ranges(&self) -> bool {
+        self.plan.reps > 1
+    }
+
+    /// A cell: the median, with `[min–max]` when there were several runs.
+    fn cell(&self, stats: Option<Stats>) -> String {
+        match stats {
+            None => "—".to_owned(),
+            Some(s) if self.ranges() && s.runs > 1 => {
+                format!("{} [{}–{}]", number(s.median), number(s.min), number(s.max))
+            }
+            Some(s) => number(s.median),
+        }
+    }
+
+    fn server_rows(&self) -> impl Iterator<Item = &Row> {
+        self.rows
+            .iter()
+            .filter(|r| !matches!(r.scenario.load, Load::Pipe { .. }))
+    }
+
+    /// The servers that appear anywhere, in column order.
+    fn servers(&self) -> Vec<Contender> {
+        SERVERS
+            .into_iter()
+            .filter(|s| self.server_rows().any(|r| r.column(*s).is_some()))
+            .collect()
+    }
+
+    pub(crate) fn markdown(&self) -> String {
+        let mut md = String::from("# udsecho benchmark\n\n");
+        let runs = if self.ranges() {
+            format!(
+                "{} runs per cell, servers interleaved, {:.1} s warm-up then {:.1} s measured \
+                 each; a cell is the median, with the min–max of the runs in brackets",
+                self.plan.reps,
+                self.plan.warmup.as_secs_f64(),
+                self.plan.window.as_secs_f64()
+            )
+        } else {
+            format!(
+                "one {:.1} s run per cell (after {:.1} s of warm-up): a smoke check, with no \
+                 ranges; not for comparing servers",
+                self.plan.window.as_secs_f64(),
+                self.plan.warmup.as_secs_f64()
+            )
+        };
+        let _ = writeln!(
+            md,
+            "Machine: {}. Command: `{}`: {runs}. Load: `loadgen` (xtask/fixtures/loadgen), one \
+             thread and one epoll set, every echoed byte verified; it shares the machine with \
+             the server. Ratios are udsecho ÷ the epoll reference and udsecho ÷ the best \
+             peer (plain tokio, Go, socat); whether above 1 is good depends on the table.\n",
+            self.machine, self.command
+        );
+        md += &self.throughput_table();
+        md += &self.cpu_table();
+        md += &self.latency_table();
+        md += &self.headroom_table();
+        md += &self.pipe_table();
+        md += &self.notes();
+        md
+    }
+
+    fn server_head(&self, first: &[&str], last: &[&str]) -> Vec<String> {
+        first
+            .iter()
+            .map(|s| (*s).to_owned())
+            .chain(self.servers().iter().map(|s| s.name().to_owned()))
+            .chain(last.iter().map(|s| (*s).to_owned()))
+            .collect()
+    }
+
+    fn throughput_table(&self) -> String {
+        let mut t = Table::new(
+            self.server_head(&["scenario", "unit"], &["÷ reference", "÷ best peer"]),
+            2,
+        );
+        for row in self.server_rows() {
+            let load = row.scenario.load;
+            let f = |m: &Measured| m.headline(load);
+            let mut cells = vec![row.scenario.name.clone(), row.scenario.unit().to_owned()];
+            for s in self.servers() {
+                cells.push(self.cell(row.column(s).and_then(|c| c.stats(f))));
+            }
+            let (to_ref, to_best) = row.ratios(f, row.scenario.higher_is_better());
+            cells.extend([ratio(to_ref), ratio(to_best)]);
+            t.rows.push(cells);
+        }
+        format!(
+            "## Throughput and memory\n\nRound trips/s and MB/s: higher is better. KiB per idle \
+             connection: lower is better.\n\n{}\n",
+            t.render()
+        )
+    }
+
+    fn cpu_table(&self) -> String {
+        let mut t = Table::new(
+            self.server_head(&["scenario", "unit"], &["÷ reference", "÷ best peer"]),
+            2,
+        );
+        for row in self.server_rows() {
+            let load = row.scenario.load;
+            let Some(unit) = row.scenario.cpu_unit() else {
+                continue;
+            };
+            let f = |m: &Measured| m.server_cpu(load);
+            let mut cells = vec![row.scenario.name.clone(), unit.to_owned()];
+            for s in self.servers() {
+                cells.push(self.cell(row.column(s).and_then(|c| c.stats(f))));
+            }
+            let (to_ref, to_best) = row.ratios(f, false);
+            cells.extend([ratio(to_ref), ratio(to_best)]);
+            t.rows.push(cells);
+        }
+        format!(
+            "## Server CPU per unit of work\n\nThe server's user + system time (all threads and \
+             children, from /proc/PID/stat) over the measured window, per round trip or per \
+             GB echoed. Lower is better.\n\n{}\n",
+            t.render()
+        )
+    }
+
+    fn latency_table(&self) -> String {
+        let mut t = Table::new(self.server_head(&["scenario"], &["p99 ÷ reference"]), 1);
+        for row in self.server_rows() {
+            if !matches!(row.scenario.load, Load::Pingpong { .. }) {
+                continue;
+            }
+            let pick = |f: fn(&loadgen::report::Latency) -> f64| {
+                move |m: &Measured| m.report()?.latency_us.as_ref().map(f)
+            };
+            let mut cells = vec![row.scenario.name.clone()];
+            for s in self.servers() {
+                let Some(c) = row.column(s) else {
+                    cells.push("—".to_owned());
+                    continue;
+                };
+                let m = |f| {
+                    c.stats(pick(f))
+                        .map_or("—".to_owned(), |s| number(s.median))
+                };
+                cells.push(format!(
+                    "{} / {} / {}",
+                    m(|l| l.p50),
+                    m(|l| l.p99),
+                    m(|l| l.p999)
+                ));
+            }
+            cells.push(ratio(row.ratios(pick(|l| l.p99), false).0));
+            t.rows.push(cells);
+        }
+        format!(
+            "## Latency\n\nSend to complete echo, µs, p50 / p99 / p99.9 (medians over the runs). \
+             Lower is better; the p99 ratio shows fairness under load.\n\n{}\n",
+            t.render()
+        )
+    }
+
+    fn headroom_table(&self) -> String {
+        let mut t = Table::new(
+            [
+                "scenario",
+                "generator cores, driving udsecho",
+                "generator ÷ udsecho, CPU per unit",
+                "generator cores, driving the reference",
+                "generator ÷ reference, CPU per unit",
+                "generator alone (loopback)",
+                "loopback ÷ fastest server",
+            ]
+            .map(str::to_owned)
+            .to_vec(),
+            1,
+        );
+        for row in self.server_rows() {
+            let load = row.scenario.load;
+            if !matches!(
+                load,
+                Load::Pingpong { framed: false, .. } | Load::Stream { .. }
+            ) {
+                continue;
+            }
+            let med = |who: Contender, f: &dyn Fn(&Measured) -> Option<f64>| {
+                row.column(who).and_then(|c| c.stats(f)).map(|s| s.median)
+            };
+            // Per run: the generator's CPU per unit over the server's, then the median.
+            let relative =
+                |who: Contender| med(who, &|m| Some(m.generator_cpu(load)? / m.server_cpu(load)?));
+            let show = |v: Option<f64>| v.map_or("—".to_owned(), number);
+            let headline = |m: &Measured| m.headline(load);
+            let alone = med(Contender::Loopback, &headline);
+            let fastest = SERVERS
+                .into_iter()
+                .filter_map(|s| med(s, &headline))
+                .reduce(f64::max);
+            t.rows.push(vec![
+                row.scenario.name.clone(),
+                show(med(Contender::Udsecho, &|m| m.generator_cores())),
+                ratio(relative(Contender::Udsecho)),
+                show(med(Contender::Epoll, &|m| m.generator_cores())),
+                ratio(relative(Contender::Epoll)),
+                alone.map_or("—".to_owned(), |a| {
+                    format!("{} {}", number(a), row.scenario.unit())
+                }),
+                ratio(alone.zip(fastest).map(|(a, f)| a / f)),
+            ]);
+        }
+        if t.rows.is_empty() {
+            return String::new();
+        }
+        format!(
+            "## Load generator headroom\n\nHow busy the generator was (1.00 = one core for the \
+             whole window) and what it spent per round trip or GB relative to the server it \
+             drove. In `--loopback` there is no server: the generator echoes through socket \
+             pairs in its own thread with the epoll reference's echo code, so one core does the \
+             generator's work and a server's.\n\n{}\n",
+            t.render()
+        )
+    }
+
+    fn pipe_table(&self) -> String {
+        let Some(row) = self
+            .rows
+            .iter()
+            .find(|r| matches!(r.scenario.load, Load::Pipe { .. }))
+        else {
+            return String::new();
+        };
+        let clients: Vec<Contender> = PIPE_CLIENTS
+            .into_iter()
+            .filter(|c| row.column(*c).is_some())
+            .collect();
+        let head = ["scenario", "unit"]
+            .into_iter()
+            .map(str::to_owned)
+            .chain(clients.iter().map(|c| c.name().to_owned()))
+            .chain(["÷ nc".to_owned(), "÷ socat".to_owned()])
+            .collect();
+        let mut t = Table::new(head, 2);
+        let f = |m: &Measured| m.headline(row.scenario.load);
+        let mut cells = vec![row.scenario.name.clone(), "MB/s".to_owned()];
+        for c in &clients {
+            cells.push(self.cell(row.column(*c).and_then(|c| c.stats(f))));
+        }
+        let (to_nc, to_socat) = row.ratios(f, true);
+        cells.extend([ratio(to_nc), ratio(to_socat)]);
+        t.rows.push(cells);
+        format!(
+            "## The client as a pipe\n\n`head -c N /dev/zero | CLIENT > /dev/null` against the \
+             epoll reference, wall time from start to exit; each client first passed 16 MiB \
+             through intact. Higher is better.\n\n{}\n",
+            t.render()
+        )
+    }
+
+    /// Runs in which some connections never completed a round trip in the window.
+    fn notes(&self) -> String {
+        let mut notes = String::new();
+        for row in self.server_rows() {
+            for c in &row.columns {
+                for r in c.runs.iter().filter_map(Measured::report) {
+                    if r.mode == loadgen::report::Mode::Pingpong
+                        && r.connections_served < r.connections
+                    {
+                        let _ = writeln!(
+                            notes,
+                            "- {} against {}: only {} of {} connections completed a round trip \
+                             in the window (the others were starved).",
+                            row.scenario.name,
+                            c.contender.name(),
+                            r.connections_served,
+                            r.connections
+                        );
+                    }
+                }
+            }
+        }
+        for row in self.server_rows() {
+            let loopback_missing = row.column(Contender::Loopback).is_none()
+                && matches!(
+                    row.scenario.load,
+                    Load::Pingpong { framed: false, .. } | Load::Stream { .. }
+                )
+                && !super::peer::loopback_fits(row.scenario.connections());
+            if loopback_missing {
+                let _ = writeln!(
+                    notes,
+                    "- {}: no loopback run (it needs two descriptors per connection, above this \
+                     machine's open-file limit).",
+                    row.scenario.name
+                );
+            }
+        }
+        if notes.is_empty() {
+            notes
+        } else {
+            format!("## Notes\n\n{notes}\n")
+        }
+    }
+
+    pub(crate) fn json(&self) -> Result<String, String> {
+        #[derive(Serialize)]
+        struct JsonColumn<'a> {
+            name: &'static str,
+            role: Role,
+            headline: Option<Stats>,
+            server_cpu_per_unit: Option<Stats>,
+            generator_cpu_per_unit: Option<Stats>,
+            p99_us: Option<Stats>,
+            runs: &'a [Measured],
+        }
+        #[derive(Serialize)]
+        struct JsonRow<'a> {
+            name: &'a str,
+            load: Load,
+            unit: &'static str,
+            higher_is_better: bool,
+            cpu_unit: Option<&'static str>,
+            ratio_to_reference: Option<f64>,
+            ratio_to_best_peer: Option<f64>,
+            columns: Vec<JsonColumn<'a>>,
+        }
+        #[derive(Serialize)]
+        struct Json<'a> {
+            machine: &'a str,
+            command: &'a str,
+            plan: Plan,
+            scenarios: Vec<JsonRow<'a>>,
+        }
+        let scenarios = self
+            .rows
+            .iter()
+            .map(|row| {
+                let load = row.scenario.load;
+                let higher = row.scenario.higher_is_better();
+                let (ratio_to_reference, ratio_to_best_peer) =
+                    row.ratios(|m| m.headline(load), higher);
+                JsonRow {
+                    name: &row.scenario.name,
+                    load,
+                    unit: row.scenario.unit(),
+                    higher_is_better: higher,
+                    cpu_unit: row.scenario.cpu_unit(),
+                    ratio_to_reference,
+                    ratio_to_best_peer,
+                    columns: row
+                        .columns
+                        .iter()
+                        .map(|c| JsonColumn {
+                            name: c.contender.name(),
+                            role: c.contender.role(),
+                            headline: c.stats(|m| m.headline(load)),
+                            server_cpu_per_unit: c.stats(|m| m.server_cpu(load)),
+                            generator_cpu_per_unit: c.stats(|m| m.generator_cpu(load)),
+                            p99_us: c.stats(|m| m.report()?.latency_us.as_ref().map(|l| l.p99)),
+                            runs: &c.runs,
+                        })
+                        .collect(),
+                }
+            })
+            .collect();
+        serde_json::to_string_pretty(&Json {
+            machine: &self.machine,
+            command: &self.command,
+            plan: self.plan,
+            scenarios,
+        })
+        .map_err(|e| format!("cannot write results.json: {e}"))
+    }
+
+    /// Bars per scenario, each scaled to the best server there, under a title that says what
+    /// was measured where.
+    pub(crate) fn svg(&self) -> String {
+        const COLORS: [&str; 5] = ["#d9480f", "#495057", "#1c7ed6", "#2f9e44", "#7048e8"];
+        let servers = self.servers();
+        let rows: Vec<&Row> = self.server_rows().collect();
+        let (bar_h, label_w, bar_w, top) = (13, 330, 420, 78);
+        let row_h = bar_h * servers.len() as i32 + 24;
+        let height = top + row_h * rows.len() as i32 + 10;
+        let width = label_w + bar_w + 150;
+        let mut svg = format!(
+            "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{width}\" height=\"{height}\" \
+             font-family=\"sans-serif\" font-size=\"12\">\n<rect width=\"100%\" height=\"100%\" \
+             fill=\"white\"/>\n<text x=\"10\" y=\"20\" font-size=\"15\" font-weight=\"bold\">\
+             udsecho against the epoll reference and other echo servers</text>\n<text x=\"10\" \
+             y=\"38\" fill=\"#555\">{} · {}</text>\n",
+            xml(&self.machine),
+            xml(&if self.ranges() {
+                format!(
+                    "median of {} interleaved runs of {:.0} s each",
+                    self.plan.reps,
+                    self.plan.window.as_secs_f64()
+                )
+            } else {
+                format!(
+                    "one {:.1} s run each (--quick): a smoke check, not a comparison",
+                    self.plan.window.as_secs_f64()
+                )
+            })
+        );
+        for (i, s) in servers.iter().enumerate() {
+            let x = 10 + i as i32 * 150;
+            let _ = writeln!(
+                svg,
+                "<rect x=\"{x}\" y=\"50\" width=\"12\" height=\"12\" fill=\"{}\"/><text x=\"{}\" \
+                 y=\"60\">{}</text>",
+                COLORS[i % COLORS.len()],
+                x + 16,
+                xml(s.name())
+            );
+        }
+        for (ri, row) in rows.iter().enumerate() {
+            let y0 = top + ri as i32 * row_h;
+            let load = row.scenario.load;
+            let medians: Vec<Option<f64>> = servers
+                .iter()
+                .map(|s| {
+                    row.column(*s)
+                        .and_then(|c| c.stats(|m| m.headline(load)))
+                        .map(|s| s.median)
+                })
+                .collect();
+            let max = medians.iter().flatten().copied().fold(1e-9, f64::max);
+            let _ = writeln!(
+                svg,
+                "<text x=\"10\" y=\"{}\" font-weight=\"bold\">{}</text><text x=\"10\" y=\"{}\" \
+                 fill=\"#555\">{} ({} is better)</text>",
+                y0 + 14,
+                xml(&row.scenario.name),
+                y0 + 28,
+                row.scenario.unit(),
+                if row.scenario.higher_is_better() {
+                    "longer"
+                } else {
+                    "shorter"
+                }
+            );
+            for (i, m) in medians.iter().enumerate() {
+                let Some(m) = m else { continue };
+                let y = y0 + 4 + i as i32 * bar_h;
+                let w = ((m / max) * f64::from(bar_w)).max(1.0) as i32;
+                let _ = writeln!(
+                    svg,
+                    "<rect x=\"{label_w}\" y=\"{y}\" width=\"{w}\" height=\"{}\" fill=\"{}\"/>\
+                     <text x=\"{}\" y=\"{}\">{}</text>",
+                    bar_h - 2,
+                    COLORS[i % COLORS.len()],
+                    label_w + w + 6,
+                    y + bar_h - 3,
+                    number(*m)
+                );
+            }
+        }
+        svg.push_str("</svg>\n");
+        svg
+    }
+}
+
+fn xml(s: &str) -> String {
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn medians_and_ranges() {
+        let s = Stats::of(vec![3.0, 1.0, 2.0]).unwrap();
+        assert_eq!((s.median, s.min, s.max, s.runs), (2.0, 1.0, 3.0, 3));
+        assert_eq!(Stats::of(vec![1.0, 4.0]).unwrap().median, 2.5);
+        assert!(Stats::of(Vec::new()).is_none());
+    }
+
+    #[test]
+    fn numbers_read_well() {
+        assert_eq!(number(1_234_567.4), "1,234,567");
+        assert_eq!(number(123.4), "123");
+        assert_eq!(number(42.25), "42.2");
+        assert_eq!(number(1.756), "1.76");
+    }
+
+    #[test]
+    fn quick_results_promise_no_ranges() {
+        let results = Results {
+            machine: "test".to_owned(),
+            command: "cargo xtask bench --quick".to_owned(),
+            plan: Plan::new(true),
+            rows: Vec::new(),
+        };
+        let md = results.markdown();
+        assert!(!md.contains("in brackets"), "{md}");
+        let full = Results {
+            plan: Plan::new(false),
+            ..results
+        };
+        assert!(full.markdown().contains("min–max of the runs in brackets"));
+    }
+}
