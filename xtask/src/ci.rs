@@ -26,7 +26,7 @@ pub(crate) fn run() -> Result<(), String> {
         }),
         ("test", &|| cargo(&["test", "--workspace", "--locked"])),
         ("examples", &crate::examples::run),
-        ("dist", &crate::dist::run),
+        ("dist", &|| crate::dist::run(&[])),
         ("package", &|| {
             cargo(&[
                 "package",
