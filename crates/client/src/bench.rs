@@ -8,7 +8,6 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
-use futures_util::{SinkExt, StreamExt};
 use hdrhistogram::Histogram;
 use serde::Serialize;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -443,10 +442,9 @@ impl Worker {
     }
 
     async fn framed(self, stream: UnixStream, depth: usize) -> Result<(), ErrorKind> {
-        let framed = session::open(stream, self.timeout)
+        let mut server = session::open(stream, self.timeout)
             .await
             .map_err(|e| self.fail(e))?;
-        let (mut sink, mut frames) = framed.split();
         let mut hist = Latencies::new(self.latencies.clone());
         let mut in_flight = VecDeque::with_capacity(depth);
         let mut n = 0;
@@ -454,14 +452,15 @@ impl Worker {
             // Top up to `depth` frames in flight, in one write.
             let mut queued = false;
             while in_flight.len() < depth && self.running() {
-                sink.feed(Frame::Data(self.payload.clone()))
+                server
+                    .feed(Frame::Data(self.payload.clone()))
                     .await
                     .map_err(|e| self.fail(session::protocol(e)))?;
                 in_flight.push_back(Instant::now());
                 queued = true;
             }
             if queued {
-                tokio::time::timeout(self.timeout, sink.flush())
+                tokio::time::timeout(self.timeout, server.flush())
                     .await
                     .map_err(|_| self.late(&format!("sending message {}", n + 1)))?
                     .map_err(|e| self.fail(session::protocol(e)))?;
@@ -469,7 +468,7 @@ impl Worker {
             if in_flight.is_empty() {
                 break;
             }
-            let frame = tokio::time::timeout(self.timeout, frames.next())
+            let frame = tokio::time::timeout(self.timeout, server.next())
                 .await
                 .map_err(|_| self.late(&format!("waiting for the echo of message {}", n + 1)))?;
             match frame {
@@ -493,7 +492,7 @@ impl Worker {
         let bye = Frame::Goodbye(udsecho_proto::Goodbye::new(
             udsecho_proto::GoodbyeReason::Done,
         ));
-        let _ = tokio::time::timeout(self.timeout, sink.send(bye)).await;
+        let _ = tokio::time::timeout(self.timeout, server.send(bye)).await;
         hist.flush();
         Ok(())
     }

@@ -15,7 +15,6 @@ use std::os::unix::net::UnixStream as StdUnixStream;
 use std::thread;
 use std::time::Duration;
 
-use futures_util::{SinkExt, StreamExt};
 use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncWrite, AsyncWriteExt, BufReader};
 use tokio::net::UnixStream;
 use tokio::time::Instant;
@@ -155,8 +154,7 @@ where
     I: AsyncRead + Unpin + Send + 'static,
     O: AsyncWrite + Unpin,
 {
-    let framed = session::open(stream, timeout).await?;
-    let (mut sink, mut frames) = framed.split();
+    let mut server = session::open(stream, timeout).await?;
     // Lines are read in their own task: `read_until` is not cancel-safe, a channel is.
     let (line_tx, mut lines) = tokio::sync::mpsc::channel::<std::io::Result<Vec<u8>>>(64);
     let reader = tokio::spawn(async move {
@@ -196,7 +194,7 @@ where
         tokio::select! {
             line = lines.recv(), if goodbye_sent.is_none() => match line {
                 Some(Ok(line)) => {
-                    let sent = tokio::time::timeout(timeout, sink.send(Frame::Data(line.into()))).await;
+                    let sent = tokio::time::timeout(timeout, server.send(Frame::Data(line.into()))).await;
                     match sent {
                         Ok(Ok(())) => in_flight.push_back(Instant::now()),
                         Ok(Err(e)) => break Err(session::protocol(e)),
@@ -206,14 +204,14 @@ where
                 Some(Err(e)) => break Err(ErrorKind::Stdin(e)),
                 None => {
                     let bye = Frame::Goodbye(Goodbye::new(GoodbyeReason::Done));
-                    match tokio::time::timeout(timeout, sink.send(bye)).await {
+                    match tokio::time::timeout(timeout, server.send(bye)).await {
                         Ok(Ok(())) => goodbye_sent = Some(Instant::now()),
                         Ok(Err(e)) => break Err(session::protocol(e)),
                         Err(_) => break Err(ErrorKind::timed_out("sending Goodbye", timeout)),
                     }
                 }
             },
-            frame = frames.next() => match frame {
+            frame = server.next() => match frame {
                 Some(Ok(Frame::Data(payload))) => {
                     in_flight.pop_front();
                     echoed += 1;

@@ -6,7 +6,6 @@ use std::io::Write;
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
-use futures_util::{SinkExt, StreamExt};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::UnixStream;
 use tokio::time::{Instant, MissedTickBehavior};
@@ -243,8 +242,7 @@ async fn framed(
         received: 0,
         partial: BytesMut::new(),
     };
-    let framed = session::open(stream, options.timeout).await?;
-    let (mut sink, mut frames) = framed.split();
+    let mut server = session::open(stream, options.timeout).await?;
     let mut schedule = Schedule::new(options);
     tokio::pin!(stop);
     while !schedule.finished() {
@@ -254,14 +252,14 @@ async fn framed(
             _ = schedule.ticker.tick(), if !done_sending => {
                 let index = schedule.sent + 1;
                 let data = Frame::Data(options.message.clone());
-                match tokio::time::timeout(options.timeout, sink.send(data)).await {
+                match tokio::time::timeout(options.timeout, server.send(data)).await {
                     Ok(Ok(())) => schedule.sent_one(out)?,
                     Ok(Err(e)) => return Err(session::protocol(e)),
                     Err(_) => return Err(ErrorKind::timed_out(format!("sending message {index}"), options.timeout)),
                 }
             }
             () = &mut stop, if !schedule.stopped => schedule.stopped = true,
-            frame = frames.next() => match frame {
+            frame = server.next() => match frame {
                 Some(Ok(Frame::Data(echo))) => {
                     schedule.in_flight.pop_front();
                     checker.check(&echo, out)?;
@@ -280,7 +278,7 @@ async fn framed(
         }
     }
     let bye = Frame::Goodbye(Goodbye::new(GoodbyeReason::Done));
-    let _ = tokio::time::timeout(options.timeout, sink.send(bye)).await;
+    let _ = tokio::time::timeout(options.timeout, server.send(bye)).await;
     Ok(schedule.summary(checker.received))
 }
 

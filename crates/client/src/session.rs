@@ -2,10 +2,13 @@
 //! a server in the wrong mode from a broken one, and turning transport failures into what a
 //! person should read.
 
+use std::future::poll_fn;
+use std::pin::Pin;
 use std::time::Duration;
 
 use bytes::BytesMut;
-use futures_util::StreamExt;
+use futures_core::Stream;
+use futures_sink::Sink;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::UnixStream;
 use tokio_util::codec::{Framed, FramedParts};
@@ -18,13 +21,45 @@ use crate::error::ErrorKind;
 /// The agent string in our Hello.
 pub(crate) const AGENT: &str = concat!("udsecho-client/", env!("CARGO_PKG_VERSION"));
 
-/// Sends the preamble and Hello, checks the server's answer, and returns the framed
-/// connection with the codec's limit set to what the server enforces. Gives up after
-/// `timeout` (a server that never answers, or sends part of a Hello).
-pub(crate) async fn open(
-    stream: UnixStream,
-    timeout: Duration,
-) -> Result<Framed<UnixStream, FrameCodec>, ErrorKind> {
+/// A framed connection to the server, after the handshake.
+///
+/// The four operations the client needs, written against the `Stream` and `Sink` traits
+/// that `Framed` implements. (futures-util's `SinkExt` would need its `sink` feature, which
+/// nothing else in the server's build enables: the client and the server would then build
+/// tokio-util, the proto crate and their dependents twice over. See the root Cargo.toml.)
+#[derive(Debug)]
+pub(crate) struct Session {
+    framed: Framed<UnixStream, FrameCodec>,
+}
+
+impl Session {
+    /// The next frame from the server; `None` when it closed between frames. Cancel-safe.
+    pub(crate) async fn next(&mut self) -> Option<Result<Frame, ProtoError>> {
+        poll_fn(|cx| Pin::new(&mut self.framed).poll_next(cx)).await
+    }
+
+    /// Queues a frame (written by [`Session::flush`], or once the buffer fills).
+    pub(crate) async fn feed(&mut self, frame: Frame) -> Result<(), ProtoError> {
+        poll_fn(|cx| Pin::new(&mut self.framed).poll_ready(cx)).await?;
+        Pin::new(&mut self.framed).start_send(frame)
+    }
+
+    /// Writes everything queued.
+    pub(crate) async fn flush(&mut self) -> Result<(), ProtoError> {
+        poll_fn(|cx| Pin::new(&mut self.framed).poll_flush(cx)).await
+    }
+
+    /// Sends one frame now.
+    pub(crate) async fn send(&mut self, frame: Frame) -> Result<(), ProtoError> {
+        self.feed(frame).await?;
+        self.flush().await
+    }
+}
+
+/// Sends the preamble and Hello, checks the server's answer, and returns the session with
+/// the codec's limit set to what the server enforces. Gives up after `timeout` (a server that
+/// never answers, or sends part of a Hello).
+pub(crate) async fn open(stream: UnixStream, timeout: Duration) -> Result<Session, ErrorKind> {
     tokio::time::timeout(timeout, handshake(stream))
         .await
         .unwrap_or_else(|_| {
@@ -35,7 +70,7 @@ pub(crate) async fn open(
         })
 }
 
-async fn handshake(mut stream: UnixStream) -> Result<Framed<UnixStream, FrameCodec>, ErrorKind> {
+async fn handshake(mut stream: UnixStream) -> Result<Session, ErrorKind> {
     let gone = || ErrorKind::closed_early("before answering the Hello");
     let mut opening = BytesMut::from(&PREAMBLE[..]);
     Frame::Hello(Hello::new(DEFAULT_MAX_FRAME, AGENT))
@@ -63,14 +98,17 @@ async fn handshake(mut stream: UnixStream) -> Result<Framed<UnixStream, FrameCod
     }
     let mut parts = FramedParts::new::<Frame>(stream, FrameCodec::new());
     parts.read_buf = answer;
-    let mut framed = Framed::from_parts(parts);
-    match framed.next().await {
+    let mut session = Session {
+        framed: Framed::from_parts(parts),
+    };
+    match session.next().await {
         Some(Ok(Frame::Hello(answer))) => {
             udsecho_proto::accept_server_version(answer.version).map_err(ErrorKind::Protocol)?;
-            framed
+            session
+                .framed
                 .codec_mut()
                 .set_max_frame(answer.max_frame.min(DEFAULT_MAX_FRAME));
-            Ok(framed)
+            Ok(session)
         }
         Some(Ok(other)) => Err(unexpected(other)),
         Some(Err(e)) => Err(protocol(e)),
