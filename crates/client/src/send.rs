@@ -113,6 +113,9 @@ struct Schedule<'a> {
     ticker: tokio::time::Interval,
     /// When each message not yet echoed was sent, oldest first.
     in_flight: VecDeque<Instant>,
+    /// Echoes that came before their message was sent. A peer that is not an echo server
+    /// (`nc -lU` with a reply on its stdin) can answer first; the reply still counts.
+    ahead: u64,
     sent: u64,
     stopped: bool,
 }
@@ -125,6 +128,7 @@ impl<'a> Schedule<'a> {
             options,
             ticker,
             in_flight: VecDeque::new(),
+            ahead: 0,
             sent: 0,
             stopped: false,
         }
@@ -136,6 +140,13 @@ impl<'a> Schedule<'a> {
 
     fn finished(&self) -> bool {
         self.done_sending() && self.in_flight.is_empty()
+    }
+
+    /// An echo came in.
+    fn echoed(&mut self) {
+        if self.in_flight.pop_front().is_none() {
+            self.ahead += 1;
+        }
     }
 
     /// When the oldest echo is overdue (`None` if none is awaited).
@@ -159,7 +170,11 @@ impl<'a> Schedule<'a> {
     /// Marks a message sent and prints it.
     fn sent_one(&mut self, out: &mut impl Write) -> Result<(), ErrorKind> {
         self.sent += 1;
-        self.in_flight.push_back(Instant::now());
+        if self.ahead > 0 {
+            self.ahead -= 1;
+        } else {
+            self.in_flight.push_back(Instant::now());
+        }
         writeln!(
             out,
             "sent: {}",
@@ -214,7 +229,7 @@ async fn raw(
                     let before = checker.received;
                     checker.feed(&buf[..n], out)?;
                     for _ in before..checker.received {
-                        schedule.in_flight.pop_front();
+                        schedule.echoed();
                     }
                 }
                 Err(e) => return Err(session::transport("receiving", e, || {
@@ -261,7 +276,7 @@ async fn framed(
             () = &mut stop, if !schedule.stopped => schedule.stopped = true,
             frame = server.next() => match frame {
                 Some(Ok(Frame::Data(echo))) => {
-                    schedule.in_flight.pop_front();
+                    schedule.echoed();
                     checker.check(&echo, out)?;
                 }
                 Some(Ok(Frame::Goodbye(bye))) => {

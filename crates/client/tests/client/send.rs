@@ -48,6 +48,21 @@ fn send_takes_the_socket_as_an_argument_before_or_after_the_subcommand() {
 }
 
 #[test]
+fn a_reply_that_comes_before_the_message_still_counts() {
+    // `nc -lU` with the reply on its stdin answers as soon as the client connects.
+    let (_dir, path) = fake_server(|mut stream| {
+        stream.write_all("olá mundo".as_bytes()).unwrap();
+        let mut sink = Vec::new();
+        let _ = stream.read_to_end(&mut sink);
+    });
+    client(&path)
+        .args(["--timeout", "5s", "send", "-n", "1"])
+        .assert()
+        .success()
+        .stdout(predicate::str::contains("received: olá mundo"));
+}
+
+#[test]
 fn send_detects_an_echo_that_differs_and_exits_3() {
     let (_dir, path) = fake_server(|mut stream| {
         let mut buf = [0u8; 1024];
