@@ -26,7 +26,7 @@ pub(crate) const STEPS: [Step; 10] = [
     }),
     ("test", || cargo(&["test", "--workspace", "--locked"])),
     ("examples", crate::examples::run),
-    ("dist", crate::dist::run),
+    ("dist", || crate::dist::run(&[])),
     ("package", || {
         cargo(&[
             "package",

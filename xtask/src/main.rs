@@ -35,7 +35,8 @@ tasks:
   e2e         what only the whole release binaries show (mixed concurrent peers, a slow reader)
   nc-compat   OpenBSD nc and socat against our server and client
   examples    run the proto crate's examples against each other and against the server
-  dist        release binaries, completions, man pages and SHA256SUMS in target/dist/
+  dist        stripped release tarball per target, with man pages, completions and
+              SHA256SUMS, in target/dist/ [--target TRIPLE]...
   soak        mixed-fault load with memory and fd checks [--seconds N, default 30]
   fuzz        every cargo-fuzz target under fuzz/ [--seconds N, default 60]
   bench       udsecho against the epoll reference, plain tokio, Go and socat, under one load
@@ -51,7 +52,7 @@ fn main() -> ExitCode {
         Some("ci") => ci::run(),
         Some("e2e") => e2e::run(),
         Some("nc-compat") => nc_compat::run(),
-        Some("dist") => dist::run(),
+        Some("dist") => dist::run(&args[1..]),
         Some("bench") => bench::run(&args[1..]),
         Some("soak") => soak::run(&args[1..]),
         Some("fuzz") => fuzz::run(&args[1..]),

@@ -8,7 +8,6 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
-use futures_util::{SinkExt, StreamExt};
 use hdrhistogram::Histogram;
 use serde::Serialize;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -17,14 +16,14 @@ use tokio::sync::Semaphore;
 use tokio::time::Instant;
 use udsecho_proto::Frame;
 
-use crate::error::{ClientError, preview};
-use crate::session::{self, io};
+use crate::error::{ClientError, ErrorKind, preview};
+use crate::session;
 use crate::target::Target;
 
 /// What `bench` is told to do.
 #[derive(Debug, Clone)]
 pub struct BenchOptions {
-    /// Connections open at once.
+    /// Connections open at once (at least 1).
     pub connections: usize,
     /// How long to measure.
     pub duration: Duration,
@@ -128,8 +127,14 @@ fn nanos(d: Duration) -> u64 {
 
 /// Runs the benchmark against `target`.
 pub async fn run(target: &Target, options: &BenchOptions) -> Result<BenchReport, ClientError> {
-    let socket = target.to_string();
     let pipeline = options.pipeline.max(1);
+    let task_failed = |e: tokio::task::JoinError| {
+        ErrorKind::Io {
+            doing: "running the benchmark",
+            source: std::io::Error::other(e),
+        }
+        .at(target)
+    };
 
     // Connect everything first (a bounded number at a time, so the server's backlog keeps
     // up), so that the measured window holds only echo traffic.
@@ -146,9 +151,7 @@ pub async fn run(target: &Target, options: &BenchOptions) -> Result<BenchReport,
     }
     let mut streams = Vec::with_capacity(options.connections);
     for task in connecting {
-        let stream = task
-            .await
-            .map_err(|e| io(&socket, "connecting", std::io::Error::other(e)))??;
+        let stream = task.await.map_err(task_failed)??;
         streams.push(stream);
     }
 
@@ -162,7 +165,6 @@ pub async fn run(target: &Target, options: &BenchOptions) -> Result<BenchReport,
     for (i, stream) in streams.into_iter().enumerate() {
         let payload = Bytes::from(udsecho_payload(options.size, i as u64));
         let worker = Worker {
-            socket: socket.clone(),
             payload,
             deadline,
             timeout: options.timeout,
@@ -199,10 +201,10 @@ pub async fn run(target: &Target, options: &BenchOptions) -> Result<BenchReport,
         match worker.await {
             Ok(Ok(())) => {}
             Ok(Err(e)) => {
-                first_error.get_or_insert(e);
+                first_error.get_or_insert(e.at(target));
             }
             Err(e) => {
-                first_error.get_or_insert(io(&socket, "benchmark task", std::io::Error::other(e)));
+                first_error.get_or_insert(task_failed(e));
             }
         }
     }
@@ -267,7 +269,6 @@ fn udsecho_payload(size: usize, seed: u64) -> Vec<u8> {
 
 /// One connection's share of the benchmark.
 struct Worker {
-    socket: String,
     payload: Bytes,
     deadline: Instant,
     timeout: Duration,
@@ -284,49 +285,81 @@ impl Worker {
         Instant::now() < self.deadline && !self.failed.load(Ordering::Relaxed)
     }
 
-    fn mismatch(&self, index: u64, echo: &[u8]) -> ClientError {
+    /// Marks the benchmark failed (the other workers stop) and returns `kind`.
+    fn fail(&self, kind: ErrorKind) -> ErrorKind {
         self.failed.store(true, Ordering::Relaxed);
-        ClientError::Mismatch {
-            socket: self.socket.clone(),
-            index,
-            sent: preview(&self.payload),
-            received: preview(echo),
-        }
+        kind
     }
 
-    fn fail(&self, what: &'static str, e: std::io::Error) -> ClientError {
-        self.failed.store(true, Ordering::Relaxed);
-        session::transport(&self.socket, what, e, || ClientError::ClosedEarly {
-            socket: self.socket.clone(),
-            detail: "in the middle of the benchmark".to_owned(),
+    /// An echo that differs from the payload; an Error frame instead means a server in
+    /// framed-only mode.
+    fn mismatch(&self, index: u64, echo: &[u8]) -> ErrorKind {
+        self.fail(if session::is_framed_refusal(echo) {
+            ErrorKind::FramedOnlyServer
+        } else {
+            ErrorKind::Mismatch {
+                index,
+                sent: preview(&self.payload),
+                received: preview(echo),
+            }
         })
     }
 
-    async fn within<T>(&self, fut: impl Future<Output = std::io::Result<T>>) -> std::io::Result<T> {
-        tokio::time::timeout(self.timeout, fut)
-            .await
-            .unwrap_or_else(|_| {
-                Err(std::io::Error::new(
-                    std::io::ErrorKind::TimedOut,
-                    "no echo within --timeout",
-                ))
-            })
+    /// A transport failure while `doing`.
+    fn broken(&self, doing: &'static str, e: std::io::Error) -> ErrorKind {
+        self.fail(session::transport(doing, e, || {
+            ErrorKind::closed_early("in the middle of the benchmark")
+        }))
     }
 
-    async fn raw_ping_pong(self, mut stream: UnixStream) -> Result<(), ClientError> {
+    fn late(&self, waiting: &str) -> ErrorKind {
+        self.fail(ErrorKind::timed_out(waiting, self.timeout))
+    }
+
+    /// Reads one echo into `echo`; `Ok(false)` when the server closed before its first
+    /// byte. A short echo cut off by a close is checked for an Error frame (a framed-only
+    /// server) before it counts as the server hanging up.
+    async fn read_echo(
+        &self,
+        stream: &mut (impl tokio::io::AsyncRead + Unpin),
+        echo: &mut [u8],
+        index: u64,
+    ) -> Result<bool, ErrorKind> {
+        let mut filled = 0;
+        while filled < echo.len() {
+            let read = tokio::time::timeout(self.timeout, stream.read(&mut echo[filled..]))
+                .await
+                .map_err(|_| self.late(&format!("waiting for the echo of message {index}")))?;
+            match read {
+                Ok(0) if filled == 0 => return Ok(false),
+                Ok(n) if n > 0 => filled += n,
+                _ if session::is_framed_refusal(&echo[..filled]) => {
+                    return Err(self.fail(ErrorKind::FramedOnlyServer));
+                }
+                Ok(_) => {
+                    return Err(self.broken("receiving", std::io::ErrorKind::UnexpectedEof.into()));
+                }
+                Err(e) => return Err(self.broken("receiving", e)),
+            }
+        }
+        Ok(true)
+    }
+
+    async fn raw_ping_pong(self, mut stream: UnixStream) -> Result<(), ErrorKind> {
         let mut hist = Latencies::new(self.latencies.clone());
         let mut echo = vec![0u8; self.payload.len()];
         let mut n = 0;
         while self.running() {
-            let sent_at = Instant::now();
-            self.within(stream.write_all(&self.payload))
-                .await
-                .map_err(|e| self.fail("sending", e))?;
-            self.within(stream.read_exact(&mut echo))
-                .await
-                .map_err(|e| self.fail("receiving", e))?;
-            hist.record(sent_at.elapsed());
             n += 1;
+            let sent_at = Instant::now();
+            tokio::time::timeout(self.timeout, stream.write_all(&self.payload))
+                .await
+                .map_err(|_| self.late(&format!("sending message {n}")))?
+                .map_err(|e| self.broken("sending", e))?;
+            if !self.read_echo(&mut stream, &mut echo, n).await? {
+                return Err(self.broken("receiving", std::io::ErrorKind::UnexpectedEof.into()));
+            }
+            hist.record(sent_at.elapsed());
             if echo[..] != self.payload[..] {
                 return Err(self.mismatch(n, &echo));
             }
@@ -336,7 +369,7 @@ impl Worker {
         Ok(())
     }
 
-    async fn raw_pipelined(self, stream: UnixStream, depth: usize) -> Result<(), ClientError> {
+    async fn raw_pipelined(self, stream: UnixStream, depth: usize) -> Result<(), ErrorKind> {
         let (mut rd, mut wr) = stream.into_split();
         let credits = Arc::new(Semaphore::new(depth));
         let in_flight = Arc::new(Mutex::new(VecDeque::with_capacity(depth)));
@@ -346,34 +379,38 @@ impl Worker {
             let payload = self.payload.clone();
             let deadline = self.deadline;
             let failed = self.failed.clone();
+            let timeout = self.timeout;
             tokio::spawn(async move {
                 let mut sent = 0u64;
-                while Instant::now() < deadline && !failed.load(Ordering::Relaxed) {
-                    let Ok(credit) = credits.acquire().await else {
-                        break;
-                    };
-                    credit.forget();
-                    in_flight
-                        .lock()
-                        .expect("never poisoned")
-                        .push_back(Instant::now());
-                    wr.write_all(&payload).await?;
-                    sent += 1;
-                }
-                wr.shutdown().await?;
-                Ok::<u64, std::io::Error>(sent)
+                let write = async {
+                    while Instant::now() < deadline && !failed.load(Ordering::Relaxed) {
+                        let Ok(credit) = credits.acquire().await else {
+                            break;
+                        };
+                        credit.forget();
+                        in_flight
+                            .lock()
+                            .expect("never poisoned")
+                            .push_back(Instant::now());
+                        tokio::time::timeout(timeout, wr.write_all(&payload))
+                            .await
+                            .map_err(|_| std::io::ErrorKind::TimedOut)??;
+                        sent += 1;
+                    }
+                    wr.shutdown().await
+                };
+                write.await.map(|()| sent)
             })
         };
         let mut hist = Latencies::new(self.latencies.clone());
         let mut echo = vec![0u8; self.payload.len()];
         let mut n = 0;
         loop {
-            match self.within(rd.read_exact(&mut echo)).await {
-                Ok(_) => {}
-                // The writer half-closed after its last message; the count check below
-                // tells whether every echo came in.
-                Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => break,
-                Err(e) => return Err(self.fail("receiving", e)),
+            // The writer half-closes after its last message, so the server's EOF after the
+            // last echo is the normal end; the count check below tells whether every echo
+            // came in.
+            if !self.read_echo(&mut rd, &mut echo, n + 1).await? {
+                break;
             }
             let sent_at = in_flight.lock().expect("never poisoned").pop_front();
             if let Some(at) = sent_at {
@@ -388,21 +425,26 @@ impl Worker {
         }
         let sent = writer
             .await
-            .map_err(|e| io(&self.socket, "sending", std::io::Error::other(e)))?
-            .map_err(|e| self.fail("sending", e))?;
+            .map_err(|e| {
+                self.fail(ErrorKind::Io {
+                    doing: "sending",
+                    source: std::io::Error::other(e),
+                })
+            })?
+            .map_err(|e| self.broken("sending", e))?;
         if sent != n {
-            return Err(ClientError::ClosedEarly {
-                socket: self.socket.clone(),
-                detail: format!("{sent} messages sent, {n} echoed"),
-            });
+            return Err(self.fail(ErrorKind::closed_early(format!(
+                "{sent} messages sent, {n} echoed"
+            ))));
         }
         hist.flush();
         Ok(())
     }
 
-    async fn framed(self, stream: UnixStream, depth: usize) -> Result<(), ClientError> {
-        let framed = session::open(stream, &self.socket).await?;
-        let (mut sink, mut frames) = framed.split();
+    async fn framed(self, stream: UnixStream, depth: usize) -> Result<(), ErrorKind> {
+        let mut server = session::open(stream, self.timeout)
+            .await
+            .map_err(|e| self.fail(e))?;
         let mut hist = Latencies::new(self.latencies.clone());
         let mut in_flight = VecDeque::with_capacity(depth);
         let mut n = 0;
@@ -410,31 +452,25 @@ impl Worker {
             // Top up to `depth` frames in flight, in one write.
             let mut queued = false;
             while in_flight.len() < depth && self.running() {
-                sink.feed(Frame::Data(self.payload.clone()))
+                server
+                    .feed(Frame::Data(self.payload.clone()))
                     .await
-                    .map_err(|e| session::protocol(&self.socket, e))?;
+                    .map_err(|e| self.fail(session::protocol(e)))?;
                 in_flight.push_back(Instant::now());
                 queued = true;
             }
             if queued {
-                sink.flush()
+                tokio::time::timeout(self.timeout, server.flush())
                     .await
-                    .map_err(|e| session::protocol(&self.socket, e))?;
+                    .map_err(|_| self.late(&format!("sending message {}", n + 1)))?
+                    .map_err(|e| self.fail(session::protocol(e)))?;
             }
             if in_flight.is_empty() {
                 break;
             }
-            let frame = tokio::time::timeout(self.timeout, frames.next())
+            let frame = tokio::time::timeout(self.timeout, server.next())
                 .await
-                .map_err(|_| {
-                    self.fail(
-                        "receiving",
-                        std::io::Error::new(
-                            std::io::ErrorKind::TimedOut,
-                            "no echo within --timeout",
-                        ),
-                    )
-                })?;
+                .map_err(|_| self.late(&format!("waiting for the echo of message {}", n + 1)))?;
             match frame {
                 Some(Ok(Frame::Data(echo))) => {
                     if let Some(at) = in_flight.pop_front() {
@@ -446,18 +482,17 @@ impl Worker {
                     }
                     self.done.fetch_add(1, Ordering::Relaxed);
                 }
-                Some(Ok(other)) => return Err(session::unexpected(&self.socket, other)),
-                Some(Err(e)) => return Err(session::protocol(&self.socket, e)),
+                Some(Ok(other)) => return Err(self.fail(session::unexpected(other))),
+                Some(Err(e)) => return Err(self.fail(session::protocol(e))),
                 None => {
-                    return Err(self.fail("receiving", std::io::ErrorKind::UnexpectedEof.into()));
+                    return Err(self.broken("receiving", std::io::ErrorKind::UnexpectedEof.into()));
                 }
             }
         }
-        let _ = sink
-            .send(Frame::Goodbye(udsecho_proto::Goodbye::new(
-                udsecho_proto::GoodbyeReason::Done,
-            )))
-            .await;
+        let bye = Frame::Goodbye(udsecho_proto::Goodbye::new(
+            udsecho_proto::GoodbyeReason::Done,
+        ));
+        let _ = tokio::time::timeout(self.timeout, server.send(bye)).await;
         hist.flush();
         Ok(())
     }

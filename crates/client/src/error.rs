@@ -1,52 +1,97 @@
-//! What can go wrong for a client, each case naming the socket and what to do.
+//! What can go wrong for a client. A [`ClientError`] names the socket once and says what went
+//! wrong with it (an [`ErrorKind`]); an underlying OS or protocol error is its `source()`, not
+//! part of its text, so that `main` prints the whole chain once, ripgrep-style:
+//!
+//! ```text
+//! udsecho-client: /tmp/echo.sock: connecting: Not a directory (os error 20)
+//! ^ main          ^ ClientError: target, kind                ^ source
+//! ```
 
+use std::error::Error;
+use std::fmt;
 use std::io;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use udsecho_proto::{ErrorCode, ProtoError};
 
-/// A client failure, shown to a person as one line.
+use crate::target::Target;
+
+/// A client failure: the socket it concerns and what went wrong.
+#[derive(Debug)]
+pub struct ClientError {
+    target: Target,
+    kind: ErrorKind,
+}
+
+/// What went wrong. Text without the socket (the [`ClientError`] adds it) and without the
+/// cause (that is the `source()`).
 #[derive(Debug, thiserror::Error)]
-pub enum ClientError {
+#[non_exhaustive]
+pub enum ErrorKind {
     /// Nothing exists at the path.
-    #[error("{0}: no such socket (is the server running? start it with `udsecho-server -s {0}`)")]
-    NoSuchSocket(String),
+    #[error("no such socket")]
+    NoSuchSocket,
+    /// The directory the socket would be in does not exist.
+    #[error("no such directory {}", .0.display())]
+    NoSuchDirectory(PathBuf),
+    /// The path does not fit in `sun_path`.
+    #[error("socket path is {len} bytes, the limit is {max}")]
+    PathTooLong {
+        /// The path's length in bytes.
+        len: usize,
+        /// The longest path a Unix socket address holds.
+        max: usize,
+    },
+    /// The default socket's directory is not private to this user (a link, another owner,
+    /// group or other access): whoever made it could be listening there.
+    #[error(
+        "{}: {why}; the default socket must live in a directory only you can use",
+        .dir.display()
+    )]
+    UnsafeDirectory {
+        /// The default socket's directory.
+        dir: PathBuf,
+        /// What is wrong with it.
+        why: String,
+    },
     /// A socket file exists but nobody listens on it.
     #[error(
-        "{0}: connection refused (a stale socket file with no server behind it; start the server, it replaces the file)"
+        "connection refused (a stale socket file with no server behind it; start the server, it replaces the file)"
     )]
-    Refused(String),
+    Stale,
+    /// Nobody listens on an abstract name (there is no file to be stale).
+    #[error("connection refused (no server is listening on this abstract name)")]
+    NotListening,
     /// The socket or its directory is not accessible to this user.
-    #[error(
-        "{0}: permission denied (check the socket's mode and owner, or the server's --socket-mode)"
-    )]
-    PermissionDenied(String),
+    #[error("permission denied (check the socket's mode and owner, or the server's --socket-mode)")]
+    PermissionDenied,
     /// The path exists but is not a socket.
-    #[error("{0}: not a socket")]
-    NotASocket(String),
-    /// Connecting, or waiting for an echo, took longer than `--timeout`.
-    #[error("{socket}: timed out after {} while {what}", humantime::format_duration(*.after))]
+    #[error("not a socket")]
+    NotASocket,
+    /// A wait took longer than `--timeout`.
+    #[error("timed out after {} {waiting}", humantime::format_duration(*.after))]
     TimedOut {
-        /// The socket.
-        socket: String,
-        /// What was being waited for.
-        what: &'static str,
+        /// What was being waited for, e.g. `waiting for the echo of message 3`.
+        waiting: String,
         /// The limit that passed.
         after: Duration,
     },
     /// The server closed the connection before the exchange was complete.
-    #[error("{socket}: the server closed the connection early ({detail})")]
+    #[error("the server closed the connection early ({detail})")]
     ClosedEarly {
-        /// The socket.
-        socket: String,
         /// What was still expected.
         detail: String,
     },
+    /// `--framed` against a server that echoes raw bytes: our preamble came back.
+    #[error("the server echoed the preamble: it is in raw mode; drop --framed")]
+    RawModeServer,
+    /// Raw bytes against a server in framed-only mode: an Error frame came back.
+    #[error("the server speaks framed mode only; add --framed")]
+    FramedOnlyServer,
     /// An echo differed from what was sent.
-    #[error("{socket}: echo mismatch on message {index}: sent {sent:?}, received {received:?}")]
+    #[error("echo mismatch on message {index}: sent {sent:?}, received {received:?}")]
     Mismatch {
-        /// The socket.
-        socket: String,
         /// Which message (from 1).
         index: u64,
         /// What was sent (possibly shortened).
@@ -55,46 +100,122 @@ pub enum ClientError {
         received: String,
     },
     /// The server sent an Error frame.
-    #[error("{socket}: server error {code:?}: {message}")]
+    #[error("server error {code:?}: {message}")]
     Server {
-        /// The socket.
-        socket: String,
         /// The error code.
         code: ErrorCode,
         /// The server's message.
         message: String,
     },
     /// The server broke the framed protocol.
-    #[error("{socket}: protocol error: {source}")]
-    Protocol {
-        /// The socket.
-        socket: String,
-        /// What was wrong.
-        #[source]
-        source: ProtoError,
-    },
-    /// Any other I/O failure.
-    #[error("{socket}: {what}: {source}")]
+    #[error("protocol error")]
+    Protocol(#[source] ProtoError),
+    /// Any other failure on the connection.
+    #[error("{doing}")]
     Io {
-        /// The socket, or `stdin`/`stdout`.
-        socket: String,
-        /// What was being done.
-        what: &'static str,
+        /// What was being done, e.g. `connecting`.
+        doing: &'static str,
         /// The OS error.
         #[source]
         source: io::Error,
     },
+    /// Reading our stdin failed.
+    #[error("reading stdin")]
+    Stdin(#[source] io::Error),
+    /// Writing our stdout failed.
+    #[error("writing stdout")]
+    Stdout(#[source] io::Error),
+}
+
+impl ErrorKind {
+    /// This failure, on `target`.
+    pub(crate) fn at(self, target: &Target) -> ClientError {
+        ClientError::new(target.clone(), self)
+    }
+
+    /// The server hung up before the exchange was complete.
+    pub(crate) fn closed_early(detail: impl Into<String>) -> ErrorKind {
+        ErrorKind::ClosedEarly {
+            detail: detail.into(),
+        }
+    }
+
+    /// `--timeout` passed while `waiting`.
+    pub(crate) fn timed_out(waiting: impl Into<String>, after: Duration) -> ErrorKind {
+        ErrorKind::TimedOut {
+            waiting: waiting.into(),
+            after,
+        }
+    }
 }
 
 impl ClientError {
+    /// A failure of `kind` on `target`.
+    pub fn new(target: Target, kind: ErrorKind) -> ClientError {
+        ClientError { target, kind }
+    }
+
+    /// The socket the failure concerns.
+    pub fn target(&self) -> &Target {
+        &self.target
+    }
+
+    /// What went wrong.
+    pub fn kind(&self) -> &ErrorKind {
+        &self.kind
+    }
+
     /// The process exit status for this error: 3 when echoed data differed from what was
     /// sent (the one failure that means the server is wrong), 1 for everything else.
     pub fn exit_code(&self) -> u8 {
-        match self {
-            ClientError::Mismatch { .. } => 3,
+        match self.kind {
+            ErrorKind::Mismatch { .. } => 3,
             _ => 1,
         }
     }
+
+    /// Whether this is our stdout closing under us (`udsecho-client | head`): a normal end,
+    /// not a failure to report.
+    pub fn is_closed_stdout(&self) -> bool {
+        matches!(&self.kind, ErrorKind::Stdout(e) if e.kind() == io::ErrorKind::BrokenPipe)
+    }
+}
+
+impl fmt::Display for ClientError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.kind {
+            // Our own stdin and stdout: the socket is beside the point.
+            kind @ (ErrorKind::Stdin(_) | ErrorKind::Stdout(_)) => write!(f, "{kind}"),
+            ErrorKind::NoSuchSocket => write!(
+                f,
+                "{0}: no such socket (is the server running? start it with `udsecho-server -s {0}`)",
+                self.target
+            ),
+            kind => write!(f, "{}: {kind}", self.target),
+        }
+    }
+}
+
+impl Error for ClientError {
+    fn source(&self) -> Option<&(dyn Error + 'static)> {
+        self.kind.source()
+    }
+}
+
+/// The error and its causes as one line, each cause once: `a: b: c`. A cause whose text the
+/// line already ends with (some errors repeat their source in their own message) is skipped.
+pub fn report(error: &dyn Error) -> String {
+    let mut line = error.to_string();
+    let mut cause = error.source();
+    while let Some(e) = cause {
+        let text = e.to_string();
+        if !line.ends_with(&text) {
+            line.push_str(": ");
+            line.push_str(&text);
+        }
+        cause = e.source();
+    }
+    line
 }
 
 /// Shortens bytes for an error message.
@@ -105,5 +226,63 @@ pub(crate) fn preview(bytes: &[u8]) -> String {
         format!("{text}… ({} bytes)", bytes.len())
     } else {
         text
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn on(kind: ErrorKind) -> ClientError {
+        ClientError::new(Target::parse("/tmp/e.sock"), kind)
+    }
+
+    #[test]
+    fn the_os_error_is_printed_once_after_what_was_being_done() {
+        let e = on(ErrorKind::Io {
+            doing: "connecting",
+            source: io::Error::from_raw_os_error(20),
+        });
+        assert_eq!(e.to_string(), "/tmp/e.sock: connecting");
+        assert_eq!(
+            report(&e),
+            "/tmp/e.sock: connecting: Not a directory (os error 20)"
+        );
+    }
+
+    #[test]
+    fn a_cause_already_in_the_message_is_not_repeated() {
+        #[derive(Debug, thiserror::Error)]
+        #[error("outer: {0}")]
+        struct Repeats(#[source] io::Error);
+        let e = Repeats(io::Error::other("inner"));
+        assert_eq!(report(&e), "outer: inner");
+    }
+
+    #[test]
+    fn stdout_errors_do_not_name_the_socket_and_broken_pipe_is_a_normal_end() {
+        let closed = on(ErrorKind::Stdout(io::ErrorKind::BrokenPipe.into()));
+        assert!(closed.is_closed_stdout());
+        assert_eq!(report(&closed), "writing stdout: broken pipe");
+        let full = on(ErrorKind::Stdout(io::Error::from_raw_os_error(28)));
+        assert!(!full.is_closed_stdout());
+        assert_eq!(
+            report(&full),
+            "writing stdout: No space left on device (os error 28)"
+        );
+    }
+
+    #[test]
+    fn only_a_mismatch_exits_3() {
+        assert_eq!(
+            on(ErrorKind::Mismatch {
+                index: 1,
+                sent: "a".into(),
+                received: "b".into()
+            })
+            .exit_code(),
+            3
+        );
+        assert_eq!(on(ErrorKind::FramedOnlyServer).exit_code(), 1);
     }
 }

@@ -1,6 +1,7 @@
 //! The udsecho client as a library: connect to a [`Target`], then [`pipe`] (like `nc -U`),
-//! [`send`] (the classic demo loop) or [`bench`]. `main.rs` parses flags and maps
-//! [`ClientError`] to one line and an exit code.
+//! [`send`] (the classic demo loop) or [`bench`]. Failures are a [`ClientError`]: the socket
+//! once, an [`ErrorKind`], and the cause as its `source()`; [`report`] prints that chain as
+//! one line. `main.rs` parses flags and maps errors to that line and an exit code.
 
 pub mod bench;
 mod error;
@@ -9,5 +10,5 @@ pub mod send;
 mod session;
 mod target;
 
-pub use crate::error::ClientError;
+pub use crate::error::{ClientError, ErrorKind, report};
 pub use crate::target::Target;

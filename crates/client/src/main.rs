@@ -1,35 +1,37 @@
 //! `udsecho-client`: flags in, one line out on failure.
 
-use std::io::Write;
+use std::io::{IsTerminal, Write};
+use std::os::fd::AsFd;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use clap::{CommandFactory, Parser, Subcommand, ValueEnum};
+use clap::parser::ValueSource;
+use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand, ValueEnum, ValueHint};
 use udsecho_client::bench::{self, BenchOptions};
-use udsecho_client::send::{self, SendOptions};
-use udsecho_client::{ClientError, Target, pipe};
+use udsecho_client::send::{self, SendOptions, SendSummary};
+use udsecho_client::{ClientError, ErrorKind, Target, pipe, report};
 
 /// A client for udsecho (and any `nc -U` peer): pipe, send, bench.
 ///
-/// With no subcommand it is a pipe, like `nc -U PATH`: stdin goes to the socket and the socket
-/// to stdout; on stdin EOF it half-closes, prints the rest of the echo, and exits when the
-/// server closes.
+/// With no subcommand it is a pipe, like `nc -U SOCKET`: stdin goes to the socket and the
+/// socket to stdout; on stdin EOF it half-closes, prints the rest of the echo, and exits when
+/// the server closes.
 ///
 /// Exit status: 0 on success; 1 when the socket cannot be reached or the exchange fails (the
 /// message names the socket and the cause); 2 for bad flags; 3 when an echo differed from what
 /// was sent.
 #[derive(Debug, Parser)]
 #[command(
+    name = "udsecho-client",
     version,
+    propagate_version = true,
     about,
     long_about,
-    max_term_width = 100,
-    args_conflicts_with_subcommands = false
+    max_term_width = 100
 )]
 struct Cli {
-    /// Print a man page (`man`) or shell completions (`bash`, `zsh`, `fish`) and exit
-    #[arg(long, hide = true, value_name = "WHAT", value_parser = ["man", "bash", "zsh", "fish"])]
-    generate: Option<String>,
+    #[command(flatten)]
+    path: SocketArg,
 
     /// Socket to connect to; `@name` is a Linux abstract socket
     /// [default: echo.sock in $XDG_RUNTIME_DIR/udsecho/, else /run/udsecho/ for root,
@@ -39,54 +41,75 @@ struct Cli {
         long,
         global = true,
         env = "UDSECHO_SOCKET",
-        value_name = "PATH"
+        value_name = "PATH",
+        value_parser = socket_path,
+        value_hint = ValueHint::FilePath
     )]
     socket: Option<String>,
 
-    /// Speak udsecho frames instead of raw bytes (pipe: one frame per stdin line)
+    /// Speak udsecho frames instead of raw bytes
     #[arg(long, global = true)]
     framed: bool,
 
-    /// Give up connecting, or waiting for an echo, after this long
-    #[arg(long, global = true, value_name = "DUR", default_value = "10s", value_parser = parse_duration)]
+    /// Give up connecting, or waiting for the server (handshake, each echo), after this long
+    #[arg(long, global = true, value_name = "DUR", default_value = "10s", value_parser = positive_duration)]
     timeout: Duration,
 
     #[command(subcommand)]
     command: Option<Command>,
 }
 
+/// The socket as a plain argument, as `nc -U SOCKET` takes it.
+#[derive(Debug, Args)]
+struct SocketArg {
+    /// Socket to connect to, as with `nc -U` (the same as --socket)
+    #[arg(value_name = "SOCKET", value_parser = socket_path, value_hint = ValueHint::FilePath)]
+    path: Option<String>,
+}
+
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// stdin to the socket, the socket to stdout (the default)
-    Pipe,
+    /// Copy stdin to the socket and the socket to stdout, like `nc -U` (the default)
+    ///
+    /// Binary-safe. On stdin EOF it half-closes and prints the rest of the echo until the
+    /// server closes; after the server's EOF it still sends the rest of stdin. With --framed,
+    /// each stdin line is sent as one Data frame and each echo printed as a line.
+    Pipe {
+        #[command(flatten)]
+        path: SocketArg,
+    },
     /// Send a message every interval and check each echo (the classic demo)
     Send {
+        #[command(flatten)]
+        path: SocketArg,
         /// The message to send
-        #[arg(short, long, default_value = "olá mundo")]
+        #[arg(short, long, value_name = "TEXT", default_value = "olá mundo", value_parser = non_empty_message)]
         message: String,
         /// Time between messages
-        #[arg(short, long, value_name = "DUR", default_value = "400ms", value_parser = parse_duration)]
+        #[arg(short, long, value_name = "DUR", default_value = "400ms", value_parser = positive_duration)]
         interval: Duration,
         /// How many to send [default: until Ctrl-C]
-        #[arg(short = 'n', long, value_name = "N")]
+        #[arg(short = 'n', long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
         count: Option<u64>,
     },
     /// Measure round trips/s, MB/s and latency against a server
     Bench {
+        #[command(flatten)]
+        path: SocketArg,
         /// Connections open at once
-        #[arg(short, long, value_name = "N", default_value_t = 1)]
-        connections: usize,
+        #[arg(short, long, value_name = "N", default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+        connections: u32,
         /// How long to measure
-        #[arg(short, long, value_name = "DUR", default_value = "5s", value_parser = parse_duration)]
+        #[arg(short, long, value_name = "DUR", default_value = "5s", value_parser = positive_duration)]
         duration: Duration,
         /// Payload bytes per message (KiB/MiB suffixes allowed)
         #[arg(long, value_name = "BYTES", default_value = "64", value_parser = parse_size)]
         size: usize,
-        /// raw bytes or framed Data frames
+        /// Raw bytes or framed Data frames (--framed is the same as --mode framed)
         #[arg(long, value_enum, default_value_t = BenchMode::Raw)]
         mode: BenchMode,
         /// Messages in flight per connection (1 = ping-pong)
-        #[arg(long, value_name = "N", default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..))]
+        #[arg(long, value_name = "N", default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=65_536))]
         pipeline: u32,
         /// Print the result as JSON
         #[arg(long)]
@@ -100,8 +123,20 @@ enum BenchMode {
     Framed,
 }
 
-fn parse_duration(s: &str) -> Result<Duration, String> {
-    humantime::parse_duration(s).map_err(|e| format!("{e} (write durations like 400ms, 2s, 1m)"))
+/// The longest duration any flag takes: beyond it a wait means "never", and deadlines
+/// computed from it must not overflow.
+const MAX_DURATION: Duration = Duration::from_secs(365 * 24 * 3600);
+
+fn positive_duration(s: &str) -> Result<Duration, String> {
+    let d = humantime::parse_duration(s)
+        .map_err(|e| format!("{e} (write durations like 400ms, 2s, 1m)"))?;
+    if d.is_zero() {
+        Err("must be more than 0 (write durations like 400ms, 2s, 1m)".to_owned())
+    } else if d > MAX_DURATION {
+        Err("at most 1 year".to_owned())
+    } else {
+        Ok(d)
+    }
 }
 
 fn parse_size(s: &str) -> Result<usize, String> {
@@ -116,6 +151,71 @@ fn parse_size(s: &str) -> Result<usize, String> {
     }
 }
 
+fn socket_path(s: &str) -> Result<String, String> {
+    if s.is_empty() {
+        Err("the socket path must not be empty".to_owned())
+    } else {
+        Ok(s.to_owned())
+    }
+}
+
+fn non_empty_message(s: &str) -> Result<String, String> {
+    if s.is_empty() {
+        Err("the message must not be empty".to_owned())
+    } else {
+        Ok(s.to_owned())
+    }
+}
+
+impl Cli {
+    /// Parses the command line; exits 2 with clap's message on bad flags.
+    fn parse_checked() -> (Cli, Target) {
+        let matches = Cli::command().get_matches();
+        let cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
+        let positional = match &cli.command {
+            None => &cli.path,
+            Some(
+                Command::Pipe { path } | Command::Send { path, .. } | Command::Bench { path, .. },
+            ) => {
+                if cli.path.path.is_some() && path.path.is_some() {
+                    usage_error("the socket is given twice, before and after the subcommand");
+                }
+                if path.path.is_some() { path } else { &cli.path }
+            }
+        };
+        // An argument beats UDSECHO_SOCKET; against --socket it is a contradiction.
+        let from_flag = matches!(socket_source(&matches), Some(ValueSource::CommandLine));
+        let socket = match (&positional.path, &cli.socket) {
+            (Some(arg), Some(flag)) if from_flag && arg != flag => usage_error(&format!(
+                "the socket is given twice: `{flag}` with --socket and `{arg}` as an argument"
+            )),
+            (Some(arg), _) => Target::parse(arg),
+            (None, Some(flag)) => Target::parse(flag),
+            (None, None) => Target::default_path(),
+        };
+        (cli, socket)
+    }
+}
+
+/// Where `--socket` came from (a global flag lands in the subcommand's matches when given
+/// after it).
+fn socket_source(matches: &clap::ArgMatches) -> Option<ValueSource> {
+    let here = matches.value_source("socket");
+    match matches.subcommand() {
+        Some((_, sub)) => match sub.value_source("socket") {
+            Some(ValueSource::CommandLine) => Some(ValueSource::CommandLine),
+            _ => here,
+        },
+        None => here,
+    }
+}
+
+fn usage_error(message: &str) -> ! {
+    Cli::command()
+        .error(clap::error::ErrorKind::ArgumentConflict, message)
+        .exit()
+}
+
 /// Lets bench open as many connections as the hard limit allows.
 fn raise_fd_limit() {
     use rustix::process::{Resource, getrlimit, setrlimit};
@@ -127,14 +227,13 @@ fn raise_fd_limit() {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
-    if let Some(what) = &cli.generate {
-        return generate(what);
+    // Release tooling only (`cargo xtask dist`): not a flag, so it is in no help text and no
+    // completion.
+    let args: Vec<String> = std::env::args().collect();
+    if args.get(1).map(String::as_str) == Some("--generate") {
+        return generate(&args[2..]);
     }
-    let target = match &cli.socket {
-        Some(s) => Target::parse(s),
-        None => Target::default_path(),
-    };
+    let (cli, target) = Cli::parse_checked();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -145,33 +244,73 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let result = runtime.block_on(run(&cli, &target));
+    let result = match &cli.command {
+        None | Some(Command::Pipe { .. }) if !cli.framed => raw_pipe(&runtime, &cli, &target),
+        _ => runtime.block_on(run(&cli, &target)),
+    };
     // A stdin read may still be parked on a blocking thread; do not wait for it.
     runtime.shutdown_background();
     match result {
         Ok(()) => ExitCode::SUCCESS,
+        // `udsecho-client ... | head`: the reader has what it wanted.
+        Err(e) if e.is_closed_stdout() => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("udsecho-client: {e}");
+            eprintln!("udsecho-client: {}", report(&e));
             ExitCode::from(e.exit_code())
         }
     }
 }
 
+/// Raw pipe: connect within the runtime, then copy on plain threads (see `pipe::raw`).
+fn raw_pipe(
+    runtime: &tokio::runtime::Runtime,
+    cli: &Cli,
+    target: &Target,
+) -> Result<(), ClientError> {
+    let at = |kind| ClientError::new(target.clone(), kind);
+    let stream = runtime.block_on(target.connect(cli.timeout))?;
+    let stream = stream.into_std().map_err(|e| {
+        at(ErrorKind::Io {
+            doing: "setting up the socket",
+            source: e,
+        })
+    })?;
+    // Our own handles on fds 0 and 1, so reads and writes go straight to the kernel (std's
+    // stdout is line-buffered and locked).
+    let stdin = std::io::stdin()
+        .as_fd()
+        .try_clone_to_owned()
+        .map_err(|e| at(ErrorKind::Stdin(e)))?;
+    let stdout = std::io::stdout()
+        .as_fd()
+        .try_clone_to_owned()
+        .map_err(|e| at(ErrorKind::Stdout(e)))?;
+    pipe::raw(
+        stream,
+        target,
+        std::fs::File::from(stdin),
+        std::fs::File::from(stdout),
+    )
+}
+
 async fn run(cli: &Cli, target: &Target) -> Result<(), ClientError> {
-    let socket = target.to_string();
     match &cli.command {
-        None | Some(Command::Pipe) => {
+        None | Some(Command::Pipe { .. }) => {
             let stream = target.connect(cli.timeout).await?;
-            if cli.framed {
-                pipe::framed(stream, &socket, tokio::io::stdin(), tokio::io::stdout()).await
-            } else {
-                pipe::raw(stream, &socket, tokio::io::stdin(), tokio::io::stdout()).await
-            }
+            pipe::framed(
+                stream,
+                target,
+                cli.timeout,
+                tokio::io::stdin(),
+                tokio::io::stdout(),
+            )
+            .await
         }
         Some(Command::Send {
             message,
             interval,
             count,
+            ..
         }) => {
             let stream = target.connect(cli.timeout).await?;
             let options = SendOptions {
@@ -187,18 +326,8 @@ async fn run(cli: &Cli, target: &Target) -> Result<(), ClientError> {
                 }
             };
             let mut out = std::io::stdout();
-            let summary = send::run(stream, &socket, &options, ctrl_c, &mut out).await?;
-            let missing = summary.sent - summary.received;
-            eprintln!(
-                "{} sent, {} echoed intact{}",
-                summary.sent,
-                summary.received,
-                if missing > 0 {
-                    format!(", {missing} not echoed before stopping")
-                } else {
-                    String::new()
-                }
-            );
+            let summary = send::run(stream, target, &options, ctrl_c, &mut out).await?;
+            print_summary(&summary);
             Ok(())
         }
         Some(Command::Bench {
@@ -208,10 +337,11 @@ async fn run(cli: &Cli, target: &Target) -> Result<(), ClientError> {
             mode,
             pipeline,
             json,
+            ..
         }) => {
             raise_fd_limit();
             let options = BenchOptions {
-                connections: (*connections).max(1),
+                connections: *connections as usize,
                 duration: *duration,
                 size: *size,
                 framed: cli.framed || matches!(mode, BenchMode::Framed),
@@ -228,11 +358,12 @@ async fn run(cli: &Cli, target: &Target) -> Result<(), ClientError> {
             } else {
                 writeln!(
                     out,
-                    "{} mode, {} connection(s), pipeline {}, {} B messages, {:.1} s\n\
+                    "{} mode, {} connection{}, pipeline {}, {} B messages, {:.1} s\n\
                      round trips/s: {:.0}\nMB/s:          {:.1}\n\
                      latency (µs):  p50 {:.1}  p99 {:.1}  p999 {:.1}  max {:.1}",
                     report.mode,
                     report.connections,
+                    if report.connections == 1 { "" } else { "s" },
                     report.pipeline,
                     report.size,
                     report.seconds,
@@ -244,34 +375,155 @@ async fn run(cli: &Cli, target: &Target) -> Result<(), ClientError> {
                     report.latency_us.max
                 )
             };
-            written.map_err(|e| ClientError::Io {
-                socket: "stdout".to_owned(),
-                what: "writing",
-                source: e,
-            })
+            written.map_err(|e| ClientError::new(target.clone(), ErrorKind::Stdout(e)))
         }
     }
 }
 
-/// Writes the man page or a completion script, generated from the flag definitions.
-fn generate(what: &str) -> ExitCode {
-    let mut command = Cli::command();
-    let mut out = std::io::stdout();
-    let written = match what {
-        "man" => clap_mangen::Man::new(command).render(&mut out),
-        shell => match shell.parse::<clap_complete::Shell>() {
-            Ok(shell) => {
-                clap_complete::generate(shell, &mut command, "udsecho-client", &mut out);
-                Ok(())
-            }
-            Err(e) => Err(std::io::Error::other(e)),
-        },
+/// `N sent, M echoed intact`, on stderr. After Ctrl-C on a terminal the cursor sits after the
+/// `^C` the terminal echoed, so the line starts on a fresh one.
+fn print_summary(summary: &SendSummary) {
+    let missing = summary.sent - summary.received;
+    let fresh_line = if summary.stopped && std::io::stderr().is_terminal() {
+        "\n"
+    } else {
+        ""
+    };
+    eprintln!(
+        "{fresh_line}{} sent, {} echoed intact{}",
+        summary.sent,
+        summary.received,
+        if missing > 0 {
+            format!(", {missing} not echoed before stopping")
+        } else {
+            String::new()
+        }
+    );
+}
+
+/// `--generate man DIR` writes a man page for the client and one per subcommand into DIR;
+/// `--generate bash|zsh|fish` prints a completion script. Used by `cargo xtask dist`.
+fn generate(args: &[String]) -> ExitCode {
+    let written = match args {
+        [what, dir] if what == "man" => man_pages(std::path::Path::new(dir)),
+        [shell] => completions(shell),
+        _ => Err(std::io::Error::other(
+            "usage: udsecho-client --generate man DIR | bash | zsh | fish",
+        )),
     };
     match written {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("udsecho-client: --generate {what}: {e}");
+            eprintln!("udsecho-client: --generate: {e}");
             ExitCode::FAILURE
         }
     }
+}
+
+/// The ENVIRONMENT section of every page: (variable, what it does).
+const ENVIRONMENT: [(&str, &str); 3] = [
+    (
+        "UDSECHO_SOCKET",
+        "The socket to connect to when neither a SOCKET argument nor --socket is given.",
+    ),
+    (
+        "NO_COLOR",
+        "Honoured trivially: the client writes no colour. The bench progress bar is drawn only when stdout is a terminal.",
+    ),
+    (
+        "RUST_LOG",
+        "Not read by the client, which writes no log; it filters the server's log (see udsecho-server(1)).",
+    ),
+];
+
+/// The EXIT STATUS section of every page.
+const EXIT_STATUS: [(&str, &str); 4] = [
+    (
+        "0",
+        "Success. Also when stdout is closed by its reader (udsecho-client | head), as with nc.",
+    ),
+    (
+        "1",
+        "The socket cannot be reached (no such socket or directory, connection refused, permission denied, path too long, timed out), the server closed the connection early or is in the other mode, or a protocol error. One line on stderr names the socket and the cause.",
+    ),
+    ("2", "Bad flags or values (usage error)."),
+    ("3", "An echo differed from what was sent."),
+];
+
+fn man_pages(dir: &std::path::Path) -> std::io::Result<()> {
+    let mut command = Cli::command().disable_help_subcommand(true);
+    command.build();
+    let mut pages = vec![command.clone()];
+    pages.extend(command.get_subcommands().cloned());
+    for (i, page) in pages.into_iter().enumerate() {
+        let main_page = i == 0;
+        let man = clap_mangen::Man::new(page)
+            .source(concat!("udsecho-client ", env!("CARGO_PKG_VERSION")));
+        let path = dir.join(man.get_filename());
+        let mut out = std::io::BufWriter::new(std::fs::File::create(&path)?);
+        man.render_title(&mut out)?;
+        man.render_name_section(&mut out)?;
+        man.render_synopsis_section(&mut out)?;
+        man.render_description_section(&mut out)?;
+        man.render_options_section(&mut out)?;
+        if main_page {
+            man.render_subcommands_section(&mut out)?;
+        }
+        roff_section(&mut out, "ENVIRONMENT", &ENVIRONMENT)?;
+        roff_section(&mut out, "EXIT STATUS", &EXIT_STATUS)?;
+        man.render_version_section(&mut out)?;
+        out.flush()?;
+        println!("{}", path.display());
+    }
+    Ok(())
+}
+
+/// A man page section of tagged paragraphs, in roff.
+fn roff_section(out: &mut impl Write, title: &str, items: &[(&str, &str)]) -> std::io::Result<()> {
+    fn escape(text: &str) -> String {
+        let text = text.replace('\\', "\\e").replace('-', "\\-");
+        if text.starts_with(['.', '\'']) {
+            format!("\\&{text}")
+        } else {
+            text
+        }
+    }
+    writeln!(out, ".SH \"{title}\"")?;
+    for (term, text) in items {
+        writeln!(out, ".TP\n\\fB{}\\fR\n{}", escape(term), escape(text))?;
+    }
+    Ok(())
+}
+
+fn completions(shell: &str) -> std::io::Result<()> {
+    let shell: clap_complete::Shell = shell.parse().map_err(std::io::Error::other)?;
+    // Without a subcommand the socket may come first (`udsecho-client SOCK`), but a shell's
+    // completion reading `udsecho-client bench --` would then take `bench` for the socket
+    // (zsh does, even for a hidden argument). Completions are made from the command without
+    // that argument: they offer the subcommands there; `send SOCK` still completes files.
+    let full = Cli::command();
+    let mut command = clap::Command::new("udsecho-client")
+        .version(env!("CARGO_PKG_VERSION"))
+        .propagate_version(true)
+        .args(
+            full.get_arguments()
+                .filter(|a| a.get_id() != "path")
+                .cloned(),
+        )
+        .subcommands(full.get_subcommands().cloned());
+    let name = command.get_name().to_owned();
+    let mut script = Vec::new();
+    clap_complete::generate(shell, &mut command, &name, &mut script);
+    let mut script = String::from_utf8(script).map_err(std::io::Error::other)?;
+    if shell == clap_complete::Shell::Bash {
+        // clap_complete names a subcommand's case label after the binary with each `-` turned
+        // into `__subcmd__` (`udsecho__subcmd__client__subcmd__bench`) but sets `cmd` with
+        // `-` turned into `__` (`udsecho__client__subcmd__bench`), so no subcommand's flags
+        // ever complete. Make the labels match.
+        script = script.replace(
+            &format!("{}__subcmd__", name.replace('-', "__subcmd__")),
+            &format!("{}__subcmd__", name.replace('-', "__")),
+        );
+    }
+    std::io::stdout().write_all(script.as_bytes())
 }

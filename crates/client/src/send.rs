@@ -1,31 +1,32 @@
 //! Send mode: the classic demo loop. Send a message every interval, print what comes back,
-//! and check that every echo matches.
+//! and check that every echo matches, each within `--timeout` of its sending.
 
+use std::collections::VecDeque;
 use std::io::Write;
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
-use futures_util::{SinkExt, StreamExt};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::UnixStream;
-use tokio::time::MissedTickBehavior;
+use tokio::time::{Instant, MissedTickBehavior};
 use udsecho_proto::{Frame, Goodbye, GoodbyeReason};
 
-use crate::error::{ClientError, preview};
-use crate::session::{self, io};
+use crate::error::{ClientError, ErrorKind, preview};
+use crate::session;
+use crate::target::Target;
 
 /// What `send` is told to do.
 #[derive(Debug, Clone)]
 pub struct SendOptions {
-    /// The message sent each time.
+    /// The message sent each time (not empty).
     pub message: Bytes,
-    /// Time between sends.
+    /// Time between sends (more than zero).
     pub interval: Duration,
     /// How many to send; `None` sends until `stop` resolves.
     pub count: Option<u64>,
     /// Frames instead of raw bytes.
     pub framed: bool,
-    /// How long to wait for the outstanding echoes at the end.
+    /// How long the handshake, each send and each echo may take.
     pub timeout: Duration,
 }
 
@@ -36,11 +37,12 @@ pub struct SendSummary {
     pub sent: u64,
     /// Echoes received, each identical to its message.
     pub received: u64,
+    /// Whether `stop` ended the loop (Ctrl-C) rather than the count.
+    pub stopped: bool,
 }
 
 /// Where the echo stream is.
 struct Checker<'a> {
-    socket: &'a str,
     message: &'a [u8],
     received: u64,
     /// Raw mode: echo bytes not yet matched to a whole message.
@@ -48,153 +50,261 @@ struct Checker<'a> {
 }
 
 impl Checker<'_> {
-    fn check(&mut self, echo: &[u8], out: &mut impl Write) -> Result<(), ClientError> {
+    fn check(&mut self, echo: &[u8], out: &mut impl Write) -> Result<(), ErrorKind> {
         self.received += 1;
         if echo != self.message {
-            return Err(ClientError::Mismatch {
-                socket: self.socket.to_owned(),
+            return Err(ErrorKind::Mismatch {
                 index: self.received,
                 sent: preview(self.message),
                 received: preview(echo),
             });
         }
-        writeln!(out, "received: {}", String::from_utf8_lossy(echo))
-            .map_err(|e| io("stdout", "writing", e))
+        writeln!(out, "received: {}", String::from_utf8_lossy(echo)).map_err(ErrorKind::Stdout)
     }
 
     /// Raw mode: the echo arrives as a byte stream; cut it into messages.
-    fn feed(&mut self, bytes: &[u8], out: &mut impl Write) -> Result<(), ClientError> {
+    fn feed(&mut self, bytes: &[u8], out: &mut impl Write) -> Result<(), ErrorKind> {
         self.partial.extend_from_slice(bytes);
         while self.partial.len() >= self.message.len() {
+            if self.partial[..self.message.len()] != *self.message
+                && session::is_framed_refusal(&self.partial)
+            {
+                return Err(ErrorKind::FramedOnlyServer);
+            }
             let echo = self.partial.split_to(self.message.len());
             self.check(&echo, out)?;
         }
         Ok(())
     }
+
+    /// Raw mode: the server closed (`how`). An Error frame in what came back means it wanted
+    /// frames.
+    fn closed(&self, sent: u64, how: &str) -> ErrorKind {
+        if session::is_framed_refusal(&self.partial) {
+            return ErrorKind::FramedOnlyServer;
+        }
+        closed(sent, self.received, how)
+    }
 }
 
 /// Runs the loop on a connected stream until `count` messages are sent and echoed, or
 /// `stop` resolves (Ctrl-C), printing `sent: ...` and `received: ...` to `out`.
+///
+/// Each echo is due within `timeout` of its message being sent; after `stop`, echoes still
+/// due are waited for as long, then counted as missing in the summary instead of failing.
 pub async fn run(
     stream: UnixStream,
-    socket: &str,
+    target: &Target,
     options: &SendOptions,
-    stop: impl std::future::Future<Output = ()>,
+    stop: impl Future<Output = ()>,
     out: &mut impl Write,
 ) -> Result<SendSummary, ClientError> {
-    if options.message.is_empty() {
-        return Err(io(
-            socket,
-            "sending",
-            std::io::Error::other("the message is empty"),
-        ));
+    let result = if options.framed {
+        framed(stream, options, stop, out).await
+    } else {
+        raw(stream, options, stop, out).await
+    };
+    result.map_err(|kind| kind.at(target))
+}
+
+/// The loop's state shared by both modes: what is due, and when.
+struct Schedule<'a> {
+    options: &'a SendOptions,
+    ticker: tokio::time::Interval,
+    /// When each message not yet echoed was sent, oldest first.
+    in_flight: VecDeque<Instant>,
+    /// Echoes that came before their message was sent. A peer that is not an echo server
+    /// (`nc -lU` with a reply on its stdin) can answer first; the reply still counts.
+    ahead: u64,
+    sent: u64,
+    stopped: bool,
+}
+
+impl<'a> Schedule<'a> {
+    fn new(options: &'a SendOptions) -> Self {
+        let mut ticker = tokio::time::interval(options.interval);
+        ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        Schedule {
+            options,
+            ticker,
+            in_flight: VecDeque::new(),
+            ahead: 0,
+            sent: 0,
+            stopped: false,
+        }
     }
+
+    fn done_sending(&self) -> bool {
+        self.stopped || self.options.count.is_some_and(|c| self.sent >= c)
+    }
+
+    fn finished(&self) -> bool {
+        self.done_sending() && self.in_flight.is_empty()
+    }
+
+    /// An echo came in.
+    fn echoed(&mut self) {
+        if self.in_flight.pop_front().is_none() {
+            self.ahead += 1;
+        }
+    }
+
+    /// When the oldest echo is overdue (`None` if none is awaited).
+    fn due(&self) -> Option<Instant> {
+        self.in_flight.front().map(|&at| at + self.options.timeout)
+    }
+
+    /// The oldest echo did not come in time: after Ctrl-C that ends the loop (the summary
+    /// counts it), otherwise it is an error.
+    fn on_overdue(&self, received: u64) -> Result<(), ErrorKind> {
+        if self.stopped {
+            Ok(())
+        } else {
+            Err(ErrorKind::timed_out(
+                format!("waiting for the echo of message {}", received + 1),
+                self.options.timeout,
+            ))
+        }
+    }
+
+    /// Marks a message sent and prints it.
+    fn sent_one(&mut self, out: &mut impl Write) -> Result<(), ErrorKind> {
+        self.sent += 1;
+        if self.ahead > 0 {
+            self.ahead -= 1;
+        } else {
+            self.in_flight.push_back(Instant::now());
+        }
+        writeln!(
+            out,
+            "sent: {}",
+            String::from_utf8_lossy(&self.options.message)
+        )
+        .and_then(|()| out.flush())
+        .map_err(ErrorKind::Stdout)
+    }
+
+    fn summary(&self, received: u64) -> SendSummary {
+        SendSummary {
+            sent: self.sent,
+            received,
+            stopped: self.stopped,
+        }
+    }
+}
+
+async fn raw(
+    stream: UnixStream,
+    options: &SendOptions,
+    stop: impl Future<Output = ()>,
+    out: &mut impl Write,
+) -> Result<SendSummary, ErrorKind> {
     let mut checker = Checker {
-        socket,
         message: &options.message,
         received: 0,
         partial: BytesMut::new(),
     };
-    let mut sent = 0u64;
-    let mut ticker = tokio::time::interval(options.interval);
-    ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    let mut schedule = Schedule::new(options);
+    let (mut from_server, mut to_server) = stream.into_split();
+    let mut buf = vec![0u8; 64 * 1024];
     tokio::pin!(stop);
-    let mut stopped = false;
-
-    if options.framed {
-        let framed = session::open(stream, socket).await?;
-        let (mut sink, mut frames) = framed.split();
-        loop {
-            let done_sending = stopped || options.count.is_some_and(|c| sent >= c);
-            if done_sending && checker.received >= sent {
-                let _ = sink
-                    .send(Frame::Goodbye(Goodbye::new(GoodbyeReason::Done)))
-                    .await;
-                break;
-            }
-            let deadline = tokio::time::sleep(options.timeout);
-            tokio::select! {
-                _ = ticker.tick(), if !done_sending => {
-                    sink.send(Frame::Data(options.message.clone()))
-                        .await
-                        .map_err(|e| session::protocol(socket, e))?;
-                    sent += 1;
-                    print_sent(out, &options.message)?;
-                }
-                () = &mut stop, if !stopped => stopped = true,
-                frame = frames.next() => match frame {
-                    Some(Ok(Frame::Data(echo))) => checker.check(&echo, out)?,
-                    Some(Ok(Frame::Goodbye(bye))) => return Err(closed(socket, sent, checker.received, &format!("Goodbye {:?}", bye.reason))),
-                    Some(Ok(other)) => return Err(session::unexpected(socket, other)),
-                    Some(Err(e)) => return Err(session::protocol(socket, e)),
-                    None => return Err(closed(socket, sent, checker.received, "connection closed")),
-                },
-                // After Ctrl-C, echoes that do not come are reported in the summary, not as
-                // an error: the person asked to stop.
-                () = deadline, if done_sending => if stopped { break } else {
-                    return Err(timed_out(socket, options.timeout));
-                },
-            }
-        }
-    } else {
-        let (mut from_server, mut to_server) = stream.into_split();
-        let mut buf = vec![0u8; 64 * 1024];
-        loop {
-            let done_sending = stopped || options.count.is_some_and(|c| sent >= c);
-            if done_sending && checker.received >= sent {
-                let _ = to_server.shutdown().await;
-                break;
-            }
-            let deadline = tokio::time::sleep(options.timeout);
-            tokio::select! {
-                _ = ticker.tick(), if !done_sending => {
-                    to_server.write_all(&options.message).await.map_err(|e| {
-                        session::transport(socket, "sending", e, || {
-                            closed(socket, sent, checker.received, "connection closed")
-                        })
-                    })?;
-                    sent += 1;
-                    print_sent(out, &options.message)?;
-                }
-                () = &mut stop, if !stopped => stopped = true,
-                read = from_server.read(&mut buf) => match read {
-                    Ok(0) => return Err(closed(socket, sent, checker.received, "connection closed")),
-                    Ok(n) => checker.feed(&buf[..n], out)?,
-                    Err(e) => return Err(session::transport(socket, "receiving", e, || {
-                        closed(socket, sent, checker.received, "connection reset")
+    while !schedule.finished() {
+        let done_sending = schedule.done_sending();
+        let due = schedule.due();
+        tokio::select! {
+            _ = schedule.ticker.tick(), if !done_sending => {
+                let index = schedule.sent + 1;
+                match tokio::time::timeout(options.timeout, to_server.write_all(&options.message)).await {
+                    Ok(Ok(())) => schedule.sent_one(out)?,
+                    Ok(Err(e)) => return Err(session::transport("sending", e, || {
+                        checker.closed(schedule.sent, "connection closed")
                     })),
-                },
-                // After Ctrl-C, echoes that do not come are reported in the summary, not as
-                // an error: the person asked to stop.
-                () = deadline, if done_sending => if stopped { break } else {
-                    return Err(timed_out(socket, options.timeout));
-                },
+                    Err(_) => return Err(ErrorKind::timed_out(format!("sending message {index}"), options.timeout)),
+                }
+            }
+            () = &mut stop, if !schedule.stopped => schedule.stopped = true,
+            read = from_server.read(&mut buf) => match read {
+                Ok(0) => return Err(checker.closed(schedule.sent, "connection closed")),
+                Ok(n) => {
+                    let before = checker.received;
+                    checker.feed(&buf[..n], out)?;
+                    for _ in before..checker.received {
+                        schedule.echoed();
+                    }
+                }
+                Err(e) => return Err(session::transport("receiving", e, || {
+                    checker.closed(schedule.sent, "connection reset")
+                })),
+            },
+            () = until(due) => {
+                schedule.on_overdue(checker.received)?;
+                break;
             }
         }
     }
-    Ok(SendSummary {
-        sent,
-        received: checker.received,
-    })
+    let _ = to_server.shutdown().await;
+    Ok(schedule.summary(checker.received))
 }
 
-fn print_sent(out: &mut impl Write, message: &[u8]) -> Result<(), ClientError> {
-    writeln!(out, "sent: {}", String::from_utf8_lossy(message))
-        .and_then(|()| out.flush())
-        .map_err(|e| io("stdout", "writing", e))
+async fn framed(
+    stream: UnixStream,
+    options: &SendOptions,
+    stop: impl Future<Output = ()>,
+    out: &mut impl Write,
+) -> Result<SendSummary, ErrorKind> {
+    let mut checker = Checker {
+        message: &options.message,
+        received: 0,
+        partial: BytesMut::new(),
+    };
+    let mut server = session::open(stream, options.timeout).await?;
+    let mut schedule = Schedule::new(options);
+    tokio::pin!(stop);
+    while !schedule.finished() {
+        let done_sending = schedule.done_sending();
+        let due = schedule.due();
+        tokio::select! {
+            _ = schedule.ticker.tick(), if !done_sending => {
+                let index = schedule.sent + 1;
+                let data = Frame::Data(options.message.clone());
+                match tokio::time::timeout(options.timeout, server.send(data)).await {
+                    Ok(Ok(())) => schedule.sent_one(out)?,
+                    Ok(Err(e)) => return Err(session::protocol(e)),
+                    Err(_) => return Err(ErrorKind::timed_out(format!("sending message {index}"), options.timeout)),
+                }
+            }
+            () = &mut stop, if !schedule.stopped => schedule.stopped = true,
+            frame = server.next() => match frame {
+                Some(Ok(Frame::Data(echo))) => {
+                    schedule.echoed();
+                    checker.check(&echo, out)?;
+                }
+                Some(Ok(Frame::Goodbye(bye))) => {
+                    return Err(closed(schedule.sent, checker.received, &format!("Goodbye {:?}", bye.reason)));
+                }
+                Some(Ok(other)) => return Err(session::unexpected(other)),
+                Some(Err(e)) => return Err(session::protocol(e)),
+                None => return Err(closed(schedule.sent, checker.received, "connection closed")),
+            },
+            () = until(due) => {
+                schedule.on_overdue(checker.received)?;
+                break;
+            }
+        }
+    }
+    let bye = Frame::Goodbye(Goodbye::new(GoodbyeReason::Done));
+    let _ = tokio::time::timeout(options.timeout, server.send(bye)).await;
+    Ok(schedule.summary(checker.received))
 }
 
-fn closed(socket: &str, sent: u64, received: u64, how: &str) -> ClientError {
-    ClientError::ClosedEarly {
-        socket: socket.to_owned(),
-        detail: format!("{how} after {sent} sent and {received} echoed"),
+/// Resolves at `due`, or never.
+async fn until(due: Option<Instant>) {
+    match due {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
     }
 }
 
-fn timed_out(socket: &str, after: Duration) -> ClientError {
-    ClientError::TimedOut {
-        socket: socket.to_owned(),
-        what: "waiting for the echo",
-        after,
-    }
+fn closed(sent: u64, received: u64, how: &str) -> ErrorKind {
+    ErrorKind::closed_early(format!("{how} after {sent} sent and {received} echoed"))
 }

@@ -1,91 +1,151 @@
-//! Opening a framed session: preamble, Hello, the server's Hello.
+//! Opening a framed session (preamble, Hello, the server's Hello, within `--timeout`), telling
+//! a server in the wrong mode from a broken one, and turning transport failures into what a
+//! person should read.
 
-use futures_util::{SinkExt, StreamExt};
-use tokio::io::AsyncWriteExt;
+use std::future::poll_fn;
+use std::pin::Pin;
+use std::time::Duration;
+
+use bytes::BytesMut;
+use futures_core::Stream;
+use futures_sink::Sink;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::UnixStream;
-use tokio_util::codec::Framed;
-use udsecho_proto::{DEFAULT_MAX_FRAME, Frame, FrameCodec, Hello, PREAMBLE};
+use tokio_util::codec::{Framed, FramedParts};
+use udsecho_proto::{
+    DEFAULT_MAX_FRAME, Frame, FrameCodec, Header, Hello, Kind, PREAMBLE, ProtoError,
+};
 
-use crate::error::ClientError;
+use crate::error::ErrorKind;
 
 /// The agent string in our Hello.
 pub(crate) const AGENT: &str = concat!("udsecho-client/", env!("CARGO_PKG_VERSION"));
 
-/// Sends the preamble and Hello, checks the server's answer, and returns the framed
-/// connection with the codec's limit set to what the server enforces.
-pub(crate) async fn open(
-    mut stream: UnixStream,
-    socket: &str,
-) -> Result<Framed<UnixStream, FrameCodec>, ClientError> {
+/// A framed connection to the server, after the handshake.
+///
+/// The four operations the client needs, written against the `Stream` and `Sink` traits
+/// that `Framed` implements. (futures-util's `SinkExt` would need its `sink` feature, which
+/// nothing else in the server's build enables: the client and the server would then build
+/// tokio-util, the proto crate and their dependents twice over. See the root Cargo.toml.)
+#[derive(Debug)]
+pub(crate) struct Session {
+    framed: Framed<UnixStream, FrameCodec>,
+}
+
+impl Session {
+    /// The next frame from the server; `None` when it closed between frames. Cancel-safe.
+    pub(crate) async fn next(&mut self) -> Option<Result<Frame, ProtoError>> {
+        poll_fn(|cx| Pin::new(&mut self.framed).poll_next(cx)).await
+    }
+
+    /// Queues a frame (written by [`Session::flush`], or once the buffer fills).
+    pub(crate) async fn feed(&mut self, frame: Frame) -> Result<(), ProtoError> {
+        poll_fn(|cx| Pin::new(&mut self.framed).poll_ready(cx)).await?;
+        Pin::new(&mut self.framed).start_send(frame)
+    }
+
+    /// Writes everything queued.
+    pub(crate) async fn flush(&mut self) -> Result<(), ProtoError> {
+        poll_fn(|cx| Pin::new(&mut self.framed).poll_flush(cx)).await
+    }
+
+    /// Sends one frame now.
+    pub(crate) async fn send(&mut self, frame: Frame) -> Result<(), ProtoError> {
+        self.feed(frame).await?;
+        self.flush().await
+    }
+}
+
+/// Sends the preamble and Hello, checks the server's answer, and returns the session with
+/// the codec's limit set to what the server enforces. Gives up after `timeout` (a server that
+/// never answers, or sends part of a Hello).
+pub(crate) async fn open(stream: UnixStream, timeout: Duration) -> Result<Session, ErrorKind> {
+    tokio::time::timeout(timeout, handshake(stream))
+        .await
+        .unwrap_or_else(|_| {
+            Err(ErrorKind::timed_out(
+                "waiting for the server's Hello",
+                timeout,
+            ))
+        })
+}
+
+async fn handshake(mut stream: UnixStream) -> Result<Session, ErrorKind> {
+    let gone = || ErrorKind::closed_early("before answering the Hello");
+    let mut opening = BytesMut::from(&PREAMBLE[..]);
+    Frame::Hello(Hello::new(DEFAULT_MAX_FRAME, AGENT))
+        .encode(&mut opening, DEFAULT_MAX_FRAME)
+        .map_err(ErrorKind::Protocol)?;
     stream
-        .write_all(&PREAMBLE)
+        .write_all(&opening)
         .await
-        .map_err(|e| io(socket, "sending the preamble", e))?;
-    let mut framed = Framed::new(stream, FrameCodec::new());
-    framed
-        .send(Frame::Hello(Hello::new(DEFAULT_MAX_FRAME, AGENT)))
-        .await
-        .map_err(|e| protocol(socket, e))?;
-    match framed.next().await {
+        .map_err(|e| transport("sending the Hello", e, gone))?;
+
+    // A server in raw mode echoes the preamble; a udsecho Hello differs from it by its
+    // second byte. Read until the two can be told apart, then hand the bytes to the codec.
+    let mut answer = BytesMut::with_capacity(4096);
+    while answer.len() < PREAMBLE.len() && PREAMBLE.starts_with(&answer) {
+        let n = stream
+            .read_buf(&mut answer)
+            .await
+            .map_err(|e| transport("waiting for the server's Hello", e, gone))?;
+        if n == 0 {
+            break;
+        }
+    }
+    if answer.starts_with(&PREAMBLE) {
+        return Err(ErrorKind::RawModeServer);
+    }
+    let mut parts = FramedParts::new::<Frame>(stream, FrameCodec::new());
+    parts.read_buf = answer;
+    let mut session = Session {
+        framed: Framed::from_parts(parts),
+    };
+    match session.next().await {
         Some(Ok(Frame::Hello(answer))) => {
-            udsecho_proto::accept_server_version(answer.version)
-                .map_err(|e| protocol(socket, e))?;
-            framed
+            udsecho_proto::accept_server_version(answer.version).map_err(ErrorKind::Protocol)?;
+            session
+                .framed
                 .codec_mut()
                 .set_max_frame(answer.max_frame.min(DEFAULT_MAX_FRAME));
-            Ok(framed)
+            Ok(session)
         }
-        Some(Ok(other)) => Err(unexpected(socket, other)),
-        Some(Err(e)) => Err(protocol(socket, e)),
-        None => Err(ClientError::ClosedEarly {
-            socket: socket.to_owned(),
-            detail: "no Hello from the server; is it a udsecho server in framed or auto mode?"
-                .to_owned(),
-        }),
+        Some(Ok(other)) => Err(unexpected(other)),
+        Some(Err(e)) => Err(protocol(e)),
+        None => Err(ErrorKind::closed_early(
+            "no Hello from the server; is it a udsecho server in framed or auto mode?",
+        )),
     }
+}
+
+/// Whether bytes that came back to a raw client open with a udsecho Error frame: what a
+/// server in framed-only mode answers to anything but the preamble.
+pub(crate) fn is_framed_refusal(bytes: &[u8]) -> bool {
+    matches!(Header::peek(bytes, u32::MAX), Ok(Some(h)) if h.kind == Kind::Error)
 }
 
 /// The error for a frame the client did not expect (an Error frame becomes the server's
 /// message).
-pub(crate) fn unexpected(socket: &str, frame: Frame) -> ClientError {
+pub(crate) fn unexpected(frame: Frame) -> ErrorKind {
     match frame {
-        Frame::Error(e) => ClientError::Server {
-            socket: socket.to_owned(),
+        Frame::Error(e) => ErrorKind::Server {
             code: e.code,
             message: e.message,
         },
-        other => ClientError::Protocol {
-            socket: socket.to_owned(),
-            source: udsecho_proto::ProtoError::UnexpectedFrame {
-                kind: other.kind(),
-                why: "not expected from a server here",
-            },
-        },
+        other => ErrorKind::Protocol(ProtoError::UnexpectedFrame {
+            kind: other.kind(),
+            why: "not expected from a server here",
+        }),
     }
 }
 
-pub(crate) fn protocol(socket: &str, e: udsecho_proto::ProtoError) -> ClientError {
+/// A codec failure: a transport error, or the server breaking the protocol.
+pub(crate) fn protocol(e: ProtoError) -> ErrorKind {
     match e {
-        udsecho_proto::ProtoError::Io(source) => {
-            transport(socket, "talking to the server", source, || {
-                ClientError::ClosedEarly {
-                    socket: socket.to_owned(),
-                    detail: "in the middle of the session".to_owned(),
-                }
-            })
-        }
-        source => ClientError::Protocol {
-            socket: socket.to_owned(),
-            source,
-        },
-    }
-}
-
-pub(crate) fn io(socket: &str, what: &'static str, source: std::io::Error) -> ClientError {
-    ClientError::Io {
-        socket: socket.to_owned(),
-        what,
-        source,
+        ProtoError::Io(source) => transport("talking to the server", source, || {
+            ErrorKind::closed_early("in the middle of the session")
+        }),
+        source => ErrorKind::Protocol(source),
     }
 }
 
@@ -93,14 +153,79 @@ pub(crate) fn io(socket: &str, what: &'static str, source: std::io::Error) -> Cl
 /// mean the server closed the connection (which of them the kernel reports depends on timing),
 /// so they become `gone()`; anything else is an I/O error.
 pub(crate) fn transport(
-    socket: &str,
-    what: &'static str,
+    doing: &'static str,
     source: std::io::Error,
-    gone: impl FnOnce() -> ClientError,
-) -> ClientError {
+    gone: impl FnOnce() -> ErrorKind,
+) -> ErrorKind {
     use std::io::ErrorKind::{BrokenPipe, ConnectionReset, UnexpectedEof};
     match source.kind() {
         BrokenPipe | ConnectionReset | UnexpectedEof => gone(),
-        _ => io(socket, what, source),
+        _ => ErrorKind::Io { doing, source },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const LIMIT: Duration = Duration::from_secs(5);
+
+    #[tokio::test]
+    async fn a_server_that_closed_before_the_preamble_is_closed_early_not_a_broken_pipe() {
+        let (client, server) = UnixStream::pair().unwrap();
+        drop(server);
+        let err = open(client, LIMIT).await.unwrap_err();
+        assert!(
+            matches!(err, ErrorKind::ClosedEarly { .. }),
+            "{}",
+            crate::error::report(&err)
+        );
+    }
+
+    #[tokio::test]
+    async fn an_echoed_preamble_means_a_raw_server() {
+        let (client, mut server) = UnixStream::pair().unwrap();
+        let echo = tokio::spawn(async move {
+            let mut buf = [0u8; 4096];
+            // Echo one byte at a time: detection must not depend on read sizes.
+            loop {
+                match server.read(&mut buf[..1]).await {
+                    Ok(0) | Err(_) => break,
+                    Ok(_) => {
+                        if server.write_all(&buf[..1]).await.is_err() {
+                            break;
+                        }
+                    }
+                }
+            }
+        });
+        let err = open(client, LIMIT).await.unwrap_err();
+        assert!(matches!(err, ErrorKind::RawModeServer), "{err}");
+        echo.abort();
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_server_that_never_answers_times_out() {
+        let (client, _server) = UnixStream::pair().unwrap();
+        let err = open(client, Duration::from_secs(3)).await.unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "timed out after 3s waiting for the server's Hello"
+        );
+    }
+
+    #[test]
+    fn an_error_frame_is_recognised_as_a_framed_only_refusal() {
+        let mut bytes = BytesMut::new();
+        Frame::Error(udsecho_proto::ErrorFrame::new(
+            udsecho_proto::ErrorCode::UnexpectedFrame,
+            "framed only",
+        ))
+        .encode(&mut bytes, DEFAULT_MAX_FRAME)
+        .unwrap();
+        assert!(is_framed_refusal(&bytes));
+        assert!(is_framed_refusal(&bytes[..5]), "the header is enough");
+        assert!(!is_framed_refusal(b"hello world"));
+        assert!(!is_framed_refusal(&bytes[..4]));
     }
 }

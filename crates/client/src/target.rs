@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use tokio::net::UnixStream;
 
-use crate::error::ClientError;
+use crate::error::{ClientError, ErrorKind};
 
 /// Where the server is: a socket file, or a Linux abstract socket (`@name`).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -32,8 +32,24 @@ impl Target {
         Target::Path(default_socket_dir().join("echo.sock"))
     }
 
+    /// The longest socket path that fits in `sun_path` (108 bytes with its terminating NUL).
+    pub const MAX_PATH: usize = 107;
+
+    /// The longest this target can be: a path as above; an abstract name has no NUL at the
+    /// end, and its `@` stands for the NUL at the start.
+    fn len_and_max(&self) -> (usize, usize) {
+        match self {
+            Target::Path(path) => (path.as_os_str().len(), Self::MAX_PATH),
+            Target::Abstract(name) => (1 + name.len(), Self::MAX_PATH + 1),
+        }
+    }
+
     /// Connects, retrying while the server's backlog is full, for at most `timeout`.
     pub async fn connect(&self, timeout: Duration) -> Result<UnixStream, ClientError> {
+        let (len, max) = self.len_and_max();
+        if len > max {
+            return Err(ErrorKind::PathTooLong { len, max }.at(self));
+        }
         self.check_default_dir()?;
         let attempt = async {
             loop {
@@ -48,12 +64,8 @@ impl Target {
         };
         match tokio::time::timeout(timeout, attempt).await {
             Ok(Ok(stream)) => Ok(stream),
-            Ok(Err(e)) => Err(self.connect_error(e)),
-            Err(_) => Err(ClientError::TimedOut {
-                socket: self.to_string(),
-                what: "connecting",
-                after: timeout,
-            }),
+            Ok(Err(e)) => Err(self.connect_error(e).at(self)),
+            Err(_) => Err(ErrorKind::timed_out("connecting", timeout).at(self)),
         }
     }
 
@@ -76,18 +88,28 @@ impl Target {
         }
     }
 
-    fn connect_error(&self, e: io::Error) -> ClientError {
-        let socket = self.to_string();
-        match e.kind() {
-            io::ErrorKind::NotFound => ClientError::NoSuchSocket(socket),
-            io::ErrorKind::ConnectionRefused => match self {
-                Target::Path(path) if !is_socket(path) => ClientError::NotASocket(socket),
-                _ => ClientError::Refused(socket),
+    fn connect_error(&self, e: io::Error) -> ErrorKind {
+        match (e.kind(), self) {
+            (io::ErrorKind::NotFound, Target::Path(path)) => match path.parent() {
+                // Not "start a server there": no server can bind in a missing directory.
+                // (The default directory is the exception: the server creates it.)
+                Some(dir)
+                    if !dir.as_os_str().is_empty()
+                        && !dir.exists()
+                        && dir != default_socket_dir() =>
+                {
+                    ErrorKind::NoSuchDirectory(dir.to_owned())
+                }
+                _ => ErrorKind::NoSuchSocket,
             },
-            io::ErrorKind::PermissionDenied => ClientError::PermissionDenied(socket),
-            _ => ClientError::Io {
-                socket,
-                what: "connecting",
+            (io::ErrorKind::ConnectionRefused, Target::Path(path)) if !is_socket(path) => {
+                ErrorKind::NotASocket
+            }
+            (io::ErrorKind::ConnectionRefused, Target::Path(_)) => ErrorKind::Stale,
+            (io::ErrorKind::ConnectionRefused, Target::Abstract(_)) => ErrorKind::NotListening,
+            (io::ErrorKind::PermissionDenied, _) => ErrorKind::PermissionDenied,
+            _ => ErrorKind::Io {
+                doing: "connecting",
                 source: e,
             },
         }
@@ -106,14 +128,7 @@ impl Target {
         }
         match private_dir_problem(&dir) {
             None => Ok(()),
-            Some(why) => Err(ClientError::Io {
-                socket: self.to_string(),
-                what: "checking the socket's directory",
-                source: io::Error::other(format!(
-                    "{}: {why}; the default socket must live in a directory only you can use",
-                    dir.display()
-                )),
-            }),
+            Some(why) => Err(ErrorKind::UnsafeDirectory { dir, why }.at(self)),
         }
     }
 }

@@ -2,7 +2,8 @@
 //!
 //! It starts servers on fresh temp sockets and waits until they accept (polling connect with
 //! a deadline, never a blind sleep), signals and reaps them, runs the client with a given
-//! stdin and a deadline, and offers raw and framed test peers. Every child is killed when its
+//! stdin and a deadline, offers raw and framed test peers, and drives real shells and `man` over the
+//! completion scripts and man pages the binaries generate. Every child is killed when its
 //! handle drops, so a failing test never leaks a process. It uses no server or client
 //! internals: only the binaries, and `udsecho-proto` to speak frames.
 
@@ -11,6 +12,7 @@ mod fixtures;
 pub mod model;
 mod peers;
 mod process;
+mod shells;
 
 pub use crate::bins::{bin_dir, binary, use_bin_dir};
 pub use crate::fixtures::{checksum, random_payload, short_temp_dir};
@@ -18,4 +20,5 @@ pub use crate::peers::{FramedPeer, StreamingPeer, connect, raw_round_trip, wait_
 pub use crate::process::{
     ClientRun, Server, ServerBuilder, open_fds, raise_fd_limit, rss_kib, run_client, signal,
 };
+pub use crate::shells::{Shell, complete, render_man};
 pub use rustix::process::Signal;

@@ -24,10 +24,6 @@ use udsecho_server::{
 #[derive(Debug, Parser)]
 #[command(version, about, long_about, max_term_width = 100)]
 struct Cli {
-    /// Print a man page (`man`) or shell completions (`bash`, `zsh`, `fish`) and exit
-    #[arg(long, hide = true, value_name = "WHAT", value_parser = ["man", "bash", "zsh", "fish"])]
-    generate: Option<String>,
-
     /// Socket to listen on; `@name` is a Linux abstract socket (no file)
     /// [default: echo.sock in $XDG_RUNTIME_DIR/udsecho/, else /run/udsecho/ for root,
     /// /tmp/udsecho-$UID/ for others; a 0700 directory the server creates]
@@ -218,12 +214,15 @@ fn raise_fd_limit() {
 }
 
 fn main() -> ExitCode {
+    // Release tooling only (`cargo xtask dist`): not a flag, so it is in no help text and no
+    // completion.
+    let args: Vec<String> = std::env::args().collect();
+    if args.get(1).map(String::as_str) == Some("--generate") {
+        return generate(&args[2..]);
+    }
     let cli = Cli::parse();
     if let Err(e) = cli.check() {
         e.exit();
-    }
-    if let Some(what) = &cli.generate {
-        return generate(what);
     }
     // The socket's mode is set on the socket itself before bind (see socket_file); the umask
     // would only narrow it behind the user's back. The server creates no other file without an
@@ -288,22 +287,102 @@ async fn serve(
     Ok(served?)
 }
 
-/// Writes the man page or a completion script, generated from the flag definitions.
-fn generate(what: &str) -> ExitCode {
-    let mut command = Cli::command();
-    let mut out = std::io::stdout();
-    let written = match what {
-        "man" => clap_mangen::Man::new(command).render(&mut out),
-        shell => match shell.parse::<clap_complete::Shell>() {
-            Ok(shell) => {
-                clap_complete::generate(shell, &mut command, "udsecho-server", &mut out);
-                Ok(())
-            }
-            Err(e) => Err(std::io::Error::other(e)),
-        },
+/// `--generate man DIR` writes the man page into DIR; `--generate bash|zsh|fish` prints a
+/// completion script. Used by `cargo xtask dist`.
+fn generate(args: &[String]) -> ExitCode {
+    let written = match args {
+        [what, dir] if what == "man" => man_page(std::path::Path::new(dir)),
+        [shell] => completions(shell),
+        _ => Err(std::io::Error::other(
+            "usage: udsecho-server --generate man DIR | bash | zsh | fish",
+        )),
     };
     match written {
         Ok(()) => ExitCode::SUCCESS,
-        Err(e) => fail(&format!("--generate {what}: {e}")),
+        Err(e) => fail(&format!("--generate: {e}")),
     }
+}
+
+/// The man page's ENVIRONMENT section: (variable, what it does).
+const ENVIRONMENT: [(&str, &str); 5] = [
+    (
+        "UDSECHO_SOCKET",
+        "The socket to listen on when --socket is not given.",
+    ),
+    (
+        "RUST_LOG",
+        "A tracing filter (e.g. debug, or warn,udsecho_server=trace); when set it overrides -v and -q.",
+    ),
+    (
+        "NO_COLOR",
+        "When set (and not empty), log lines carry no colour. Colour is used only when stderr is a terminal.",
+    ),
+    (
+        "JOURNAL_STREAM",
+        "Set by systemd when stderr goes to the journal: each line then starts with its syslog priority (<6>, <4>...) instead of a level word, without colour.",
+    ),
+    (
+        "LISTEN_FDS, LISTEN_PID",
+        "systemd socket activation: serve the listening socket passed as descriptor 3, and never unlink it.",
+    ),
+];
+
+/// The man page's EXIT STATUS section.
+const EXIT_STATUS: [(&str, &str); 3] = [
+    (
+        "0",
+        "A clean shutdown: after SIGINT, SIGTERM or SIGHUP (drain, then remove the socket file), or SIGQUIT (cut every connection, remove the file).",
+    ),
+    (
+        "1",
+        "The server cannot start or cannot go on serving; one line on stderr names the socket and the cause (a live server there, not a socket, path too long, missing directory, permission denied).",
+    ),
+    ("2", "Bad flags or values (usage error)."),
+];
+
+fn man_page(dir: &std::path::Path) -> std::io::Result<()> {
+    use std::io::Write;
+    let man = clap_mangen::Man::new(Cli::command());
+    let path = dir.join(man.get_filename());
+    let mut out = std::io::BufWriter::new(std::fs::File::create(&path)?);
+    man.render_title(&mut out)?;
+    man.render_name_section(&mut out)?;
+    man.render_synopsis_section(&mut out)?;
+    man.render_description_section(&mut out)?;
+    man.render_options_section(&mut out)?;
+    roff_section(&mut out, "ENVIRONMENT", &ENVIRONMENT)?;
+    roff_section(&mut out, "EXIT STATUS", &EXIT_STATUS)?;
+    man.render_version_section(&mut out)?;
+    out.flush()?;
+    println!("{}", path.display());
+    Ok(())
+}
+
+/// A man page section of tagged paragraphs, in roff.
+fn roff_section(
+    out: &mut impl std::io::Write,
+    title: &str,
+    items: &[(&str, &str)],
+) -> std::io::Result<()> {
+    fn escape(text: &str) -> String {
+        let text = text.replace('\\', "\\e").replace('-', "\\-");
+        if text.starts_with(['.', '\'']) {
+            format!("\\&{text}")
+        } else {
+            text
+        }
+    }
+    writeln!(out, ".SH \"{title}\"")?;
+    for (term, text) in items {
+        writeln!(out, ".TP\n\\fB{}\\fR\n{}", escape(term), escape(text))?;
+    }
+    Ok(())
+}
+
+fn completions(shell: &str) -> std::io::Result<()> {
+    use std::io::Write;
+    let shell: clap_complete::Shell = shell.parse().map_err(std::io::Error::other)?;
+    let mut script = Vec::new();
+    clap_complete::generate(shell, &mut Cli::command(), "udsecho-server", &mut script);
+    std::io::stdout().write_all(&script)
 }

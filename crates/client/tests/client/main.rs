@@ -1,0 +1,88 @@
+//! The client binary against our server, against small misbehaving test servers, and as a
+//! user's shell sees it (usage errors, man pages, completions). One test binary, a module per
+//! concern.
+
+mod bench;
+mod connect;
+mod docs;
+mod pipe;
+mod send;
+mod usage;
+
+use std::io::Read;
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Output};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use assert_cmd::Command;
+
+/// How long any one client run may take before the test calls it hung.
+pub(crate) const LIMIT: Duration = Duration::from_secs(20);
+
+/// The client binary with no socket chosen and `UDSECHO_SOCKET` cleared.
+pub(crate) fn bare_client() -> Command {
+    let mut cmd = Command::new(udsecho_harness::binary("udsecho-client"));
+    cmd.env_remove("UDSECHO_SOCKET")
+        .env_remove("RUST_LOG")
+        .timeout(LIMIT);
+    cmd
+}
+
+/// The client binary pointed at `socket` with `--socket`.
+pub(crate) fn client(socket: &Path) -> Command {
+    let mut cmd = bare_client();
+    cmd.arg("--socket").arg(socket);
+    cmd
+}
+
+/// A one-shot test server on a fresh socket: `serve` gets the accepted connection.
+pub(crate) fn fake_server(
+    serve: impl FnOnce(UnixStream) + Send + 'static,
+) -> (tempfile::TempDir, PathBuf) {
+    let dir = udsecho_harness::short_temp_dir();
+    let path = dir.path().join("fake.sock");
+    let listener = UnixListener::bind(&path).unwrap();
+    thread::spawn(move || {
+        if let Ok((stream, _)) = listener.accept() {
+            serve(stream);
+        }
+    });
+    (dir, path)
+}
+
+/// A server that accepts, reads everything it is sent and never answers.
+pub(crate) fn mute_server() -> (tempfile::TempDir, PathBuf) {
+    fake_server(|mut stream| {
+        let mut sink = Vec::new();
+        let _ = stream.read_to_end(&mut sink);
+    })
+}
+
+/// Waits for `child` to exit, killing it (and failing) after `within`; collects its output.
+pub(crate) fn wait_within(mut child: Child, within: Duration) -> Output {
+    let deadline = Instant::now() + within;
+    loop {
+        if child.try_wait().unwrap().is_some() {
+            return child.wait_with_output().unwrap();
+        }
+        if Instant::now() >= deadline {
+            let _ = child.kill();
+            let out = child.wait_with_output().unwrap();
+            panic!(
+                "the client was still running after {within:?}; stderr: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        thread::sleep(Duration::from_millis(5));
+    }
+}
+
+/// The one line the client printed on stderr (fails if there is not exactly one).
+pub(crate) fn one_line(stderr: &[u8]) -> String {
+    let text = String::from_utf8_lossy(stderr);
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.len(), 1, "expected one line on stderr, got: {text:?}");
+    lines[0].to_owned()
+}

@@ -1,0 +1,131 @@
+//! Flags that cannot work are usage errors (exit 2) with a line saying what is allowed;
+//! nothing panics.
+
+use predicates::prelude::*;
+
+use crate::bare_client;
+
+/// Runs the client with `args` (a socket that is never reached) and returns its stderr,
+/// checking the exit status is 2 and nothing panicked.
+fn usage_error(args: &[&str]) -> String {
+    let out = bare_client()
+        .args(["-s", "/nonexistent/never-used.sock"])
+        .args(args)
+        .assert()
+        .code(2)
+        .stderr(predicate::str::contains("panicked").not())
+        .get_output()
+        .clone();
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+/// The `error:` line of a clap usage error.
+fn error_line(stderr: &str) -> &str {
+    stderr
+        .lines()
+        .find(|l| l.starts_with("error:"))
+        .unwrap_or_else(|| panic!("no error line in {stderr:?}"))
+}
+
+#[test]
+fn zero_and_absurd_values_are_usage_errors_that_say_what_is_allowed() {
+    let cases: &[(&[&str], &str)] = &[
+        (
+            &["send", "-i", "0", "-n", "2"],
+            "error: invalid value '0' for '--interval <DUR>': must be more than 0",
+        ),
+        (
+            &["send", "-n", "0"],
+            "error: invalid value '0' for '--count <N>': 0 is not in 1..18446744073709551615",
+        ),
+        (
+            &["send", "-m", ""],
+            "error: invalid value '' for '--message <TEXT>': the message must not be empty",
+        ),
+        (
+            &["bench", "-c", "0"],
+            "error: invalid value '0' for '--connections <N>': 0 is not in 1..=1000000",
+        ),
+        (
+            &["bench", "-d", "0s"],
+            "error: invalid value '0s' for '--duration <DUR>': must be more than 0",
+        ),
+        (
+            &["bench", "-d", "2000000years"],
+            "error: invalid value '2000000years' for '--duration <DUR>': at most 1 year",
+        ),
+        (
+            &["bench", "--pipeline", "100000000"],
+            "error: invalid value '100000000' for '--pipeline <N>': 100000000 is not in 1..=65536",
+        ),
+        (
+            &["--timeout", "0ms", "send"],
+            "error: invalid value '0ms' for '--timeout <DUR>': must be more than 0",
+        ),
+    ];
+    for (args, line) in cases {
+        let stderr = usage_error(args);
+        assert!(error_line(&stderr).starts_with(line), "{args:?}: {stderr}");
+    }
+}
+
+#[test]
+fn an_empty_socket_path_is_a_usage_error() {
+    for args in [&["-s", ""][..], &[""], &["send", ""]] {
+        let out = bare_client()
+            .args(args)
+            .assert()
+            .code(2)
+            .get_output()
+            .clone();
+        let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert!(
+            error_line(&stderr).contains("the socket path must not be empty"),
+            "{args:?}: {stderr}"
+        );
+    }
+}
+
+#[test]
+fn two_different_sockets_are_a_usage_error() {
+    let stderr = usage_error(&["/tmp/other.sock"]);
+    assert!(
+        error_line(&stderr).contains("the socket is given twice"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn help_texts_read_alike() {
+    let out = bare_client()
+        .arg("--help")
+        .assert()
+        .success()
+        .get_output()
+        .clone();
+    let help = String::from_utf8_lossy(&out.stdout);
+    let pipe = help
+        .lines()
+        .find(|l| l.trim_start().starts_with("pipe "))
+        .unwrap_or_else(|| panic!("no pipe line in {help}"));
+    let description = pipe.trim_start()["pipe".len()..].trim_start();
+    assert!(
+        description.starts_with(|c: char| c.is_uppercase()),
+        "capitalised like the others: {pipe:?}"
+    );
+
+    let out = bare_client()
+        .args(["bench", "--help"])
+        .assert()
+        .success()
+        .get_output()
+        .clone();
+    let help = String::from_utf8_lossy(&out.stdout);
+    let framed = help
+        .lines()
+        .skip_while(|l| !l.contains("--framed"))
+        .take(2)
+        .collect::<String>();
+    assert!(!framed.is_empty(), "{help}");
+    assert!(!framed.contains("pipe"), "bench's --framed: {framed:?}");
+}
