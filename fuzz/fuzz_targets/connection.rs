@@ -34,7 +34,7 @@ fn server() -> &'static PathBuf {
             runtime.block_on(async {
                 let mut config = Config::new(SocketAddress::Path(socket));
                 config.max_frame = MAX_FRAME;
-                let listener = Listener::bind(&config.socket, config.socket_mode)
+                let listener = Listener::bind(&config.socket, config.socket_mode, config.socket_type)
                     .await
                     .expect("bind");
                 ready_tx.send(()).expect("ready");

@@ -25,7 +25,8 @@ pub fn connect(path: &Path) -> io::Result<UnixStream> {
 }
 
 /// Connects to `path` until it accepts or `deadline` passes; `gave_up` is asked between
-/// tries (a server that exited will never accept).
+/// tries (a server that exited will never accept). A socket of another type (a seqpacket or
+/// datagram server) answers a stream connect with `EPROTOTYPE`: it is there, so it is ready.
 pub fn wait_for_socket(
     path: &Path,
     deadline: Instant,
@@ -34,6 +35,9 @@ pub fn wait_for_socket(
     loop {
         match connect(path) {
             Ok(_) => return Ok(()),
+            Err(e) if e.raw_os_error() == Some(rustix::io::Errno::PROTOTYPE.raw_os_error()) => {
+                return Ok(());
+            }
             Err(e) if Instant::now() >= deadline => return Err(e),
             Err(_) if gave_up() => {
                 return Err(io::Error::other("the process exited before it accepted"));

@@ -42,6 +42,39 @@ impl fmt::Display for Mode {
     }
 }
 
+/// Which kind of Unix socket to serve.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum SocketType {
+    /// `SOCK_STREAM`: a byte stream (what `nc -U` speaks); raw and framed modes.
+    #[default]
+    Stream,
+    /// `SOCK_SEQPACKET`: connections of messages; each message is echoed as one message.
+    Seqpacket,
+    /// `SOCK_DGRAM`: no connections; each datagram is answered to its sender's address.
+    Datagram,
+}
+
+impl SocketType {
+    /// The socket type as the kernel names it.
+    pub(crate) fn raw(self) -> rustix::net::SocketType {
+        match self {
+            SocketType::Stream => rustix::net::SocketType::STREAM,
+            SocketType::Seqpacket => rustix::net::SocketType::SEQPACKET,
+            SocketType::Datagram => rustix::net::SocketType::DGRAM,
+        }
+    }
+}
+
+impl fmt::Display for SocketType {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            SocketType::Stream => "stream",
+            SocketType::Seqpacket => "seqpacket",
+            SocketType::Datagram => "datagram",
+        })
+    }
+}
+
 /// Where a socket lives: a file, or a name in Linux's abstract namespace (`@name`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum SocketAddress {
@@ -106,6 +139,8 @@ pub const DEFAULT_SOCKET_MODE: u32 = 0o600;
 pub struct Config {
     /// Where to listen (ignored when systemd passes a listener).
     pub socket: SocketAddress,
+    /// Which kind of socket to serve (a socket systemd passes says its own type).
+    pub socket_type: SocketType,
     /// How connections are interpreted.
     pub mode: Mode,
     /// The largest frame body `L` accepted in framed mode.
@@ -128,6 +163,7 @@ impl Config {
     pub fn new(socket: SocketAddress) -> Self {
         Config {
             socket,
+            socket_type: SocketType::Stream,
             mode: Mode::Auto,
             max_frame: udsecho_proto::DEFAULT_MAX_FRAME,
             max_connections: 16_384,

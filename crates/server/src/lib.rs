@@ -7,7 +7,7 @@
 //! use udsecho_server::{Config, Listener, Shutdown, SocketAddress};
 //!
 //! let config = Config::new(SocketAddress::parse("/tmp/echo.sock"));
-//! let listener = Listener::bind(&config.socket, config.socket_mode).await?;
+//! let listener = Listener::bind(&config.socket, config.socket_mode, config.socket_type).await?;
 //! let shutdown = Shutdown::new();
 //! let server = tokio::spawn({
 //!     let shutdown = shutdown.clone();
@@ -21,8 +21,10 @@
 
 mod config;
 mod connection;
+mod datagram;
 mod listener;
 pub mod logging;
+mod notify;
 mod server;
 mod shutdown;
 mod signals;
@@ -30,9 +32,9 @@ mod socket_file;
 
 pub use crate::config::{
     Config, DEFAULT_SOCKET_MODE, DEFAULT_SOCKET_NAME, MAX_SOCKET_PATH, Mode, SocketAddress,
-    default_socket_dir,
+    SocketType, default_socket_dir,
 };
-pub use crate::listener::{ListenError, Listener};
+pub use crate::listener::{Inherited, ListenError, Listener};
 pub use crate::server::{ServeError, run};
 pub use crate::shutdown::Shutdown;
 pub use crate::signals::Signals;

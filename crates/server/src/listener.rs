@@ -1,12 +1,15 @@
-//! The listening socket: a socket file (its lifecycle lives in `socket_file`), a Linux
-//! abstract name, or a socket handed over by systemd.
+//! What the server serves: a socket of any Unix type bound at a path (its lifecycle lives in
+//! `socket_file`) or a Linux abstract name, or a socket handed over by systemd or inetd.
 
 use std::io;
 use std::path::{Path, PathBuf};
 
-use tokio::net::UnixListener;
+use std::os::fd::OwnedFd;
 
-use crate::config::{MAX_SOCKET_PATH, SocketAddress};
+use tokio::io::unix::AsyncFd;
+use tokio::net::{UnixDatagram, UnixListener, UnixStream};
+
+use crate::config::{MAX_SOCKET_PATH, SocketAddress, SocketType};
 use crate::socket_file::{self, SocketFile};
 
 /// Why the server could not start listening. Each variant names the socket it concerns.
@@ -81,9 +84,14 @@ pub enum ListenError {
     /// Abstract sockets exist on Linux only.
     #[error("@{0}: abstract sockets are only available on Linux")]
     AbstractUnsupported(String),
-    /// systemd passed descriptors that are not a listening Unix socket.
+    /// systemd passed descriptors that are not a Unix socket.
     #[error("socket activation: {0}")]
     Activation(io::Error),
+    /// `--inetd` without a Unix socket on standard input.
+    #[error(
+        "--inetd: {0} (inetd, systemd's Accept=yes and ucspi's unixserver pass the connection there)"
+    )]
+    Inetd(String),
     /// Any other OS error.
     #[error("{socket}: {op}: {source}")]
     Io {
@@ -126,26 +134,90 @@ fn parent(path: &Path) -> &Path {
     }
 }
 
-/// A listening socket, and the socket file this server owns, if any.
+/// What the server serves: a socket that takes connections, a datagram socket, or one
+/// connection a supervisor accepted for it.
+#[derive(Debug)]
+pub(crate) enum Socket {
+    /// A listening stream socket.
+    Stream(UnixListener),
+    /// A listening seqpacket socket.
+    Seqpacket(AsyncFd<OwnedFd>),
+    /// A bound datagram socket.
+    Datagram(UnixDatagram),
+    /// One connected stream socket (systemd `Accept=yes`, `--inetd`): serve it, then stop.
+    OneStream(UnixStream),
+    /// One connected seqpacket socket.
+    OneSeqpacket(OwnedFd),
+}
+
+impl Socket {
+    /// Wraps a bound, non-blocking socket of type `kind`; `listening` tells a listener from a
+    /// connection. Must be called inside the runtime.
+    fn new(fd: OwnedFd, kind: SocketType, listening: bool) -> io::Result<Socket> {
+        Ok(match (kind, listening) {
+            (SocketType::Stream, true) => Socket::Stream(UnixListener::from_std(fd.into())?),
+            (SocketType::Stream, false) => Socket::OneStream(UnixStream::from_std(fd.into())?),
+            (SocketType::Seqpacket, true) => Socket::Seqpacket(register(fd)?),
+            (SocketType::Seqpacket, false) => Socket::OneSeqpacket(fd),
+            (SocketType::Datagram, _) => Socket::Datagram(UnixDatagram::from_std(fd.into())?),
+        })
+    }
+
+    /// The kind of socket it is.
+    pub(crate) fn kind(&self) -> SocketType {
+        match self {
+            Socket::Stream(_) | Socket::OneStream(_) => SocketType::Stream,
+            Socket::Seqpacket(_) | Socket::OneSeqpacket(_) => SocketType::Seqpacket,
+            Socket::Datagram(_) => SocketType::Datagram,
+        }
+    }
+}
+
+/// Registers a socket the caller owns outright with the runtime (tokio has no seqpacket type).
+///
+/// `AsyncFd::new` is deprecated because a registered descriptor could be closed behind the
+/// runtime's back through `get_mut`; its replacement is `unsafe`, which this workspace
+/// forbids. Here the `AsyncFd` owns the `OwnedFd`, and no code calls `get_mut` on it or
+/// replaces it, so the descriptor stays open exactly as long as it is registered.
+#[allow(deprecated)]
+pub(crate) fn register(fd: OwnedFd) -> io::Result<AsyncFd<OwnedFd>> {
+    AsyncFd::new(fd)
+}
+
+/// A socket to serve, and the socket file this server owns, if any.
 #[derive(Debug)]
 pub struct Listener {
-    /// Accepts connections; dropped first at shutdown so no new peer gets in.
-    pub(crate) socket: UnixListener,
+    /// What to serve; dropped first at shutdown so no new peer gets in.
+    pub(crate) socket: Socket,
     /// The file to remove at the end; `None` for abstract and inherited sockets.
     pub(crate) owned_file: Option<SocketFile>,
     /// How to name this socket in logs.
     pub(crate) name: String,
 }
 
+/// A socket systemd passed (`LISTEN_FDS`), taken before any thread starts.
+#[derive(Debug)]
+pub struct Inherited {
+    fd: OwnedFd,
+    kind: SocketType,
+    /// A listening socket (`Accept=no`), or one connection (`Accept=yes`).
+    listening: bool,
+    /// The name for logs: `LISTEN_FDNAMES`, else the socket's path.
+    name: String,
+}
+
 impl Listener {
-    /// Binds `address`, handling every case of the socket file's lifecycle.
-    pub async fn bind(address: &SocketAddress, socket_mode: u32) -> Result<Listener, ListenError> {
+    /// Binds `address` as a socket of type `kind`, handling every case of the socket file's
+    /// lifecycle.
+    pub async fn bind(
+        address: &SocketAddress,
+        socket_mode: u32,
+        kind: SocketType,
+    ) -> Result<Listener, ListenError> {
         match address {
             SocketAddress::Path(path) => {
-                let (socket, file) = socket_file::bind(path, socket_mode).await?;
-                let socket = socket
-                    .set_nonblocking(true)
-                    .and_then(|()| UnixListener::from_std(socket))
+                let (fd, file) = socket_file::bind(path, socket_mode, kind).await?;
+                let socket = Socket::new(fd, kind, true)
                     .map_err(|e| ListenError::io(path, "registering the socket", e))?;
                 Ok(Listener {
                     socket,
@@ -153,7 +225,7 @@ impl Listener {
                     name: path.display().to_string(),
                 })
             }
-            SocketAddress::Abstract(name) => bind_abstract(name),
+            SocketAddress::Abstract(name) => bind_abstract(name, kind),
         }
     }
 
@@ -167,54 +239,144 @@ impl Listener {
         ))
     }
 
-    /// Takes the listener systemd passed (`LISTEN_FDS`), if there is one. The socket belongs
-    /// to systemd: this server never unlinks it.
+    /// Takes the socket systemd passed (`LISTEN_FDS`, `LISTEN_PID`), if there is one: a
+    /// listening stream or seqpacket socket, a datagram socket, or (`Accept=yes`) one
+    /// connection. The socket belongs to systemd: this server never unlinks it.
     ///
-    /// Call it before starting threads: it clears the `LISTEN_*` variables.
-    pub fn from_systemd() -> Result<Option<std::os::unix::net::UnixListener>, ListenError> {
+    /// Call it before starting threads: it clears `LISTEN_FDS` and `LISTEN_PID`.
+    pub fn from_systemd() -> Result<Option<Inherited>, ListenError> {
         let mut fds = listenfd::ListenFd::from_env();
-        if fds.len() == 0 {
-            return Ok(None);
+        match fds.len() {
+            0 => return Ok(None),
+            1 => {}
+            n => {
+                return Err(ListenError::Activation(io::Error::other(format!(
+                    "systemd passed {n} sockets; udsecho serves one (one Listen...= line per \
+                     socket unit)"
+                ))));
+            }
         }
-        match fds.take_unix_listener(0) {
-            Ok(Some(listener)) => Ok(Some(listener)),
-            Ok(None) => Err(ListenError::Activation(io::Error::other(
-                "LISTEN_FDS is set but descriptor 3 is missing",
-            ))),
-            Err(e) => Err(ListenError::Activation(e)),
+        let family = i32::from(rustix::net::AddressFamily::UNIX.as_raw());
+        for kind in [
+            SocketType::Stream,
+            SocketType::Seqpacket,
+            SocketType::Datagram,
+        ] {
+            // Each try validates the family and type; a mismatch leaves the descriptor.
+            let raw_kind = i32::try_from(kind.raw().as_raw()).unwrap_or(-1);
+            match fds.take_custom::<OwnedFd>(0, family, raw_kind, "Unix socket") {
+                Ok(Some(fd)) => {
+                    let listening = kind != SocketType::Datagram
+                        && rustix::net::sockopt::socket_acceptconn(&fd)
+                            .map_err(|e| ListenError::Activation(e.into()))?;
+                    let name = systemd_name(&fd);
+                    return Ok(Some(Inherited {
+                        fd,
+                        kind,
+                        listening,
+                        name,
+                    }));
+                }
+                Ok(None) => break,
+                Err(_) => continue,
+            }
         }
+        Err(ListenError::Activation(io::Error::other(
+            "LISTEN_FDS is set but descriptor 3 is not a Unix socket",
+        )))
     }
 
-    /// Wraps a listener inherited from systemd; must be called inside the runtime.
-    pub fn inherited(listener: std::os::unix::net::UnixListener) -> Result<Listener, ListenError> {
-        let name = match listener.local_addr() {
-            Ok(addr) => match addr.as_pathname() {
-                Some(path) => format!("{} (from systemd)", path.display()),
-                None => "a socket from systemd".to_owned(),
-            },
-            Err(_) => "a socket from systemd".to_owned(),
-        };
-        listener
-            .set_nonblocking(true)
-            .and_then(|()| UnixListener::from_std(listener))
-            .map(|socket| Listener {
-                socket,
-                owned_file: None,
-                name,
-            })
-            .map_err(ListenError::Activation)
+    /// Wraps a socket inherited from systemd; must be called inside the runtime.
+    pub fn inherited(inherited: Inherited) -> Result<Listener, ListenError> {
+        let Inherited {
+            fd,
+            kind,
+            listening,
+            name,
+        } = inherited;
+        rustix::io::ioctl_fionbio(&fd, true).map_err(|e| ListenError::Activation(e.into()))?;
+        let socket = Socket::new(fd, kind, listening).map_err(ListenError::Activation)?;
+        Ok(Listener {
+            socket,
+            owned_file: None,
+            name,
+        })
+    }
+
+    /// `--inetd`: standard input is the socket to serve (inetd, systemd's `Accept=yes` with
+    /// `StandardInput=socket`, ucspi-unix's `unixserver`, s6-ipcserver all pass one there):
+    /// a connection, served until it ends, or a datagram socket. Inside the runtime.
+    pub fn inetd() -> Result<Listener, ListenError> {
+        use std::os::fd::AsFd;
+        let not_a_socket = |why: String| ListenError::Inetd(why);
+        let fd = io::stdin()
+            .as_fd()
+            .try_clone_to_owned()
+            .map_err(|e| not_a_socket(format!("standard input: {e}")))?;
+        let stat = rustix::fs::fstat(&fd).map_err(|e| not_a_socket(e.to_string()))?;
+        if rustix::fs::FileType::from_raw_mode(stat.st_mode) != rustix::fs::FileType::Socket {
+            return Err(not_a_socket("standard input is not a socket".to_owned()));
+        }
+        let family =
+            rustix::net::sockopt::socket_domain(&fd).map_err(|e| not_a_socket(e.to_string()))?;
+        if family != rustix::net::AddressFamily::UNIX {
+            return Err(not_a_socket(
+                "standard input is not a Unix socket".to_owned(),
+            ));
+        }
+        let raw =
+            rustix::net::sockopt::socket_type(&fd).map_err(|e| not_a_socket(e.to_string()))?;
+        let kind = [
+            SocketType::Stream,
+            SocketType::Seqpacket,
+            SocketType::Datagram,
+        ]
+        .into_iter()
+        .find(|k| k.raw() == raw)
+        .ok_or_else(|| not_a_socket("standard input is an unsupported socket type".to_owned()))?;
+        let listening = kind != SocketType::Datagram
+            && rustix::net::sockopt::socket_acceptconn(&fd).unwrap_or(false);
+        rustix::io::ioctl_fionbio(&fd, true).map_err(|e| not_a_socket(e.to_string()))?;
+        let socket = Socket::new(fd, kind, listening).map_err(|e| not_a_socket(e.to_string()))?;
+        Ok(Listener {
+            socket,
+            owned_file: None,
+            name: "standard input (--inetd)".to_owned(),
+        })
     }
 
     /// The socket, as shown in logs.
     pub fn name(&self) -> &str {
         &self.name
     }
+
+    /// The kind of socket served.
+    pub fn socket_type(&self) -> SocketType {
+        self.socket.kind()
+    }
+}
+
+/// How to name an inherited socket: its `LISTEN_FDNAMES` entry when systemd gave one, else
+/// its path.
+fn systemd_name(fd: &OwnedFd) -> String {
+    let given = std::env::var("LISTEN_FDNAMES")
+        .ok()
+        .and_then(|names| names.split(':').next().map(str::to_owned))
+        .filter(|name| !name.is_empty() && name != "unknown");
+    let path = rustix::net::getsockname(fd)
+        .ok()
+        .and_then(|addr| rustix::net::SocketAddrUnix::try_from(addr).ok())
+        .and_then(|addr| addr.path().map(|p| p.to_string_lossy().into_owned()));
+    match (given, path) {
+        (Some(name), Some(path)) => format!("{path} ({name}, from systemd)"),
+        (Some(name), None) => format!("{name} (from systemd)"),
+        (None, Some(path)) => format!("{path} (from systemd)"),
+        (None, None) => "a socket from systemd".to_owned(),
+    }
 }
 
 #[cfg(target_os = "linux")]
-fn bind_abstract(name: &str) -> Result<Listener, ListenError> {
-    use std::os::linux::net::SocketAddrExt;
-
+fn bind_abstract(name: &str, kind: SocketType) -> Result<Listener, ListenError> {
     let display = format!("@{name}");
     let io_err = |op, source| ListenError::Io {
         socket: display.clone(),
@@ -227,19 +389,18 @@ fn bind_abstract(name: &str) -> Result<Listener, ListenError> {
             len: name.len(),
         });
     }
-    let addr = std::os::unix::net::SocketAddr::from_abstract_name(name.as_bytes())
-        .map_err(|e| io_err("naming the abstract socket", e))?;
-    let listener = std::os::unix::net::UnixListener::bind_addr(&addr).map_err(|e| {
-        if e.kind() == io::ErrorKind::AddrInUse {
+    let addr = rustix::net::SocketAddrUnix::new_abstract_name(name.as_bytes())
+        .map_err(|e| io_err("naming the abstract socket", e.into()))?;
+    let fd = socket_file::new_socket(kind).map_err(|e| io_err("creating the socket", e))?;
+    rustix::net::bind(&fd, &addr).map_err(|e| {
+        if e == rustix::io::Errno::ADDRINUSE {
             ListenError::InUse(display.clone())
         } else {
-            io_err("binding", e)
+            io_err("binding", e.into())
         }
     })?;
-    listener
-        .set_nonblocking(true)
-        .map_err(|e| io_err("configuring", e))?;
-    let socket = UnixListener::from_std(listener).map_err(|e| io_err("registering", e))?;
+    socket_file::listen(&fd, kind).map_err(|e| io_err("listening", e))?;
+    let socket = Socket::new(fd, kind, true).map_err(|e| io_err("registering", e))?;
     Ok(Listener {
         socket,
         owned_file: None,
@@ -248,6 +409,6 @@ fn bind_abstract(name: &str) -> Result<Listener, ListenError> {
 }
 
 #[cfg(not(target_os = "linux"))]
-fn bind_abstract(name: &str) -> Result<Listener, ListenError> {
+fn bind_abstract(name: &str, _kind: SocketType) -> Result<Listener, ListenError> {
     Err(ListenError::AbstractUnsupported(name.to_owned()))
 }

@@ -7,8 +7,8 @@ use std::time::Duration;
 use clap::{ArgAction, CommandFactory, Parser, ValueEnum};
 use udsecho_server::logging::{self, Sink};
 use udsecho_server::{
-    Config, DEFAULT_SOCKET_MODE, ListenError, Listener, Mode, ServeError, Shutdown, Signals,
-    SocketAddress,
+    Config, DEFAULT_SOCKET_MODE, Inherited, ListenError, Listener, Mode, ServeError, Shutdown,
+    Signals, SocketAddress, SocketType,
 };
 
 /// A Unix-domain-socket echo server.
@@ -30,7 +30,22 @@ struct Cli {
     #[arg(short, long, env = "UDSECHO_SOCKET", value_name = "PATH", value_parser = parse_socket)]
     socket: Option<SocketAddress>,
 
-    /// How to read connections: detect per connection, or force one mode
+    /// Socket type: stream (what nc -U speaks), seqpacket (each message echoed as one
+    /// message), or datagram (each datagram answered to its sender)
+    #[arg(long = "type", value_enum, default_value_t = CliType::Stream)]
+    socket_type: CliType,
+
+    /// Short for --type datagram (as in nc -u)
+    #[arg(short = 'u', conflicts_with = "socket_type")]
+    datagram: bool,
+
+    /// Serve the one socket on standard input (inetd, systemd Accept=yes with
+    /// StandardInput=socket, ucspi-unix unixserver, s6-ipcserver), then exit
+    #[arg(long, conflicts_with_all = ["socket", "socket_mode", "socket_type", "datagram"])]
+    inetd: bool,
+
+    /// How to read stream connections: detect per connection, or force one mode
+    /// (seqpacket and datagram sockets are raw: they have their own message boundaries)
     #[arg(long, value_enum, default_value_t = CliMode::Auto)]
     mode: CliMode,
 
@@ -67,6 +82,16 @@ struct Cli {
     /// Log only warnings and errors (RUST_LOG, when set, overrides -v and -q)
     #[arg(short, long)]
     quiet: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum CliType {
+    /// SOCK_STREAM: bytes (raw or framed)
+    Stream,
+    /// SOCK_SEQPACKET: connections of messages
+    Seqpacket,
+    /// SOCK_DGRAM: datagrams, answered to their sender's address
+    Datagram,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -160,7 +185,16 @@ impl Cli {
         config.shutdown_timeout = self.shutdown_timeout;
         config.socket_mode = self.socket_mode.unwrap_or(DEFAULT_SOCKET_MODE);
         config.allow_uids = self.allow_uids.clone();
+        config.socket_type = self.socket_type();
         config
+    }
+
+    fn socket_type(&self) -> SocketType {
+        match (self.datagram, self.socket_type) {
+            (true, _) | (false, CliType::Datagram) => SocketType::Datagram,
+            (false, CliType::Seqpacket) => SocketType::Seqpacket,
+            (false, CliType::Stream) => SocketType::Stream,
+        }
     }
 
     /// Flag combinations clap cannot check on its own.
@@ -171,6 +205,16 @@ impl Cli {
                 format!(
                     "--socket-mode cannot apply to @{name}: abstract sockets have no file and no \
                      file permissions; --allow-uid is their access control"
+                ),
+            ));
+        }
+        let kind = self.socket_type();
+        if kind != SocketType::Stream && matches!(self.mode, CliMode::Framed) {
+            return Err(Cli::command().error(
+                clap::error::ErrorKind::ArgumentConflict,
+                format!(
+                    "--mode framed needs --type stream: a {kind} socket already keeps message \
+                     boundaries, so every message is echoed as it is"
                 ),
             ));
         }
@@ -247,7 +291,11 @@ fn fail(message: &dyn std::fmt::Display) -> ExitCode {
 
 fn start(cli: &Cli) -> Result<(), Failure> {
     // Read LISTEN_FDS before any thread exists: it clears the variables.
-    let inherited = Listener::from_systemd()?;
+    let inherited = if cli.inetd {
+        None
+    } else {
+        Listener::from_systemd()?
+    };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -255,17 +303,20 @@ fn start(cli: &Cli) -> Result<(), Failure> {
     runtime.block_on(serve(cli, inherited))
 }
 
-async fn serve(
-    cli: &Cli,
-    inherited: Option<std::os::unix::net::UnixListener>,
-) -> Result<(), Failure> {
+async fn serve(cli: &Cli, inherited: Option<Inherited>) -> Result<(), Failure> {
     // Signal handlers first: a signal that arrives as soon as the socket exists must drain,
     // not kill.
     let signals = Signals::install().map_err(Failure::Signals)?;
-    let (listener, config) = match inherited {
+    let handed_over = match inherited {
+        Some(inherited) => Some(Listener::inherited(inherited)?),
+        None if cli.inetd => Some(Listener::inetd()?),
+        None => None,
+    };
+    let (listener, config) = match handed_over {
+        // The socket's own type decides, whatever --type says.
         Some(listener) => {
-            let listener = Listener::inherited(listener)?;
-            let config = cli.config(SocketAddress::parse(listener.name()));
+            let mut config = cli.config(SocketAddress::parse(listener.name()));
+            config.socket_type = listener.socket_type();
             (listener, config)
         }
         None => {
@@ -274,10 +325,9 @@ async fn serve(
                 None => Listener::default_socket()?,
             };
             let config = cli.config(socket);
-            (
-                Listener::bind(&config.socket, config.socket_mode).await?,
-                config,
-            )
+            let listener =
+                Listener::bind(&config.socket, config.socket_mode, config.socket_type).await?;
+            (listener, config)
         }
     };
     let shutdown = Shutdown::new();

@@ -1,20 +1,25 @@
-//! The accept loop: one task per connection, a limit on how many run at once, and a drain
-//! that waits for every task before the socket file goes.
+//! The server's main loop for each kind of socket — accept (stream, seqpacket: one task per
+//! connection, a limit on how many run at once), a datagram loop, or one connection handed
+//! over — and the drain that waits for every task before the socket file goes.
 
 use std::io;
+use std::os::fd::OwnedFd;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
+use tokio::io::unix::AsyncFd;
+use tokio::net::{UnixListener, UnixStream};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::time::Instant;
-
-use tokio::sync::Semaphore;
 use tokio_util::task::TaskTracker;
 use tracing::Instrument;
 
-use crate::config::Config;
+use crate::config::{Config, SocketType};
 use crate::connection::{self, Settings};
-use crate::listener::Listener;
+use crate::datagram;
+use crate::listener::{Listener, Socket};
+use crate::notify;
 use crate::shutdown::Shutdown;
 
 /// The listening socket failed in a way no waiting can heal (it is not a listening socket
@@ -130,7 +135,8 @@ impl AcceptErrors {
     }
 }
 
-/// Serves `listener` until `shutdown` begins, then drains every connection (bounded by
+/// Serves `listener` until `shutdown` begins (or, for a single connection handed over by a
+/// supervisor, until it ends), then drains every connection (bounded by
 /// `config.shutdown_timeout`) and removes the socket file if this server created it.
 ///
 /// Returns once everything is closed. Errors of single connections are logged, never
@@ -152,74 +158,50 @@ pub async fn run(
         idle_timeout: config.idle_timeout,
         agent: concat!("udsecho/", env!("CARGO_PKG_VERSION")),
     });
-    let slots = Arc::new(Semaphore::new(config.max_connections.max(1)));
-    let tracker = TaskTracker::new();
-    let next_id = AtomicU64::new(1);
-    tracing::info!("listening on {name} (mode {})", config.mode);
-    let mut accept_errors = AcceptErrors::default();
-    let mut fatal = None;
-
-    loop {
-        // Take a slot before accepting: past the limit, new peers wait in the listen backlog
-        // and are served as soon as a connection ends.
-        let permit = tokio::select! {
-            () = shutdown.begun() => break,
-            permit = slots.clone().acquire_owned() => match permit {
-                Ok(permit) => permit,
-                Err(_closed) => break,
-            },
-        };
-        let stream = tokio::select! {
-            () = shutdown.begun() => break,
-            accepted = socket.accept() => match accepted {
-                Ok((stream, _addr)) => stream,
-                Err(e) => match classify(&e) {
-                    AcceptFailure::PeerGone => {
-                        tracing::debug!("accept on {name}: {e}");
-                        continue;
-                    }
-                    AcceptFailure::Exhausted => {
-                        // Wait a little rather than spin; connections that end give
-                        // descriptors and memory back.
-                        accept_errors.failed(&name, &e);
-                        tokio::time::sleep(ACCEPT_BACKOFF).await;
-                        continue;
-                    }
-                    AcceptFailure::Fatal => {
-                        fatal = Some(e);
-                        break;
-                    }
-                },
-            },
-        };
-        accept_errors.recovered(&name);
-        let id = next_id.fetch_add(1, Ordering::Relaxed);
-        let (pid, uid) = match stream.peer_cred() {
-            Ok(cred) => (cred.pid().unwrap_or(0), Some(cred.uid())),
-            Err(_) => (0, None),
-        };
-        if !config.allow_uids.is_empty() && !uid.is_some_and(|uid| config.allow_uids.contains(&uid))
-        {
-            tracing::warn!(
-                conn = id,
-                pid,
-                uid,
-                "peer uid is not in --allow-uid; closing"
-            );
-            continue;
-        }
-        let connection = connection::serve(stream, settings.clone(), &shutdown, permit);
-        let span = tracing::debug_span!("conn", id, pid, uid);
-        // The span costs memory in every task: only when it will be seen (-v).
-        if span.is_disabled() {
-            tracker.spawn(connection);
-        } else {
-            tracker.spawn(connection.instrument(span));
-        }
+    let kind = socket.kind();
+    match kind {
+        SocketType::Stream => tracing::info!("listening on {name} (mode {})", config.mode),
+        _ => tracing::info!("listening on {name} ({kind})"),
     }
-
-    // Stop accepting at once: new peers get "connection refused" rather than a hang.
-    drop(socket);
+    notify::ready(&name);
+    let tracker = TaskTracker::new();
+    let fatal = match socket {
+        Socket::Stream(listener) => {
+            let acceptor = Acceptor::Stream(listener);
+            accept_loop(&acceptor, &name, config, &settings, &shutdown, &tracker).await
+        }
+        Socket::Seqpacket(listener) => {
+            let acceptor = Acceptor::Seqpacket(listener);
+            accept_loop(&acceptor, &name, config, &settings, &shutdown, &tracker).await
+        }
+        Socket::Datagram(socket) => {
+            datagram::serve(socket, &name, config, &shutdown).await;
+            None
+        }
+        Socket::OneStream(stream) => {
+            serve_one(
+                Accepted::Stream(stream),
+                config,
+                &settings,
+                &shutdown,
+                &tracker,
+            )
+            .await;
+            None
+        }
+        Socket::OneSeqpacket(fd) => {
+            serve_one(
+                Accepted::Seqpacket(fd),
+                config,
+                &settings,
+                &shutdown,
+                &tracker,
+            )
+            .await;
+            None
+        }
+    };
+    notify::stopping();
     if let Some(e) = &fatal {
         tracing::error!("accept on {name}: {e}; this listening socket cannot be served");
         shutdown.begin();
@@ -227,7 +209,10 @@ pub async fn run(
     tracker.close();
     let open = tracker.len();
     if open > 0 {
-        tracing::info!("shutting down: draining {open} connection(s)");
+        tracing::info!(
+            "shutting down: draining {open} connection{}",
+            if open == 1 { "" } else { "s" }
+        );
     }
     if tokio::time::timeout(config.shutdown_timeout, tracker.wait())
         .await
@@ -249,5 +234,164 @@ pub async fn run(
             source,
         }),
         None => Ok(()),
+    }
+}
+
+/// A socket that takes connections.
+enum Acceptor {
+    Stream(UnixListener),
+    Seqpacket(AsyncFd<OwnedFd>),
+}
+
+/// A connection it gave.
+enum Accepted {
+    Stream(UnixStream),
+    Seqpacket(OwnedFd),
+}
+
+impl Acceptor {
+    async fn accept(&self) -> io::Result<Accepted> {
+        match self {
+            Acceptor::Stream(listener) => listener.accept().await.map(|(s, _)| Accepted::Stream(s)),
+            Acceptor::Seqpacket(listener) => loop {
+                let mut ready = listener.readable().await?;
+                let accepted = ready.try_io(|fd| {
+                    rustix::net::accept_with(
+                        fd.get_ref(),
+                        rustix::net::SocketFlags::CLOEXEC | rustix::net::SocketFlags::NONBLOCK,
+                    )
+                    .map_err(io::Error::from)
+                });
+                if let Ok(result) = accepted {
+                    return result.map(Accepted::Seqpacket);
+                }
+            },
+        }
+    }
+}
+
+impl Accepted {
+    /// The peer's pid and uid (`SO_PEERCRED`).
+    fn peer(&self) -> (u32, Option<u32>) {
+        let cred = match self {
+            Accepted::Stream(stream) => rustix::net::sockopt::socket_peercred(stream),
+            Accepted::Seqpacket(fd) => rustix::net::sockopt::socket_peercred(fd),
+        };
+        match cred {
+            Ok(cred) => (
+                u32::try_from(cred.pid.as_raw_nonzero().get()).unwrap_or(0),
+                Some(cred.uid.as_raw()),
+            ),
+            Err(_) => (0, None),
+        }
+    }
+
+    /// Starts its handler as a task of `tracker`, unless `--allow-uid` turns it away.
+    fn spawn(
+        self,
+        id: u64,
+        config: &Config,
+        settings: &Arc<Settings>,
+        shutdown: &Shutdown,
+        tracker: &TaskTracker,
+        slot: OwnedSemaphorePermit,
+    ) {
+        let (pid, uid) = self.peer();
+        if !config.allow_uids.is_empty() && !uid.is_some_and(|uid| config.allow_uids.contains(&uid))
+        {
+            tracing::warn!(
+                conn = id,
+                pid,
+                uid,
+                "peer uid is not in --allow-uid; closing"
+            );
+            return;
+        }
+        let span = tracing::debug_span!("conn", id, pid, uid);
+        match self {
+            Accepted::Stream(stream) => {
+                let connection = connection::serve(stream, settings.clone(), shutdown, slot);
+                // The span costs memory in every task: only when it will be seen (-v).
+                if span.is_disabled() {
+                    tracker.spawn(connection);
+                } else {
+                    tracker.spawn(connection.instrument(span));
+                }
+            }
+            Accepted::Seqpacket(fd) => {
+                let connection =
+                    connection::seqpacket::serve(fd, settings.clone(), shutdown.clone(), slot);
+                tracker.spawn(connection.instrument(span));
+            }
+        }
+    }
+}
+
+/// Accepts until the shutdown begins; returns the error that made accepting impossible, if
+/// that is what ended it.
+async fn accept_loop(
+    acceptor: &Acceptor,
+    name: &str,
+    config: &Config,
+    settings: &Arc<Settings>,
+    shutdown: &Shutdown,
+    tracker: &TaskTracker,
+) -> Option<io::Error> {
+    let slots = Arc::new(Semaphore::new(config.max_connections.max(1)));
+    let next_id = AtomicU64::new(1);
+    let mut accept_errors = AcceptErrors::default();
+    loop {
+        // Take a slot before accepting: past the limit, new peers wait in the listen backlog
+        // and are served as soon as a connection ends.
+        let slot = tokio::select! {
+            () = shutdown.begun() => return None,
+            slot = slots.clone().acquire_owned() => match slot {
+                Ok(slot) => slot,
+                Err(_closed) => return None,
+            },
+        };
+        let accepted = tokio::select! {
+            () = shutdown.begun() => return None,
+            accepted = acceptor.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(e) => match classify(&e) {
+                    AcceptFailure::PeerGone => {
+                        tracing::debug!("accept on {name}: {e}");
+                        continue;
+                    }
+                    AcceptFailure::Exhausted => {
+                        // Wait a little rather than spin; connections that end give
+                        // descriptors and memory back.
+                        accept_errors.failed(name, &e);
+                        tokio::time::sleep(ACCEPT_BACKOFF).await;
+                        continue;
+                    }
+                    AcceptFailure::Fatal => return Some(e),
+                },
+            },
+        };
+        accept_errors.recovered(name);
+        let id = next_id.fetch_add(1, Ordering::Relaxed);
+        accepted.spawn(id, config, settings, shutdown, tracker, slot);
+    }
+}
+
+/// Serves the one connection a supervisor accepted (systemd `Accept=yes`, `--inetd`), until
+/// it ends or the shutdown begins (then the common drain follows).
+async fn serve_one(
+    accepted: Accepted,
+    config: &Config,
+    settings: &Arc<Settings>,
+    shutdown: &Shutdown,
+    tracker: &TaskTracker,
+) {
+    let slot = Arc::new(Semaphore::new(1))
+        .try_acquire_owned()
+        .expect("a fresh semaphore has its permit");
+    accepted.spawn(1, config, settings, shutdown, tracker, slot);
+    tracker.close();
+    tokio::select! {
+        () = shutdown.begun() => {}
+        () = tracker.wait() => {}
     }
 }

@@ -31,6 +31,7 @@ use std::time::Duration;
 use rustix::fs::{Mode, OFlags};
 use tokio::net::UnixStream;
 
+use crate::config::SocketType;
 use crate::listener::ListenError;
 
 /// A file this server created, known by its device and inode so that it is removed only while
@@ -231,17 +232,23 @@ async fn probe(path: &Path) -> Result<Probe, ListenError> {
             io::ErrorKind::NotFound => Ok(Probe::Gone),
             // Backlog full: someone is listening.
             io::ErrorKind::WouldBlock => Ok(Probe::Live),
+            // A live socket of another type (datagram, seqpacket) answers this way.
+            _ if e.raw_os_error() == Some(rustix::io::Errno::PROTOTYPE.raw_os_error()) => {
+                Ok(Probe::Live)
+            }
             _ => Err(ListenError::io(path, "probing the existing socket", e)),
         },
     }
 }
 
-/// Binds a listening socket at `path` with permission bits `mode`, handling every case of the
-/// socket file's lifecycle.
+/// Binds a socket of type `kind` at `path` with permission bits `mode` (listening, unless it
+/// is a datagram socket), handling every case of the socket file's lifecycle. The socket is
+/// non-blocking.
 pub(crate) async fn bind(
     path: &Path,
     mode: u32,
-) -> Result<(std::os::unix::net::UnixListener, SocketFile), ListenError> {
+    kind: SocketType,
+) -> Result<(OwnedFd, SocketFile), ListenError> {
     let len = path.as_os_str().len();
     if len > crate::MAX_SOCKET_PATH {
         return Err(ListenError::TooLong {
@@ -253,7 +260,7 @@ pub(crate) async fn bind(
         return Err(ListenError::EmptyPath);
     }
     let mut lock = PathLock::acquire(path)?;
-    match bind_locked(path, mode).await {
+    match bind_locked(path, mode, kind).await {
         Ok((socket, file)) => Ok((socket, SocketFile { file, lock })),
         Err(e) => {
             lock.release();
@@ -266,7 +273,8 @@ pub(crate) async fn bind(
 async fn bind_locked(
     path: &Path,
     mode: u32,
-) -> Result<(std::os::unix::net::UnixListener, Created), ListenError> {
+    kind: SocketType,
+) -> Result<(OwnedFd, Created), ListenError> {
     match fs::symlink_metadata(path) {
         Ok(meta) if meta.file_type().is_socket() => {
             let euid = rustix::process::geteuid().as_raw();
@@ -314,7 +322,7 @@ async fn bind_locked(
         Err(e) => return Err(ListenError::io(path, "inspecting the path", e)),
     }
 
-    let listener = bind_with_mode(path, mode).map_err(|e| match e.kind() {
+    let listener = bind_with_mode(path, mode, kind).map_err(|e| match e.kind() {
         io::ErrorKind::AddrInUse => ListenError::InUse(path.display().to_string()),
         _ => ListenError::io(path, "binding", e),
     })?;
@@ -343,20 +351,34 @@ async fn bind_locked(
 
 /// `socket`, `fchmod`, `bind`, `listen`: the file appears with `mode` (less the umask) from
 /// its first instant.
-fn bind_with_mode(path: &Path, mode: u32) -> io::Result<std::os::unix::net::UnixListener> {
-    use rustix::net::{AddressFamily, SocketAddrUnix, SocketFlags, SocketType};
+fn bind_with_mode(path: &Path, mode: u32, kind: SocketType) -> io::Result<OwnedFd> {
+    use rustix::net::SocketAddrUnix;
 
-    let fd = rustix::net::socket_with(
-        AddressFamily::UNIX,
-        SocketType::STREAM,
-        SocketFlags::CLOEXEC,
-        None,
-    )?;
+    let fd = new_socket(kind)?;
     rustix::fs::fchmod(&fd, Mode::from_raw_mode(mode))?;
     rustix::net::bind(&fd, &SocketAddrUnix::new(path)?)?;
-    // As std does: on Linux a negative backlog means the system maximum (somaxconn).
-    rustix::net::listen(&fd, if cfg!(target_os = "linux") { -1 } else { 128 })?;
-    Ok(std::os::unix::net::UnixListener::from(fd))
+    listen(&fd, kind)?;
+    Ok(fd)
+}
+
+/// A non-blocking, close-on-exec Unix socket of type `kind`.
+pub(crate) fn new_socket(kind: SocketType) -> io::Result<OwnedFd> {
+    use rustix::net::{AddressFamily, SocketFlags};
+    Ok(rustix::net::socket_with(
+        AddressFamily::UNIX,
+        kind.raw(),
+        SocketFlags::CLOEXEC | SocketFlags::NONBLOCK,
+        None,
+    )?)
+}
+
+/// Listens, unless the socket is a datagram socket (which has no connections).
+pub(crate) fn listen(fd: &OwnedFd, kind: SocketType) -> io::Result<()> {
+    if kind != SocketType::Datagram {
+        // As std does: on Linux a negative backlog means the system maximum (somaxconn).
+        rustix::net::listen(fd, if cfg!(target_os = "linux") { -1 } else { 128 })?;
+    }
+    Ok(())
 }
 
 /// Creates the default socket's directory (`0700`) if it is missing and checks that it is

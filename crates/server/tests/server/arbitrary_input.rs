@@ -35,9 +35,10 @@ fn server() -> &'static PathBuf {
             runtime.block_on(async {
                 let mut config = Config::new(SocketAddress::Path(socket));
                 config.max_frame = MAX_FRAME;
-                let listener = Listener::bind(&config.socket, config.socket_mode)
-                    .await
-                    .unwrap();
+                let listener =
+                    Listener::bind(&config.socket, config.socket_mode, config.socket_type)
+                        .await
+                        .unwrap();
                 ready_tx.send(()).unwrap();
                 udsecho_server::run(listener, &config, ServerShutdown::new())
                     .await

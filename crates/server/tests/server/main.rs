@@ -10,3 +10,4 @@ mod logging_and_signals;
 mod memory;
 mod shutdown_and_limits;
 mod socket_file;
+mod socket_types;

@@ -1,0 +1,173 @@
+//! One seqpacket peer: every message back as one message, with its boundary.
+//!
+//! Seqpacket is connection-oriented like a stream, so the lifecycle, `--max-connections`,
+//! `--allow-uid`, `--idle-timeout` (any message is activity) and the drain are the stream's;
+//! but the unit is the message, so there is no framing and no mode detection. Messages land in
+//! the thread's scratch buffer (a larger one is read into a buffer of its own size, learnt with
+//! `MSG_PEEK | MSG_TRUNC`) and are sent straight back; only a message the socket would not take
+//! is kept, and nothing more is read until it is sent.
+
+use std::io;
+use std::os::fd::OwnedFd;
+use std::sync::Arc;
+
+use rustix::net::{RecvFlags, SendFlags};
+use tokio::io::unix::AsyncFd;
+use tokio::sync::OwnedSemaphorePermit;
+use tokio::time::Instant;
+
+use super::{End, SCRATCH, Settings, echo_log};
+use crate::shutdown::Shutdown;
+
+/// Serves one seqpacket connection to the end, holding `slot` meanwhile.
+pub(crate) async fn serve(
+    fd: OwnedFd,
+    settings: Arc<Settings>,
+    shutdown: Shutdown,
+    slot: OwnedSemaphorePermit,
+) {
+    let _slot = slot;
+    tracing::debug!("open");
+    match run(fd, &settings, &shutdown).await {
+        Ok(end) => tracing::debug!(?end, "closed"),
+        Err(e) => tracing::debug!("closed: {e}"),
+    }
+}
+
+/// What a read found.
+enum Got {
+    /// A message (its length), echoed or kept in `pending`.
+    Message,
+    /// The peer shut down its side.
+    Eof,
+    /// Nothing queued.
+    Empty,
+}
+
+async fn run(fd: OwnedFd, settings: &Settings, shutdown: &Shutdown) -> io::Result<End> {
+    let socket = crate::listener::register(fd)?;
+    let mut pending: Option<Vec<u8>> = None;
+    // Bytes still to read after the shutdown began: what was queued at that moment.
+    let mut budget: Option<usize> = None;
+    let mut active_at = Instant::now();
+    loop {
+        if let Some(message) = pending.take() {
+            tokio::select! {
+                biased;
+                () = shutdown.forced() => return Ok(End::Cut),
+                sent = send_when_writable(&socket, &message) => sent?,
+                () = idle(settings, active_at) => return Ok(End::Idle),
+            }
+            active_at = Instant::now();
+        }
+        if budget == Some(0) {
+            return Ok(close(&socket, End::Drained));
+        }
+        if budget.is_none() {
+            tokio::select! {
+                biased;
+                () = shutdown.begun() => {
+                    budget = Some(
+                        rustix::io::ioctl_fionread(socket.get_ref())
+                            .ok()
+                            .and_then(|n| usize::try_from(n).ok())
+                            .unwrap_or(usize::MAX),
+                    );
+                    continue;
+                }
+                ready = socket.readable() => ready?.clear_ready(),
+                () = idle(settings, active_at) => return Ok(close(&socket, End::Idle)),
+            }
+        }
+        match read_one(&socket, &mut pending, &mut budget)? {
+            Got::Message => active_at = Instant::now(),
+            Got::Eof => return Ok(close(&socket, End::PeerDone)),
+            // While draining, an empty queue means everything sent before the signal is back.
+            Got::Empty if budget.is_some() => return Ok(close(&socket, End::Drained)),
+            Got::Empty => {}
+        }
+    }
+}
+
+/// Reads one message and sends it back; what the socket will not take goes to `pending`.
+fn read_one(
+    socket: &AsyncFd<OwnedFd>,
+    pending: &mut Option<Vec<u8>>,
+    budget: &mut Option<usize>,
+) -> io::Result<Got> {
+    let fd = socket.get_ref();
+    // The message's whole length, whatever the buffer: MSG_TRUNC reports it.
+    let mut probe = [0u8; 1];
+    let len = match rustix::net::recv(fd, &mut probe[..], RecvFlags::PEEK | RecvFlags::TRUNC) {
+        Ok((_, len)) => len,
+        Err(rustix::io::Errno::AGAIN) => return Ok(Got::Empty),
+        Err(e) => return Err(e.into()),
+    };
+    if len == 0 && peer_closed(fd) {
+        return Ok(Got::Eof);
+    }
+    SCRATCH.with_borrow_mut(|scratch| {
+        let mut own;
+        let buf: &mut [u8] = if len <= scratch.len() {
+            &mut scratch[..len]
+        } else {
+            own = vec![0u8; len];
+            &mut own[..]
+        };
+        let (n, _) = rustix::net::recv(fd, &mut *buf, RecvFlags::empty())?;
+        if let Some(left) = budget {
+            *left = left.saturating_sub(n.max(1));
+        }
+        let message = &buf[..n];
+        if echo_log::enabled() {
+            echo_log::log(&[message]);
+        }
+        match rustix::net::send(fd, message, SendFlags::NOSIGNAL) {
+            Ok(_) => {}
+            Err(rustix::io::Errno::AGAIN) => *pending = Some(message.to_vec()),
+            Err(e) => return Err(e.into()),
+        }
+        Ok(Got::Message)
+    })
+}
+
+/// A zero-length read is the peer's shutdown if the kernel says its side is shut
+/// (`POLLRDHUP`), an empty message otherwise (echoed as one). An empty message sent just
+/// before the shutdown cannot be told from it and ends the connection.
+fn peer_closed(fd: &OwnedFd) -> bool {
+    use rustix::event::{PollFd, PollFlags, Timespec};
+    let mut fds = [PollFd::new(fd, PollFlags::RDHUP)];
+    let now = Timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    matches!(rustix::event::poll(&mut fds, Some(&now)), Ok(n) if n > 0)
+        && fds[0]
+            .revents()
+            .intersects(PollFlags::RDHUP | PollFlags::HUP)
+}
+
+async fn send_when_writable(socket: &AsyncFd<OwnedFd>, message: &[u8]) -> io::Result<()> {
+    loop {
+        let mut ready = socket.writable().await?;
+        match ready.try_io(|fd| {
+            rustix::net::send(fd.get_ref(), message, SendFlags::NOSIGNAL).map_err(io::Error::from)
+        }) {
+            Ok(sent) => return sent.map(|_| ()),
+            Err(_would_block) => continue,
+        }
+    }
+}
+
+async fn idle(settings: &Settings, since: Instant) {
+    match settings.idle_timeout {
+        Some(limit) => tokio::time::sleep_until(since + limit).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Shuts down our side: the peer reads what we sent, then the end.
+fn close(socket: &AsyncFd<OwnedFd>, end: End) -> End {
+    let _ = rustix::net::shutdown(socket.get_ref(), rustix::net::Shutdown::Write);
+    end
+}
