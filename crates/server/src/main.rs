@@ -75,6 +75,12 @@ struct Cli {
     #[arg(long = "allow-uid", value_name = "USER", value_parser = parse_user)]
     allow_uids: Vec<u32>,
 
+    /// Threads serving connections. 1 (the default) runs everything on one thread, which is
+    /// the fastest here: the work is in the kernel, and one thread never parks and wakes a
+    /// second one (see docs/performance.md); more use tokio's work-stealing scheduler
+    #[arg(long, value_name = "N", default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=1024))]
+    threads: u16,
+
     /// Log more: -v shows connections and each echo (`echo: ...`), -vv everything
     #[arg(short, long, action = ArgAction::Count, conflicts_with = "quiet")]
     verbose: u8,
@@ -296,10 +302,17 @@ fn start(cli: &Cli) -> Result<(), Failure> {
     } else {
         Listener::from_systemd()?
     };
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .map_err(Failure::Runtime)?;
+    let runtime = match cli.threads {
+        1 => tokio::runtime::Builder::new_current_thread(),
+        n => {
+            let mut builder = tokio::runtime::Builder::new_multi_thread();
+            builder.worker_threads(usize::from(n));
+            builder
+        }
+    }
+    .enable_all()
+    .build()
+    .map_err(Failure::Runtime)?;
     runtime.block_on(serve(cli, inherited))
 }
 
