@@ -6,8 +6,9 @@ use std::path::{Path, PathBuf};
 
 use std::os::fd::OwnedFd;
 
+use tokio::io::Interest;
 use tokio::io::unix::AsyncFd;
-use tokio::net::{UnixDatagram, UnixListener, UnixStream};
+use tokio::net::UnixDatagram;
 
 use crate::config::{MAX_SOCKET_PATH, SocketAddress, SocketType};
 use crate::socket_file::{self, SocketFile};
@@ -139,13 +140,13 @@ fn parent(path: &Path) -> &Path {
 #[derive(Debug)]
 pub(crate) enum Socket {
     /// A listening stream socket.
-    Stream(UnixListener),
+    Stream(AsyncFd<OwnedFd>),
     /// A listening seqpacket socket.
     Seqpacket(AsyncFd<OwnedFd>),
     /// A bound datagram socket.
     Datagram(UnixDatagram),
     /// One connected stream socket (systemd `Accept=yes`, `--inetd`): serve it, then stop.
-    OneStream(UnixStream),
+    OneStream(OwnedFd),
     /// One connected seqpacket socket.
     OneSeqpacket(OwnedFd),
 }
@@ -155,8 +156,8 @@ impl Socket {
     /// connection. Must be called inside the runtime.
     fn new(fd: OwnedFd, kind: SocketType, listening: bool) -> io::Result<Socket> {
         Ok(match (kind, listening) {
-            (SocketType::Stream, true) => Socket::Stream(UnixListener::from_std(fd.into())?),
-            (SocketType::Stream, false) => Socket::OneStream(UnixStream::from_std(fd.into())?),
+            (SocketType::Stream, true) => Socket::Stream(register(fd)?),
+            (SocketType::Stream, false) => Socket::OneStream(fd),
             (SocketType::Seqpacket, true) => Socket::Seqpacket(register(fd)?),
             (SocketType::Seqpacket, false) => Socket::OneSeqpacket(fd),
             (SocketType::Datagram, _) => Socket::Datagram(UnixDatagram::from_std(fd.into())?),
@@ -179,9 +180,14 @@ impl Socket {
 /// runtime's back through `get_mut`; its replacement is `unsafe`, which this workspace
 /// forbids. Here the `AsyncFd` owns the `OwnedFd`, and no code calls `get_mut` on it or
 /// replaces it, so the descriptor stays open exactly as long as it is registered.
-#[allow(deprecated)]
 pub(crate) fn register(fd: OwnedFd) -> io::Result<AsyncFd<OwnedFd>> {
-    AsyncFd::new(fd)
+    register_for(fd, Interest::READABLE | Interest::WRITABLE)
+}
+
+/// [`register`] for the given readiness only.
+#[allow(deprecated)]
+pub(crate) fn register_for(fd: OwnedFd, interest: Interest) -> io::Result<AsyncFd<OwnedFd>> {
+    AsyncFd::with_interest(fd, interest)
 }
 
 /// A socket to serve, and the socket file this server owns, if any.

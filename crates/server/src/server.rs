@@ -9,7 +9,6 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use tokio::io::unix::AsyncFd;
-use tokio::net::{UnixListener, UnixStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::time::Instant;
 use tokio_util::task::TaskTracker;
@@ -239,44 +238,44 @@ pub async fn run(
 
 /// A socket that takes connections.
 enum Acceptor {
-    Stream(UnixListener),
+    Stream(AsyncFd<OwnedFd>),
     Seqpacket(AsyncFd<OwnedFd>),
 }
 
 /// A connection it gave.
 enum Accepted {
-    Stream(UnixStream),
+    Stream(OwnedFd),
     Seqpacket(OwnedFd),
 }
 
 impl Acceptor {
     async fn accept(&self) -> io::Result<Accepted> {
-        match self {
-            Acceptor::Stream(listener) => listener.accept().await.map(|(s, _)| Accepted::Stream(s)),
-            Acceptor::Seqpacket(listener) => loop {
-                let mut ready = listener.readable().await?;
-                let accepted = ready.try_io(|fd| {
-                    rustix::net::accept_with(
-                        fd.get_ref(),
-                        rustix::net::SocketFlags::CLOEXEC | rustix::net::SocketFlags::NONBLOCK,
-                    )
-                    .map_err(io::Error::from)
-                });
-                if let Ok(result) = accepted {
-                    return result.map(Accepted::Seqpacket);
-                }
-            },
-        }
+        let (Acceptor::Stream(listener) | Acceptor::Seqpacket(listener)) = self;
+        let fd = loop {
+            let mut ready = listener.readable().await?;
+            let accepted = ready.try_io(|fd| {
+                rustix::net::accept_with(
+                    fd.get_ref(),
+                    rustix::net::SocketFlags::CLOEXEC | rustix::net::SocketFlags::NONBLOCK,
+                )
+                .map_err(io::Error::from)
+            });
+            if let Ok(result) = accepted {
+                break result?;
+            }
+        };
+        Ok(match self {
+            Acceptor::Stream(_) => Accepted::Stream(fd),
+            Acceptor::Seqpacket(_) => Accepted::Seqpacket(fd),
+        })
     }
 }
 
 impl Accepted {
     /// The peer's pid and uid (`SO_PEERCRED`).
     fn peer(&self) -> (u32, Option<u32>) {
-        let cred = match self {
-            Accepted::Stream(stream) => rustix::net::sockopt::socket_peercred(stream),
-            Accepted::Seqpacket(fd) => rustix::net::sockopt::socket_peercred(fd),
-        };
+        let (Accepted::Stream(fd) | Accepted::Seqpacket(fd)) = self;
+        let cred = rustix::net::sockopt::socket_peercred(fd);
         match cred {
             Ok(cred) => (
                 u32::try_from(cred.pid.as_raw_nonzero().get()).unwrap_or(0),

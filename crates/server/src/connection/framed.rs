@@ -140,7 +140,7 @@ impl Session {
                                 plan.ending = self.control_complete(&mut plan);
                             }
                         }
-                        Err(breach) => plan.ending = Some(Ending::Breach(breach)),
+                        Err(breach) => plan.ending = Some(Ending::Breach(Box::new(breach))),
                     }
                 }
                 At::Data { left } => {
@@ -218,7 +218,7 @@ impl Session {
         };
         let frame = match Frame::from_parts(kind, Bytes::from(body)) {
             Ok(frame) => frame,
-            Err(e) => return Some(Ending::Breach(e.into())),
+            Err(e) => return Some(Ending::Breach(Box::new(e.into()))),
         };
         match frame {
             Frame::Hello(hello) => match self.answer(&hello) {
@@ -226,7 +226,7 @@ impl Session {
                     plan.before = Before::Reply(answer);
                     None
                 }
-                Err(breach) => Some(Ending::Breach(breach)),
+                Err(breach) => Some(Ending::Breach(Box::new(breach))),
             },
             Frame::Goodbye(_) => Some(Ending::PeerGoodbye),
             Frame::Error(_) | Frame::Data(_) => {

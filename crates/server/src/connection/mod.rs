@@ -24,6 +24,7 @@ use std::cell::RefCell;
 use std::future::Future;
 use std::io::{self, IoSlice};
 use std::ops::Range;
+use std::os::fd::OwnedFd;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll, ready};
@@ -31,8 +32,9 @@ use std::time::Duration;
 
 use bytes::Buf;
 use bytes::{Bytes, BytesMut};
-use tokio::io::{AsyncWrite, AsyncWriteExt, Interest};
-use tokio::net::UnixStream;
+use rustix::net::{RecvFlags, SendFlags};
+use tokio::io::Interest;
+use tokio::io::unix::AsyncFd;
 use tokio::sync::OwnedSemaphorePermit;
 use tokio::time::{Instant, Sleep};
 use tokio_util::sync::WaitForCancellationFutureOwned;
@@ -42,6 +44,9 @@ use self::detect::{Detector, Verdict};
 use self::framed::Session;
 use crate::config::Mode;
 use crate::shutdown::Shutdown;
+
+/// Sends never raise SIGPIPE (a peer that left is an error, not a signal) and never block.
+const SEND_FLAGS: SendFlags = SendFlags::NOSIGNAL.union(SendFlags::DONTWAIT);
 
 /// Size of the per-thread scratch buffer reads land in.
 const SCRATCH_LEN: usize = 64 * 1024;
@@ -128,8 +133,9 @@ pub(crate) enum Ending {
     PeerGoodbye,
     /// The peer sent an Error: it is leaving; so do we, without a word.
     PeerError,
-    /// The peer broke a rule: Error frame, then close.
-    Breach(Breach),
+    /// The peer broke a rule: Error frame, then close. Boxed: rare, and it would make every
+    /// `Plan` and the connection's future larger.
+    Breach(Box<Breach>),
 }
 
 /// A broken protocol rule, as the Error frame will state it.
@@ -243,7 +249,12 @@ enum Finish {
 #[derive(Debug)]
 pub(crate) struct Handler {
     /// The peer's socket. The handler owns it: dropping the handler closes the connection.
-    stream: UnixStream,
+    /// It is registered for readability only, so the peer reading our echo (which frees our
+    /// send buffer) wakes nobody; writability is added for the rest of the connection's life
+    /// the first time an echo backs up (`watching_writes`).
+    stream: AsyncFd<OwnedFd>,
+    /// Whether `stream` is registered for writability too.
+    watching_writes: bool,
     /// The server's settings, shared read-only by every connection.
     settings: Arc<Settings>,
     /// The server's shutdown, to watch its next stage.
@@ -271,7 +282,7 @@ pub(crate) struct Handler {
 
 /// Serves one peer to the end, holding `slot` meanwhile, and logs how it ended.
 pub(crate) fn serve(
-    stream: UnixStream,
+    socket: OwnedFd,
     settings: Arc<Settings>,
     shutdown: &Shutdown,
     slot: OwnedSemaphorePermit,
@@ -280,31 +291,30 @@ pub(crate) fn serve(
         Mode::Raw => Protocol::Raw,
         Mode::Auto | Mode::Framed => Protocol::Detecting(Detector::new()),
     };
-    let mut handler = Handler {
-        stream,
-        settings,
-        shutdown: shutdown.clone(),
-        stage: Box::pin(shutdown.begun_owned()),
-        timer: None,
-        _slot: slot,
-        protocol,
-        input: Input::Open,
-        pending: BytesMut::new(),
-        active_at: Instant::now(),
+    let mut handler = match crate::listener::register_for(socket, Interest::READABLE) {
+        Ok(stream) => Some(Handler {
+            stream,
+            watching_writes: false,
+            settings,
+            shutdown: shutdown.clone(),
+            stage: Box::pin(shutdown.begun_owned()),
+            timer: None,
+            _slot: slot,
+            protocol,
+            input: Input::Open,
+            pending: BytesMut::new(),
+            active_at: Instant::now(),
+        }),
+        Err(e) => {
+            tracing::debug!("closed: registering the socket: {e}");
+            None
+        }
     };
-    // The handler is captured, not rebound, so the task's future holds one copy of it.
+    // The handler is captured and used in place, never rebound, so the task's future holds
+    // one copy of it.
     async move {
-        tracing::debug!("open");
-        let result = match std::future::poll_fn(|cx| handler.poll_serve(cx)).await {
-            Ok(Exit::Done(end)) => Ok(end),
-            Ok(Exit::Finish(how)) => Box::pin(handler.finish(how)).await,
-            Err(e) => Err(e),
-        };
-        match result {
-            Ok(End::Breach) => tracing::debug!("closed after a protocol error"),
-            Ok(End::Cut) => tracing::debug!("cut: shutdown timeout"),
-            Ok(end) => tracing::debug!(?end, "closed"),
-            Err(e) => tracing::debug!("closed: {e}"),
+        if let Some(handler) = &mut handler {
+            handler.run().await;
         }
     }
 }
@@ -320,6 +330,23 @@ enum Due {
 }
 
 impl Handler {
+    /// Serves the connection to the end and logs how it ended.
+    async fn run(&mut self) {
+        tracing::debug!("open");
+        let exit = std::future::poll_fn(|cx| self.poll_serve(cx)).await;
+        let result = match exit {
+            Ok(Exit::Done(end)) => Ok(end),
+            Ok(Exit::Finish(how)) => Box::pin(self.finish(how)).await,
+            Err(e) => Err(e),
+        };
+        match result {
+            Ok(End::Breach) => tracing::debug!("closed after a protocol error"),
+            Ok(End::Cut) => tracing::debug!("cut: shutdown timeout"),
+            Ok(end) => tracing::debug!(?end, "closed"),
+            Err(e) => tracing::debug!("closed: {e}"),
+        }
+    }
+
     /// The reading phase: flush, wait, read and echo, until an exit.
     fn poll_serve(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<Exit>> {
         loop {
@@ -344,7 +371,16 @@ impl Handler {
                 Input::Eof => return Poll::Ready(Ok(Exit::Finish(Finish::PeerDone))),
                 Input::Drained => return Poll::Ready(Ok(Exit::Finish(Finish::Drained))),
                 Input::Open | Input::Finishing { .. } => {
-                    if self.stream.poll_read_ready(cx)?.is_pending() {
+                    let ready = match self.stream.poll_read_ready(cx) {
+                        Poll::Ready(Ok(mut ready)) => {
+                            // Readiness is cleared by the read that finds the queue empty.
+                            ready.retain_ready();
+                            true
+                        }
+                        Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+                        Poll::Pending => false,
+                    };
+                    if !ready {
                         match self.poll_deadline(cx)? {
                             Due::NotYet => return Poll::Pending,
                             Due::Again => continue,
@@ -428,7 +464,7 @@ impl Handler {
 
     /// Shutdown began: read what is queued in the socket now, and no more.
     fn begin_drain(&mut self) {
-        let queued = rustix::io::ioctl_fionread(&self.stream)
+        let queued = rustix::io::ioctl_fionread(self.stream.get_ref())
             .ok()
             .and_then(|n| usize::try_from(n).ok())
             // If the kernel will not say, read until the socket is empty.
@@ -458,7 +494,11 @@ impl Handler {
                     }
                     return Ok(Burst::Empty);
                 }
-                let n = match self.stream.try_read(&mut scratch[..cap]) {
+                let n = match self.stream.try_io(Interest::READABLE, |fd| {
+                    rustix::net::recv(fd, &mut scratch[..cap], RecvFlags::DONTWAIT)
+                        .map(|(n, _)| n)
+                        .map_err(io::Error::from)
+                }) {
                     Ok(0) => {
                         self.input = Input::Eof;
                         return self.at_eof().map(|e| e.map_or(Burst::Empty, Burst::Ended));
@@ -486,7 +526,7 @@ impl Handler {
                 // newer and survives this.)
                 let emptied = n < cap;
                 if emptied {
-                    let _ = self.stream.try_io(Interest::READABLE, || {
+                    let _ = self.stream.try_io(Interest::READABLE, |_| {
                         Err::<(), _>(io::ErrorKind::WouldBlock.into())
                     });
                     if matches!(self.input, Input::Draining { .. }) {
@@ -533,7 +573,7 @@ impl Handler {
                     Verdict::Undecided => Plan::default(),
                     Verdict::Raw { held } => match self.settings.mode {
                         Mode::Framed => Plan {
-                            ending: Some(Ending::Breach(not_framed())),
+                            ending: Some(Ending::Breach(Box::new(not_framed()))),
                             ..Plan::default()
                         },
                         _ => {
@@ -573,7 +613,7 @@ impl Handler {
             return Ok(None);
         }
         if self.settings.mode == Mode::Framed {
-            return Ok(Some(Ending::Breach(not_framed())));
+            return Ok(Some(Ending::Breach(Box::new(not_framed()))));
         }
         if echo_log::enabled() {
             echo_log::log(&[held.as_slice()]);
@@ -591,15 +631,22 @@ impl Handler {
         if before.is_empty() && echo.is_empty() {
             return Ok(());
         }
-        let written = match if before.is_empty() {
-            self.stream.try_write(echo)
+        // Straight to the kernel, no readiness needed: EAGAIN only means "keep the rest".
+        let fd = self.stream.get_ref();
+        let sent = if before.is_empty() {
+            rustix::net::send(fd, echo, SEND_FLAGS)
         } else {
-            self.stream
-                .try_write_vectored(&[IoSlice::new(before), IoSlice::new(echo)])
-        } {
+            rustix::net::sendmsg(
+                fd,
+                &[IoSlice::new(before), IoSlice::new(echo)],
+                &mut rustix::net::SendAncillaryBuffer::default(),
+                SEND_FLAGS,
+            )
+        };
+        let written = match sent {
             Ok(n) => n,
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => 0,
-            Err(e) => return Err(e),
+            Err(rustix::io::Errno::AGAIN) => 0,
+            Err(e) => return Err(e.into()),
         };
         if written < before.len() {
             self.pending.extend_from_slice(&before[written..]);
@@ -614,14 +661,39 @@ impl Handler {
     /// Writes `pending` out as far as the socket takes it; every byte written is a sign of
     /// life. Ready once everything is out.
     fn poll_flush(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        if !self.watching_writes {
+            self.watch_writes()?;
+        }
         while !self.pending.is_empty() {
-            let written = ready!(Pin::new(&mut self.stream).poll_write(cx, &self.pending))?;
-            self.pending.advance(written);
-            self.active_at = Instant::now();
+            let mut ready = ready!(self.stream.poll_write_ready(cx))?;
+            let pending = &self.pending;
+            match ready.try_io(|fd| {
+                rustix::net::send(fd.get_ref(), pending, SEND_FLAGS).map_err(io::Error::from)
+            }) {
+                Ok(written) => {
+                    self.pending.advance(written?);
+                    self.active_at = Instant::now();
+                }
+                Err(_would_block) => {}
+            }
         }
         // Give back the memory a slow reader made us hold.
         self.pending = BytesMut::new();
         Poll::Ready(Ok(()))
+    }
+
+    /// Registers the socket for writability too: an echo has backed up, so this peer reads
+    /// slower than it writes, and will likely do so again.
+    fn watch_writes(&mut self) -> io::Result<()> {
+        let placeholder = crate::listener::register_for(
+            rustix::io::dup(self.stream.get_ref())?,
+            Interest::READABLE | Interest::WRITABLE,
+        )?;
+        // Swap the registrations: the old one (read-only) is dropped with its duplicate fd.
+        let old = std::mem::replace(&mut self.stream, placeholder);
+        drop(old);
+        self.watching_writes = true;
+        Ok(())
     }
 
     /// Writes `pending` out, waiting at most `--idle-timeout` (if set): `false` if the peer
@@ -738,7 +810,7 @@ impl Handler {
     /// Shuts down the write side: the peer sees EOF after the last byte we sent. The peer may
     /// be gone already; it has everything we could give it.
     async fn close(&mut self) {
-        let _ = self.stream.shutdown().await;
+        let _ = rustix::net::shutdown(self.stream.get_ref(), rustix::net::Shutdown::Write);
     }
 
     /// After our last frame: read and drop what the peer still sends, for a moment. Closing a
@@ -748,13 +820,20 @@ impl Handler {
         let discard = async {
             let mut total = 0;
             while total < LINGER_BYTES {
-                if std::future::poll_fn(|cx| self.stream.poll_read_ready(cx))
-                    .await
-                    .is_err()
-                {
+                let Ok(mut ready) = self.stream.readable().await else {
                     return;
-                }
-                let read = SCRATCH.with_borrow_mut(|scratch| self.stream.try_read(scratch));
+                };
+                let read = SCRATCH.with_borrow_mut(|scratch| {
+                    ready.try_io(|fd| {
+                        rustix::net::recv(fd.get_ref(), &mut scratch[..], RecvFlags::DONTWAIT)
+                            .map(|(n, _)| n)
+                            .map_err(io::Error::from)
+                    })
+                });
+                let read = match read {
+                    Ok(read) => read,
+                    Err(_would_block) => continue,
+                };
                 match read {
                     Ok(0) => return,
                     Ok(n) => total += n,
@@ -780,12 +859,15 @@ fn not_framed() -> Breach {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use tokio::io::AsyncWriteExt;
+    use tokio::net::UnixStream;
 
     /// What an idle connection costs is mostly its task: the handler and the future around it.
     /// (The rest: tokio's per-socket `ScheduledIo`, 256 bytes, and the boxed shutdown waiter.)
     #[tokio::test]
     async fn a_connection_future_is_little_more_than_its_handler() {
-        let (a, _b) = UnixStream::pair().unwrap();
+        let (a, _b) = std::os::unix::net::UnixStream::pair().unwrap();
+        let a = OwnedFd::from(a);
         let settings = Arc::new(Settings {
             mode: Mode::Auto,
             max_frame: 1024,
@@ -799,7 +881,7 @@ mod tests {
         let (task, handler) = (std::mem::size_of_val(&task), std::mem::size_of::<Handler>());
         assert!(handler <= 224, "the handler is {handler} bytes");
         assert!(
-            task <= handler + 48,
+            task <= handler + 64,
             "the task's future is {task} bytes for a {handler}-byte handler"
         );
     }
@@ -818,7 +900,10 @@ mod tests {
 
     /// A handler on one end of a socket pair, running as a task; the other end is the peer's.
     fn start(settings: Arc<Settings>) -> (UnixStream, tokio::task::JoinHandle<()>, Shutdown) {
-        let (server, peer) = UnixStream::pair().unwrap();
+        let (server, peer) = std::os::unix::net::UnixStream::pair().unwrap();
+        server.set_nonblocking(true).unwrap();
+        peer.set_nonblocking(true).unwrap();
+        let (server, peer) = (OwnedFd::from(server), UnixStream::from_std(peer).unwrap());
         let shutdown = Shutdown::new();
         let slot = Arc::new(tokio::sync::Semaphore::new(1))
             .try_acquire_owned()
