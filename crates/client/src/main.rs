@@ -229,9 +229,14 @@ fn raise_fd_limit() {
 fn main() -> ExitCode {
     // Release tooling only (`cargo xtask dist`): not a flag, so it is in no help text and no
     // completion.
-    let args: Vec<String> = std::env::args().collect();
-    if args.get(1).map(String::as_str) == Some("--generate") {
-        return generate(&args[2..]);
+    // `args_os`: a path that is not UTF-8 must not panic before clap can say so.
+    let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    if args.get(1).is_some_and(|a| a == "--generate") {
+        let args: Vec<String> = args[2..]
+            .iter()
+            .map(|a| a.to_string_lossy().into_owned())
+            .collect();
+        return generate(&args);
     }
     let (cli, target) = Cli::parse_checked();
     let runtime = match tokio::runtime::Builder::new_multi_thread()

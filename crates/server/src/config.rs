@@ -109,17 +109,31 @@ pub const DEFAULT_SOCKET_NAME: &str = "echo.sock";
 /// The directory of the default socket: one only this user can use, like tmux's
 /// `/tmp/tmux-UID/`, so nobody else can plant names next to the socket or squat its path.
 ///
-/// `$XDG_RUNTIME_DIR/udsecho` when that variable holds an absolute path; otherwise
+/// `$XDG_RUNTIME_DIR/udsecho` when that variable names a directory of this user's with no
+/// access for others (as the XDG spec requires; an inherited one is ignored); otherwise
 /// `/run/udsecho` for root and `$TMPDIR/udsecho-UID` (`/tmp/udsecho-UID`) for everyone else.
 /// The server creates it `0700` and refuses it unless it is a real directory owned by its uid
 /// with no access for group or others.
 pub fn default_socket_dir() -> PathBuf {
     let euid = rustix::process::geteuid();
     match std::env::var_os("XDG_RUNTIME_DIR") {
-        Some(dir) if std::path::Path::new(&dir).is_absolute() => PathBuf::from(dir).join("udsecho"),
+        Some(dir) if is_own_private_dir(std::path::Path::new(&dir), euid.as_raw()) => {
+            PathBuf::from(dir).join("udsecho")
+        }
         _ if euid.is_root() => PathBuf::from("/run/udsecho"),
         _ => std::env::temp_dir().join(format!("udsecho-{}", euid.as_raw())),
     }
+}
+
+/// `XDG_RUNTIME_DIR` is trusted only if it is what the XDG spec promises: an absolute path to
+/// a real directory owned by this user with no access for others. An inherited variable (`su`
+/// without `-` keeps the caller's) must not send root's socket into a directory its owner
+/// controls.
+fn is_own_private_dir(dir: &std::path::Path, euid: u32) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    dir.is_absolute()
+        && std::fs::symlink_metadata(dir)
+            .is_ok_and(|m| m.is_dir() && m.uid() == euid && m.mode() & 0o077 == 0)
 }
 
 impl fmt::Display for SocketAddress {

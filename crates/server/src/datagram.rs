@@ -8,6 +8,8 @@
 //!   server wait for it, and so everyone: its reply is dropped and counted the same way.
 //!   Datagrams are unreliable by nature; a blocked sender never blocks the others.
 //! - `--allow-uid` is checked per datagram from the sender's credentials (`SO_PASSCRED`).
+//! - A reply never follows a symlink: a sender's path is pinned to its inode, which must be a
+//!   socket owned by the sender, before the reply goes out (see [`reply_to_path`]).
 //! - `--idle-timeout` and `--max-connections` have no meaning here (there are no
 //!   connections). At shutdown the datagrams already queued are answered, then the server
 //!   stops.
@@ -29,10 +31,48 @@ use crate::shutdown::Shutdown;
 /// The largest datagram answered. Unix datagrams are bounded by the sender's send buffer
 /// (`net.core.wmem_default`, 208 KiB by default); a larger one is counted and dropped.
 const MAX_DATAGRAM: usize = 256 * 1024;
+/// Datagrams answered per turn before yielding.
+const PER_TURN: usize = 256;
 /// At shutdown, at most this many queued datagrams are answered.
 const DRAIN_MAX: usize = 100_000;
 /// How often a run of dropped datagrams is summarised in the log.
 const REPORT_EVERY: Duration = Duration::from_secs(5);
+
+/// Replies never block and never raise SIGPIPE.
+const SEND: SendFlags = SendFlags::DONTWAIT.union(SendFlags::NOSIGNAL);
+
+/// Answers a sender known by a path without resolving that path again: the path is a name
+/// in someone else's directory, and between the datagram and the reply its owner could
+/// replace it with a symlink to a socket they may not write to (`/dev/log`, a service's
+/// `NOTIFY_SOCKET`) — a reply through it would write there with this server's rights.
+///
+/// So the path is opened with `O_PATH | O_NOFOLLOW` (a symlink fails), the inode is checked
+/// (a socket owned by the uid the kernel says sent the datagram), and the reply goes to that
+/// very inode through `/proc/self/fd/N`. `EPERM` means the check failed.
+fn reply_to_path(
+    socket: &UnixDatagram,
+    datagram: &[u8],
+    path: &std::ffi::CStr,
+    sender_uid: u32,
+) -> rustix::io::Result<usize> {
+    use rustix::fs::{FileType, Mode, OFlags};
+    let inode = rustix::fs::open(
+        path,
+        OFlags::PATH | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+        Mode::empty(),
+    )
+    .map_err(|e| match e {
+        rustix::io::Errno::LOOP => rustix::io::Errno::PERM,
+        e => e,
+    })?;
+    let stat = rustix::fs::fstat(&inode)?;
+    if FileType::from_raw_mode(stat.st_mode) != FileType::Socket || stat.st_uid != sender_uid {
+        return Err(rustix::io::Errno::PERM);
+    }
+    let pinned = format!("/proc/self/fd/{}", std::os::fd::AsRawFd::as_raw_fd(&inode));
+    let to = SocketAddrUnix::new(pinned.as_str())?;
+    rustix::net::sendto(socket, datagram, SEND, &to)
+}
 
 /// Why a datagram got no answer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -45,6 +85,9 @@ enum Dropped {
     TooLarge,
     /// The sender's queue was full.
     NotReading,
+    /// The sender's path no longer names a socket of the sender's own (a symlink, another
+    /// file, another owner).
+    Impostor,
 }
 
 impl Dropped {
@@ -56,6 +99,9 @@ impl Dropped {
             Dropped::Refused => "from a uid not in --allow-uid",
             Dropped::TooLarge => "larger than 256 KiB",
             Dropped::NotReading => "whose sender was not reading its replies",
+            Dropped::Impostor => {
+                "whose sender's path no longer named a socket of its own (replaced or a symlink)"
+            }
         }
     }
 }
@@ -63,7 +109,7 @@ impl Dropped {
 /// Counts unanswered datagrams and logs them at most once every [`REPORT_EVERY`].
 #[derive(Debug, Default)]
 struct DropLog {
-    counts: [u64; 4],
+    counts: [u64; 5],
     reported_at: Option<Instant>,
 }
 
@@ -86,6 +132,7 @@ impl DropLog {
             Dropped::Refused,
             Dropped::TooLarge,
             Dropped::NotReading,
+            Dropped::Impostor,
         ]
         .into_iter()
         .enumerate()
@@ -104,11 +151,11 @@ impl DropLog {
 
 /// Answers datagrams on `socket` until the shutdown begins, then the ones already queued.
 pub(crate) async fn serve(socket: UnixDatagram, name: &str, config: &Config, shutdown: &Shutdown) {
-    if !config.allow_uids.is_empty()
-        && let Err(e) = rustix::net::sockopt::set_socket_passcred(&socket, true)
-    {
+    // Every datagram carries its sender's credentials: for --allow-uid, and to check that a
+    // reply path still belongs to the sender.
+    if let Err(e) = rustix::net::sockopt::set_socket_passcred(&socket, true) {
         tracing::warn!(
-            "{name}: cannot read senders' credentials ({e}); --allow-uid refuses everyone"
+            "{name}: cannot read senders' credentials ({e}); no datagram can be answered"
         );
     }
     let mut buf = vec![0u8; MAX_DATAGRAM];
@@ -124,9 +171,11 @@ pub(crate) async fn serve(socket: UnixDatagram, name: &str, config: &Config, shu
                 }
             }
         }
-        if let Err(e) = answer_queued(&socket, config, &mut buf, &mut drops, usize::MAX) {
+        // A bounded turn, then the other tasks (signals) get the thread.
+        if let Err(e) = answer_queued(&socket, config, &mut buf, &mut drops, PER_TURN) {
             tracing::debug!("{name}: {e}");
         }
+        tokio::task::yield_now().await;
     }
     // The datagrams sent before the signal are answered; then the socket closes.
     if let Err(e) = answer_queued(&socket, config, &mut buf, &mut drops, DRAIN_MAX) {
@@ -164,6 +213,11 @@ fn answer_queued(
             RecvAncillaryMessage::ScmCredentials(cred) => Some(cred.uid.as_raw()),
             _ => None,
         });
+        let Some(uid) = uid else {
+            // SO_PASSCRED is set: the kernel attaches credentials to every datagram.
+            drops.dropped(Dropped::Refused);
+            continue;
+        };
         let sender = msg
             .address
             .and_then(|a| SocketAddrUnix::try_from(a).ok())
@@ -172,7 +226,7 @@ fn answer_queued(
             drops.dropped(Dropped::Unnamed);
             continue;
         };
-        if !config.allow_uids.is_empty() && !uid.is_some_and(|u| config.allow_uids.contains(&u)) {
+        if !config.allow_uids.is_empty() && !config.allow_uids.contains(&uid) {
             drops.dropped(Dropped::Refused);
             continue;
         }
@@ -184,13 +238,13 @@ fn answer_queued(
         if echo_log::enabled() {
             echo_log::log(&[datagram]);
         }
-        match rustix::net::sendto(
-            socket,
-            datagram,
-            SendFlags::DONTWAIT | SendFlags::NOSIGNAL,
-            &sender,
-        ) {
+        let sent = match sender.path() {
+            Some(path) => reply_to_path(socket, datagram, &path, uid),
+            None => rustix::net::sendto(socket, datagram, SEND, &sender),
+        };
+        match sent {
             Ok(_) => {}
+            Err(rustix::io::Errno::PERM) => drops.dropped(Dropped::Impostor),
             Err(rustix::io::Errno::AGAIN) => drops.dropped(Dropped::NotReading),
             // The sender is gone (its address no longer exists): nothing to answer.
             Err(rustix::io::Errno::CONNREFUSED | rustix::io::Errno::NOENT) => {}

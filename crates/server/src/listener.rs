@@ -55,6 +55,14 @@ pub enum ListenError {
         /// What is wrong with it.
         why: String,
     },
+    /// The socket's directory lets someone else rename or remove names in it.
+    #[error("{}: {why}, so someone else could replace the socket under the server; refusing (choose a directory of your own, or one with the sticky bit such as /tmp)", .dir.display())]
+    UnsafeParent {
+        /// The directory.
+        dir: PathBuf,
+        /// Who else can change it.
+        why: String,
+    },
     /// An empty socket path.
     #[error("the socket path is empty (give a path, or @name for an abstract socket)")]
     EmptyPath,

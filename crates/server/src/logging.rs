@@ -25,7 +25,7 @@ const QUEUED_LINES: usize = 4096;
 #[derive(Debug)]
 #[must_use = "logging stops when the guard is dropped"]
 pub struct LogGuard {
-    _worker: WorkerGuard,
+    _worker: Option<WorkerGuard>,
 }
 
 /// Where stderr goes, which decides the line format.
@@ -37,12 +37,17 @@ pub enum Sink {
     Journal,
     /// A file or a pipe: plain lines.
     Plain,
+    /// Nowhere: stderr is the connection itself (classic inetd puts the socket on fds 0, 1
+    /// and 2), where a log line would be data for the peer.
+    Off,
 }
 
 impl Sink {
     /// Looks at stderr and the environment (`NO_COLOR`, `JOURNAL_STREAM`).
     pub fn detect() -> Sink {
-        if stderr_is_journal() {
+        if stderr_is_stdin() {
+            Sink::Off
+        } else if stderr_is_journal() {
             Sink::Journal
         } else if io::stderr().is_terminal()
             && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
@@ -51,6 +56,21 @@ impl Sink {
         } else {
             Sink::Plain
         }
+    }
+}
+
+/// Is stderr the very file (socket) stdin is? Under `--inetd` that is the peer's connection.
+pub fn stderr_is_stdin() -> bool {
+    match (
+        rustix::fs::fstat(io::stdin()),
+        rustix::fs::fstat(io::stderr()),
+    ) {
+        (Ok(a), Ok(b)) => {
+            a.st_dev == b.st_dev
+                && a.st_ino == b.st_ino
+                && rustix::fs::FileType::from_raw_mode(a.st_mode) == rustix::fs::FileType::Socket
+        }
+        _ => false,
     }
 }
 
@@ -113,6 +133,9 @@ where
 
 /// Installs the global subscriber: `RUST_LOG` if set, else `default_filter` (e.g. `info`).
 pub fn init(default_filter: &str, sink: Sink) -> LogGuard {
+    if sink == Sink::Off {
+        return LogGuard { _worker: None };
+    }
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_filter));
     let (writer, guard) = NonBlockingBuilder::default()
@@ -136,5 +159,7 @@ pub fn init(default_filter: &str, sink: Sink) -> LogGuard {
     } else {
         builder.init();
     }
-    LogGuard { _worker: guard }
+    LogGuard {
+        _worker: Some(guard),
+    }
 }

@@ -266,9 +266,14 @@ fn raise_fd_limit() {
 fn main() -> ExitCode {
     // Release tooling only (`cargo xtask dist`): not a flag, so it is in no help text and no
     // completion.
-    let args: Vec<String> = std::env::args().collect();
-    if args.get(1).map(String::as_str) == Some("--generate") {
-        return generate(&args[2..]);
+    // `args_os`: a path that is not UTF-8 must not panic before clap can say so.
+    let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    if args.get(1).is_some_and(|a| a == "--generate") {
+        let args: Vec<String> = args[2..]
+            .iter()
+            .map(|a| a.to_string_lossy().into_owned())
+            .collect();
+        return generate(&args);
     }
     let cli = Cli::parse();
     if let Err(e) = cli.check() {
@@ -289,9 +294,12 @@ fn main() -> ExitCode {
     }
 }
 
-/// Writes `udsecho-server: MESSAGE`; a closed stderr loses the line, nothing else.
+/// Writes `udsecho-server: MESSAGE`; a closed stderr loses the line, nothing else, and a
+/// stderr that is the peer's connection (`--inetd`) gets nothing.
 fn fail(message: &dyn std::fmt::Display) -> ExitCode {
-    let _ = writeln!(std::io::stderr(), "udsecho-server: {message}");
+    if !logging::stderr_is_stdin() {
+        let _ = writeln!(std::io::stderr(), "udsecho-server: {message}");
+    }
     ExitCode::FAILURE
 }
 

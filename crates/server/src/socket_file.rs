@@ -259,6 +259,7 @@ pub(crate) async fn bind(
     if len == 0 {
         return Err(ListenError::EmptyPath);
     }
+    check_parent(path)?;
     let mut lock = PathLock::acquire(path)?;
     match bind_locked(path, mode, kind).await {
         Ok((socket, file)) => Ok((socket, SocketFile { file, lock })),
@@ -377,6 +378,47 @@ pub(crate) fn listen(fd: &OwnedFd, kind: SocketType) -> io::Result<()> {
     if kind != SocketType::Datagram {
         // As std does: on Linux a negative backlog means the system maximum (somaxconn).
         rustix::net::listen(fd, if cfg!(target_os = "linux") { -1 } else { 128 })?;
+    }
+    Ok(())
+}
+
+/// The socket's directory must not let anyone else rename or remove our names in it: then
+/// what the server checks (`lstat`) is what it removes (`unlink`), and what it binds is what it
+/// records. That holds in a directory owned by this user or by root that others cannot write,
+/// or can write only under the sticky bit (`/tmp`: only an entry's owner may rename or remove
+/// it). A directory owned by someone else, or writable by others without the sticky bit, is
+/// refused before anything is created in it.
+fn check_parent(path: &Path) -> Result<(), ListenError> {
+    let dir = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    };
+    // A missing directory is reported by the steps that follow, naming the socket.
+    let Ok(meta) = fs::metadata(dir) else {
+        return Ok(());
+    };
+    let euid = rustix::process::geteuid().as_raw();
+    let unsafe_parent = |why: String| ListenError::UnsafeParent {
+        dir: dir.to_owned(),
+        why,
+    };
+    if meta.uid() != euid && meta.uid() != 0 {
+        return Err(unsafe_parent(format!(
+            "is owned by uid {}, who may rename anything in it",
+            meta.uid()
+        )));
+    }
+    let sticky = meta.mode() & 0o1000 != 0;
+    if meta.mode() & 0o022 != 0 && !sticky {
+        return Err(unsafe_parent(format!(
+            "has mode {:04o}: writable by {} without the sticky bit",
+            meta.mode() & 0o7777,
+            if meta.mode() & 0o002 != 0 {
+                "everyone"
+            } else {
+                "its group"
+            }
+        )));
     }
     Ok(())
 }

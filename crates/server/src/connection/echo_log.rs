@@ -16,9 +16,15 @@ pub(crate) fn enabled() -> bool {
     tracing::enabled!(target: TARGET, tracing::Level::DEBUG)
 }
 
+/// The most bytes of one read an `echo:` line shows; the rest is counted. A line is queued
+/// for stderr and may wait there (see `logging`), so its size must not follow the peer's.
+pub(crate) const SHOWN: usize = 512;
+
 /// Logs one `echo:` line for `parts`, the bytes of one read (in order).
 pub(crate) fn log(parts: &[&[u8]]) {
+    let total: usize = parts.iter().map(|p| p.len()).sum();
     let mut line = String::new();
+    let mut budget = SHOWN;
     let last = parts.iter().rposition(|p| !p.is_empty());
     for (i, part) in parts.iter().enumerate() {
         let part = if Some(i) == last {
@@ -26,9 +32,15 @@ pub(crate) fn log(parts: &[&[u8]]) {
         } else {
             part
         };
-        escape_into(part, &mut line);
+        let shown = &part[..part.len().min(budget)];
+        budget -= shown.len();
+        escape_into(shown, &mut line);
     }
-    tracing::debug!(target: TARGET, "echo: {line}");
+    if total > SHOWN {
+        tracing::debug!(target: TARGET, "echo: {line}... ({total} bytes)");
+    } else {
+        tracing::debug!(target: TARGET, "echo: {line}");
+    }
 }
 
 fn trim_newline(bytes: &[u8]) -> &[u8] {

@@ -250,7 +250,8 @@ impl Session {
         let mut out = BytesMut::new();
         Frame::Hello(answer).encode(&mut out, u32::MAX)?;
         self.greeted = true;
-        tracing::debug!(agent = %hello.agent, max_frame = self.limit, "framed session opened");
+        // `?`: the agent is the peer's text, shown escaped so it cannot start a log line.
+        tracing::debug!(agent = ?hello.agent, max_frame = self.limit, "framed session opened");
         Ok(out.freeze())
     }
 }

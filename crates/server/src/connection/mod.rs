@@ -494,11 +494,21 @@ impl Handler {
                     }
                     return Ok(Burst::Empty);
                 }
-                let n = match self.stream.try_io(Interest::READABLE, |fd| {
+                let mut recv = |fd: &OwnedFd| {
                     rustix::net::recv(fd, &mut scratch[..cap], RecvFlags::DONTWAIT)
                         .map(|(n, _)| n)
                         .map_err(io::Error::from)
-                }) {
+                };
+                // While draining, read whatever the runtime believes: what FIONREAD counted is
+                // in the socket even if its readiness event has not been seen yet. Otherwise
+                // through `try_io`, which clears readiness on EAGAIN without losing an event
+                // that arrives meanwhile.
+                let received = if matches!(self.input, Input::Draining { .. }) {
+                    recv(self.stream.get_ref())
+                } else {
+                    self.stream.try_io(Interest::READABLE, recv)
+                };
+                let n = match received {
                     Ok(0) => {
                         self.input = Input::Eof;
                         return self.at_eof().map(|e| e.map_or(Burst::Empty, Burst::Ended));
@@ -520,24 +530,11 @@ impl Handler {
                 if let Some(ending) = plan.ending {
                     return Ok(Burst::Ended(ending));
                 }
-                // A Unix stream read stops short only when the receive queue is empty. Say so
-                // to the runtime instead of asking the kernel again for an EAGAIN: one
-                // syscall less per echo. (If data arrived meanwhile, its readiness event is
-                // newer and survives this.)
-                let emptied = n < cap;
-                if emptied {
-                    let _ = self.stream.try_io(Interest::READABLE, |_| {
-                        Err::<(), _>(io::ErrorKind::WouldBlock.into())
-                    });
-                    if matches!(self.input, Input::Draining { .. }) {
-                        self.drain_spent();
-                    }
-                }
+                // A short read does not prove the queue empty (a read stops at a chunk that
+                // carries descriptors, or at an out-of-band mark), so readiness is cleared
+                // only by the read that returns EAGAIN.
                 if !self.pending.is_empty() {
                     return Ok(Burst::Backlogged);
-                }
-                if emptied {
-                    return Ok(Burst::Empty);
                 }
             }
             Ok(Burst::Busy)

@@ -361,3 +361,43 @@ fn a_peer_that_never_reads_is_not_buffered_without_limit_and_others_are_served()
     hog.read_exact(&mut first).unwrap();
     assert!(first.iter().all(|&b| b == 0x5a));
 }
+
+/// A Unix stream read stops at a chunk that carries passed descriptors even when more is
+/// queued: the server must not take a short read for an empty socket (it once did, and the
+/// rest of the data waited forever).
+#[test]
+fn a_read_cut_short_by_passed_descriptors_loses_nothing() {
+    use rustix::net::{SendAncillaryBuffer, SendAncillaryMessage, SendFlags};
+    use std::io::IoSlice;
+    use std::mem::MaybeUninit;
+    use std::os::fd::AsFd;
+
+    let server = Server::start(Vec::<String>::new()).unwrap();
+    for round in 0..5 {
+        let mut stream = connect(server.socket()).unwrap();
+        stream
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
+        let data = random_payload(100_000, round);
+        let passed = std::fs::File::open("/dev/null").unwrap();
+        let mut space = [MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(1))];
+        let fds = [passed.as_fd()];
+        let mut control = SendAncillaryBuffer::new(&mut space);
+        assert!(control.push(SendAncillaryMessage::ScmRights(&fds)));
+        // One sendmsg: the kernel splits it into chunks, the descriptor riding on the first.
+        let sent = rustix::net::sendmsg(
+            &stream,
+            &[IoSlice::new(&data)],
+            &mut control,
+            SendFlags::empty(),
+        )
+        .unwrap();
+        stream.write_all(&data[sent..]).unwrap();
+        // No half-close: its EOF event would wake the server and hide a stranded read.
+        let mut echo = vec![0u8; data.len()];
+        stream
+            .read_exact(&mut echo)
+            .unwrap_or_else(|e| panic!("round {round}: the echo stopped short: {e}"));
+        assert_eq!(checksum(&echo), checksum(&data));
+    }
+}

@@ -40,9 +40,11 @@ const CASTS: [Cast; 2] = [
     },
 ];
 
-/// A world-writable directory without the sticky bit (the harshest place: anyone may rename
-/// anything there) and a private vault, owned by the server's user, holding a file the server
-/// could modify if it followed a link.
+/// A world-writable directory with the sticky bit, like `/tmp` (anyone may add names; the
+/// server refuses directories where others could also rename its own), and a private vault,
+/// owned by the server's user, holding a file the server could modify if it followed a link.
+/// The test itself runs as root, so it can still swap names the server owns, as the owner of
+/// the directory could.
 struct Scene {
     cast: Cast,
     arena: tempfile::TempDir,
@@ -52,7 +54,7 @@ struct Scene {
 impl Scene {
     fn new(cast: Cast) -> Scene {
         let arena = short_temp_dir();
-        fs::set_permissions(arena.path(), fs::Permissions::from_mode(0o777)).unwrap();
+        fs::set_permissions(arena.path(), fs::Permissions::from_mode(0o1777)).unwrap();
         let vault = short_temp_dir();
         let victim = vault.path().join("victim");
         fs::write(&victim, "the server's own secret").unwrap();
@@ -343,6 +345,53 @@ fn a_stale_socket_of_another_user_is_not_removed() {
     }
 }
 
+#[test]
+fn a_directory_where_others_could_replace_the_socket_is_refused() {
+    if !is_root() {
+        return;
+    }
+    for cast in CASTS {
+        // World-writable without the sticky bit: anyone could rename the server's names.
+        let open = short_temp_dir();
+        fs::set_permissions(open.path(), fs::Permissions::from_mode(0o777)).unwrap();
+        // Owned by the other user: its owner could.
+        let theirs = short_temp_dir();
+        fs::set_permissions(theirs.path(), fs::Permissions::from_mode(0o755)).unwrap();
+        std::os::unix::fs::lchown(theirs.path(), Some(cast.attacker), None).unwrap();
+        for (dir, says) in [
+            (&open, "without the sticky bit"),
+            (&theirs, "is owned by uid"),
+        ] {
+            // Root owns every temp dir, so "owned by another" only applies to nobody's server.
+            if says == "is owned by uid" && cast.attacker == 0 {
+                continue;
+            }
+            let socket = dir.path().join("s.sock");
+            let builder = Server::builder().socket(&socket).no_wait();
+            let builder = match cast.server {
+                0 => builder,
+                uid => builder.user(uid, uid),
+            };
+            let mut server = builder.start().unwrap();
+            assert_eq!(
+                server.wait_exit(STOP).unwrap().code(),
+                Some(1),
+                "{cast:?} {says}"
+            );
+            let stderr = server.stderr();
+            assert!(
+                stderr.contains(dir.path().to_str().unwrap()) && stderr.contains(says),
+                "{cast:?}: {stderr}"
+            );
+            assert_eq!(
+                fs::read_dir(dir.path()).unwrap().count(),
+                0,
+                "nothing created"
+            );
+        }
+    }
+}
+
 /// The old server chmod-ed the path after bind: a racer renaming a symlink over the fresh
 /// socket got `--socket-mode` applied to the link's target. Now the mode is set on the socket
 /// before bind, so there is no path-based chmod to redirect.
@@ -493,6 +542,8 @@ mod default_socket {
             return;
         }
         let runtime = short_temp_dir();
+        // What the XDG spec promises (and what is trusted): the user's own, mode 0700.
+        fs::set_permissions(runtime.path(), fs::Permissions::from_mode(0o700)).unwrap();
         std::os::unix::fs::lchown(runtime.path(), Some(NOBODY), Some(NOBODY)).unwrap();
         let env = [("XDG_RUNTIME_DIR", runtime.path())];
         let dir = runtime.path().join("udsecho");
@@ -510,14 +561,20 @@ mod default_socket {
     }
 
     #[test]
-    fn root_gets_run_udsecho() {
+    fn root_gets_run_udsecho_even_with_another_users_xdg_runtime_dir() {
         let dir = Path::new("/run/udsecho");
         if !is_root() || dir.exists() || !Path::new("/run").is_dir() {
             return; // not root, or a real installation lives there: leave it be
         }
         let socket = dir.join("echo.sock");
-        let mut server = default_server(0, &[], &socket).start().unwrap();
+        // `su` without `-` leaves the caller's XDG_RUNTIME_DIR: root must not use a directory
+        // another user owns.
+        let theirs = short_temp_dir();
+        std::os::unix::fs::lchown(theirs.path(), Some(NOBODY), Some(NOBODY)).unwrap();
+        let env = [("XDG_RUNTIME_DIR", theirs.path())];
+        let mut server = default_server(0, &env, &socket).start().unwrap();
         assert_private(dir, 0);
+        assert!(!theirs.path().join("udsecho").exists());
         assert_eq!(raw_round_trip(&socket, b"root", 4).unwrap(), b"root");
         assert!(server.stop(Signal::TERM, STOP).unwrap().success());
         fs::remove_dir(dir).unwrap();

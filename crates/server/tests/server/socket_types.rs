@@ -306,3 +306,45 @@ fn wait_for_file(path: &Path) {
         std::thread::sleep(Duration::from_millis(10));
     }
 }
+
+/// A datagram's reply goes to the socket that sent it, never through a name swapped in since:
+/// here the sender's path has become a symlink to another socket (think `/dev/log`).
+#[test]
+fn a_datagram_reply_never_follows_a_symlink_at_the_senders_path() {
+    let server = Server::start(["--type", "datagram"]).unwrap();
+    let dir = short_temp_dir();
+    let victim = UnixDatagram::bind(dir.path().join("victim.sock")).unwrap();
+    victim
+        .set_read_timeout(Some(Duration::from_millis(500)))
+        .unwrap();
+    let sender = UnixDatagram::bind(dir.path().join("x")).unwrap();
+    std::fs::rename(dir.path().join("x"), dir.path().join("moved")).unwrap();
+    std::os::unix::fs::symlink(dir.path().join("victim.sock"), dir.path().join("x")).unwrap();
+    sender
+        .send_to(b"PRIORITY=0 forged", server.socket())
+        .unwrap();
+    let mut buf = [0u8; 64];
+    assert!(
+        victim.recv(&mut buf).is_err(),
+        "the reply went through the symlink"
+    );
+    assert!(
+        server.wait_stderr("replaced or a symlink", STOP),
+        "{}",
+        server.stderr()
+    );
+    // A sender whose socket file now belongs to someone else gets no reply either.
+    if !rustix::process::geteuid().is_root() {
+        return;
+    }
+    let other = UnixDatagram::bind(dir.path().join("owned")).unwrap();
+    other
+        .set_read_timeout(Some(Duration::from_millis(500)))
+        .unwrap();
+    std::os::unix::fs::lchown(dir.path().join("owned"), Some(65534), None).unwrap();
+    other.send_to(b"not mine", server.socket()).unwrap();
+    assert!(
+        other.recv(&mut buf).is_err(),
+        "replied to a socket of another owner"
+    );
+}
