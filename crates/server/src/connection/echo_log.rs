@@ -22,6 +22,12 @@ pub(crate) const SHOWN: usize = 512;
 
 /// Logs one `echo:` line for `parts`, the bytes of one read (in order).
 pub(crate) fn log(parts: &[&[u8]]) {
+    tracing::debug!(target: TARGET, "echo: {}", line(parts));
+}
+
+/// The text after `echo: `: escaped, one trailing newline dropped, at most [`SHOWN`] bytes of
+/// the read shown and the rest counted.
+fn line(parts: &[&[u8]]) -> String {
     let total: usize = parts.iter().map(|p| p.len()).sum();
     let mut line = String::new();
     let mut budget = SHOWN;
@@ -37,10 +43,9 @@ pub(crate) fn log(parts: &[&[u8]]) {
         escape_into(shown, &mut line);
     }
     if total > SHOWN {
-        tracing::debug!(target: TARGET, "echo: {line}... ({total} bytes)");
-    } else {
-        tracing::debug!(target: TARGET, "echo: {line}");
+        let _ = write!(line, "... ({total} bytes)");
     }
+    line
 }
 
 fn trim_newline(bytes: &[u8]) -> &[u8] {
@@ -95,6 +100,20 @@ mod tests {
             let out = escaped(&[b'a', b, b'z']);
             assert!(!out.contains(['\n', '\r', '\u{1b}']), "{b:#x}: {out:?}");
         }
+    }
+
+    #[test]
+    fn a_large_read_is_shown_in_part_and_counted() {
+        let big = vec![1u8; 100_000];
+        let shown = line(&[&big]);
+        assert!(
+            shown.ends_with("... (100000 bytes)"),
+            "{}",
+            &shown[shown.len() - 30..]
+        );
+        // At most six characters per byte shown (`\u{1b}`), whatever the read.
+        assert!(shown.len() <= 6 * SHOWN + 32, "{} chars", shown.len());
+        assert_eq!(line(&[b"\0U", b"DS rest\n"]), "\\u{0}UDS rest");
     }
 
     #[test]

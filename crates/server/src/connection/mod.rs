@@ -252,7 +252,8 @@ pub(crate) struct Handler {
     /// It is registered for readability only, so the peer reading our echo (which frees our
     /// send buffer) wakes nobody; writability is added for the rest of the connection's life
     /// the first time an echo backs up (`watching_writes`).
-    stream: AsyncFd<OwnedFd>,
+    /// Always present: taken out only for the moment `watch_writes` re-registers it.
+    stream: Option<AsyncFd<OwnedFd>>,
     /// Whether `stream` is registered for writability too.
     watching_writes: bool,
     /// The server's settings, shared read-only by every connection.
@@ -293,7 +294,7 @@ pub(crate) fn serve(
     };
     let mut handler = match crate::listener::register_for(socket, Interest::READABLE) {
         Ok(stream) => Some(Handler {
-            stream,
+            stream: Some(stream),
             watching_writes: false,
             settings,
             shutdown: shutdown.clone(),
@@ -371,7 +372,7 @@ impl Handler {
                 Input::Eof => return Poll::Ready(Ok(Exit::Finish(Finish::PeerDone))),
                 Input::Drained => return Poll::Ready(Ok(Exit::Finish(Finish::Drained))),
                 Input::Open | Input::Finishing { .. } => {
-                    let ready = match self.stream.poll_read_ready(cx) {
+                    let ready = match self.socket().poll_read_ready(cx) {
                         Poll::Ready(Ok(mut ready)) => {
                             // Readiness is cleared by the read that finds the queue empty.
                             ready.retain_ready();
@@ -413,6 +414,11 @@ impl Handler {
             };
             if Instant::now() >= deadline {
                 if !self.prefix_expired() {
+                    // Bytes held while detecting are the peer's data: they go out first
+                    // (an idle timeout shorter than the detection pause must not eat them).
+                    if let Some(ending) = self.decide_raw()? {
+                        return Ok(Due::Exit(Exit::Finish(Finish::Ending(ending))));
+                    }
                     return Ok(Due::Exit(Exit::Finish(Finish::Idle)));
                 }
                 // A strict prefix of the preamble, then silence: raw after all.
@@ -464,7 +470,7 @@ impl Handler {
 
     /// Shutdown began: read what is queued in the socket now, and no more.
     fn begin_drain(&mut self) {
-        let queued = rustix::io::ioctl_fionread(self.stream.get_ref())
+        let queued = rustix::io::ioctl_fionread(self.socket().get_ref())
             .ok()
             .and_then(|n| usize::try_from(n).ok())
             // If the kernel will not say, read until the socket is empty.
@@ -504,9 +510,9 @@ impl Handler {
                 // through `try_io`, which clears readiness on EAGAIN without losing an event
                 // that arrives meanwhile.
                 let received = if matches!(self.input, Input::Draining { .. }) {
-                    recv(self.stream.get_ref())
+                    recv(self.socket().get_ref())
                 } else {
-                    self.stream.try_io(Interest::READABLE, recv)
+                    self.socket().try_io(Interest::READABLE, recv)
                 };
                 let n = match received {
                     Ok(0) => {
@@ -629,7 +635,7 @@ impl Handler {
             return Ok(());
         }
         // Straight to the kernel, no readiness needed: EAGAIN only means "keep the rest".
-        let fd = self.stream.get_ref();
+        let fd = self.socket().get_ref();
         let sent = if before.is_empty() {
             rustix::net::send(fd, echo, SEND_FLAGS)
         } else {
@@ -662,7 +668,7 @@ impl Handler {
             self.watch_writes()?;
         }
         while !self.pending.is_empty() {
-            let mut ready = ready!(self.stream.poll_write_ready(cx))?;
+            let mut ready = ready!(self.socket().poll_write_ready(cx))?;
             let pending = &self.pending;
             match ready.try_io(|fd| {
                 rustix::net::send(fd.get_ref(), pending, SEND_FLAGS).map_err(io::Error::from)
@@ -680,17 +686,27 @@ impl Handler {
     }
 
     /// Registers the socket for writability too: an echo has backed up, so this peer reads
-    /// slower than it writes, and will likely do so again.
+    /// slower than it writes, and will likely do so again. The same descriptor is registered
+    /// again (no `dup`: it must work when descriptors have run out).
     fn watch_writes(&mut self) -> io::Result<()> {
-        let placeholder = crate::listener::register_for(
-            rustix::io::dup(self.stream.get_ref())?,
+        let fd = self
+            .stream
+            .take()
+            .expect("the socket is present outside watch_writes")
+            .into_inner();
+        self.stream = Some(crate::listener::register_for(
+            fd,
             Interest::READABLE | Interest::WRITABLE,
-        )?;
-        // Swap the registrations: the old one (read-only) is dropped with its duplicate fd.
-        let old = std::mem::replace(&mut self.stream, placeholder);
-        drop(old);
+        )?);
         self.watching_writes = true;
         Ok(())
+    }
+
+    /// The registered socket.
+    fn socket(&self) -> &AsyncFd<OwnedFd> {
+        self.stream
+            .as_ref()
+            .expect("the socket is present outside watch_writes")
     }
 
     /// Writes `pending` out, waiting at most `--idle-timeout` (if set): `false` if the peer
@@ -765,7 +781,16 @@ impl Handler {
                 framed::goodbye(GoodbyeReason::IdleTimeout, &mut self.pending);
                 self.last_word().await?;
             }
-            _ => self.close().await,
+            _ => {
+                // What was read is still owed: a moment to write it, if the peer reads.
+                if !self.pending.is_empty() {
+                    let limit = LINGER;
+                    let _ =
+                        tokio::time::timeout(limit, std::future::poll_fn(|cx| self.poll_flush(cx)))
+                            .await;
+                }
+                self.close().await;
+            }
         }
         Ok(End::Idle)
     }
@@ -807,7 +832,7 @@ impl Handler {
     /// Shuts down the write side: the peer sees EOF after the last byte we sent. The peer may
     /// be gone already; it has everything we could give it.
     async fn close(&mut self) {
-        let _ = rustix::net::shutdown(self.stream.get_ref(), rustix::net::Shutdown::Write);
+        let _ = rustix::net::shutdown(self.socket().get_ref(), rustix::net::Shutdown::Write);
     }
 
     /// After our last frame: read and drop what the peer still sends, for a moment. Closing a
@@ -817,7 +842,7 @@ impl Handler {
         let discard = async {
             let mut total = 0;
             while total < LINGER_BYTES {
-                let Ok(mut ready) = self.stream.readable().await else {
+                let Ok(mut ready) = self.socket().readable().await else {
                     return;
                 };
                 let read = SCRATCH.with_borrow_mut(|scratch| {
@@ -946,6 +971,16 @@ mod tests {
         peer.write_all(b" and more").await.unwrap();
         peer.shutdown().await.unwrap();
         assert_eq!(read_all(&mut peer).await, b" and more");
+    }
+
+    /// An idle timeout shorter than the detection pause still echoes what detection held.
+    #[tokio::test(start_paused = true)]
+    async fn an_idle_timeout_during_detection_still_echoes_the_held_bytes() {
+        let (mut peer, task, _shutdown) =
+            start(settings(Mode::Auto, Some(Duration::from_millis(100))));
+        peer.write_all(b"\0U").await.unwrap();
+        assert_eq!(read_all(&mut peer).await, b"\0U");
+        task.await.unwrap();
     }
 
     #[tokio::test(start_paused = true)]

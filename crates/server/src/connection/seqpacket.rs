@@ -75,19 +75,29 @@ async fn run(fd: OwnedFd, settings: &Settings, shutdown: &Shutdown) -> io::Resul
                     );
                     continue;
                 }
-                ready = socket.readable() => ready?.clear_ready(),
+                // Readiness is cleared by the read that finds the queue empty (`read_one`).
+                ready = socket.readable() => ready?.retain_ready(),
                 () = idle(settings, active_at) => return Ok(close(&socket, End::Idle)),
             }
         }
-        match read_one(&socket, &mut pending, &mut budget)? {
-            Got::Message => active_at = Instant::now(),
-            Got::Eof => return Ok(close(&socket, End::PeerDone)),
-            // While draining, an empty queue means everything sent before the signal is back.
-            Got::Empty if budget.is_some() => return Ok(close(&socket, End::Drained)),
-            Got::Empty => {}
+        // Every queued message, a turn's worth at a time, until the queue is empty or an echo
+        // backs up.
+        for _ in 0..MESSAGES_PER_TURN {
+            match read_one(&socket, &mut pending, &mut budget)? {
+                Got::Message if pending.is_some() => break,
+                Got::Message => active_at = Instant::now(),
+                Got::Eof => return Ok(close(&socket, End::PeerDone)),
+                // Draining: an empty queue means everything sent before the signal is back.
+                Got::Empty if budget.is_some() => return Ok(close(&socket, End::Drained)),
+                Got::Empty => break,
+            }
         }
+        tokio::task::yield_now().await;
     }
 }
+
+/// Messages read per wake-up before the other connections get a turn.
+const MESSAGES_PER_TURN: usize = 64;
 
 /// Reads one message and sends it back; what the socket will not take goes to `pending`.
 fn read_one(
@@ -96,12 +106,24 @@ fn read_one(
     budget: &mut Option<usize>,
 ) -> io::Result<Got> {
     let fd = socket.get_ref();
-    // The message's whole length, whatever the buffer: MSG_TRUNC reports it.
+    // The message's whole length, whatever the buffer: MSG_TRUNC reports it. Through `try_io`
+    // (EAGAIN clears readiness without losing a newer event), except while draining: what
+    // FIONREAD counted is there whatever the runtime has seen.
     let mut probe = [0u8; 1];
-    let len = match rustix::net::recv(fd, &mut probe[..], RecvFlags::PEEK | RecvFlags::TRUNC) {
-        Ok((_, len)) => len,
-        Err(rustix::io::Errno::AGAIN) => return Ok(Got::Empty),
-        Err(e) => return Err(e.into()),
+    let mut peek = |fd: &OwnedFd| {
+        rustix::net::recv(fd, &mut probe[..], RecvFlags::PEEK | RecvFlags::TRUNC)
+            .map(|(_, len)| len)
+            .map_err(io::Error::from)
+    };
+    let peeked = if budget.is_some() {
+        peek(fd)
+    } else {
+        socket.try_io(tokio::io::Interest::READABLE, peek)
+    };
+    let len = match peeked {
+        Ok(len) => len,
+        Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(Got::Empty),
+        Err(e) => return Err(e),
     };
     if len == 0 && peer_closed(fd) {
         return Ok(Got::Eof);

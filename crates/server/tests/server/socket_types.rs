@@ -348,3 +348,29 @@ fn a_datagram_reply_never_follows_a_symlink_at_the_senders_path() {
         "replied to a socket of another owner"
     );
 }
+
+/// Classic inetd passes the connection as stdin, stdout *and* stderr: a log line would be
+/// data for the peer.
+#[test]
+fn inetd_with_stderr_on_the_connection_sends_the_peer_nothing_but_its_echo() {
+    use std::io::Write;
+    let (ours, theirs) = std::os::unix::net::UnixStream::pair().unwrap();
+    let fd =
+        |s: &std::os::unix::net::UnixStream| Stdio::from(OwnedFd::from(s.try_clone().unwrap()));
+    let mut child = Command::new(binary("udsecho-server"))
+        .args(["--inetd", "-vv"])
+        .stdin(fd(&theirs))
+        .stdout(fd(&theirs))
+        .stderr(fd(&theirs))
+        .spawn()
+        .unwrap();
+    drop(theirs);
+    let mut ours = ours;
+    ours.set_read_timeout(Some(STOP)).unwrap();
+    ours.write_all(b"ping\n").unwrap();
+    ours.shutdown(std::net::Shutdown::Write).unwrap();
+    let mut got = Vec::new();
+    ours.read_to_end(&mut got).unwrap();
+    assert_eq!(String::from_utf8_lossy(&got), "ping\n");
+    assert!(child.wait().unwrap().success());
+}
