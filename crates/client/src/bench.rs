@@ -1,5 +1,6 @@
 //! Bench mode: many connections echoing as fast as they can, every byte verified, latency in
-//! an HDR histogram.
+//! an HDR histogram. Over seqpacket and datagram each echo must come back as one message
+//! equal to the one sent.
 
 use std::collections::VecDeque;
 use std::io::IsTerminal;
@@ -17,8 +18,9 @@ use tokio::time::Instant;
 use udsecho_proto::Frame;
 
 use crate::error::{ClientError, ErrorKind, preview};
+use crate::message::{MessageSocket, Received};
 use crate::session;
-use crate::target::Target;
+use crate::target::{SocketType, Target};
 
 /// What `bench` is told to do.
 #[derive(Debug, Clone)]
@@ -29,8 +31,10 @@ pub struct BenchOptions {
     pub duration: Duration,
     /// Payload bytes per message.
     pub size: usize,
-    /// Frames instead of raw bytes.
+    /// Frames instead of raw bytes (stream only).
     pub framed: bool,
+    /// Stream, seqpacket or datagram.
+    pub socket_type: SocketType,
     /// Messages in flight per connection (1 = ping-pong).
     pub pipeline: usize,
     /// Limit for connecting and for any single echo.
@@ -42,8 +46,10 @@ pub struct BenchOptions {
 /// The result, as printed and as `--json`.
 #[derive(Debug, Clone, Serialize)]
 pub struct BenchReport {
-    /// `raw` or `framed`.
+    /// `raw` or `framed` (seqpacket and datagram are raw).
     pub mode: &'static str,
+    /// `stream`, `seqpacket` or `datagram`.
+    pub socket_type: &'static str,
     /// Connections used.
     pub connections: usize,
     /// Messages in flight per connection.
@@ -144,9 +150,16 @@ pub async fn run(target: &Target, options: &BenchOptions) -> Result<BenchReport,
         let target = target.clone();
         let slots = connect_slots.clone();
         let timeout = options.timeout;
+        let kind = options.socket_type;
         connecting.push(tokio::spawn(async move {
             let _slot = slots.acquire_owned().await;
-            target.connect(timeout).await
+            match kind {
+                SocketType::Stream => target.connect(timeout).await.map(Connection::Stream),
+                _ => target
+                    .connect_messages(kind, timeout)
+                    .await
+                    .map(Connection::Messages),
+            }
         }));
     }
     let mut streams = Vec::with_capacity(options.connections);
@@ -174,10 +187,13 @@ pub async fn run(target: &Target, options: &BenchOptions) -> Result<BenchReport,
         };
         let framed = options.framed;
         workers.push(tokio::spawn(async move {
-            match (framed, pipeline) {
-                (false, 1) => worker.raw_ping_pong(stream).await,
-                (false, depth) => worker.raw_pipelined(stream, depth).await,
-                (true, depth) => worker.framed(stream, depth).await,
+            match (stream, framed, pipeline) {
+                (Connection::Stream(stream), false, 1) => worker.raw_ping_pong(stream).await,
+                (Connection::Stream(stream), false, depth) => {
+                    worker.raw_pipelined(stream, depth).await
+                }
+                (Connection::Stream(stream), true, depth) => worker.framed(stream, depth).await,
+                (Connection::Messages(socket), _, depth) => worker.messages(socket, depth).await,
             }
         }));
     }
@@ -223,6 +239,7 @@ pub async fn run(target: &Target, options: &BenchOptions) -> Result<BenchReport,
     let us = |q: f64| merged.value_at_quantile(q) as f64 / 1000.0;
     Ok(BenchReport {
         mode: if options.framed { "framed" } else { "raw" },
+        socket_type: options.socket_type.name(),
         connections: options.connections,
         pipeline,
         size: options.size,
@@ -265,6 +282,13 @@ fn udsecho_payload(size: usize, seed: u64) -> Vec<u8> {
             state as u8
         })
         .collect()
+}
+
+/// One benchmark connection.
+enum Connection {
+    Stream(UnixStream),
+    /// Seqpacket, or a connected datagram socket.
+    Messages(MessageSocket),
 }
 
 /// One connection's share of the benchmark.
@@ -493,6 +517,73 @@ impl Worker {
             udsecho_proto::GoodbyeReason::Done,
         ));
         let _ = tokio::time::timeout(self.timeout, server.send(bye)).await;
+        hist.flush();
+        Ok(())
+    }
+}
+
+impl Worker {
+    /// Seqpacket or datagram: up to `depth` messages in flight, each reply one message
+    /// that must equal the payload, each due within `timeout` of its sending. Sending and
+    /// receiving are raced, so a full queue on one side never stalls the other.
+    async fn messages(self, socket: MessageSocket, depth: usize) -> Result<(), ErrorKind> {
+        let mut hist = Latencies::new(self.latencies.clone());
+        let mut in_flight: VecDeque<Instant> = VecDeque::with_capacity(depth);
+        // Room for a longer reply, so that it shows as a mismatch rather than truncated.
+        let mut echo = vec![0u8; self.payload.len() + 1];
+        let mut n = 0u64;
+        let gone = |n: u64| {
+            socket.gone(format!(
+                "in the middle of the benchmark, after {n} round trips"
+            ))
+        };
+        loop {
+            let sending = in_flight.len() < depth && self.running();
+            if !sending && in_flight.is_empty() {
+                break;
+            }
+            let due = in_flight.front().map(|&at| at + self.timeout);
+            let late = async {
+                match due {
+                    Some(at) => tokio::time::sleep_until(at).await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                sent = socket.send(&self.payload), if sending => {
+                    sent.map_err(|e| {
+                        self.fail(socket.send_failure(self.payload.len(), e, || gone(n)))
+                    })?;
+                    in_flight.push_back(Instant::now());
+                }
+                got = socket.recv(&mut echo) => {
+                    let len = match got {
+                        Ok(Received::Message(len)) => len,
+                        Ok(Received::Truncated { len }) => len,
+                        Ok(Received::Closed) => return Err(self.fail(gone(n))),
+                        Err(e) => return Err(self.fail(socket.failure("receiving", e, || gone(n)))),
+                    };
+                    let Some(sent_at) = in_flight.pop_front() else {
+                        // A reply to nothing we sent.
+                        return Err(self.mismatch(n + 1, &echo[..len.min(echo.len())]));
+                    };
+                    hist.record(sent_at.elapsed());
+                    n += 1;
+                    if len != self.payload.len() || echo[..len] != self.payload[..] {
+                        return Err(self.mismatch(n, &echo[..len.min(echo.len())]));
+                    }
+                    self.done.fetch_add(1, Ordering::Relaxed);
+                }
+                () = late => {
+                    let lossy = match socket.kind() {
+                        SocketType::Datagram => " (datagrams can be dropped)",
+                        _ => "",
+                    };
+                    return Err(self.late(&format!("waiting for the echo of message {}{lossy}", n + 1)));
+                }
+            }
+        }
+        let _ = socket.shutdown_write();
         hist.flush();
         Ok(())
     }

@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use udsecho_proto::{ErrorCode, ProtoError};
 
-use crate::target::Target;
+use crate::target::{SocketType, Target};
 
 /// A client failure: the socket it concerns and what went wrong.
 #[derive(Debug)]
@@ -69,6 +69,17 @@ pub enum ErrorKind {
     /// The path exists but is not a socket.
     #[error("not a socket")]
     NotASocket,
+    /// The server's socket is of another type than ours (`EPROTOTYPE`).
+    #[error("not a {ours} socket: {}", match .theirs {
+        Some(theirs) => format!("the server there is a {theirs} socket (try --type {theirs})"),
+        None => "the server there uses another socket type (try --type stream, seqpacket or datagram)".to_owned(),
+    })]
+    WrongType {
+        /// The type we connected with.
+        ours: SocketType,
+        /// The server's, when probing found it.
+        theirs: Option<SocketType>,
+    },
     /// A wait took longer than `--timeout`.
     #[error("timed out after {} {waiting}", humantime::format_duration(*.after))]
     TimedOut {
@@ -82,6 +93,33 @@ pub enum ErrorKind {
     ClosedEarly {
         /// What was still expected.
         detail: String,
+    },
+    /// The datagram server's socket closed while we were sending to it.
+    #[error("the server went away ({detail})")]
+    Gone {
+        /// Where the exchange was.
+        detail: String,
+    },
+    /// A message over what the kernel sends as one seqpacket message or datagram.
+    #[error("a message of {len} bytes is more than a {kind} socket can send here{}", match .max {
+        Some(max) => format!(" (at most {max} bytes)"),
+        None => String::new(),
+    })]
+    MessageTooLarge {
+        /// Seqpacket or datagram.
+        kind: SocketType,
+        /// The message's length.
+        len: usize,
+        /// The limit, when the socket could tell it.
+        max: Option<usize>,
+    },
+    /// A reply larger than the buffer it was read into (the rest of it is lost).
+    #[error("a reply of {len} bytes is more than the {max} bytes the client reads at once")]
+    ReplyTooLarge {
+        /// The reply's length.
+        len: usize,
+        /// The buffer's size.
+        max: usize,
     },
     /// `--framed` against a server that echoes raw bytes: our preamble came back.
     #[error("the server echoed the preamble: it is in raw mode; drop --framed")]

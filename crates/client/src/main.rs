@@ -9,7 +9,7 @@ use clap::parser::ValueSource;
 use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand, ValueEnum, ValueHint};
 use udsecho_client::bench::{self, BenchOptions};
 use udsecho_client::send::{self, SendOptions, SendSummary};
-use udsecho_client::{ClientError, ErrorKind, Target, pipe, report};
+use udsecho_client::{ClientError, ErrorKind, SocketType, Target, pipe, report};
 
 /// A client for udsecho (and any `nc -U` peer): pipe, send, bench.
 ///
@@ -47,9 +47,18 @@ struct Cli {
     )]
     socket: Option<String>,
 
-    /// Speak udsecho frames instead of raw bytes
+    /// Speak udsecho frames instead of raw bytes (stream only)
     #[arg(long, global = true)]
     framed: bool,
+
+    /// The server's socket type: a byte stream (as nc -U), messages over a connection, or
+    /// datagrams (replies come back to a private autobind address)
+    #[arg(long = "type", global = true, value_name = "TYPE", value_enum, default_value_t = TypeArg::Stream)]
+    socket_type: TypeArg,
+
+    /// Short for --type datagram, as in nc
+    #[arg(short = 'u', global = true)]
+    datagram: bool,
 
     /// Give up connecting, or waiting for the server (handshake, each echo), after this long
     #[arg(long, global = true, value_name = "DUR", default_value = "10s", value_parser = positive_duration)]
@@ -117,6 +126,24 @@ enum Command {
     },
 }
 
+/// `--type`, as clap sees it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum TypeArg {
+    Stream,
+    Seqpacket,
+    Datagram,
+}
+
+impl From<TypeArg> for SocketType {
+    fn from(arg: TypeArg) -> SocketType {
+        match arg {
+            TypeArg::Stream => SocketType::Stream,
+            TypeArg::Seqpacket => SocketType::Seqpacket,
+            TypeArg::Datagram => SocketType::Datagram,
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, ValueEnum)]
 enum BenchMode {
     Raw,
@@ -171,7 +198,36 @@ impl Cli {
     /// Parses the command line; exits 2 with clap's message on bad flags.
     fn parse_checked() -> (Cli, Target) {
         let matches = Cli::command().get_matches();
-        let cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
+        let mut cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
+        if cli.datagram {
+            if cli.socket_type != TypeArg::Datagram
+                && type_source(&matches) == Some(ValueSource::CommandLine)
+            {
+                usage_error(&format!(
+                    "-u means --type datagram; it contradicts --type {}",
+                    SocketType::from(cli.socket_type)
+                ));
+            }
+            cli.socket_type = TypeArg::Datagram;
+        }
+        let framed = cli.framed
+            || matches!(
+                cli.command,
+                Some(Command::Bench {
+                    mode: BenchMode::Framed,
+                    ..
+                })
+            );
+        match cli.socket_type {
+            TypeArg::Stream => {}
+            TypeArg::Seqpacket if framed => usage_error(
+                "--framed makes no sense with --type seqpacket: each message keeps its boundaries already",
+            ),
+            TypeArg::Datagram if framed => usage_error(
+                "--framed makes no sense with --type datagram: each datagram is a message already",
+            ),
+            TypeArg::Seqpacket | TypeArg::Datagram => {}
+        }
         let positional = match &cli.command {
             None => &cli.path,
             Some(
@@ -200,9 +256,19 @@ impl Cli {
 /// Where `--socket` came from (a global flag lands in the subcommand's matches when given
 /// after it).
 fn socket_source(matches: &clap::ArgMatches) -> Option<ValueSource> {
-    let here = matches.value_source("socket");
+    global_source(matches, "socket")
+}
+
+/// Where `--type` came from.
+fn type_source(matches: &clap::ArgMatches) -> Option<ValueSource> {
+    global_source(matches, "socket_type")
+}
+
+/// Where the global flag `id` came from, given before or after the subcommand.
+fn global_source(matches: &clap::ArgMatches, id: &str) -> Option<ValueSource> {
+    let here = matches.value_source(id);
     match matches.subcommand() {
-        Some((_, sub)) => match sub.value_source("socket") {
+        Some((_, sub)) => match sub.value_source(id) {
             Some(ValueSource::CommandLine) => Some(ValueSource::CommandLine),
             _ => here,
         },
@@ -250,7 +316,9 @@ fn main() -> ExitCode {
         }
     };
     let result = match &cli.command {
-        None | Some(Command::Pipe { .. }) if !cli.framed => raw_pipe(&runtime, &cli, &target),
+        None | Some(Command::Pipe { .. }) if !cli.framed && cli.socket_type == TypeArg::Stream => {
+            raw_pipe(&runtime, &cli, &target)
+        }
         _ => runtime.block_on(run(&cli, &target)),
     };
     // A stdin read may still be parked on a blocking thread; do not wait for it.
@@ -299,7 +367,19 @@ fn raw_pipe(
 }
 
 async fn run(cli: &Cli, target: &Target) -> Result<(), ClientError> {
+    let socket_type = SocketType::from(cli.socket_type);
     match &cli.command {
+        None | Some(Command::Pipe { .. }) if socket_type != SocketType::Stream => {
+            let socket = target.connect_messages(socket_type, cli.timeout).await?;
+            pipe::messages(
+                socket,
+                target,
+                cli.timeout,
+                tokio::io::stdin(),
+                tokio::io::stdout(),
+            )
+            .await
+        }
         None | Some(Command::Pipe { .. }) => {
             let stream = target.connect(cli.timeout).await?;
             pipe::framed(
@@ -317,7 +397,6 @@ async fn run(cli: &Cli, target: &Target) -> Result<(), ClientError> {
             count,
             ..
         }) => {
-            let stream = target.connect(cli.timeout).await?;
             let options = SendOptions {
                 message: message.clone().into(),
                 interval: *interval,
@@ -331,7 +410,13 @@ async fn run(cli: &Cli, target: &Target) -> Result<(), ClientError> {
                 }
             };
             let mut out = std::io::stdout();
-            let summary = send::run(stream, target, &options, ctrl_c, &mut out).await?;
+            let summary = if socket_type == SocketType::Stream {
+                let stream = target.connect(cli.timeout).await?;
+                send::run(stream, target, &options, ctrl_c, &mut out).await?
+            } else {
+                let socket = target.connect_messages(socket_type, cli.timeout).await?;
+                send::messages(socket, target, &options, ctrl_c, &mut out).await?
+            };
             print_summary(&summary);
             Ok(())
         }
@@ -350,6 +435,7 @@ async fn run(cli: &Cli, target: &Target) -> Result<(), ClientError> {
                 duration: *duration,
                 size: *size,
                 framed: cli.framed || matches!(mode, BenchMode::Framed),
+                socket_type,
                 pipeline: *pipeline as usize,
                 timeout: cli.timeout,
                 progress: bench::stdout_is_terminal() && !json,
@@ -361,12 +447,15 @@ async fn run(cli: &Cli, target: &Target) -> Result<(), ClientError> {
                     .map_err(std::io::Error::other)
                     .and_then(|()| writeln!(out))
             } else {
+                let what = match socket_type {
+                    SocketType::Stream => format!("{} mode", report.mode),
+                    other => other.to_string(),
+                };
                 writeln!(
                     out,
-                    "{} mode, {} connection{}, pipeline {}, {} B messages, {:.1} s\n\
+                    "{what}, {} connection{}, pipeline {}, {} B messages, {:.1} s\n\
                      round trips/s: {:.0}\nMB/s:          {:.1}\n\
                      latency (µs):  p50 {:.1}  p99 {:.1}  p999 {:.1}  max {:.1}",
-                    report.mode,
                     report.connections,
                     if report.connections == 1 { "" } else { "s" },
                     report.pipeline,

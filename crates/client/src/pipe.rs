@@ -6,23 +6,27 @@
 //! 8 KiB). The directions end independently, as in `nc`: the server's EOF does not stop the
 //! upload, and our EOF half-closes without stopping the download.
 //!
-//! Framed pipe stays async: it interleaves lines, frames and deadlines.
+//! Framed pipe stays async: it interleaves lines, frames and deadlines. So does the message
+//! pipe (seqpacket and datagram), where each stdin read or line is one message and each
+//! reply is printed as it comes; for datagram it also counts the replies still due.
 
 use std::collections::VecDeque;
 use std::io::{Read, Write};
 use std::net::Shutdown;
 use std::os::unix::net::UnixStream as StdUnixStream;
+use std::sync::Arc;
 use std::thread;
 use std::time::Duration;
 
-use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncWrite, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncBufRead, AsyncBufReadExt, AsyncRead, AsyncWrite, AsyncWriteExt, BufReader};
 use tokio::net::UnixStream;
 use tokio::time::Instant;
 use udsecho_proto::{Frame, Goodbye, GoodbyeReason};
 
 use crate::error::{ClientError, ErrorKind};
+use crate::message::{MessageSocket, Received};
 use crate::session;
-use crate::target::Target;
+use crate::target::{SocketType, Target};
 
 /// Bytes moved per read/write in raw pipe mode.
 const CHUNK: usize = 256 * 1024;
@@ -248,4 +252,269 @@ where
     };
     reader.abort();
     result
+}
+
+/// The most stdin a message pipe puts in one message: one read for seqpacket, and for
+/// datagram a line, or this much of a longer one. Well under the kernel's limit for one
+/// message (the socket's send buffer, 208 KiB by default), and what a server reading 64 KiB
+/// at a time takes whole.
+pub const MESSAGE_CHUNK: usize = 64 * 1024;
+
+/// The largest reply a message pipe prints (a larger one is an error: the kernel keeps only
+/// what fits). Replies to our own messages are at most [`MESSAGE_CHUNK`].
+const REPLY_BUFFER: usize = 256 * 1024;
+
+/// Message pipe, seqpacket or datagram: stdin to the socket, one message per read
+/// (seqpacket) or per line (datagram, lines over [`MESSAGE_CHUNK`] cut into pieces of that
+/// size); each reply written to `output` as it comes.
+///
+/// - Seqpacket, like a raw pipe: on input EOF it shuts down its write side and prints
+///   replies until the server closes; after the server's EOF it still sends the rest of
+///   `input`. Only the connect is bounded by `timeout`.
+/// - Datagram: each send waits at most `timeout` (a server whose queue stays full is not
+///   reading); after input EOF the replies still due get `timeout` to arrive, then it is an
+///   error saying how many never came (datagrams can be dropped).
+pub async fn messages<I, O>(
+    socket: MessageSocket,
+    target: &Target,
+    timeout: Duration,
+    input: I,
+    output: O,
+) -> Result<(), ClientError>
+where
+    I: AsyncRead + Unpin + Send + 'static,
+    O: AsyncWrite + Unpin,
+{
+    message_session(Arc::new(socket), timeout, input, output)
+        .await
+        .map_err(|kind| kind.at(target))
+}
+
+async fn message_session<I, O>(
+    socket: Arc<MessageSocket>,
+    timeout: Duration,
+    input: I,
+    mut output: O,
+) -> Result<(), ErrorKind>
+where
+    I: AsyncRead + Unpin + Send + 'static,
+    O: AsyncWrite + Unpin,
+{
+    let datagram = socket.kind() == SocketType::Datagram;
+    let mut upload = tokio::spawn(upload_messages(socket.clone(), input, timeout));
+    let mut buf = vec![0u8; REPLY_BUFFER];
+    let mut replies = 0u64;
+    // Once stdin has ended: how many messages went out, and when the last did.
+    let mut uploaded: Option<(u64, Instant)> = None;
+    // The server hung up on the upload: what is left of its replies is printed first.
+    let mut upload_failed: Option<ErrorKind> = None;
+    let result = loop {
+        if let (true, Some((sent, _))) = (datagram, uploaded)
+            && replies >= sent
+        {
+            break Ok(());
+        }
+        let due = uploaded.filter(|_| datagram).map(|(_, at)| at + timeout);
+        let late = async {
+            match due {
+                Some(at) => tokio::time::sleep_until(at).await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            done = &mut upload, if uploaded.is_none() && upload_failed.is_none() => match done {
+                Ok(Ok(sent)) => uploaded = Some((sent, Instant::now())),
+                // Seqpacket: the server closed; its EOF (or reset) ends the download.
+                Ok(Err(e @ ErrorKind::ClosedEarly { .. })) => upload_failed = Some(e),
+                Ok(Err(e)) => break Err(e),
+                Err(e) => break Err(ErrorKind::Io {
+                    doing: "sending",
+                    source: std::io::Error::other(e),
+                }),
+            },
+            got = socket.recv(&mut buf) => match got {
+                Ok(Received::Message(n)) => {
+                    replies += 1;
+                    let written = async {
+                        output.write_all(&buf[..n]).await?;
+                        output.flush().await
+                    };
+                    if let Err(e) = written.await {
+                        break Err(ErrorKind::Stdout(e));
+                    }
+                }
+                Ok(Received::Truncated { len }) => {
+                    break Err(ErrorKind::ReplyTooLarge { len, max: buf.len() });
+                }
+                Ok(Received::Closed) => {
+                    if let Some(e) = upload_failed.take() {
+                        break Err(e);
+                    }
+                    // Like nc: the server has finished sending, but may still be reading.
+                    break match uploaded {
+                        Some(_) => Ok(()),
+                        None => match (&mut upload).await {
+                            Ok(result) => result.map(drop),
+                            Err(e) => Err(ErrorKind::Io {
+                                doing: "sending",
+                                source: std::io::Error::other(e),
+                            }),
+                        },
+                    };
+                }
+                Err(e) => {
+                    let gone = || upload_failed.take().unwrap_or_else(|| {
+                        socket.gone("it did not read all of stdin")
+                    });
+                    break Err(socket.failure("receiving", e, gone));
+                }
+            },
+            () = late => {
+                let sent = uploaded.map_or(0, |(sent, _)| sent);
+                break Err(ErrorKind::timed_out(
+                    format!(
+                        "waiting for {} of {sent} replies (datagrams can be dropped)",
+                        sent - replies
+                    ),
+                    timeout,
+                ));
+            }
+        }
+    };
+    upload.abort();
+    result
+}
+
+/// stdin to the socket, one message at a time, then (seqpacket) a half-close. Returns how
+/// many messages were sent.
+async fn upload_messages(
+    socket: Arc<MessageSocket>,
+    input: impl AsyncRead + Unpin,
+    timeout: Duration,
+) -> Result<u64, ErrorKind> {
+    let datagram = socket.kind() == SocketType::Datagram;
+    let mut input = BufReader::with_capacity(MESSAGE_CHUNK, input);
+    let mut sent = 0u64;
+    while let Some(message) = next_message(&mut input, datagram)
+        .await
+        .map_err(ErrorKind::Stdin)?
+    {
+        let gone = || {
+            let plural = if sent == 1 { "" } else { "s" };
+            socket.gone(match (datagram, sent) {
+                (true, 0) => {
+                    "its socket was closed before the first datagram from stdin".to_owned()
+                }
+                (true, _) => {
+                    format!("its socket was closed after {sent} datagram{plural} from stdin")
+                }
+                (false, 0) => "it read nothing from stdin".to_owned(),
+                (false, _) => format!("it stopped reading after {sent} message{plural} from stdin"),
+            })
+        };
+        let sending = socket.send(&message);
+        let result = if datagram {
+            // A datagram server whose queue stays full is not reading: no point waiting on.
+            match tokio::time::timeout(timeout, sending).await {
+                Ok(result) => result,
+                Err(_) => {
+                    return Err(ErrorKind::timed_out(
+                        format!("sending datagram {} (the server is not reading)", sent + 1),
+                        timeout,
+                    ));
+                }
+            }
+        } else {
+            sending.await
+        };
+        result.map_err(|e| socket.send_failure(message.len(), e, gone))?;
+        sent += 1;
+    }
+    socket.shutdown_write().map_err(|source| ErrorKind::Io {
+        doing: "half-closing",
+        source,
+    })?;
+    Ok(sent)
+}
+
+/// The next message from `input`: what one read brings, or (`lines`) a line with its
+/// newline, or the first [`MESSAGE_CHUNK`] bytes of a longer one; `None` at EOF.
+async fn next_message(
+    input: &mut (impl AsyncBufRead + Unpin),
+    lines: bool,
+) -> std::io::Result<Option<Vec<u8>>> {
+    let mut message = Vec::new();
+    loop {
+        let available = input.fill_buf().await?;
+        if available.is_empty() {
+            return Ok((!message.is_empty()).then_some(message));
+        }
+        let room = MESSAGE_CHUNK - message.len();
+        let take = &available[..available.len().min(room)];
+        let (take, end) = match take.iter().position(|&b| b == b'\n') {
+            Some(at) if lines => (&take[..=at], true),
+            _ => (take, !lines || take.len() == room),
+        };
+        message.extend_from_slice(take);
+        let used = take.len();
+        input.consume(used);
+        if end {
+            return Ok(Some(message));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    async fn messages_of(input: &[u8], lines: bool, read_size: usize) -> Vec<Vec<u8>> {
+        // A reader that gives at most `read_size` bytes per read.
+        let (rx, mut tx) = tokio::io::simplex(read_size);
+        let data = input.to_vec();
+        let writer = tokio::spawn(async move {
+            tx.write_all(&data).await?;
+            // Dropping one half of a simplex does not end it; shutting down does.
+            tx.shutdown().await
+        });
+        let mut reader = BufReader::with_capacity(MESSAGE_CHUNK, rx);
+        let mut out = Vec::new();
+        while let Some(message) = next_message(&mut reader, lines).await.unwrap() {
+            out.push(message);
+        }
+        writer.await.unwrap().unwrap();
+        out
+    }
+
+    #[tokio::test]
+    async fn lines_are_datagrams_however_stdin_is_read() {
+        let input = b"one\ntwo\n\nno newline";
+        for read_size in [1, 3, 1024] {
+            assert_eq!(
+                messages_of(input, true, read_size).await,
+                [&b"one\n"[..], b"two\n", b"\n", b"no newline"],
+                "reads of {read_size}"
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn a_line_over_the_chunk_is_cut_into_chunks() {
+        let mut input = vec![b'x'; MESSAGE_CHUNK * 2 + 10];
+        input.push(b'\n');
+        let sizes: Vec<usize> = messages_of(&input, true, 4096)
+            .await
+            .iter()
+            .map(Vec::len)
+            .collect();
+        assert_eq!(sizes, [MESSAGE_CHUNK, MESSAGE_CHUNK, 11]);
+    }
+
+    #[tokio::test]
+    async fn without_lines_each_read_is_one_message() {
+        let input = b"ab\ncd\nef";
+        let messages = messages_of(input, false, 3).await;
+        assert_eq!(messages.concat(), input);
+        assert!(messages.iter().all(|m| m.len() <= 3), "{messages:?}");
+    }
 }

@@ -1,5 +1,7 @@
 //! Send mode: the classic demo loop. Send a message every interval, print what comes back,
-//! and check that every echo matches, each within `--timeout` of its sending.
+//! and check that every echo matches, each within `--timeout` of its sending. Over a stream
+//! the echo is cut back into messages; over seqpacket and datagram each reply is one
+//! message and must equal the message whole.
 
 use std::collections::VecDeque;
 use std::io::Write;
@@ -12,8 +14,9 @@ use tokio::time::{Instant, MissedTickBehavior};
 use udsecho_proto::{Frame, Goodbye, GoodbyeReason};
 
 use crate::error::{ClientError, ErrorKind, preview};
+use crate::message::{MessageSocket, Received};
 use crate::session;
-use crate::target::Target;
+use crate::target::{SocketType, Target};
 
 /// What `send` is told to do.
 #[derive(Debug, Clone)]
@@ -105,6 +108,20 @@ pub async fn run(
         raw(stream, options, stop, out).await
     };
     result.map_err(|kind| kind.at(target))
+}
+
+/// [`run`] over a seqpacket or datagram socket: each message is sent as one, and each reply
+/// must be one message equal to it.
+pub async fn messages(
+    socket: MessageSocket,
+    target: &Target,
+    options: &SendOptions,
+    stop: impl Future<Output = ()>,
+    out: &mut impl Write,
+) -> Result<SendSummary, ClientError> {
+    message_loop(&socket, options, stop, out)
+        .await
+        .map_err(|kind| kind.at(target))
 }
 
 /// The loop's state shared by both modes: what is due, and when.
@@ -297,6 +314,82 @@ async fn framed(
     Ok(schedule.summary(checker.received))
 }
 
+async fn message_loop(
+    socket: &MessageSocket,
+    options: &SendOptions,
+    stop: impl Future<Output = ()>,
+    out: &mut impl Write,
+) -> Result<SendSummary, ErrorKind> {
+    let mut checker = Checker {
+        message: &options.message,
+        received: 0,
+        partial: BytesMut::new(),
+    };
+    let mut schedule = Schedule::new(options);
+    // Room for a reply somewhat longer than the message, so one that is too long shows as
+    // a mismatch with its start.
+    let mut buf = vec![0u8; options.message.len() + 64];
+    let how = match socket.kind() {
+        SocketType::Datagram => "its socket was closed",
+        _ => "connection closed",
+    };
+    tokio::pin!(stop);
+    while !schedule.finished() {
+        let done_sending = schedule.done_sending();
+        let due = schedule.due();
+        tokio::select! {
+            _ = schedule.ticker.tick(), if !done_sending => {
+                let index = schedule.sent + 1;
+                match tokio::time::timeout(options.timeout, socket.send(&options.message)).await {
+                    Ok(Ok(())) => schedule.sent_one(out)?,
+                    Ok(Err(e)) => return Err(socket.send_failure(options.message.len(), e, || {
+                        socket.gone(after(how, schedule.sent, checker.received))
+                    })),
+                    Err(_) => return Err(ErrorKind::timed_out(format!("sending message {index}"), options.timeout)),
+                }
+            }
+            () = &mut stop, if !schedule.stopped => schedule.stopped = true,
+            got = socket.recv(&mut buf) => match got {
+                Ok(Received::Message(n)) => {
+                    schedule.echoed();
+                    checker.check(&buf[..n], out)?;
+                }
+                Ok(Received::Truncated { len }) => {
+                    return Err(ErrorKind::Mismatch {
+                        index: checker.received + 1,
+                        sent: preview(&options.message),
+                        received: format!("{}… ({len} bytes)", String::from_utf8_lossy(&buf[..buf.len().min(64)])),
+                    });
+                }
+                Ok(Received::Closed) => {
+                    return Err(socket.gone(after(how, schedule.sent, checker.received)));
+                }
+                Err(e) => return Err(socket.failure("receiving", e, || {
+                    socket.gone(after("connection reset", schedule.sent, checker.received))
+                })),
+            },
+            () = until(due) => {
+                // Datagram echoes of one message are all alike: when one is missing, which
+                // one cannot be told, only how many.
+                if socket.kind() == SocketType::Datagram && !schedule.stopped {
+                    return Err(ErrorKind::timed_out(
+                        format!(
+                            "waiting for {} of {} echoes (datagrams can be dropped)",
+                            schedule.in_flight.len(),
+                            schedule.sent
+                        ),
+                        options.timeout,
+                    ));
+                }
+                schedule.on_overdue(checker.received)?;
+                break;
+            }
+        }
+    }
+    let _ = socket.shutdown_write();
+    Ok(schedule.summary(checker.received))
+}
+
 /// Resolves at `due`, or never.
 async fn until(due: Option<Instant>) {
     match due {
@@ -306,5 +399,10 @@ async fn until(due: Option<Instant>) {
 }
 
 fn closed(sent: u64, received: u64, how: &str) -> ErrorKind {
-    ErrorKind::closed_early(format!("{how} after {sent} sent and {received} echoed"))
+    ErrorKind::closed_early(after(how, sent, received))
+}
+
+/// `how` the exchange ended, and where it was.
+fn after(how: &str, sent: u64, received: u64) -> String {
+    format!("{how} after {sent} sent and {received} echoed")
 }

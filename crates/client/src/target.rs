@@ -1,13 +1,54 @@
-//! The socket to talk to, and connecting to it with errors a person understands.
+//! The socket to talk to, and connecting to it with errors a person understands: a stream
+//! (tokio's `UnixStream`), or a seqpacket or datagram [`MessageSocket`].
 
 use std::fmt;
 use std::io;
+use std::os::fd::OwnedFd;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use rustix::net::{AddressFamily, SocketAddrUnix, SocketFlags};
 use tokio::net::UnixStream;
 
 use crate::error::{ClientError, ErrorKind};
+use crate::message::MessageSocket;
+
+/// The kind of Unix socket to open: it must be the kind the server listens on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum SocketType {
+    /// A byte stream (`SOCK_STREAM`), what `nc -U` speaks.
+    #[default]
+    Stream,
+    /// Messages over a connection (`SOCK_SEQPACKET`): boundaries kept, in order.
+    Seqpacket,
+    /// Datagrams (`SOCK_DGRAM`), each answered to our own address.
+    Datagram,
+}
+
+impl SocketType {
+    /// The name `--type` takes.
+    pub fn name(self) -> &'static str {
+        match self {
+            SocketType::Stream => "stream",
+            SocketType::Seqpacket => "seqpacket",
+            SocketType::Datagram => "datagram",
+        }
+    }
+
+    fn raw(self) -> rustix::net::SocketType {
+        match self {
+            SocketType::Stream => rustix::net::SocketType::STREAM,
+            SocketType::Seqpacket => rustix::net::SocketType::SEQPACKET,
+            SocketType::Datagram => rustix::net::SocketType::DGRAM,
+        }
+    }
+}
+
+impl fmt::Display for SocketType {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
 
 /// Where the server is: a socket file, or a Linux abstract socket (`@name`).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -46,11 +87,7 @@ impl Target {
 
     /// Connects, retrying while the server's backlog is full, for at most `timeout`.
     pub async fn connect(&self, timeout: Duration) -> Result<UnixStream, ClientError> {
-        let (len, max) = self.len_and_max();
-        if len > max {
-            return Err(ErrorKind::PathTooLong { len, max }.at(self));
-        }
-        self.check_default_dir()?;
+        self.check_reachable()?;
         let attempt = async {
             loop {
                 match self.connect_once().await {
@@ -64,9 +101,90 @@ impl Target {
         };
         match tokio::time::timeout(timeout, attempt).await {
             Ok(Ok(stream)) => Ok(stream),
-            Ok(Err(e)) => Err(self.connect_error(e).at(self)),
+            Ok(Err(e)) => Err(self.connect_error(e, SocketType::Stream).at(self)),
             Err(_) => Err(ErrorKind::timed_out("connecting", timeout).at(self)),
         }
+    }
+
+    /// Connects a seqpacket or datagram socket (`kind`), retrying while a seqpacket
+    /// server's backlog is full, for at most `timeout`. A datagram socket is first bound to
+    /// an autobind address, where the server's replies come back.
+    pub async fn connect_messages(
+        &self,
+        kind: SocketType,
+        timeout: Duration,
+    ) -> Result<MessageSocket, ClientError> {
+        self.check_reachable()?;
+        let io = |doing, source| ErrorKind::Io { doing, source }.at(self);
+        let fd = socket(kind).map_err(|e| io("creating the socket", e))?;
+        if kind == SocketType::Datagram {
+            rustix::net::bind(&fd, &SocketAddrUnix::new_unnamed())
+                .map_err(|e| io("binding a private address for the replies", e.into()))?;
+        }
+        let addr = self.address().map_err(|e| io("connecting", e))?;
+        let attempt = async {
+            loop {
+                match rustix::net::connect(&fd, &addr) {
+                    Err(rustix::io::Errno::AGAIN) => {
+                        tokio::time::sleep(Duration::from_millis(2)).await;
+                    }
+                    other => return other,
+                }
+            }
+        };
+        match tokio::time::timeout(timeout, attempt).await {
+            Ok(Ok(())) => MessageSocket::new(fd, kind).map_err(|e| io("setting up the socket", e)),
+            Ok(Err(e)) => Err(self.connect_error(e.into(), kind).at(self)),
+            Err(_) => Err(ErrorKind::timed_out("connecting", timeout).at(self)),
+        }
+    }
+
+    /// What must hold before any connect: the address fits, and the default directory is
+    /// private.
+    fn check_reachable(&self) -> Result<(), ClientError> {
+        let (len, max) = self.len_and_max();
+        if len > max {
+            return Err(ErrorKind::PathTooLong { len, max }.at(self));
+        }
+        self.check_default_dir()
+    }
+
+    /// The socket address, for rustix.
+    fn address(&self) -> io::Result<SocketAddrUnix> {
+        match self {
+            Target::Path(path) => Ok(SocketAddrUnix::new(path.as_path())?),
+            #[cfg(target_os = "linux")]
+            Target::Abstract(name) => Ok(SocketAddrUnix::new_abstract_name(name.as_bytes())?),
+            #[cfg(not(target_os = "linux"))]
+            Target::Abstract(_) => Err(io::Error::new(
+                io::ErrorKind::Unsupported,
+                "abstract sockets are only available on Linux",
+            )),
+        }
+    }
+
+    /// Which type the server at this address listens with, found by connecting a
+    /// non-blocking socket of each other type: the kernel checks the type before anything
+    /// else (`EPROTOTYPE`), so a connect that gets past it, or only finds the backlog full,
+    /// has the right one. A datagram connect sends nothing; a stream or seqpacket one is a
+    /// connection the server sees open and close at once (only ever on this error path).
+    fn probe_type(&self, not: SocketType) -> Option<SocketType> {
+        let addr = self.address().ok()?;
+        [
+            SocketType::Stream,
+            SocketType::Seqpacket,
+            SocketType::Datagram,
+        ]
+        .into_iter()
+        .filter(|&kind| kind != not)
+        .find(|&kind| {
+            socket(kind).is_ok_and(|fd| {
+                matches!(
+                    rustix::net::connect(&fd, &addr),
+                    Ok(()) | Err(rustix::io::Errno::AGAIN)
+                )
+            })
+        })
     }
 
     async fn connect_once(&self) -> io::Result<UnixStream> {
@@ -88,7 +206,13 @@ impl Target {
         }
     }
 
-    fn connect_error(&self, e: io::Error) -> ErrorKind {
+    fn connect_error(&self, e: io::Error, kind: SocketType) -> ErrorKind {
+        if e.raw_os_error() == Some(rustix::io::Errno::PROTOTYPE.raw_os_error()) {
+            return ErrorKind::WrongType {
+                ours: kind,
+                theirs: self.probe_type(kind),
+            };
+        }
         match (e.kind(), self) {
             (io::ErrorKind::NotFound, Target::Path(path)) => match path.parent() {
                 // Not "start a server there": no server can bind in a missing directory.
@@ -176,6 +300,16 @@ fn private_dir_problem(dir: &std::path::Path) -> Option<String> {
     } else {
         None
     }
+}
+
+/// A non-blocking, close-on-exec Unix socket of `kind`.
+fn socket(kind: SocketType) -> io::Result<OwnedFd> {
+    Ok(rustix::net::socket_with(
+        AddressFamily::UNIX,
+        kind.raw(),
+        SocketFlags::CLOEXEC | SocketFlags::NONBLOCK,
+        None,
+    )?)
 }
 
 fn is_socket(path: &std::path::Path) -> bool {

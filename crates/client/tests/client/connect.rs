@@ -1,12 +1,11 @@
 //! Reaching the socket: every way it can fail, one line naming the path, exit 1.
 
-use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::UnixListener;
 
 use assert_cmd::Command;
 use udsecho_harness::short_temp_dir;
 
-use crate::{LIMIT, bare_client, client, one_line};
+use crate::{bare_client, client, client_without_access, one_line};
 
 fn failure_line(cmd: &mut Command) -> String {
     let out = cmd.assert().code(1).get_output().clone();
@@ -80,23 +79,8 @@ fn permission_denied_names_the_path() {
     let dir = short_temp_dir();
     let path = dir.path().join("closed.sock");
     let _listener = UnixListener::bind(&path).unwrap();
-    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
-    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
-    let mut cmd = if rustix::process::geteuid().is_root() {
-        let mut cmd = Command::new("setpriv");
-        cmd.args(["--reuid=65534", "--regid=65534", "--clear-groups"]);
-        cmd.arg(udsecho_harness::binary("udsecho-client"));
-        cmd
-    } else {
-        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o000)).unwrap();
-        Command::new(udsecho_harness::binary("udsecho-client"))
-    };
-    cmd.env_remove("UDSECHO_SOCKET")
-        .arg("--socket")
-        .arg(&path)
-        .timeout(LIMIT);
     assert_eq!(
-        failure_line(&mut cmd),
+        failure_line(&mut client_without_access(&path)),
         format!(
             "udsecho-client: {}: permission denied (check the socket's mode and owner, or the server's --socket-mode)",
             path.display()

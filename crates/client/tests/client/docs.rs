@@ -23,7 +23,7 @@ fn every_subcommand_has_a_man_page_with_environment_and_exit_status() {
     let pages: [(&str, &[&str]); 4] = [
         (
             "udsecho-client.1",
-            &["--socket", "--timeout", "udsecho-client-send(1)"],
+            &["--socket", "--timeout", "--type", "udsecho-client-send(1)"],
         ),
         ("udsecho-client-pipe.1", &["--framed", "half-closes"]),
         (

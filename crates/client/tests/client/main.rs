@@ -4,9 +4,11 @@
 
 mod bench;
 mod connect;
+mod datagram;
 mod docs;
 mod pipe;
 mod send;
+mod seqpacket;
 mod usage;
 
 use std::io::Read;
@@ -34,6 +36,31 @@ pub(crate) fn bare_client() -> Command {
 pub(crate) fn client(socket: &Path) -> Command {
     let mut cmd = bare_client();
     cmd.arg("--socket").arg(socket);
+    cmd
+}
+
+/// The client pointed at `socket` (with `--socket`), run by someone who may not write to
+/// it: as root, the client runs as `nobody` and the socket is made `0600` in a directory
+/// anyone may enter; otherwise the socket is made `0000`.
+pub(crate) fn client_without_access(socket: &Path) -> Command {
+    use std::os::unix::fs::PermissionsExt;
+    let mut cmd = if rustix::process::geteuid().is_root() {
+        std::fs::set_permissions(socket, std::fs::Permissions::from_mode(0o600)).unwrap();
+        if let Some(dir) = socket.parent() {
+            std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+        }
+        let mut cmd = Command::new("setpriv");
+        cmd.args(["--reuid=65534", "--regid=65534", "--clear-groups"]);
+        cmd.arg(udsecho_harness::binary("udsecho-client"));
+        cmd
+    } else {
+        std::fs::set_permissions(socket, std::fs::Permissions::from_mode(0o000)).unwrap();
+        Command::new(udsecho_harness::binary("udsecho-client"))
+    };
+    cmd.env_remove("UDSECHO_SOCKET")
+        .arg("--socket")
+        .arg(socket)
+        .timeout(LIMIT);
     cmd
 }
 

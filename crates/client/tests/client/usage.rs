@@ -129,3 +129,21 @@ fn help_texts_read_alike() {
     assert!(!framed.is_empty(), "{help}");
     assert!(!framed.contains("pipe"), "bench's --framed: {framed:?}");
 }
+
+#[test]
+fn u_with_another_type_is_a_usage_error() {
+    let stderr = usage_error(&["-u", "--type", "seqpacket"]);
+    assert!(
+        error_line(&stderr).contains("-u means --type datagram"),
+        "{stderr}"
+    );
+    let stderr = usage_error(&["--type", "packet"]);
+    assert!(
+        error_line(&stderr).starts_with("error: invalid value 'packet' for '--type <TYPE>'"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("[possible values: stream, seqpacket, datagram]"),
+        "{stderr}"
+    );
+}

@@ -1,0 +1,157 @@
+//! Seqpacket and datagram sockets: one send is one message, one receive is one message.
+//!
+//! tokio has a datagram type but no seqpacket one, and the two behave alike once connected,
+//! so both are a rustix socket under [`AsyncFd`]: `send` and `recv` on a non-blocking
+//! descriptor, waiting for readiness in between. Every method takes `&self`, so a pipe can
+//! send from one task while another receives.
+//!
+//! A datagram socket needs an address of its own for the replies. It gets one from Linux
+//! autobind (binding the empty address): a unique name in the abstract namespace, which the
+//! kernel frees with the socket. Unlike `nc -uU`'s `/tmp/nc.XXXXXXXXXX` file there is
+//! nothing on disk to create, clean up or leave behind, even after SIGKILL, and no directory
+//! anyone else could play tricks in.
+
+use std::io;
+use std::os::fd::OwnedFd;
+
+use rustix::net::{RecvFlags, SendFlags};
+use tokio::io::Interest;
+use tokio::io::unix::AsyncFd;
+
+use crate::error::ErrorKind;
+use crate::target::SocketType;
+
+/// What one receive brought.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Received {
+    /// A message of this many bytes, now at the start of the buffer.
+    Message(usize),
+    /// A message of `len` bytes, larger than the buffer: only its start was kept.
+    Truncated {
+        /// The message's real length.
+        len: usize,
+    },
+    /// The server shut down its side (seqpacket only: an empty datagram is a message).
+    Closed,
+}
+
+/// A connected seqpacket or datagram socket.
+#[derive(Debug)]
+pub struct MessageSocket {
+    fd: AsyncFd<OwnedFd>,
+    kind: SocketType,
+}
+
+impl MessageSocket {
+    /// Wraps a connected, non-blocking socket of type `kind`.
+    pub(crate) fn new(fd: OwnedFd, kind: SocketType) -> io::Result<MessageSocket> {
+        // tokio 1.54 deprecated the safe constructors because a `T: AsRawFd` in general may
+        // not own its descriptor, or may return another one later (tokio#8587); the
+        // replacement, `register_with_interest`, is `unsafe`, which the workspace forbids.
+        // An `OwnedFd` meets that contract by construction: it owns one open descriptor,
+        // always returns it, and closes it only on drop, after the registration is gone.
+        // Nothing here replaces it (`get_mut` is never used).
+        #[allow(deprecated)]
+        let fd = AsyncFd::with_interest(fd, Interest::READABLE | Interest::WRITABLE)?;
+        Ok(MessageSocket { fd, kind })
+    }
+
+    /// Seqpacket or datagram.
+    pub fn kind(&self) -> SocketType {
+        self.kind
+    }
+
+    /// Sends `message` as one message, waiting while the server's queue is full.
+    pub(crate) async fn send(&self, message: &[u8]) -> io::Result<()> {
+        self.fd
+            .async_io(Interest::WRITABLE, |fd| {
+                rustix::net::send(fd, message, SendFlags::NOSIGNAL).map_err(io::Error::from)
+            })
+            .await
+            .map(drop)
+    }
+
+    /// Receives one message into `buf`. Cancel-safe: a message is either received whole
+    /// or left in the socket.
+    pub(crate) async fn recv(&self, buf: &mut [u8]) -> io::Result<Received> {
+        let len = self
+            .fd
+            .async_io(Interest::READABLE, |fd| {
+                rustix::net::recv(fd, &mut *buf, RecvFlags::TRUNC)
+                    .map(|(_, len)| len)
+                    .map_err(io::Error::from)
+            })
+            .await?;
+        Ok(match len {
+            0 if self.kind == SocketType::Seqpacket => Received::Closed,
+            len if len > buf.len() => Received::Truncated { len },
+            len => Received::Message(len),
+        })
+    }
+
+    /// Tells the server we are done sending (seqpacket; a datagram socket has no stream to
+    /// end, so this does nothing there).
+    pub(crate) fn shutdown_write(&self) -> io::Result<()> {
+        if self.kind == SocketType::Datagram {
+            return Ok(());
+        }
+        match rustix::net::shutdown(self.fd.get_ref(), rustix::net::Shutdown::Write) {
+            // The server is gone already; what it did not read is reported elsewhere.
+            Err(rustix::io::Errno::NOTCONN) | Ok(()) => Ok(()),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// What a failed send of `len` bytes means for a person: see [`MessageSocket::failure`];
+    /// also a message over the kernel's limit for this socket.
+    pub(crate) fn send_failure(
+        &self,
+        len: usize,
+        source: io::Error,
+        gone: impl FnOnce() -> ErrorKind,
+    ) -> ErrorKind {
+        if source.raw_os_error() == Some(rustix::io::Errno::MSGSIZE.raw_os_error()) {
+            return ErrorKind::MessageTooLarge {
+                kind: self.kind,
+                len,
+                max: self.max_message(),
+            };
+        }
+        self.failure("sending", source, gone)
+    }
+
+    /// What a failed send or receive means for a person: the server hanging up (a broken
+    /// pipe or a reset for seqpacket; for datagram, its socket closed under us: refused,
+    /// then not connected) becomes `gone()`, anything else an I/O error.
+    pub(crate) fn failure(
+        &self,
+        doing: &'static str,
+        source: io::Error,
+        gone: impl FnOnce() -> ErrorKind,
+    ) -> ErrorKind {
+        use std::io::ErrorKind::{BrokenPipe, ConnectionRefused, ConnectionReset, NotConnected};
+        match source.kind() {
+            BrokenPipe | ConnectionReset | ConnectionRefused | NotConnected => gone(),
+            _ => ErrorKind::Io { doing, source },
+        }
+    }
+
+    /// Says the server hung up: for seqpacket it closed the connection, for datagram its
+    /// socket is gone (`detail` says where we were).
+    pub(crate) fn gone(&self, detail: impl Into<String>) -> ErrorKind {
+        match self.kind {
+            SocketType::Datagram => ErrorKind::Gone {
+                detail: detail.into(),
+            },
+            _ => ErrorKind::closed_early(detail),
+        }
+    }
+
+    /// The largest message the kernel lets this socket send: its send buffer less 32 bytes
+    /// (`unix_dgram_sendmsg`; seqpacket shares it).
+    fn max_message(&self) -> Option<usize> {
+        rustix::net::sockopt::socket_send_buffer_size(self.fd.get_ref())
+            .ok()
+            .map(|size| size.saturating_sub(32))
+    }
+}
