@@ -264,6 +264,15 @@ pub const MESSAGE_CHUNK: usize = 64 * 1024;
 /// what fits). Replies to our own messages are at most [`MESSAGE_CHUNK`].
 const REPLY_BUFFER: usize = 256 * 1024;
 
+/// How many datagrams, and how many of their bytes, a datagram pipe lets wait for their
+/// replies (at least one, whatever its size). A reply the kernel cannot queue for us is
+/// lost: our receive queue holds 10 datagrams (`net.unix.max_dgram_qlen`), the server's
+/// replies waiting in it count against its send buffer (208 KiB), and a server that must not
+/// stall for one slow reader (udsecho-server) drops it. Staying under both, the pipe is never
+/// the reason a reply is lost, however fast stdin comes.
+const DATAGRAM_WINDOW: usize = 8;
+const DATAGRAM_WINDOW_BYTES: usize = 64 * 1024;
+
 /// Message pipe, seqpacket or datagram: stdin to the socket, one message per read
 /// (seqpacket) or per line (datagram, lines over [`MESSAGE_CHUNK`] cut into pieces of that
 /// size); each reply written to `output` as it comes.
@@ -271,9 +280,11 @@ const REPLY_BUFFER: usize = 256 * 1024;
 /// - Seqpacket, like a raw pipe: on input EOF it shuts down its write side and prints
 ///   replies until the server closes; after the server's EOF it still sends the rest of
 ///   `input`. Only the connect is bounded by `timeout`.
-/// - Datagram: each send waits at most `timeout` (a server whose queue stays full is not
-///   reading); after input EOF the replies still due get `timeout` to arrive, then it is an
-///   error saying how many never came (datagrams can be dropped).
+/// - Datagram: at most a few datagrams await their replies at once (see
+///   `DATAGRAM_WINDOW`); each send waits at most `timeout` (a server whose queue stays full
+///   is not reading), and each reply is due within `timeout` of its datagram, else it is an
+///   error saying how many are missing (datagrams can be dropped). It ends when input has
+///   ended and every reply has come.
 pub async fn messages<I, O>(
     socket: MessageSocket,
     target: &Target,
@@ -285,14 +296,15 @@ where
     I: AsyncRead + Unpin + Send + 'static,
     O: AsyncWrite + Unpin,
 {
-    message_session(Arc::new(socket), timeout, input, output)
-        .await
-        .map_err(|kind| kind.at(target))
+    let result = match socket.kind() {
+        SocketType::Datagram => datagram_session(socket, timeout, input, output).await,
+        _ => seqpacket_session(Arc::new(socket), input, output).await,
+    };
+    result.map_err(|kind| kind.at(target))
 }
 
-async fn message_session<I, O>(
+async fn seqpacket_session<I, O>(
     socket: Arc<MessageSocket>,
-    timeout: Duration,
     input: I,
     mut output: O,
 ) -> Result<(), ErrorKind>
@@ -300,46 +312,23 @@ where
     I: AsyncRead + Unpin + Send + 'static,
     O: AsyncWrite + Unpin,
 {
-    let datagram = socket.kind() == SocketType::Datagram;
-    let mut upload = tokio::spawn(upload_messages(socket.clone(), input, timeout));
+    let mut upload = tokio::spawn(upload_messages(socket.clone(), input));
     let mut buf = vec![0u8; REPLY_BUFFER];
-    let mut replies = 0u64;
-    // Once stdin has ended: how many messages went out, and when the last did.
-    let mut uploaded: Option<(u64, Instant)> = None;
+    let mut uploaded = false;
     // The server hung up on the upload: what is left of its replies is printed first.
     let mut upload_failed: Option<ErrorKind> = None;
     let result = loop {
-        if let (true, Some((sent, _))) = (datagram, uploaded)
-            && replies >= sent
-        {
-            break Ok(());
-        }
-        let due = uploaded.filter(|_| datagram).map(|(_, at)| at + timeout);
-        let late = async {
-            match due {
-                Some(at) => tokio::time::sleep_until(at).await,
-                None => std::future::pending().await,
-            }
-        };
         tokio::select! {
-            done = &mut upload, if uploaded.is_none() && upload_failed.is_none() => match done {
-                Ok(Ok(sent)) => uploaded = Some((sent, Instant::now())),
-                // Seqpacket: the server closed; its EOF (or reset) ends the download.
+            done = &mut upload, if !uploaded && upload_failed.is_none() => match done {
+                Ok(Ok(())) => uploaded = true,
+                // The server closed; its EOF (or a reset) ends the download.
                 Ok(Err(e @ ErrorKind::ClosedEarly { .. })) => upload_failed = Some(e),
                 Ok(Err(e)) => break Err(e),
-                Err(e) => break Err(ErrorKind::Io {
-                    doing: "sending",
-                    source: std::io::Error::other(e),
-                }),
+                Err(e) => break Err(upload_panicked(e)),
             },
             got = socket.recv(&mut buf) => match got {
                 Ok(Received::Message(n)) => {
-                    replies += 1;
-                    let written = async {
-                        output.write_all(&buf[..n]).await?;
-                        output.flush().await
-                    };
-                    if let Err(e) = written.await {
+                    if let Err(e) = write_reply(&mut output, &buf[..n]).await {
                         break Err(ErrorKind::Stdout(e));
                     }
                 }
@@ -350,16 +339,13 @@ where
                     if let Some(e) = upload_failed.take() {
                         break Err(e);
                     }
+                    if uploaded {
+                        break Ok(());
+                    }
                     // Like nc: the server has finished sending, but may still be reading.
-                    break match uploaded {
-                        Some(_) => Ok(()),
-                        None => match (&mut upload).await {
-                            Ok(result) => result.map(drop),
-                            Err(e) => Err(ErrorKind::Io {
-                                doing: "sending",
-                                source: std::io::Error::other(e),
-                            }),
-                        },
+                    break match (&mut upload).await {
+                        Ok(result) => result,
+                        Err(e) => Err(upload_panicked(e)),
                     };
                 }
                 Err(e) => {
@@ -369,72 +355,171 @@ where
                     break Err(socket.failure("receiving", e, gone));
                 }
             },
-            () = late => {
-                let sent = uploaded.map_or(0, |(sent, _)| sent);
-                break Err(ErrorKind::timed_out(
-                    format!(
-                        "waiting for {} of {sent} replies (datagrams can be dropped)",
-                        sent - replies
-                    ),
-                    timeout,
-                ));
-            }
         }
     };
     upload.abort();
     result
 }
 
-/// stdin to the socket, one message at a time, then (seqpacket) a half-close. Returns how
-/// many messages were sent.
+/// stdin to a seqpacket socket, one message per read, then a half-close.
 async fn upload_messages(
     socket: Arc<MessageSocket>,
     input: impl AsyncRead + Unpin,
-    timeout: Duration,
-) -> Result<u64, ErrorKind> {
-    let datagram = socket.kind() == SocketType::Datagram;
+) -> Result<(), ErrorKind> {
     let mut input = BufReader::with_capacity(MESSAGE_CHUNK, input);
     let mut sent = 0u64;
-    while let Some(message) = next_message(&mut input, datagram)
+    while let Some(message) = next_message(&mut input, false)
         .await
         .map_err(ErrorKind::Stdin)?
     {
         let gone = || {
-            let plural = if sent == 1 { "" } else { "s" };
-            socket.gone(match (datagram, sent) {
-                (true, 0) => {
-                    "its socket was closed before the first datagram from stdin".to_owned()
-                }
-                (true, _) => {
-                    format!("its socket was closed after {sent} datagram{plural} from stdin")
-                }
-                (false, 0) => "it read nothing from stdin".to_owned(),
-                (false, _) => format!("it stopped reading after {sent} message{plural} from stdin"),
+            socket.gone(match sent {
+                0 => "it read nothing from stdin".to_owned(),
+                1 => "it stopped reading after 1 message from stdin".to_owned(),
+                n => format!("it stopped reading after {n} messages from stdin"),
             })
         };
-        let sending = socket.send(&message);
-        let result = if datagram {
-            // A datagram server whose queue stays full is not reading: no point waiting on.
-            match tokio::time::timeout(timeout, sending).await {
-                Ok(result) => result,
-                Err(_) => {
-                    return Err(ErrorKind::timed_out(
-                        format!("sending datagram {} (the server is not reading)", sent + 1),
-                        timeout,
-                    ));
-                }
-            }
-        } else {
-            sending.await
-        };
-        result.map_err(|e| socket.send_failure(message.len(), e, gone))?;
+        socket
+            .send(&message)
+            .await
+            .map_err(|e| socket.send_failure(message.len(), e, gone))?;
         sent += 1;
     }
     socket.shutdown_write().map_err(|source| ErrorKind::Io {
         doing: "half-closing",
         source,
-    })?;
-    Ok(sent)
+    })
+}
+
+async fn datagram_session<I, O>(
+    socket: MessageSocket,
+    timeout: Duration,
+    input: I,
+    mut output: O,
+) -> Result<(), ErrorKind>
+where
+    I: AsyncRead + Unpin + Send + 'static,
+    O: AsyncWrite + Unpin,
+{
+    // Lines are read in their own task: a read is not cancel-safe, a channel is.
+    let (line_tx, mut lines) = tokio::sync::mpsc::channel::<std::io::Result<Vec<u8>>>(16);
+    let reader = tokio::spawn(async move {
+        let mut input = BufReader::with_capacity(MESSAGE_CHUNK, input);
+        loop {
+            let line = next_message(&mut input, true).await.transpose();
+            let last = !matches!(line, Some(Ok(_)));
+            if let Some(line) = line
+                && line_tx.send(line).await.is_err()
+            {
+                break;
+            }
+            if last {
+                break;
+            }
+        }
+    });
+    let mut buf = vec![0u8; REPLY_BUFFER];
+    // Each datagram awaiting its reply: its size and when it was sent, oldest first.
+    let mut waiting: VecDeque<(usize, Instant)> = VecDeque::new();
+    let mut waiting_bytes = 0;
+    let mut next: Option<Vec<u8>> = None;
+    let mut input_done = false;
+    let mut sent = 0u64;
+    let result = loop {
+        if let Some(datagram) = next.take_if(|d| {
+            waiting.is_empty()
+                || (waiting.len() < DATAGRAM_WINDOW
+                    && waiting_bytes + d.len() <= DATAGRAM_WINDOW_BYTES)
+        }) {
+            match tokio::time::timeout(timeout, socket.send(&datagram)).await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => {
+                    break Err(socket.send_failure(datagram.len(), e, || {
+                        socket.gone(match sent {
+                            0 => "its socket was closed before the first datagram from stdin"
+                                .to_owned(),
+                            1 => "its socket was closed after 1 datagram from stdin".to_owned(),
+                            n => format!("its socket was closed after {n} datagrams from stdin"),
+                        })
+                    }));
+                }
+                Err(_) => {
+                    break Err(ErrorKind::timed_out(
+                        format!("sending datagram {} (the server is not reading)", sent + 1),
+                        timeout,
+                    ));
+                }
+            }
+            sent += 1;
+            waiting_bytes += datagram.len();
+            waiting.push_back((datagram.len(), Instant::now()));
+        }
+        if input_done && next.is_none() && waiting.is_empty() {
+            break Ok(());
+        }
+        let due = waiting.front().map(|&(_, at)| at + timeout);
+        let late = async {
+            match due {
+                Some(at) => tokio::time::sleep_until(at).await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            line = lines.recv(), if next.is_none() && !input_done => match line {
+                Some(Ok(datagram)) => next = Some(datagram),
+                Some(Err(e)) => break Err(ErrorKind::Stdin(e)),
+                None => input_done = true,
+            },
+            got = socket.recv(&mut buf) => match got {
+                Ok(Received::Message(n)) => {
+                    // Replies are matched to datagrams in order: an echo server answers in
+                    // order, and any reply frees a place in the window.
+                    if let Some((len, _)) = waiting.pop_front() {
+                        waiting_bytes -= len;
+                    }
+                    if let Err(e) = write_reply(&mut output, &buf[..n]).await {
+                        break Err(ErrorKind::Stdout(e));
+                    }
+                }
+                Ok(Received::Truncated { len }) => {
+                    break Err(ErrorKind::ReplyTooLarge { len, max: buf.len() });
+                }
+                // Never for a datagram socket (an empty datagram is a message).
+                Ok(Received::Closed) => {
+                    break Err(socket.gone(format!("after {sent} datagrams from stdin")));
+                }
+                Err(e) => {
+                    break Err(socket.failure("receiving", e, || {
+                        socket.gone(format!("after {sent} datagrams from stdin"))
+                    }));
+                }
+            },
+            () = late => {
+                break Err(ErrorKind::timed_out(
+                    format!(
+                        "waiting for {} of {sent} replies (datagrams can be dropped)",
+                        waiting.len()
+                    ),
+                    timeout,
+                ));
+            }
+        }
+    };
+    reader.abort();
+    result
+}
+
+/// Writes one reply to `output` at once.
+async fn write_reply(output: &mut (impl AsyncWrite + Unpin), reply: &[u8]) -> std::io::Result<()> {
+    output.write_all(reply).await?;
+    output.flush().await
+}
+
+fn upload_panicked(e: tokio::task::JoinError) -> ErrorKind {
+    ErrorKind::Io {
+        doing: "sending",
+        source: std::io::Error::other(e),
+    }
 }
 
 /// The next message from `input`: what one read brings, or (`lines`) a line with its

@@ -7,7 +7,7 @@ use std::os::unix::net::UnixListener;
 use std::process::Stdio;
 
 use udsecho_harness::{
-    Answer, DatagramPeer, Sender, SeqpacketPeer, random_payload, run_client, short_temp_dir,
+    Answer, DatagramPeer, Sender, SeqpacketPeer, Server, random_payload, run_client, short_temp_dir,
 };
 
 use crate::{LIMIT, client, one_line, wait_within};
@@ -393,4 +393,51 @@ fn a_message_over_the_kernel_limit_says_what_the_limit_is() {
         )
     );
     assert!(peer.received().is_empty());
+}
+
+#[test]
+fn datagram_against_udsecho_server_gets_every_reply_whole() {
+    let server = Server::start(["--type", "datagram"]).unwrap();
+    let socket = server.socket().to_str().unwrap();
+    for size in SIZES {
+        let message = "g".repeat(size);
+        let run = run_client(
+            ["-u", socket, "send", "-n", "3", "-i", "1ms", "-m", &message],
+            b"",
+            LIMIT,
+        )
+        .unwrap();
+        assert!(run.status.success(), "{size} B: {}", run.stderr);
+        assert_eq!(run.stderr, "3 sent, 3 echoed intact\n", "{size} B");
+    }
+    // udsecho-server drops a reply it cannot queue for a client that is not reading: the
+    // pipe must never let that happen to it, however fast stdin comes.
+    let lines: String = (0..20_000).map(|i| format!("line {i}\n")).collect();
+    let run = run_client(["-u", socket], lines.as_bytes(), LIMIT).unwrap();
+    assert!(run.status.success(), "{}", run.stderr);
+    assert!(
+        run.stdout_text() == lines,
+        "{} of {} bytes came back",
+        run.stdout.len(),
+        lines.len()
+    );
+    let out = client(server.socket())
+        .args([
+            "-u",
+            "bench",
+            "-c",
+            "2",
+            "-d",
+            "200ms",
+            "--pipeline",
+            "4",
+            "--json",
+        ])
+        .assert()
+        .success()
+        .get_output()
+        .stdout
+        .clone();
+    let report: serde_json::Value = serde_json::from_slice(&out).unwrap();
+    assert!(report["round_trips"].as_u64().unwrap() > 0, "{report}");
 }

@@ -6,7 +6,9 @@ use std::os::unix::net::UnixListener;
 use std::process::Stdio;
 
 use predicates::prelude::*;
-use udsecho_harness::{SeqpacketPeer, random_payload, seqpacket_socket, short_temp_dir};
+use udsecho_harness::{
+    SeqpacketPeer, Server, random_payload, run_client, seqpacket_socket, short_temp_dir,
+};
 
 use crate::{LIMIT, bare_client, client, one_line, wait_within};
 
@@ -310,4 +312,56 @@ fn seqpacket_pipe_fails_when_the_server_closes_without_reading_stdin() {
         line.contains("stdin"),
         "says what was not delivered: {line}"
     );
+}
+
+#[test]
+fn seqpacket_against_udsecho_server_keeps_every_message_whole() {
+    let server = Server::start(["--type", "seqpacket"]).unwrap();
+    let socket = server.socket().to_str().unwrap();
+    for size in SIZES {
+        let message = "s".repeat(size);
+        let run = run_client(
+            [
+                "--type",
+                "seqpacket",
+                socket,
+                "send",
+                "-n",
+                "3",
+                "-i",
+                "1ms",
+                "-m",
+                &message,
+            ],
+            b"",
+            LIMIT,
+        )
+        .unwrap();
+        assert!(run.status.success(), "{size} B: {}", run.stderr);
+        assert_eq!(run.stderr, "3 sent, 3 echoed intact\n", "{size} B");
+    }
+    let data = random_payload(1 << 20, 7);
+    let run = run_client(["--type", "seqpacket", socket], &data, LIMIT).unwrap();
+    assert!(run.status.success(), "{}", run.stderr);
+    assert!(run.stdout == data, "a binary mebibyte through the pipe");
+    let out = client(server.socket())
+        .args([
+            "--type",
+            "seqpacket",
+            "bench",
+            "-c",
+            "2",
+            "-d",
+            "200ms",
+            "--pipeline",
+            "4",
+        ])
+        .args(["--json"])
+        .assert()
+        .success()
+        .get_output()
+        .stdout
+        .clone();
+    let report: serde_json::Value = serde_json::from_slice(&out).unwrap();
+    assert!(report["round_trips"].as_u64().unwrap() > 0, "{report}");
 }
