@@ -1,6 +1,9 @@
-//! `cargo xtask nc-compat`: the standard Unix tools against our binaries, both directions.
+//! `cargo xtask nc-compat`: the standard Unix tools against our binaries, both directions,
+//! for each socket type: stream (`nc -U`, `socat UNIX-CONNECT`, `nc -lU`), seqpacket (socat
+//! `type=5`) and datagram (`nc -uU`, socat `UNIX-SENDTO` and `UNIX-RECVFROM`).
 
 use std::io::Write;
+use std::os::unix::process::CommandExt;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::thread;
@@ -43,6 +46,29 @@ pub(crate) fn run() -> Result<(), String> {
     s.run(
         "udsecho-client send against socat UNIX-LISTEN,fork EXEC:cat",
         client_against_socat,
+    );
+    for kind in [Kind::Seqpacket, Kind::Datagram] {
+        s.run(
+            &format!(
+                "udsecho-client --type {}: 1 B, 1000 B, 60,000 B {}s whole through {}",
+                kind.name(),
+                kind.unit(),
+                kind.socat_server()
+            ),
+            || client_messages_against_socat(kind),
+        );
+    }
+    s.run(
+        "printf | nc -uU against the server (--type datagram)",
+        nc_datagram_client,
+    );
+    s.run(
+        "socat - UNIX-CONNECT,type=5 against the server (--type seqpacket)",
+        socat_seqpacket_client,
+    );
+    s.run(
+        "socat - UNIX-SENDTO,bind against the server (--type datagram)",
+        socat_datagram_client,
     );
     s.finish()
 }
@@ -249,4 +275,151 @@ fn client_against_socat() -> Result<(), String> {
     })();
     child::kill(&mut socat);
     result
+}
+
+/// A socket type other than stream, as the scenarios name and start it.
+#[derive(Debug, Clone, Copy)]
+enum Kind {
+    Seqpacket,
+    Datagram,
+}
+
+impl Kind {
+    /// The value of `--type`.
+    fn name(self) -> &'static str {
+        match self {
+            Kind::Seqpacket => "seqpacket",
+            Kind::Datagram => "datagram",
+        }
+    }
+
+    fn unit(self) -> &'static str {
+        match self {
+            Kind::Seqpacket => "message",
+            Kind::Datagram => "datagram",
+        }
+    }
+
+    /// The socat echo server for this type. socat reads and writes 8 KiB at a time unless
+    /// told otherwise (`-b`): a larger message would be cut (a seqpacket or datagram read
+    /// takes one message and drops what does not fit), so it gets 128 KiB. `EXEC:cat` keeps
+    /// boundaries only one message at a time: cat may pass two queued ones on in one write.
+    fn socat_server(self) -> &'static str {
+        match self {
+            Kind::Seqpacket => "socat -b 131072 UNIX-LISTEN:PATH,type=5,fork EXEC:cat",
+            Kind::Datagram => "socat -b 131072 UNIX-RECVFROM:PATH,fork EXEC:cat",
+        }
+    }
+}
+
+/// A server run by socat, in a process group of its own: with `fork` it leaves a child per
+/// connection (or per datagram), and dropping this ends the whole group.
+struct Socat {
+    child: Child,
+}
+
+impl Socat {
+    /// Starts `command` (words, `PATH` standing for `path`) and waits until `path` is there
+    /// and answers (a probe of the wrong type counts: see `wait_for_socket`).
+    fn start(command: &str, path: &Path) -> Result<Socat, String> {
+        let path_text = path.to_str().expect("temp paths are UTF-8");
+        let words: Vec<String> = command
+            .split_whitespace()
+            .skip(1)
+            .map(|w| w.replace("PATH", path_text))
+            .collect();
+        let child = Command::new("socat")
+            .args(&words)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .process_group(0)
+            .spawn()
+            .map_err(|e| format!("cannot start socat: {e}"))?;
+        let socat = Socat { child };
+        wait_for_socket(path, Instant::now() + LIMIT, || false)
+            .map_err(|e| format!("{command}: never listened on {}: {e}", path.display()))?;
+        Ok(socat)
+    }
+}
+
+impl Drop for Socat {
+    fn drop(&mut self) {
+        if let Some(group) = i32::try_from(self.child.id())
+            .ok()
+            .and_then(rustix::process::Pid::from_raw)
+        {
+            let _ = rustix::process::kill_process_group(group, rustix::process::Signal::TERM);
+        }
+        child::stop(&mut self.child, Duration::from_secs(2));
+    }
+}
+
+/// Our client against socat's seqpacket or datagram echo: `send` checks that each message
+/// of each size comes back whole; a line through the pipe comes back as it went.
+fn client_messages_against_socat(kind: Kind) -> Result<(), String> {
+    let dir = short_temp_dir();
+    let path = dir.path().join("socat.sock");
+    let _socat = Socat::start(kind.socat_server(), &path)?;
+    let socket = path.to_str().expect("UTF-8");
+    let type_name = kind.name();
+    for size in [1, 1000, 60_000] {
+        let message = "x".repeat(size);
+        let run = run_client(
+            [
+                "--type", type_name, socket, "send", "-n", "2", "-i", "20ms", "-m", &message,
+            ],
+            b"",
+            LIMIT,
+        )
+        .map_err(|e| e.to_string())?;
+        ensure(run.status.success(), || {
+            format!("{size} B: client failed: {}", run.stderr)
+        })?;
+        ensure(
+            run.stdout_text() == format!("sent: {message}\nreceived: {message}\n").repeat(2),
+            || format!("{size} B: the client printed {} bytes", run.stdout.len()),
+        )?;
+    }
+    let run = run_client(["--type", type_name, socket], b"through the pipe\n", LIMIT)
+        .map_err(|e| e.to_string())?;
+    ensure(run.status.success(), || {
+        format!("pipe: client failed: {}", run.stderr)
+    })?;
+    same_bytes("the pipe printed", &run.stdout, b"through the pipe\n")
+}
+
+fn nc_datagram_client() -> Result<(), String> {
+    let server = Server::start(["--type", "datagram"]).map_err(|e| e.to_string())?;
+    // -w 1: nc -u has no end of stream; it leaves 1 s after the last reply.
+    let out = output_of(
+        Command::new("nc")
+            .args(["-uU", "-w", "1"])
+            .arg(server.socket()),
+        b"hello from nc -uU\n",
+    )?;
+    same_bytes("nc -uU printed", &out, b"hello from nc -uU\n")
+}
+
+fn socat_seqpacket_client() -> Result<(), String> {
+    let server = Server::start(["--type", "seqpacket"]).map_err(|e| e.to_string())?;
+    let target = format!("UNIX-CONNECT:{},type=5", server.socket().display());
+    // socat sends each 8 KiB read as one message; each comes back as one.
+    let data = random_payload(64 * 1024, 11);
+    let out = output_of(Command::new("socat").args(["-t", "5", "-", &target]), &data)?;
+    same_bytes("socat got back", &out, &data)
+}
+
+fn socat_datagram_client() -> Result<(), String> {
+    let server = Server::start(["--type", "datagram"]).map_err(|e| e.to_string())?;
+    let dir = short_temp_dir();
+    // socat's replies come back to the file it binds (and removes when it exits).
+    let target = format!(
+        "UNIX-SENDTO:{},bind={}",
+        server.socket().display(),
+        dir.path().join("socat-client.sock").display()
+    );
+    let data = b"hello from socat UNIX-SENDTO\n";
+    let out = output_of(Command::new("socat").args(["-t", "1", "-", &target]), data)?;
+    same_bytes("socat got back", &out, data)
 }
