@@ -106,6 +106,16 @@ pub(crate) fn wait_within(mut child: Child, within: Duration) -> Output {
     }
 }
 
+/// The lines of `output`, sorted (for output whose interleaving depends on timing).
+pub(crate) fn sorted_lines(output: &[u8]) -> Vec<String> {
+    let mut lines: Vec<String> = String::from_utf8_lossy(output)
+        .lines()
+        .map(str::to_owned)
+        .collect();
+    lines.sort();
+    lines
+}
+
 /// The one line the client printed on stderr (fails if there is not exactly one).
 pub(crate) fn one_line(stderr: &[u8]) -> String {
     let text = String::from_utf8_lossy(stderr);
