@@ -82,7 +82,10 @@ enum Command {
     ///
     /// Binary-safe. On stdin EOF it half-closes and prints the rest of the echo until the
     /// server closes; after the server's EOF it still sends the rest of stdin. With --framed,
-    /// each stdin line is sent as one Data frame and each echo printed as a line.
+    /// each stdin line is sent as one Data frame and each echo printed as a line. With --type
+    /// seqpacket each stdin read is one message; with --type datagram each line is one
+    /// datagram, and it ends once stdin has ended and every reply has come (each due within
+    /// --timeout).
     Pipe {
         #[command(flatten)]
         path: SocketArg,
@@ -538,7 +541,7 @@ const EXIT_STATUS: [(&str, &str); 4] = [
     ),
     (
         "1",
-        "The socket cannot be reached (no such socket or directory, connection refused, permission denied, path too long, timed out), the server closed the connection early or is in the other mode, or a protocol error. One line on stderr names the socket and the cause.",
+        "The socket cannot be reached (no such socket or directory, connection refused, permission denied, path too long, a server of another socket type, timed out), the server closed the connection early, went away or is in the other mode, a reply never came (datagrams can be dropped), or a protocol error. One line on stderr names the socket and the cause.",
     ),
     ("2", "Bad flags or values (usage error)."),
     ("3", "An echo differed from what was sent."),
