@@ -82,11 +82,29 @@ impl MessageSocket {
                     .map_err(io::Error::from)
             })
             .await?;
-        Ok(match len {
+        Ok(self.received(len, buf.len()))
+    }
+
+    /// Receives one message into `buf` if one is queued now; `None` if none is.
+    pub(crate) fn try_recv(&self, buf: &mut [u8]) -> io::Result<Option<Received>> {
+        let got = self.fd.try_io(Interest::READABLE, |fd| {
+            rustix::net::recv(fd, &mut *buf, RecvFlags::TRUNC)
+                .map(|(_, len)| len)
+                .map_err(io::Error::from)
+        });
+        match got {
+            Ok(len) => Ok(Some(self.received(len, buf.len()))),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    fn received(&self, len: usize, room: usize) -> Received {
+        match len {
             0 if self.kind == SocketType::Seqpacket => Received::Closed,
-            len if len > buf.len() => Received::Truncated { len },
+            len if len > room => Received::Truncated { len },
             len => Received::Message(len),
-        })
+        }
     }
 
     /// Tells the server we are done sending (seqpacket; a datagram socket has no stream to

@@ -20,6 +20,7 @@ use std::time::Duration;
 
 use tokio::io::{AsyncBufRead, AsyncBufReadExt, AsyncRead, AsyncWrite, AsyncWriteExt, BufReader};
 use tokio::net::UnixStream;
+use tokio::sync::mpsc::error::TryRecvError;
 use tokio::time::Instant;
 use udsecho_proto::{Frame, Goodbye, GoodbyeReason};
 
@@ -425,16 +426,28 @@ where
     let mut next: Option<Vec<u8>> = None;
     let mut input_done = false;
     let mut sent = 0u64;
-    let result = loop {
-        if let Some(datagram) = next.take_if(|d| {
-            waiting.is_empty()
-                || (waiting.len() < DATAGRAM_WINDOW
-                    && waiting_bytes + d.len() <= DATAGRAM_WINDOW_BYTES)
-        }) {
+    let result = 'session: loop {
+        // Fill the window with what stdin has ready, one datagram after another.
+        loop {
+            if next.is_none() && !input_done {
+                match lines.try_recv() {
+                    Ok(Ok(datagram)) => next = Some(datagram),
+                    Ok(Err(e)) => break 'session Err(ErrorKind::Stdin(e)),
+                    Err(TryRecvError::Empty) => {}
+                    Err(TryRecvError::Disconnected) => input_done = true,
+                }
+            }
+            let Some(datagram) = next.take_if(|d| {
+                waiting.is_empty()
+                    || (waiting.len() < DATAGRAM_WINDOW
+                        && waiting_bytes + d.len() <= DATAGRAM_WINDOW_BYTES)
+            }) else {
+                break;
+            };
             match tokio::time::timeout(timeout, socket.send(&datagram)).await {
                 Ok(Ok(())) => {}
                 Ok(Err(e)) => {
-                    break Err(socket.send_failure(datagram.len(), e, || {
+                    break 'session Err(socket.send_failure(datagram.len(), e, || {
                         socket.gone(match sent {
                             0 => "its socket was closed before the first datagram from stdin"
                                 .to_owned(),
@@ -444,7 +457,7 @@ where
                     }));
                 }
                 Err(_) => {
-                    break Err(ErrorKind::timed_out(
+                    break 'session Err(ErrorKind::timed_out(
                         format!("sending datagram {} (the server is not reading)", sent + 1),
                         timeout,
                     ));
@@ -474,11 +487,39 @@ where
                 Ok(Received::Message(n)) => {
                     // Replies are matched to datagrams in order: an echo server answers in
                     // order, and any reply frees a place in the window.
-                    if let Some((len, _)) = waiting.pop_front() {
-                        waiting_bytes -= len;
-                    }
-                    if let Err(e) = write_reply(&mut output, &buf[..n]).await {
+                    let mut free = |waiting: &mut VecDeque<(usize, Instant)>| {
+                        if let Some((len, _)) = waiting.pop_front() {
+                            waiting_bytes -= len;
+                        }
+                    };
+                    free(&mut waiting);
+                    // Whatever else has come is printed with it, in one write.
+                    let mut replies = buf[..n].to_vec();
+                    let more = loop {
+                        if replies.len() >= MESSAGE_CHUNK {
+                            break Ok(());
+                        }
+                        match socket.try_recv(&mut buf) {
+                            Ok(Some(Received::Message(n))) => {
+                                free(&mut waiting);
+                                replies.extend_from_slice(&buf[..n]);
+                            }
+                            Ok(Some(Received::Truncated { len })) => {
+                                break Err(ErrorKind::ReplyTooLarge { len, max: buf.len() });
+                            }
+                            Ok(Some(Received::Closed) | None) => break Ok(()),
+                            Err(e) => {
+                                break Err(socket.failure("receiving", e, || {
+                                    socket.gone(format!("after {sent} datagrams from stdin"))
+                                }));
+                            }
+                        }
+                    };
+                    if let Err(e) = write_reply(&mut output, &replies).await {
                         break Err(ErrorKind::Stdout(e));
+                    }
+                    if let Err(e) = more {
+                        break Err(e);
                     }
                 }
                 Ok(Received::Truncated { len }) => {
@@ -509,7 +550,7 @@ where
     result
 }
 
-/// Writes one reply to `output` at once.
+/// Writes replies to `output` now: one write, then a flush.
 async fn write_reply(output: &mut (impl AsyncWrite + Unpin), reply: &[u8]) -> std::io::Result<()> {
     output.write_all(reply).await?;
     output.flush().await
