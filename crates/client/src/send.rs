@@ -52,7 +52,16 @@ struct Checker<'a> {
     partial: BytesMut,
 }
 
-impl Checker<'_> {
+impl<'a> Checker<'a> {
+    /// A checker for echoes of `message`, none received yet.
+    fn new(message: &'a [u8]) -> Self {
+        Checker {
+            message,
+            received: 0,
+            partial: BytesMut::new(),
+        }
+    }
+
     fn check(&mut self, echo: &[u8], out: &mut impl Write) -> Result<(), ErrorKind> {
         self.received += 1;
         if echo != self.message {
@@ -216,11 +225,7 @@ async fn raw(
     stop: impl Future<Output = ()>,
     out: &mut impl Write,
 ) -> Result<SendSummary, ErrorKind> {
-    let mut checker = Checker {
-        message: &options.message,
-        received: 0,
-        partial: BytesMut::new(),
-    };
+    let mut checker = Checker::new(&options.message);
     let mut schedule = Schedule::new(options);
     let (mut from_server, mut to_server) = stream.into_split();
     let mut buf = vec![0u8; 64 * 1024];
@@ -269,11 +274,7 @@ async fn framed(
     stop: impl Future<Output = ()>,
     out: &mut impl Write,
 ) -> Result<SendSummary, ErrorKind> {
-    let mut checker = Checker {
-        message: &options.message,
-        received: 0,
-        partial: BytesMut::new(),
-    };
+    let mut checker = Checker::new(&options.message);
     let mut server = session::open(stream, options.timeout).await?;
     let mut schedule = Schedule::new(options);
     tokio::pin!(stop);
@@ -320,11 +321,7 @@ async fn message_loop(
     stop: impl Future<Output = ()>,
     out: &mut impl Write,
 ) -> Result<SendSummary, ErrorKind> {
-    let mut checker = Checker {
-        message: &options.message,
-        received: 0,
-        partial: BytesMut::new(),
-    };
+    let mut checker = Checker::new(&options.message);
     let mut schedule = Schedule::new(options);
     // Room for a reply somewhat longer than the message, so one that is too long shows as
     // a mismatch with its start.

@@ -3,7 +3,7 @@
 use std::ffi::OsString;
 use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::process::{Child, Command, ExitStatus, Output, Stdio};
 use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
@@ -312,41 +312,71 @@ where
         // The client may exit before reading everything; that is for the test to judge.
         let _ = input.write_all(&data);
     });
-    let mut out = child.stdout.take().expect("stdout is piped");
-    let mut err = child.stderr.take().expect("stderr is piped");
-    let out_reader = thread::spawn(move || {
-        let mut buf = Vec::new();
-        let _ = out.read_to_end(&mut buf);
-        buf
-    });
-    let err_reader = thread::spawn(move || {
-        let mut buf = Vec::new();
-        let _ = err.read_to_end(&mut buf);
-        buf
-    });
-    let deadline = Instant::now() + within;
-    let status = loop {
-        if let Some(status) = child.try_wait()? {
-            break status;
-        }
-        if Instant::now() >= deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            return Err(io::Error::new(
-                io::ErrorKind::TimedOut,
-                format!("udsecho-client {args:?} did not finish within {within:?}"),
-            ));
-        }
-        thread::sleep(Duration::from_millis(5));
-    };
+    let output = output_within(child, within)
+        .map_err(|e| io::Error::new(e.kind(), format!("udsecho-client {args:?}: {e}")))?;
     let _ = feeder.join();
-    let stdout = out_reader.join().unwrap_or_default();
-    let stderr = String::from_utf8_lossy(&err_reader.join().unwrap_or_default()).into_owned();
+    let (status, stdout) = (output.status, output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
     Ok(ClientRun {
         status,
         stdout,
         stderr,
     })
+}
+
+/// Waits for `child` (stdout and stderr piped) while threads collect both, so a chatty child
+/// never blocks on a full pipe; kills it if it has not exited within `within` (the error then
+/// carries what it wrote to stderr).
+pub fn output_within(mut child: Child, within: Duration) -> io::Result<Output> {
+    let collect = |pipe: Option<Box<dyn Read + Send>>| {
+        thread::spawn(move || {
+            let mut buf = Vec::new();
+            if let Some(mut pipe) = pipe {
+                let _ = pipe.read_to_end(&mut buf);
+            }
+            buf
+        })
+    };
+    let out = collect(
+        child
+            .stdout
+            .take()
+            .map(|p| Box::new(p) as Box<dyn Read + Send>),
+    );
+    let err = collect(
+        child
+            .stderr
+            .take()
+            .map(|p| Box::new(p) as Box<dyn Read + Send>),
+    );
+    let deadline = Instant::now() + within;
+    let status = loop {
+        if let Some(status) = child.try_wait()? {
+            break Some(status);
+        }
+        if Instant::now() >= deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            break None;
+        }
+        thread::sleep(Duration::from_millis(5));
+    };
+    let stdout = out.join().unwrap_or_default();
+    let stderr = err.join().unwrap_or_default();
+    match status {
+        Some(status) => Ok(Output {
+            status,
+            stdout,
+            stderr,
+        }),
+        None => Err(io::Error::new(
+            io::ErrorKind::TimedOut,
+            format!(
+                "did not finish within {within:?}; stderr: {}",
+                String::from_utf8_lossy(&stderr).trim()
+            ),
+        )),
+    }
 }
 
 /// The resident memory of process `pid`, in KiB (`VmRSS` in `/proc/PID/status`).

@@ -6,11 +6,10 @@
 //! only runs inside its line editor, through a pseudo-terminal (`zpty`) where a Tab is typed
 //! and `compadd` is wrapped to print the candidates.
 
-use std::io::{self, Read};
+use std::io;
 use std::path::Path;
 use std::process::{Command, Stdio};
-use std::thread;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// A shell whose completion can be driven.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -154,7 +153,7 @@ pub fn render_man(page: &Path) -> io::Result<String> {
 /// Runs `cmd` and returns its stdout; errors if it fails, is missing (with the package to
 /// install) or runs past `within`.
 fn run(cmd: &mut Command, program: &str, within: Duration) -> io::Result<Vec<u8>> {
-    let mut child = cmd
+    let child = cmd
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -170,35 +169,9 @@ fn run(cmd: &mut Command, program: &str, within: Duration) -> io::Result<Vec<u8>
                 e
             }
         })?;
-    let mut stdout = child.stdout.take().expect("piped");
-    let mut stderr = child.stderr.take().expect("piped");
-    let out = thread::spawn(move || {
-        let mut buf = Vec::new();
-        let _ = stdout.read_to_end(&mut buf);
-        buf
-    });
-    let err = thread::spawn(move || {
-        let mut buf = Vec::new();
-        let _ = stderr.read_to_end(&mut buf);
-        buf
-    });
-    let deadline = Instant::now() + within;
-    let status = loop {
-        if let Some(status) = child.try_wait()? {
-            break status;
-        }
-        if Instant::now() >= deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            return Err(io::Error::new(
-                io::ErrorKind::TimedOut,
-                format!("{program} did not finish within {within:?}"),
-            ));
-        }
-        thread::sleep(Duration::from_millis(5));
-    };
-    let out = out.join().unwrap_or_default();
-    let err = err.join().unwrap_or_default();
+    let output = crate::process::output_within(child, within)
+        .map_err(|e| io::Error::new(e.kind(), format!("{program}: {e}")))?;
+    let (status, out, err) = (output.status, output.stdout, output.stderr);
     if status.success() {
         Ok(out)
     } else {

@@ -136,7 +136,8 @@ impl ListenError {
     }
 }
 
-fn parent(path: &Path) -> &Path {
+/// The directory a socket path lives in (`.` for a bare name).
+pub(crate) fn parent(path: &Path) -> &Path {
     match path.parent() {
         Some(p) if !p.as_os_str().is_empty() => p,
         _ => Path::new("."),

@@ -177,15 +177,8 @@ pub async fn run(
             datagram::serve(socket, &name, config, &shutdown).await;
             None
         }
-        Socket::OneStream(stream) => {
-            serve_one(
-                Accepted::Stream(stream),
-                config,
-                &settings,
-                &shutdown,
-                &tracker,
-            )
-            .await;
+        Socket::OneStream(fd) => {
+            serve_one(Accepted::Stream(fd), config, &settings, &shutdown, &tracker).await;
             None
         }
         Socket::OneSeqpacket(fd) => {

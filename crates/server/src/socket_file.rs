@@ -389,10 +389,7 @@ pub(crate) fn listen(fd: &OwnedFd, kind: SocketType) -> io::Result<()> {
 /// it). A directory owned by someone else, or writable by others without the sticky bit, is
 /// refused before anything is created in it.
 fn check_parent(path: &Path) -> Result<(), ListenError> {
-    let dir = match path.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p,
-        _ => Path::new("."),
-    };
+    let dir = crate::listener::parent(path);
     // A missing directory is reported by the steps that follow, naming the socket.
     let Ok(meta) = fs::metadata(dir) else {
         return Ok(());

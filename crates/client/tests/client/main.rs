@@ -107,6 +107,30 @@ pub(crate) fn wait_within(mut child: Child, within: Duration) -> Output {
 }
 
 /// The lines of `output`, sorted (for output whose interleaving depends on timing).
+/// `send -n 2` of `message` over `--type kind` succeeds with both echoes intact (compared as
+/// lines in any order: the second message may leave before the first echo is back).
+pub(crate) fn send_twice(socket: &Path, kind: &str, message: &str) -> std::process::Output {
+    let out = client(socket)
+        .args(["--type", kind, "send", "-n", "2", "-i", "1ms"])
+        .args(["--message", message])
+        .assert()
+        .success()
+        .get_output()
+        .clone();
+    assert_eq!(
+        sorted_lines(&out.stdout),
+        [
+            format!("received: {message}"),
+            format!("received: {message}"),
+            format!("sent: {message}"),
+            format!("sent: {message}")
+        ],
+        "{} B",
+        message.len()
+    );
+    out
+}
+
 pub(crate) fn sorted_lines(output: &[u8]) -> Vec<String> {
     let mut lines: Vec<String> = String::from_utf8_lossy(output)
         .lines()

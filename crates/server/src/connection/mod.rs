@@ -446,6 +446,14 @@ impl Handler {
         }
     }
 
+    /// A sign of life for `--idle-timeout`; without one, nothing reads the clock on the echo
+    /// path.
+    fn alive(&mut self) {
+        if self.settings.idle_timeout.is_some() {
+            self.active_at = Instant::now();
+        }
+    }
+
     /// The earliest of the detection pause and the idle deadline.
     fn deadline(&self) -> Option<Instant> {
         let idle = self.settings.idle_timeout.map(|t| self.active_at + t);
@@ -517,7 +525,10 @@ impl Handler {
                 let n = match received {
                     Ok(0) => {
                         self.input = Input::Eof;
-                        return self.at_eof().map(|e| e.map_or(Burst::Empty, Burst::Ended));
+                        // A detection prefix still held is raw data (forced framed: a breach).
+                        return self
+                            .decide_raw()
+                            .map(|e| e.map_or(Burst::Empty, Burst::Ended));
                     }
                     Ok(n) => n,
                     Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
@@ -553,7 +564,7 @@ impl Handler {
         let logging = echo_log::enabled();
         match &mut self.protocol {
             Protocol::Raw => {
-                self.active_at = Instant::now();
+                self.alive();
                 if logging {
                     echo_log::log(&[chunk]);
                 }
@@ -563,7 +574,7 @@ impl Handler {
                 let mut payloads = logging.then(Vec::new);
                 let fed = session.feed(chunk, payloads.as_mut());
                 if fed.frames > 0 {
-                    self.active_at = Instant::now();
+                    self.alive();
                 }
                 for range in payloads.unwrap_or_default() {
                     echo_log::log(&[&chunk[range]]);
@@ -571,8 +582,9 @@ impl Handler {
                 fed.plan
             }
             Protocol::Detecting(detector) => {
-                self.active_at = Instant::now();
-                match detector.feed(chunk) {
+                let verdict = detector.feed(chunk);
+                self.alive();
+                match verdict {
                     Verdict::Undecided => Plan::default(),
                     Verdict::Raw { held } => match self.settings.mode {
                         Mode::Framed => Plan {
@@ -597,12 +609,6 @@ impl Handler {
                 }
             }
         }
-    }
-
-    /// The peer half-closed. A detection prefix still held is raw data; in forced framed mode,
-    /// a breach.
-    fn at_eof(&mut self) -> io::Result<Option<Ending>> {
-        self.decide_raw()
     }
 
     /// Detection gives up (pause, EOF, shutdown) with bytes held: they are raw data, echoed
@@ -675,7 +681,7 @@ impl Handler {
             }) {
                 Ok(written) => {
                     self.pending.advance(written?);
-                    self.active_at = Instant::now();
+                    self.alive();
                 }
                 Err(_would_block) => {}
             }

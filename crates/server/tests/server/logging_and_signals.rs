@@ -10,7 +10,8 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use udsecho_harness::{
-    Server, Signal, binary, connect, raw_round_trip, short_temp_dir, signal, wait_for_socket,
+    Server, Signal, binary, connect, output_within, raw_round_trip, short_temp_dir, signal,
+    wait_for_socket,
 };
 
 const STOP: Duration = Duration::from_secs(10);
@@ -72,23 +73,6 @@ fn usr1_usr2_and_alrm_are_ignored() {
     assert!(!server.socket().exists());
 }
 
-/// Waits for `child` to exit within `within`, killing it otherwise, and collects its output.
-fn output_within(mut child: Child, within: Duration) -> std::process::Output {
-    let deadline = Instant::now() + within;
-    while child.try_wait().unwrap().is_none() {
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            let out = child.wait_with_output().unwrap();
-            panic!(
-                "still running after {within:?}; stderr: {}",
-                String::from_utf8_lossy(&out.stderr)
-            );
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    child.wait_with_output().unwrap()
-}
-
 #[test]
 fn socket_mode_on_an_abstract_socket_is_a_usage_error() {
     let child = Command::new(binary("udsecho-server"))
@@ -97,7 +81,7 @@ fn socket_mode_on_an_abstract_socket_is_a_usage_error() {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let out = output_within(child, STOP);
+    let out = output_within(child, STOP).unwrap_or_else(|e| panic!("{e}"));
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(2), "{stderr}");
     assert!(
@@ -338,7 +322,7 @@ fn an_accept_error_that_cannot_heal_ends_the_server_with_one_line() {
     wait_for_socket(&socket, Instant::now() + Duration::from_secs(20), || false).unwrap();
     // The first accept is the readiness probe's; this one meets the injected error.
     let _ = connect(&socket);
-    let out = output_within(child, STOP);
+    let out = output_within(child, STOP).unwrap_or_else(|e| panic!("{e}"));
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{stderr}");
     let last = stderr.trim_end().lines().last().unwrap_or_default();
