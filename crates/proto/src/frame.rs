@@ -13,7 +13,7 @@ use bytes::{BufMut, Bytes, BytesMut};
 use serde::Serialize;
 
 use crate::ProtoError;
-use crate::message::{ErrorFrame, Goodbye, Hello};
+use crate::message::{ErrorFrame, Goodbye, Hello, MAX_CONTROL_FRAME};
 
 /// Bytes before the payload: the 4-byte length and the kind byte.
 pub const HEADER_LEN: usize = 5;
@@ -111,7 +111,9 @@ impl Frame {
         })
     }
 
-    /// Appends the frame's wire bytes to `dst`, refusing a body longer than `max_frame`.
+    /// Appends the frame's wire bytes to `dst`, refusing a Data body longer than `max_frame`
+    /// and a control body (Hello, Error, Goodbye) longer than [`MAX_CONTROL_FRAME`], which
+    /// every receiver accepts whatever its `max_frame` (PROTOCOL.md 4.2).
     ///
     /// ```
     /// use bytes::{Bytes, BytesMut};
@@ -136,7 +138,7 @@ impl Frame {
             Frame::Error(m) => put_control(dst, Kind::Error, m),
             Frame::Goodbye(m) => put_control(dst, Kind::Goodbye, m),
         }
-        .and_then(|()| body_len(dst.len() - start - 4, max_frame));
+        .and_then(|()| body_len(dst.len() - start - 4, MAX_CONTROL_FRAME));
         match written {
             Ok(len) => {
                 dst[start..start + 4].copy_from_slice(&len.to_be_bytes());
@@ -192,8 +194,14 @@ impl Header {
     /// Reads the header at the front of `buf` without consuming anything.
     ///
     /// Returns `Ok(None)` while fewer than five bytes are there. Errors as soon as the bytes
-    /// present break a rule: a length of zero or above `max_frame` is rejected from the four
-    /// length bytes alone, so an oversized frame is never buffered.
+    /// present break a rule, in this order (PROTOCOL.md 4.2):
+    ///
+    /// - from the four length bytes: `L = 0`, or `L` above both `max_frame` and
+    ///   [`MAX_CONTROL_FRAME`] (so an oversized frame is never buffered);
+    /// - from the kind byte: an unknown kind; a Data frame above `max_frame`; a control frame
+    ///   (Hello, Error, Goodbye) above [`MAX_CONTROL_FRAME`]. A control frame up to
+    ///   [`MAX_CONTROL_FRAME`] is accepted whatever `max_frame` is: a peer that announced a
+    ///   tiny `max_frame` can still say Hello and Goodbye.
     ///
     /// ```
     /// use udsecho_proto::{Header, Kind, ProtoError};
@@ -204,6 +212,9 @@ impl Header {
     ///     Header::peek(b"\xff\xff\xff\xff", 1024),
     ///     Err(ProtoError::FrameTooLarge { len: u32::MAX, max: 1024 })
     /// ));
+    /// // A 27-byte Hello passes a limit of 16; a 27-byte Data frame does not.
+    /// assert_eq!(Header::peek(b"\x00\x00\x00\x1b\x00", 16).unwrap().unwrap().kind, Kind::Hello);
+    /// assert!(Header::peek(b"\x00\x00\x00\x1b\x01", 16).is_err());
     /// ```
     pub fn peek(buf: &[u8], max_frame: u32) -> Result<Option<Header>, ProtoError> {
         let Some(&[a, b, c, d]) = buf.get(..4) else {
@@ -213,17 +224,21 @@ impl Header {
         if len == 0 {
             return Err(ProtoError::EmptyFrame);
         }
-        if len > max_frame {
-            return Err(ProtoError::FrameTooLarge {
-                len,
-                max: max_frame,
-            });
+        let too_large = |max| Err(ProtoError::FrameTooLarge { len, max });
+        if len > max_frame && len > MAX_CONTROL_FRAME {
+            return too_large(max_frame);
         }
         let Some(&byte) = buf.get(4) else {
             return Ok(None);
         };
         let kind = Kind::from_byte(byte).ok_or(ProtoError::UnknownKind(byte))?;
-        Ok(Some(Header { len, kind }))
+        match kind {
+            Kind::Data if len > max_frame => too_large(max_frame),
+            Kind::Hello | Kind::Error | Kind::Goodbye if len > MAX_CONTROL_FRAME => {
+                too_large(MAX_CONTROL_FRAME)
+            }
+            _ => Ok(Some(Header { len, kind })),
+        }
     }
 
     /// Bytes the whole frame takes on the wire: `4 + L`.

@@ -5,8 +5,8 @@ use bytes::{Bytes, BytesMut};
 use proptest::prelude::*;
 use tokio_util::codec::{Decoder, Encoder};
 use udsecho_proto::{
-    Detection, ErrorCode, ErrorFrame, Frame, FrameCodec, Goodbye, GoodbyeReason, Hello, PREAMBLE,
-    ProtoError, detect,
+    Detection, ErrorCode, ErrorFrame, Frame, FrameCodec, Goodbye, GoodbyeReason, Hello,
+    MAX_CONTROL_FRAME, PREAMBLE, ProtoError, detect,
 };
 
 fn any_frame() -> impl Strategy<Value = Frame> {
@@ -87,7 +87,9 @@ proptest! {
             }
         }
         // What is reserved for an incomplete frame is bounded by the limit, not by `L`.
-        prop_assert!(buf.capacity() <= bytes.len().max(4 + max_frame as usize) + 64);
+        // Control frames up to MAX_CONTROL_FRAME pass any limit (PROTOCOL.md 4.2).
+        let limit = max_frame.max(MAX_CONTROL_FRAME) as usize;
+        prop_assert!(buf.capacity() <= bytes.len().max(4 + limit) + 64);
     }
 
     #[test]
@@ -132,7 +134,10 @@ fn max_frame_is_inclusive() {
         codec.decode(&mut at_limit).unwrap(),
         Some(Frame::Data(Bytes::from_static(b"abc")))
     );
+    // Five bytes could still be a control frame: the kind byte decides.
     let mut over = BytesMut::from(&b"\x00\x00\x00\x05"[..]);
+    assert_eq!(codec.decode(&mut over).unwrap(), None);
+    let mut over = BytesMut::from(&b"\x00\x00\x00\x05\x01"[..]);
     assert!(matches!(
         codec.decode(&mut over),
         Err(ProtoError::FrameTooLarge { len: 5, max: 4 })
@@ -185,4 +190,46 @@ fn data_payload_is_a_slice_of_the_read_buffer() {
     };
     assert_eq!(&payload[..], b"hello");
     assert_eq!(payload.as_ptr() as usize, base + 5, "no copy was made");
+}
+
+/// PROTOCOL.md 4.2: a receiver accepts control frames up to 4096 bytes whatever its
+/// `max_frame`, so a peer with a tiny limit can still say Hello and Goodbye; Data is held to
+/// the limit, and a control frame over 4096 is refused from its header.
+#[test]
+fn control_frames_up_to_4096_pass_any_max_frame_and_data_does_not() {
+    let mut codec = FrameCodec::with_max_frame(16);
+    let hello = Frame::Hello(Hello::new(16, "a".repeat(4000)));
+    let mut wire = BytesMut::new();
+    codec.encode(hello.clone(), &mut wire).unwrap();
+    assert!(wire.len() > 4000);
+    assert_eq!(codec.decode(&mut wire).unwrap(), Some(hello));
+
+    let goodbye = Frame::Goodbye(Goodbye::new(GoodbyeReason::Done));
+    let mut wire = BytesMut::new();
+    FrameCodec::with_max_frame(1)
+        .encode(goodbye.clone(), &mut wire)
+        .unwrap();
+    assert_eq!(
+        FrameCodec::with_max_frame(1).decode(&mut wire).unwrap(),
+        Some(goodbye)
+    );
+
+    let mut data = BytesMut::from(&b"\x00\x00\x00\x11\x01"[..]);
+    assert!(matches!(
+        codec.decode(&mut data),
+        Err(ProtoError::FrameTooLarge { len: 17, max: 16 })
+    ));
+    let mut huge_hello = BytesMut::from(&b"\x00\x00\x10\x01\x00"[..]);
+    assert!(matches!(
+        FrameCodec::new().decode(&mut huge_hello),
+        Err(ProtoError::FrameTooLarge {
+            len: 4097,
+            max: 4096
+        })
+    ));
+    // Nor does the encoder produce one.
+    let mut out = BytesMut::new();
+    let too_long = Frame::Hello(Hello::new(16, "a".repeat(4096)));
+    assert!(codec.encode(too_long, &mut out).is_err());
+    assert!(out.is_empty());
 }

@@ -14,7 +14,7 @@ use std::ops::Range;
 
 use bytes::{Bytes, BytesMut};
 use udsecho_proto::{
-    ErrorCode, Frame, Goodbye, GoodbyeReason, HEADER_LEN, Hello, Kind, ProtoError,
+    ErrorCode, Frame, Goodbye, GoodbyeReason, HEADER_LEN, Header, Hello, Kind, ProtoError,
 };
 
 use super::{Before, Breach, Ending, Plan};
@@ -172,43 +172,21 @@ impl Session {
         Fed { plan, frames }
     }
 
-    /// Judges a header as far as it has arrived (`held`): the length from its 4 bytes, the
-    /// kind and its place from the 5th. `Ok(None)`: not enough bytes yet.
+    /// Judges a header as far as it has arrived (`held`): [`Header::peek`] checks the bytes
+    /// (the length from its 4 bytes, the kind and the control-frame rule from the 5th), this
+    /// adds the session's rule (what may come before and after Hello). `Ok(None)`: not enough
+    /// bytes yet.
     fn judge(&self, held: &[u8]) -> Result<Option<(Kind, u32)>, Breach> {
-        let Some(&[a, b, c, d]) = held.get(..4) else {
+        let Some(Header { len, kind }) = Header::peek(held, self.limit)? else {
             return Ok(None);
         };
-        let len = u32::from_be_bytes([a, b, c, d]);
-        if len == 0 {
-            return Err(ProtoError::EmptyFrame.into());
-        }
-        if len > self.limit {
-            return Err(ProtoError::FrameTooLarge {
-                len,
-                max: self.limit,
-            }
-            .into());
-        }
-        let Some(&byte) = held.get(4) else {
-            return Ok(None);
-        };
-        let kind = Kind::from_byte(byte).ok_or(ProtoError::UnknownKind(byte))?;
         let unexpected = |why| ProtoError::UnexpectedFrame { kind, why };
         match (kind, self.greeted) {
-            (Kind::Data, false) => return Err(unexpected("Data before Hello").into()),
-            (Kind::Goodbye, false) => return Err(unexpected("Goodbye before Hello").into()),
-            (Kind::Hello, true) => return Err(unexpected("a second Hello").into()),
-            _ => {}
+            (Kind::Data, false) => Err(unexpected("Data before Hello").into()),
+            (Kind::Goodbye, false) => Err(unexpected("Goodbye before Hello").into()),
+            (Kind::Hello, true) => Err(unexpected("a second Hello").into()),
+            _ => Ok(Some((kind, len))),
         }
-        if matches!(kind, Kind::Hello | Kind::Goodbye) && len > CONTROL_MAX {
-            return Err(Breach {
-                code: ErrorCode::FrameTooLarge,
-                message: format!(
-                    "a {kind} frame of {len} bytes; control frames are limited to {CONTROL_MAX}"
-                ),
-            });
-        }
-        Ok(Some((kind, len)))
     }
 
     /// A control frame is complete: answer a Hello, or say how the session ends.
@@ -441,6 +419,36 @@ mod tests {
                     other => panic!("{name}: {other:?}"),
                 }
             }
+        }
+    }
+
+    /// PROTOCOL.md 4.2: control frames up to 4096 bytes pass whatever `--max-frame` or the
+    /// client's own `max_frame` is; Data is held to the limit.
+    #[test]
+    fn control_frames_up_to_4096_pass_a_smaller_limit() {
+        let mut big_hello = BytesMut::new();
+        Frame::Hello(Hello::new(1 << 20, "a".repeat(4000)))
+            .encode(&mut big_hello, u32::MAX)
+            .unwrap();
+        let (out, ending) = run(&big_hello, &[1], 1000);
+        assert!(ending.is_none(), "{ending:?}");
+        assert_eq!(out, answer(1000));
+
+        // A client that accepts 1-byte frames can still say Goodbye.
+        let mut input = hello_with(1);
+        let mut bye = BytesMut::new();
+        goodbye(GoodbyeReason::Done, &mut bye);
+        input.extend(&bye);
+        assert!(matches!(
+            run(&input, &[usize::MAX], 16).1,
+            Some(Ending::PeerGoodbye)
+        ));
+
+        let mut input = hello();
+        input.extend(data(&[b'x'; 16]));
+        match run(&input, &[usize::MAX], 16).1 {
+            Some(Ending::Breach(b)) => assert_eq!(b.code, ErrorCode::FrameTooLarge),
+            other => panic!("a 17-byte Data frame over a limit of 16: {other:?}"),
         }
     }
 

@@ -6,6 +6,7 @@ mod arbitrary_input;
 mod cli;
 mod echo;
 mod hostile_neighbours;
+mod hostile_peers;
 mod logging_and_signals;
 mod memory;
 mod shutdown_and_limits;
