@@ -4,7 +4,8 @@
 //! header is checked (kind, `L` against the limit) the frame's bytes are echoed straight out of
 //! the chunk that holds them, as they arrive, whatever `L` is. What the machine keeps between
 //! chunks is at most a partial header (5 bytes, inline) or one control frame being collected
-//! (Hello, Goodbye: at most [`CONTROL_MAX`] bytes). So a connection's memory does not depend on
+//! (Hello, Goodbye: at most [`udsecho_proto::MAX_CONTROL_FRAME`] bytes, whatever the
+//! frame limit). So a connection's memory does not depend on
 //! the frame length it declares, and one stalled in a header holds no more than an idle one.
 //!
 //! Within one chunk the bytes to echo are contiguous: control frames stand only at the start
@@ -18,10 +19,6 @@ use udsecho_proto::{
 };
 
 use super::{Before, Breach, Ending, Plan};
-
-/// The largest control frame body (`L`) the server collects: Hello, Goodbye and Error payloads
-/// are a few dozen bytes; anything larger is refused with `FrameTooLarge` (PROTOCOL.md 4.2).
-pub(crate) const CONTROL_MAX: u32 = udsecho_proto::MAX_CONTROL_FRAME;
 
 /// Where the byte stream is, between two chunks.
 #[derive(Debug)]

@@ -9,7 +9,7 @@
 //! - **Memory does not depend on the peer**: reads land in a per-thread scratch buffer and are
 //!   echoed from it at once; a connection keeps only what the socket would not take yet (at
 //!   most one read), a partial header or detection prefix (inline, 8 bytes), or one control
-//!   frame being collected (at most [`framed::CONTROL_MAX`]). An idle connection, and one
+//!   frame being collected (at most [`udsecho_proto::MAX_CONTROL_FRAME`]). An idle connection, and one
 //!   stalled in a header or in the middle of a 4 GiB frame, holds no buffer at all.
 //! - **Backpressure**: while an echo is pending nothing more is read, so a peer that does not
 //!   read stops being read from.
