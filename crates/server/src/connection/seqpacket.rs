@@ -4,14 +4,16 @@
 //! `--allow-uid`, `--idle-timeout` (any message is activity) and the drain are the stream's;
 //! but the unit is the message, so there is no framing and no mode detection. Messages land in
 //! the thread's scratch buffer (a larger one is read into a buffer of its own size, learnt with
-//! `MSG_PEEK | MSG_TRUNC`) and are sent straight back; only a message the socket would not take
-//! is kept, and nothing more is read until it is sent.
+//! `MSG_PEEK | MSG_TRUNC`) and are sent straight back, then taken off the queue; a message
+//! whose echo the socket would not take stays in the kernel until it can be sent, so a peer
+//! that does not read costs the server nothing (see [`echo_one`]).
 
 use std::io;
 use std::os::fd::OwnedFd;
 use std::sync::Arc;
 
 use rustix::net::{RecvFlags, SendFlags};
+use tokio::io::Interest;
 use tokio::io::unix::AsyncFd;
 use tokio::sync::OwnedSemaphorePermit;
 use tokio::time::Instant;
@@ -34,10 +36,13 @@ pub(crate) async fn serve(
     }
 }
 
-/// What a read found.
+/// What a turn at the socket found.
 enum Got {
-    /// A message (its length), echoed or kept in `pending`.
+    /// A message, echoed and taken off the socket's queue.
     Message,
+    /// A message whose echo the socket would not take: it stays queued in the kernel until
+    /// the socket is writable again.
+    Blocked,
     /// The peer shut down its side.
     Eof,
     /// Nothing queued.
@@ -46,19 +51,20 @@ enum Got {
 
 async fn run(fd: OwnedFd, settings: &Settings, shutdown: &Shutdown) -> io::Result<End> {
     let socket = crate::listener::register(fd)?;
-    let mut pending: Option<Vec<u8>> = None;
+    let mut blocked = false;
     // Bytes still to read after the shutdown began: what was queued at that moment.
     let mut budget: Option<usize> = None;
     let mut active_at = Instant::now();
     loop {
-        if let Some(message) = pending.take() {
+        if blocked {
             tokio::select! {
                 biased;
                 () = shutdown.forced() => return Ok(End::Cut),
-                sent = send_when_writable(&socket, &message) => sent?,
-                () = idle(settings, active_at) => return Ok(End::Idle),
+                // Readiness is cleared by the send that finds no room (`echo_one`).
+                ready = socket.writable() => ready?.retain_ready(),
+                () = idle(settings, active_at) => return Ok(close(&socket, End::Idle)),
             }
-            active_at = Instant::now();
+            blocked = false;
         }
         if budget == Some(0) {
             return Ok(close(&socket, End::Drained));
@@ -75,7 +81,7 @@ async fn run(fd: OwnedFd, settings: &Settings, shutdown: &Shutdown) -> io::Resul
                     );
                     continue;
                 }
-                // Readiness is cleared by the read that finds the queue empty (`read_one`).
+                // Readiness is cleared by the read that finds the queue empty (`echo_one`).
                 ready = socket.readable() => ready?.retain_ready(),
                 () = idle(settings, active_at) => return Ok(close(&socket, End::Idle)),
             }
@@ -83,9 +89,12 @@ async fn run(fd: OwnedFd, settings: &Settings, shutdown: &Shutdown) -> io::Resul
         // Every queued message, a turn's worth at a time, until the queue is empty or an echo
         // backs up.
         for _ in 0..MESSAGES_PER_TURN {
-            match read_one(&socket, &mut pending, &mut budget)? {
-                Got::Message if pending.is_some() => break,
+            match echo_one(&socket, &mut budget)? {
                 Got::Message => active_at = Instant::now(),
+                Got::Blocked => {
+                    blocked = true;
+                    break;
+                }
                 Got::Eof => return Ok(close(&socket, End::PeerDone)),
                 // Draining: an empty queue means everything sent before the signal is back.
                 Got::Empty if budget.is_some() => return Ok(close(&socket, End::Drained)),
@@ -99,55 +108,62 @@ async fn run(fd: OwnedFd, settings: &Settings, shutdown: &Shutdown) -> io::Resul
 /// Messages read per wake-up before the other connections get a turn.
 const MESSAGES_PER_TURN: usize = 64;
 
-/// Reads one message and sends it back; what the socket will not take goes to `pending`.
-fn read_one(
-    socket: &AsyncFd<OwnedFd>,
-    pending: &mut Option<Vec<u8>>,
-    budget: &mut Option<usize>,
-) -> io::Result<Got> {
+/// Echoes the message at the head of the queue, if the socket will take its echo.
+///
+/// The message is *peeked*, sent back, and only then taken off the queue (a read into an
+/// empty buffer discards a whole record). So a peer that does not read its echoes leaves its
+/// messages in the kernel, charged to its own send buffer: the server keeps nothing for it,
+/// whatever their size, and a larger message than the scratch buffer costs a buffer of its
+/// size only for the moment it is echoed.
+fn echo_one(socket: &AsyncFd<OwnedFd>, budget: &mut Option<usize>) -> io::Result<Got> {
     let fd = socket.get_ref();
-    // The message's whole length, whatever the buffer: MSG_TRUNC reports it. Through `try_io`
-    // (EAGAIN clears readiness without losing a newer event), except while draining: what
-    // FIONREAD counted is there whatever the runtime has seen.
-    let mut probe = [0u8; 1];
-    let mut peek = |fd: &OwnedFd| {
-        rustix::net::recv(fd, &mut probe[..], RecvFlags::PEEK | RecvFlags::TRUNC)
-            .map(|(_, len)| len)
-            .map_err(io::Error::from)
-    };
-    let peeked = if budget.is_some() {
-        peek(fd)
-    } else {
-        socket.try_io(tokio::io::Interest::READABLE, peek)
-    };
-    let len = match peeked {
-        Ok(len) => len,
-        Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(Got::Empty),
-        Err(e) => return Err(e),
-    };
-    if len == 0 && peer_closed(fd) {
-        return Ok(Got::Eof);
-    }
     SCRATCH.with_borrow_mut(|scratch| {
-        let mut own;
-        let buf: &mut [u8] = if len <= scratch.len() {
-            &mut scratch[..len]
-        } else {
-            own = vec![0u8; len];
-            &mut own[..]
+        // The message's whole length, whatever the buffer: MSG_TRUNC reports it. Through
+        // `try_io` (EAGAIN clears readiness without losing a newer event), except while
+        // draining: what FIONREAD counted is there whatever the runtime has seen.
+        let mut peek = |fd: &OwnedFd| {
+            rustix::net::recv(fd, &mut scratch[..], RecvFlags::PEEK | RecvFlags::TRUNC)
+                .map(|(_, len)| len)
+                .map_err(io::Error::from)
         };
-        let (n, _) = rustix::net::recv(fd, &mut *buf, RecvFlags::empty())?;
-        if let Some(left) = budget {
-            *left = left.saturating_sub(n.max(1));
+        let peeked = if budget.is_some() {
+            peek(fd)
+        } else {
+            socket.try_io(Interest::READABLE, peek)
+        };
+        let len = match peeked {
+            Ok(len) => len,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(Got::Empty),
+            Err(e) => return Err(e),
+        };
+        if len == 0 && peer_closed(fd) {
+            return Ok(Got::Eof);
         }
-        let message = &buf[..n];
+        let own;
+        let message: &[u8] = if len <= scratch.len() {
+            &scratch[..len]
+        } else {
+            let mut whole = vec![0u8; len];
+            let (n, _) = rustix::net::recv(fd, &mut whole[..], RecvFlags::PEEK)?;
+            whole.truncate(n);
+            own = whole;
+            &own
+        };
+        let sent = socket.try_io(Interest::WRITABLE, |fd| {
+            rustix::net::send(fd, message, SendFlags::NOSIGNAL).map_err(io::Error::from)
+        });
+        match sent {
+            Ok(_) => {}
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(Got::Blocked),
+            Err(e) => return Err(e),
+        }
         if echo_log::enabled() {
             echo_log::log(&[message]);
         }
-        match rustix::net::send(fd, message, SendFlags::NOSIGNAL) {
-            Ok(_) => {}
-            Err(rustix::io::Errno::AGAIN) => *pending = Some(message.to_vec()),
-            Err(e) => return Err(e.into()),
+        // Echoed: now off the queue.
+        rustix::net::recv(fd, &mut [0u8; 0][..], RecvFlags::empty())?;
+        if let Some(left) = budget {
+            *left = left.saturating_sub(len.max(1));
         }
         Ok(Got::Message)
     })
@@ -167,18 +183,6 @@ fn peer_closed(fd: &OwnedFd) -> bool {
         && fds[0]
             .revents()
             .intersects(PollFlags::RDHUP | PollFlags::HUP)
-}
-
-async fn send_when_writable(socket: &AsyncFd<OwnedFd>, message: &[u8]) -> io::Result<()> {
-    loop {
-        let mut ready = socket.writable().await?;
-        match ready.try_io(|fd| {
-            rustix::net::send(fd.get_ref(), message, SendFlags::NOSIGNAL).map_err(io::Error::from)
-        }) {
-            Ok(sent) => return sent.map(|_| ()),
-            Err(_would_block) => continue,
-        }
-    }
 }
 
 async fn idle(settings: &Settings, since: Instant) {

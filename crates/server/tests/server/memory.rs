@@ -165,3 +165,85 @@ fn the_preamble_alone_is_not_a_stalled_frame_either() {
     let per_conn = (after.saturating_sub(before)) as f64 / peers.len() as f64;
     assert!(per_conn <= 8.0, "{per_conn:.2} KiB per connection");
 }
+
+/// Seqpacket peers that send large messages and never read their echoes: the messages wait in
+/// the kernel, charged to the peers, not in the server (issue #21: 1,000 such peers sending
+/// 150 KB messages took the server from 4 MB to 152 MB). Once they read, every message comes
+/// back whole and in order.
+#[test]
+fn seqpacket_peers_that_never_read_leave_their_messages_in_the_kernel() {
+    use rustix::net::{
+        AddressFamily, RecvFlags, SendFlags, SocketAddrUnix, SocketFlags, SocketType,
+    };
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    const N: usize = 200;
+    const SIZE: usize = 150_000;
+    raise_fd_limit();
+    let server = Server::start(["--type", "seqpacket"]).unwrap();
+    let connect = || {
+        let fd = rustix::net::socket_with(
+            AddressFamily::UNIX,
+            SocketType::SEQPACKET,
+            SocketFlags::CLOEXEC | SocketFlags::NONBLOCK,
+            None,
+        )
+        .unwrap();
+        rustix::net::connect(&fd, &SocketAddrUnix::new(server.socket()).unwrap()).unwrap();
+        fd
+    };
+    let message = |peer: usize, i: usize| -> Vec<u8> {
+        (0..SIZE).map(|j| (peer * 7 + i * 13 + j) as u8).collect()
+    };
+    let recv_one = |fd: &std::os::fd::OwnedFd| -> Vec<u8> {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let mut buf = vec![0u8; SIZE + 1];
+        loop {
+            match rustix::net::recv(fd, &mut buf[..], RecvFlags::TRUNC) {
+                Ok((n, len)) => {
+                    assert_eq!(n, len, "a whole message");
+                    buf.truncate(n);
+                    return buf;
+                }
+                Err(rustix::io::Errno::AGAIN) if Instant::now() < deadline => {
+                    thread::sleep(Duration::from_millis(2));
+                }
+                Err(e) => panic!("no echo: {e}"),
+            }
+        }
+    };
+    // Warm up: one large message there and back (the scratch buffer, a large one's buffer).
+    let warm = connect();
+    rustix::net::send(&warm, &message(0, 0), SendFlags::empty()).unwrap();
+    assert_eq!(recv_one(&warm), message(0, 0));
+    drop(warm);
+    thread::sleep(Duration::from_millis(300));
+    let before = rss_kib(server.pid()).unwrap();
+
+    let mut peers = Vec::new();
+    for p in 0..N {
+        let fd = connect();
+        let mut sent = 0;
+        while sent < 6 {
+            match rustix::net::send(&fd, &message(p, sent), SendFlags::empty()) {
+                Ok(_) => sent += 1,
+                Err(rustix::io::Errno::AGAIN) => break,
+                Err(e) => panic!("peer {p}: {e}"),
+            }
+        }
+        assert!(sent >= 2, "peer {p} could send only {sent}");
+        peers.push((fd, sent));
+    }
+    thread::sleep(Duration::from_millis(800));
+    let after = rss_kib(server.pid()).unwrap();
+    let grew = after.saturating_sub(before);
+    assert!(
+        grew < 8 * 1024,
+        "{N} peers not reading {SIZE}-byte echoes grew the server by {grew} KiB"
+    );
+    // Nothing lost: each peer now reads, and gets every message it sent, in order, whole.
+    for (p, (fd, sent)) in peers.iter().enumerate() {
+        for i in 0..*sent {
+            assert!(recv_one(fd) == message(p, i), "peer {p}, message {i}");
+        }
+    }
+}
