@@ -35,6 +35,8 @@ pub struct ServerBuilder {
     user: Option<(u32, u32)>,
     /// Leave `--socket` out: the server picks its default, expected at `socket`.
     default_socket: bool,
+    /// The server's working directory, if not the test's.
+    current_dir: Option<PathBuf>,
 }
 
 impl ServerBuilder {
@@ -87,6 +89,12 @@ impl ServerBuilder {
         self
     }
 
+    /// Runs the server in `dir` (its working directory).
+    pub fn current_dir(mut self, dir: impl Into<PathBuf>) -> Self {
+        self.current_dir = Some(dir.into());
+        self
+    }
+
     /// Starts the server and, unless `no_wait`, waits up to 10 s until it accepts.
     pub fn start(self) -> io::Result<Server> {
         let (socket, dir) = match self.socket {
@@ -111,6 +119,9 @@ impl ServerBuilder {
             cmd.arg("--socket").arg(&socket);
         }
         cmd.env_remove("UDSECHO_SOCKET");
+        if let Some(dir) = &self.current_dir {
+            cmd.current_dir(dir);
+        }
         for key in &self.env_remove {
             cmd.env_remove(key);
         }

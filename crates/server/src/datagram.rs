@@ -7,6 +7,12 @@
 //! - A sender whose receive queue is full (it is not reading its replies) would make the
 //!   server wait for it, and so everyone: its reply is dropped and counted the same way.
 //!   Datagrams are unreliable by nature; a blocked sender never blocks the others.
+//! - Replies a sender has not read yet are charged by the kernel to the *server's* send
+//!   buffer, shared by all senders. So the server asks for a large one ([`SEND_BUFFER`]);
+//!   a sender that never reads holds at most `net.unix.max_dgram_qlen + 1` (11) replies.
+//!   When non-readers together hold the whole buffer, replies to everyone are dropped until
+//!   they read or go away: the log says so (not "not reading" of the innocent). Linux offers
+//!   no way to see which sender holds what; the README's guarantees give the measured bound.
 //! - `--allow-uid` is checked per datagram from the sender's credentials (`SO_PASSCRED`).
 //! - A reply never follows a symlink: a sender's path is pinned to its inode, which must be a
 //!   socket owned by the sender, before the reply goes out (see [`reply_to_path`]).
@@ -14,7 +20,9 @@
 //!   connections). At shutdown the datagrams already queued are answered, then the server
 //!   stops.
 
+use std::collections::HashMap;
 use std::io::{self, IoSliceMut};
+use std::ops::Not;
 use std::time::Duration;
 
 use rustix::net::{
@@ -37,6 +45,11 @@ const PER_TURN: usize = 256;
 const DRAIN_MAX: usize = 100_000;
 /// How often a run of dropped datagrams is summarised in the log.
 const REPORT_EVERY: Duration = Duration::from_secs(5);
+
+/// The send buffer asked for: replies unread by their senders are charged to it. Granted in
+/// full to a server with `CAP_NET_ADMIN` (`SO_SNDBUFFORCE`, the kernel doubles it), otherwise
+/// up to `net.core.wmem_max` (doubled too).
+const SEND_BUFFER: usize = 8 * 1024 * 1024;
 
 /// Replies never block and never raise SIGPIPE.
 const SEND: SendFlags = SendFlags::DONTWAIT.union(SendFlags::NOSIGNAL);
@@ -85,9 +98,19 @@ enum Dropped {
     TooLarge,
     /// The sender's queue was full.
     NotReading,
+    /// The server's send buffer was full of replies other senders have not read.
+    BufferFull,
     /// The sender's path no longer names a socket of the sender's own (a symlink, another
     /// file, another owner).
     Impostor,
+    /// The sender's abstract name is not known to be its own here: it sent from another
+    /// network namespace (where the same name may belong to somebody else in ours), or its
+    /// namespace could not be checked.
+    ForeignName,
+    /// The sender's path is relative (to its own working directory, unknown here).
+    RelativePath,
+    /// The reply was larger than the server's send buffer allows.
+    ReplyTooLarge,
 }
 
 impl Dropped {
@@ -99,9 +122,20 @@ impl Dropped {
             Dropped::Refused => "from a uid not in --allow-uid",
             Dropped::TooLarge => "larger than 256 KiB",
             Dropped::NotReading => "whose sender was not reading its replies",
+            Dropped::BufferFull => {
+                "while the server's send buffer was full of replies that senders have not read"
+            }
             Dropped::Impostor => {
                 "whose sender's path no longer named a socket of its own (replaced or a symlink)"
             }
+            Dropped::ForeignName => {
+                "from an abstract address not known to be in this server's network namespace \
+                 (bind the client's socket to a path to get replies)"
+            }
+            Dropped::RelativePath => {
+                "from a sender bound to a relative path (bind it to an absolute one)"
+            }
+            Dropped::ReplyTooLarge => "whose reply is larger than the server's send buffer",
         }
     }
 }
@@ -109,7 +143,7 @@ impl Dropped {
 /// Counts unanswered datagrams and logs them at most once every [`REPORT_EVERY`].
 #[derive(Debug, Default)]
 struct DropLog {
-    counts: [u64; 5],
+    counts: [u64; 9],
     reported_at: Option<Instant>,
 }
 
@@ -132,7 +166,11 @@ impl DropLog {
             Dropped::Refused,
             Dropped::TooLarge,
             Dropped::NotReading,
+            Dropped::BufferFull,
             Dropped::Impostor,
+            Dropped::ForeignName,
+            Dropped::RelativePath,
+            Dropped::ReplyTooLarge,
         ]
         .into_iter()
         .enumerate()
@@ -158,8 +196,15 @@ pub(crate) async fn serve(socket: UnixDatagram, name: &str, config: &Config, shu
             "{name}: cannot read senders' credentials ({e}); no datagram can be answered"
         );
     }
-    let mut buf = vec![0u8; MAX_DATAGRAM];
-    let mut drops = DropLog::default();
+    let granted = enlarge_send_buffer(&socket);
+    tracing::debug!("{name}: replies share a send buffer of {granted} bytes");
+    let mut state = State {
+        buf: vec![0u8; MAX_DATAGRAM],
+        drops: DropLog::default(),
+        // A sender can reach a path-bound socket from any network namespace; an abstract one
+        // only from its own, where every abstract name is the sender's own.
+        namespaces: bound_to_abstract_name(&socket).not().then(Namespaces::new),
+    };
     loop {
         tokio::select! {
             biased;
@@ -172,26 +217,128 @@ pub(crate) async fn serve(socket: UnixDatagram, name: &str, config: &Config, shu
             }
         }
         // A bounded turn, then the other tasks (signals) get the thread.
-        if let Err(e) = answer_queued(&socket, config, &mut buf, &mut drops, PER_TURN) {
+        if let Err(e) = answer_queued(&socket, config, &mut state, PER_TURN) {
             tracing::debug!("{name}: {e}");
         }
         tokio::task::yield_now().await;
     }
     // The datagrams sent before the signal are answered; then the socket closes.
-    if let Err(e) = answer_queued(&socket, config, &mut buf, &mut drops, DRAIN_MAX) {
+    if let Err(e) = answer_queued(&socket, config, &mut state, DRAIN_MAX) {
         tracing::debug!("{name}: {e}");
     }
-    drops.report();
+    state.drops.report();
+}
+
+/// Asks for [`SEND_BUFFER`], forcing it past `net.core.wmem_max` where allowed; returns the
+/// size granted.
+fn enlarge_send_buffer(socket: &UnixDatagram) -> usize {
+    use rustix::net::sockopt;
+    if sockopt::set_socket_send_buffer_size_force(socket, SEND_BUFFER).is_err() {
+        let _ = sockopt::set_socket_send_buffer_size(socket, SEND_BUFFER);
+    }
+    sockopt::socket_send_buffer_size(socket).unwrap_or(0)
+}
+
+/// After `EAGAIN`: is it the server's own send buffer that is (nearly) full, rather than the
+/// sender's queue? The kernel reports an unconnected datagram socket writable while at most a
+/// quarter of its buffer is in use.
+fn send_buffer_full(socket: &UnixDatagram) -> bool {
+    use rustix::event::{PollFd, PollFlags, Timespec};
+    let mut fds = [PollFd::new(socket, PollFlags::OUT)];
+    let now = Timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    matches!(rustix::event::poll(&mut fds, Some(&now)), Ok(0))
+}
+
+/// What the datagram loop keeps between turns.
+#[derive(Debug)]
+struct State {
+    /// Where each datagram is read, [`MAX_DATAGRAM`] bytes.
+    buf: Vec<u8>,
+    drops: DropLog,
+    /// Checks abstract senders' network namespaces; `None` when the server's own address is
+    /// abstract (only senders of its own namespace can reach it).
+    namespaces: Option<Namespaces>,
+}
+
+/// Is an abstract sender in this server's network namespace?
+///
+/// Abstract names are per network namespace. A sender in a namespace of its own (`unshare -r
+/// -n` needs no privilege) can bind a name that, in the server's namespace, belongs to another
+/// service, and reach a path-bound server through the file system; a reply by that name would
+/// land at the other service, from the server's address and with its credentials. So an
+/// abstract sender is answered only if the process the kernel names in its credentials
+/// (`SCM_CREDENTIALS`) is in the server's network namespace, by `/proc/PID/ns/net`. Reading
+/// another user's namespace needs root (ptrace rights): a server that is not root answers
+/// abstract senders of other users only when it can check them — which it cannot, so those
+/// are dropped and counted (bind the sender to a path instead).
+#[derive(Debug)]
+struct Namespaces {
+    /// The server's own network namespace (device, inode); `None` without `/proc`.
+    own: Option<(u64, u64)>,
+    /// Recent verdicts by pid, each trusted for [`VERDICT_TTL`].
+    seen: HashMap<i32, (bool, Instant)>,
+}
+
+/// How long a pid's verdict is reused: short, so that a pid that exits and is reused by
+/// another process is looked at again.
+const VERDICT_TTL: Duration = Duration::from_millis(100);
+
+impl Namespaces {
+    fn new() -> Namespaces {
+        Namespaces {
+            own: netns("/proc/self/ns/net"),
+            seen: HashMap::new(),
+        }
+    }
+
+    fn is_ours(&mut self, pid: i32) -> bool {
+        let Some(own) = self.own else {
+            return false;
+        };
+        let now = Instant::now();
+        if let Some(&(ours, at)) = self.seen.get(&pid)
+            && now.duration_since(at) < VERDICT_TTL
+        {
+            return ours;
+        }
+        if self.seen.len() >= 4096 {
+            self.seen.clear();
+        }
+        let ours = netns(&format!("/proc/{pid}/ns/net")) == Some(own);
+        self.seen.insert(pid, (ours, now));
+        ours
+    }
+}
+
+/// Is `socket` bound to an abstract name (reachable only from its own network namespace)?
+fn bound_to_abstract_name(socket: &UnixDatagram) -> bool {
+    rustix::net::getsockname(socket)
+        .ok()
+        .and_then(|a| SocketAddrUnix::try_from(a).ok())
+        .is_some_and(|a| a.abstract_name().is_some())
+}
+
+/// The network namespace a `/proc/.../ns/net` link names, as (device, inode).
+fn netns(link: &str) -> Option<(u64, u64)> {
+    let stat = rustix::fs::stat(link).ok()?;
+    Some((stat.st_dev, stat.st_ino))
 }
 
 /// Answers datagrams until none is queued (or `limit` were read).
 fn answer_queued(
     socket: &UnixDatagram,
     config: &Config,
-    buf: &mut [u8],
-    drops: &mut DropLog,
+    state: &mut State,
     limit: usize,
 ) -> io::Result<()> {
+    let State {
+        buf,
+        drops,
+        namespaces,
+    } = state;
     for _ in 0..limit {
         let mut space = [std::mem::MaybeUninit::uninit(); rustix::cmsg_space!(ScmCredentials(1))];
         let mut control = RecvAncillaryBuffer::new(&mut space);
@@ -209,11 +356,11 @@ fn answer_queued(
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
             Err(e) => return Err(e),
         };
-        let uid = control.drain().find_map(|m| match m {
-            RecvAncillaryMessage::ScmCredentials(cred) => Some(cred.uid.as_raw()),
+        let cred = control.drain().find_map(|m| match m {
+            RecvAncillaryMessage::ScmCredentials(cred) => Some(cred),
             _ => None,
         });
-        let Some(uid) = uid else {
+        let Some(cred) = cred else {
             // SO_PASSCRED is set: the kernel attaches credentials to every datagram.
             drops.dropped(Dropped::Refused);
             continue;
@@ -226,6 +373,7 @@ fn answer_queued(
             drops.dropped(Dropped::Unnamed);
             continue;
         };
+        let uid = cred.uid.as_raw();
         if !config.allow_uids.is_empty() && !config.allow_uids.contains(&uid) {
             drops.dropped(Dropped::Refused);
             continue;
@@ -239,13 +387,29 @@ fn answer_queued(
             echo_log::log(&[datagram]);
         }
         let sent = match sender.path() {
+            // Relative to the sender's working directory, which is not ours to resolve.
+            Some(path) if !path.to_bytes().starts_with(b"/") => {
+                drops.dropped(Dropped::RelativePath);
+                continue;
+            }
             Some(path) => reply_to_path(socket, datagram, &path, uid),
+            None if namespaces
+                .as_mut()
+                .is_some_and(|ns| !ns.is_ours(cred.pid.as_raw_nonzero().get())) =>
+            {
+                drops.dropped(Dropped::ForeignName);
+                continue;
+            }
             None => rustix::net::sendto(socket, datagram, SEND, &sender),
         };
         match sent {
             Ok(_) => {}
             Err(rustix::io::Errno::PERM) => drops.dropped(Dropped::Impostor),
+            Err(rustix::io::Errno::AGAIN) if send_buffer_full(socket) => {
+                drops.dropped(Dropped::BufferFull);
+            }
             Err(rustix::io::Errno::AGAIN) => drops.dropped(Dropped::NotReading),
+            Err(rustix::io::Errno::MSGSIZE) => drops.dropped(Dropped::ReplyTooLarge),
             // The sender is gone (its address no longer exists): nothing to answer.
             Err(rustix::io::Errno::CONNREFUSED | rustix::io::Errno::NOENT) => {}
             Err(e) => tracing::debug!("answering a datagram: {e}"),

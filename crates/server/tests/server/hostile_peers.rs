@@ -3,10 +3,14 @@
 
 use std::os::linux::net::SocketAddrExt;
 use std::os::unix::net::{SocketAddr, UnixDatagram};
+use std::path::Path;
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use rustix::process::Signal;
-use udsecho_harness::{FramedPeer, Server, raw_round_trip, run_client, short_temp_dir};
+use udsecho_harness::{
+    FramedPeer, Server, output_within, raw_round_trip, run_client, short_temp_dir,
+};
 use udsecho_proto::{Frame, Goodbye, GoodbyeReason, Hello};
 
 const LIMIT: Duration = Duration::from_secs(10);
@@ -142,4 +146,216 @@ fn notify_socket_may_be_an_abstract_name() {
     let n = notify.recv(&mut buf).unwrap();
     let stopping = String::from_utf8_lossy(&buf[..n]).into_owned();
     assert!(stopping.lines().any(|l| l == "STOPPING=1"), "{stopping:?}");
+}
+
+/// Runs a Python snippet (the peers here need what std cannot do: a chosen abstract name
+/// inside another network namespace, a relative bind). `prefix` goes before `python3`
+/// (`unshare -r -n`); `cwd` is its working directory.
+fn python(prefix: &[&str], cwd: &Path, script: &str) -> std::process::Output {
+    let (program, args) = match prefix.split_first() {
+        Some((first, rest)) => (*first, [rest, &["python3", "-c", script]].concat()),
+        None => ("python3", vec!["-c", script]),
+    };
+    let child = Command::new(program)
+        .args(&args)
+        .current_dir(cwd)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("{program} cannot run ({e}): .ci/run installs python3"));
+    output_within(child, LIMIT).unwrap()
+}
+
+/// Can this machine make a network namespace without privilege (`unshare -r -n`)?
+fn user_namespaces_work() -> bool {
+    Command::new("unshare")
+        .args(["-r", "-n", "true"])
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+/// Security (#21 item 1): a sender in a network namespace of its own binds an abstract name
+/// that, in the server's namespace, belongs to another service, and sends to the server
+/// through its path. A reply by that name would land at the other service, from the server's
+/// address and with its credentials: none may.
+#[test]
+fn a_reply_never_goes_to_an_abstract_name_from_another_network_namespace() {
+    if !user_namespaces_work() {
+        eprintln!("skipped: user namespaces are off here (`unshare -r -n true` fails)");
+        return;
+    }
+    let server = Server::start(["--type", "datagram", "--socket-mode", "0666"]).unwrap();
+    let name = format!("udsecho-test-victim-{}", std::process::id());
+    let victim =
+        UnixDatagram::bind_addr(&SocketAddr::from_abstract_name(name.as_bytes()).unwrap()).unwrap();
+    victim
+        .set_read_timeout(Some(Duration::from_millis(700)))
+        .unwrap();
+    let script = format!(
+        "import socket\n\
+         s = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)\n\
+         s.bind('\\0{name}')\n\
+         s.sendto(b'FORGED by a neighbour', {:?})\n",
+        server.socket().to_str().unwrap()
+    );
+    let out = python(&["unshare", "-r", "-n"], Path::new("/"), &script);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let mut buf = [0u8; 256];
+    if let Ok(n) = victim.recv(&mut buf) {
+        panic!(
+            "the host's socket got {:?} from the server",
+            String::from_utf8_lossy(&buf[..n])
+        );
+    }
+    // A sender of this namespace on an abstract name is still answered.
+    let ours = UnixDatagram::bind_addr(
+        &SocketAddr::from_abstract_name(format!("{name}-ours").as_bytes()).unwrap(),
+    )
+    .unwrap();
+    ours.set_read_timeout(Some(LIMIT)).unwrap();
+    ours.send_to(b"hello", server.socket()).unwrap();
+    let n = ours.recv(&mut buf).unwrap();
+    assert_eq!(&buf[..n], b"hello");
+    let mut server = server;
+    assert!(server.stop(Signal::TERM, LIMIT).unwrap().success());
+    assert!(
+        server.stderr().contains(
+            "from an abstract address not known to be in this server's network namespace"
+        ),
+        "the drop is counted and said: {}",
+        server.stderr()
+    );
+}
+
+/// A sender bound to a relative path: the name is relative to the sender's working directory,
+/// not the server's, so the server must not resolve it in its own (where another socket of
+/// the same name may live).
+#[test]
+fn a_relative_sender_path_is_not_resolved_in_the_servers_directory() {
+    let server_dir = short_temp_dir();
+    let sender_dir = short_temp_dir();
+    let decoy = UnixDatagram::bind(server_dir.path().join("rel.sock")).unwrap();
+    decoy
+        .set_read_timeout(Some(Duration::from_millis(700)))
+        .unwrap();
+    let mut server = Server::builder()
+        .args(["--type", "datagram"])
+        .current_dir(server_dir.path())
+        .start()
+        .unwrap();
+    let script = format!(
+        "import socket\n\
+         s = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)\n\
+         s.bind('rel.sock')\n\
+         s.sendto(b'for my own rel.sock', {:?})\n",
+        server.socket().to_str().unwrap()
+    );
+    let out = python(&[], sender_dir.path(), &script);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let mut buf = [0u8; 256];
+    if let Ok(n) = decoy.recv(&mut buf) {
+        panic!(
+            "the server's own rel.sock got {:?}",
+            String::from_utf8_lossy(&buf[..n])
+        );
+    }
+    assert!(server.stop(Signal::TERM, LIMIT).unwrap().success());
+    assert!(
+        server.stderr().contains("bound to a relative path"),
+        "{}",
+        server.stderr()
+    );
+}
+
+/// A bound datagram socket in `dir` that gives up on a reply after `wait`.
+fn sender(dir: &Path, name: &str, wait: Duration) -> UnixDatagram {
+    let socket = UnixDatagram::bind(dir.join(name)).unwrap();
+    socket.set_read_timeout(Some(wait)).unwrap();
+    socket
+}
+
+/// Senders that never read their replies, each sending `count` datagrams of `size` bytes.
+fn hogs(dir: &Path, server: &Path, n: usize, size: usize, count: usize) -> Vec<UnixDatagram> {
+    (0..n)
+        .map(|i| {
+            let hog = sender(dir, &format!("hog-{size}-{i}"), LIMIT);
+            for _ in 0..count {
+                hog.send_to(&vec![b'h'; size], server).unwrap();
+            }
+            hog
+        })
+        .collect()
+}
+
+/// Denial of service (#21 item 2): replies unread by their senders are charged to the
+/// server's send buffer, shared by all. One sender holding 200 KB replies, or four holding
+/// 50 KB ones, used to stop every reply to everyone.
+#[test]
+fn senders_that_never_read_do_not_stop_replies_to_others() {
+    let server = Server::start(["--type", "datagram"]).unwrap();
+    let dir = short_temp_dir();
+    let _big = hogs(dir.path(), server.socket(), 1, 200_000, 12);
+    let _medium = hogs(dir.path(), server.socket(), 4, 50_000, 12);
+    std::thread::sleep(Duration::from_millis(300));
+    let polite = sender(dir.path(), "polite", Duration::from_secs(2));
+    let mut buf = [0u8; 64];
+    for i in 0..20u8 {
+        polite.send_to(&[i; 10], server.socket()).unwrap();
+        let n = polite
+            .recv(&mut buf)
+            .unwrap_or_else(|e| panic!("reply {i} never came ({e})"));
+        assert_eq!(&buf[..n], &[i; 10]);
+    }
+}
+
+/// Where that promise stops: when non-readers together hold more than the whole send buffer
+/// (16 MiB for a root server: eight senders each holding eleven 200 KB replies), replies to
+/// everyone are dropped, and the log says why instead of blaming the senders who read.
+#[test]
+fn a_full_send_buffer_is_named_as_such_in_the_log() {
+    let mut server = Server::start(["--type", "datagram"]).unwrap();
+    let dir = short_temp_dir();
+    let _hogs = hogs(dir.path(), server.socket(), 9, 200_000, 12);
+    std::thread::sleep(Duration::from_millis(300));
+    let polite = sender(dir.path(), "polite", Duration::from_millis(300));
+    polite.send_to(b"anyone?", server.socket()).unwrap();
+    let mut buf = [0u8; 64];
+    let answered = polite.recv(&mut buf).is_ok();
+    assert!(server.stop(Signal::TERM, LIMIT).unwrap().success());
+    let log = server.stderr();
+    assert!(!answered, "9 x 11 x 200 KB is more than the 16 MiB buffer");
+    assert!(
+        log.contains("while the server's send buffer was full"),
+        "the drop is put on the full buffer: {log}"
+    );
+}
+
+/// Replies up to the largest datagram the server reads (256 KiB) fit its send buffer; they
+/// used to fail with EMSGSIZE past 212,960 bytes and vanish from the count.
+#[test]
+fn a_quarter_mebibyte_datagram_comes_back_whole() {
+    let server = Server::start(["--type", "datagram"]).unwrap();
+    let dir = short_temp_dir();
+    let client = sender(dir.path(), "big", LIMIT);
+    rustix::net::sockopt::set_socket_send_buffer_size_force(&client, 1 << 20)
+        .or_else(|_| rustix::net::sockopt::set_socket_send_buffer_size(&client, 1 << 20))
+        .unwrap();
+    rustix::net::sockopt::set_socket_recv_buffer_size_force(&client, 1 << 20)
+        .or_else(|_| rustix::net::sockopt::set_socket_recv_buffer_size(&client, 1 << 20))
+        .unwrap();
+    let datagram: Vec<u8> = (0..250_000u32).map(|i| (i % 251) as u8).collect();
+    client.send_to(&datagram, server.socket()).unwrap();
+    let mut buf = vec![0u8; 300_000];
+    let n = client.recv(&mut buf).expect("the reply");
+    assert!(buf[..n] == datagram[..], "{n} bytes back");
 }
