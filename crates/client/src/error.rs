@@ -124,6 +124,13 @@ pub enum ErrorKind {
     /// `--framed` against a server that echoes raw bytes: our preamble came back.
     #[error("the server echoed the preamble: it is in raw mode; drop --framed")]
     RawModeServer,
+    /// `--framed` against something that answered neither a Hello nor an Error (an HTTP
+    /// server, a line protocol): what it sent, escaped and shortened.
+    #[error("not a udsecho framed server: it answered \"{sent}\"")]
+    NotFramedServer {
+        /// Its first bytes.
+        sent: String,
+    },
     /// Raw bytes against a server in framed-only mode: an Error frame came back.
     #[error("the server speaks framed mode only; add --framed")]
     FramedOnlyServer,

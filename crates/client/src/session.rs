@@ -13,7 +13,8 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::UnixStream;
 use tokio_util::codec::{Framed, FramedParts};
 use udsecho_proto::{
-    DEFAULT_MAX_FRAME, Frame, FrameCodec, Header, Hello, Kind, PREAMBLE, ProtoError,
+    DEFAULT_MAX_FRAME, Frame, FrameCodec, Header, Hello, Kind, MAX_CONTROL_FRAME, PREAMBLE,
+    ProtoError,
 };
 
 use crate::error::ErrorKind;
@@ -96,6 +97,11 @@ async fn handshake(mut stream: UnixStream) -> Result<Session, ErrorKind> {
     if answer.starts_with(&PREAMBLE) {
         return Err(ErrorKind::RawModeServer);
     }
+    if !could_be_hello(&answer) {
+        return Err(ErrorKind::NotFramedServer {
+            sent: escaped_start(&answer),
+        });
+    }
     let mut parts = FramedParts::new::<Frame>(stream, FrameCodec::new());
     parts.read_buf = answer;
     let mut session = Session {
@@ -116,6 +122,31 @@ async fn handshake(mut stream: UnixStream) -> Result<Session, ErrorKind> {
             "no Hello from the server; is it a udsecho server in framed or auto mode?",
         )),
     }
+}
+
+/// Whether the first bytes of an answer can start a udsecho Hello (or an Error refusing us):
+/// a control frame's header, at most [`MAX_CONTROL_FRAME`] long. An HTTP server's
+/// `HTTP/1.1 …` reads as a 1.2 GB frame and is not one.
+fn could_be_hello(answer: &[u8]) -> bool {
+    match Header::peek(answer, MAX_CONTROL_FRAME) {
+        Ok(Some(header)) => matches!(header.kind, Kind::Hello | Kind::Error),
+        Ok(None) => true,
+        Err(_) => false,
+    }
+}
+
+/// The first bytes of `answer`, escaped for one line of text.
+fn escaped_start(answer: &[u8]) -> String {
+    const SHOWN: usize = 40;
+    let mut text: String = answer[..answer.len().min(SHOWN)]
+        .iter()
+        .flat_map(|&b| std::ascii::escape_default(b))
+        .map(char::from)
+        .collect();
+    if answer.len() > SHOWN {
+        text.push('…');
+    }
+    text
 }
 
 /// Whether bytes that came back to a raw client open with a udsecho Error frame: what a

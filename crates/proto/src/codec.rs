@@ -1,5 +1,7 @@
 //! [`FrameCodec`]: frames over any byte stream, through `tokio_util::codec`.
 
+use std::io;
+
 use bytes::{Buf, BytesMut};
 use tokio_util::codec::{Decoder, Encoder};
 
@@ -82,6 +84,42 @@ impl Decoder for FrameCodec {
         let mut body = src.split_to(frame_len);
         body.advance(HEADER_LEN);
         Frame::from_parts(header.kind, body.freeze()).map(Some)
+    }
+
+    /// At the end of the stream: the last frames, then an [`io::ErrorKind::UnexpectedEof`]
+    /// error if the stream ended inside a frame (saying how far in), so that a peer that
+    /// closes mid-frame reads as a peer that closed early.
+    ///
+    /// ```
+    /// use bytes::BytesMut;
+    /// use tokio_util::codec::Decoder;
+    /// use udsecho_proto::{FrameCodec, ProtoError};
+    ///
+    /// let mut cut = BytesMut::from(&b"\x00\x00\x00\x05\x01ab"[..]);
+    /// match FrameCodec::new().decode_eof(&mut cut) {
+    ///     Err(ProtoError::Io(e)) => assert_eq!(e.kind(), std::io::ErrorKind::UnexpectedEof),
+    ///     other => panic!("{other:?}"),
+    /// }
+    /// ```
+    fn decode_eof(&mut self, src: &mut BytesMut) -> Result<Option<Frame>, ProtoError> {
+        if let Some(frame) = self.decode(src)? {
+            return Ok(Some(frame));
+        }
+        if src.is_empty() {
+            return Ok(None);
+        }
+        let what = match Header::peek(src, u32::MAX) {
+            Ok(Some(header)) => format!(
+                "{} of the {} bytes of a frame",
+                src.len(),
+                header.frame_len()
+            ),
+            _ => format!("{} bytes into a frame header", src.len()),
+        };
+        Err(ProtoError::Io(io::Error::new(
+            io::ErrorKind::UnexpectedEof,
+            format!("the stream ended {what}"),
+        )))
     }
 }
 

@@ -10,6 +10,7 @@ mod pipe;
 mod send;
 mod seqpacket;
 mod usage;
+mod wrong_server;
 
 use std::io::Read;
 use std::os::unix::net::{UnixListener, UnixStream};
