@@ -33,7 +33,7 @@ use tokio::net::UnixDatagram;
 use tokio::time::Instant;
 
 use crate::config::Config;
-use crate::connection::echo_log;
+use crate::echo_log;
 use crate::shutdown::Shutdown;
 
 /// The largest datagram answered. Unix datagrams are bounded by the sender's send buffer

@@ -22,9 +22,11 @@
 mod config;
 mod connection;
 mod datagram;
+mod echo_log;
 mod listener;
 pub mod logging;
 mod notify;
+mod registration;
 mod server;
 mod shutdown;
 mod signals;

@@ -6,11 +6,11 @@ use std::path::{Path, PathBuf};
 
 use std::os::fd::OwnedFd;
 
-use tokio::io::Interest;
 use tokio::io::unix::AsyncFd;
 use tokio::net::UnixDatagram;
 
 use crate::config::{MAX_SOCKET_PATH, SocketAddress, SocketType};
+use crate::registration::register;
 use crate::socket_file::{self, SocketFile};
 
 /// Why the server could not start listening. Each variant names the socket it concerns.
@@ -181,22 +181,6 @@ impl Socket {
             Socket::Datagram(_) => SocketType::Datagram,
         }
     }
-}
-
-/// Registers a socket the caller owns outright with the runtime (tokio has no seqpacket type).
-///
-/// `AsyncFd::new` is deprecated because a registered descriptor could be closed behind the
-/// runtime's back through `get_mut`; its replacement is `unsafe`, which this workspace
-/// forbids. Here the `AsyncFd` owns the `OwnedFd`, and no code calls `get_mut` on it or
-/// replaces it, so the descriptor stays open exactly as long as it is registered.
-pub(crate) fn register(fd: OwnedFd) -> io::Result<AsyncFd<OwnedFd>> {
-    register_for(fd, Interest::READABLE | Interest::WRITABLE)
-}
-
-/// [`register`] for the given readiness only.
-#[allow(deprecated)]
-pub(crate) fn register_for(fd: OwnedFd, interest: Interest) -> io::Result<AsyncFd<OwnedFd>> {
-    AsyncFd::with_interest(fd, interest)
 }
 
 /// A socket to serve, and the socket file this server owns, if any.

@@ -9,7 +9,7 @@
 use tokio::time::Instant;
 use udsecho_proto::{Detection, PREAMBLE, PREFIX_PAUSE};
 
-use super::Before;
+use super::plan::Before;
 
 /// The held prefix and the moment it turns raw if nothing more arrives.
 #[derive(Debug)]

@@ -18,7 +18,7 @@ use udsecho_proto::{
     ErrorCode, Frame, Goodbye, GoodbyeReason, HEADER_LEN, Header, Hello, Kind, ProtoError,
 };
 
-use super::{Before, Breach, Ending, Plan};
+use super::plan::{Before, Breach, Ending, Plan};
 
 /// Where the byte stream is, between two chunks.
 #[derive(Debug)]

@@ -5,7 +5,7 @@
 //! is read while an echo is pending), the drain, and the half-close (on the peer's EOF, write
 //! out what is pending, shut down our write side, close).
 
-use super::{Before, Plan};
+use super::plan::{Before, Plan};
 
 /// The plan for a raw chunk of `len` bytes, after `before` (bytes held by detection).
 pub(crate) fn feed(len: usize, before: Before) -> Plan {

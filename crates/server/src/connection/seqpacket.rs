@@ -18,7 +18,9 @@ use tokio::io::unix::AsyncFd;
 use tokio::sync::OwnedSemaphorePermit;
 use tokio::time::Instant;
 
-use super::{End, SCRATCH, Settings, echo_log};
+use super::plan::End;
+use super::{SCRATCH, Settings};
+use crate::echo_log;
 use crate::shutdown::Shutdown;
 
 /// Serves one seqpacket connection to the end, holding `slot` meanwhile.
@@ -50,7 +52,7 @@ enum Got {
 }
 
 async fn run(fd: OwnedFd, settings: &Settings, shutdown: &Shutdown) -> io::Result<End> {
-    let socket = crate::listener::register(fd)?;
+    let socket = crate::registration::register(fd)?;
     let mut blocked = false;
     // Bytes still to read after the shutdown began: what was queued at that moment.
     let mut budget: Option<usize> = None;

@@ -1,0 +1,105 @@
+//! What the protocols tell the handler: for each chunk of input, a [`Plan`] (what goes back,
+//! and whether the session ends with it), and at the end of a connection, how it [`End`]ed.
+//!
+//! A leaf: the protocols (`detect`, `raw`, `framed`) and the handler meet here, and it imports
+//! nothing from the crate.
+
+use std::ops::Range;
+
+use bytes::Bytes;
+use udsecho_proto::{ErrorCode, ProtoError};
+
+/// How a connection ended, for the log.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum End {
+    /// The peer closed (or said Goodbye) and got everything back.
+    PeerDone,
+    /// The server shut down and the connection was drained.
+    Drained,
+    /// Nothing moved for `--idle-timeout`.
+    Idle,
+    /// The peer broke the protocol and got an Error frame.
+    Breach,
+    /// The shutdown timeout passed (or a second signal came) before it was drained.
+    Cut,
+}
+
+/// What to send back for one chunk of input: `before`, then the chunk's bytes in `echo`; and
+/// whether the session ends with this chunk (the bytes after the ending frame are dropped).
+#[derive(Debug, Default)]
+pub(crate) struct Plan {
+    pub(crate) before: Before,
+    pub(crate) echo: Range<usize>,
+    pub(crate) ending: Option<Ending>,
+}
+
+/// Bytes that go out before a chunk's echo.
+#[derive(Debug, Default)]
+pub(crate) enum Before {
+    #[default]
+    Nothing,
+    /// Bytes held from earlier chunks (a detection prefix, a split header).
+    Held { bytes: [u8; 8], len: u8 },
+    /// A reply the protocol made (our Hello).
+    Reply(Bytes),
+}
+
+impl Before {
+    /// Holds up to 8 bytes inline.
+    pub(crate) fn held(held: &[u8]) -> Before {
+        let mut bytes = [0; 8];
+        bytes[..held.len()].copy_from_slice(held);
+        Before::Held {
+            bytes,
+            len: held.len() as u8,
+        }
+    }
+
+    pub(crate) fn as_slice(&self) -> &[u8] {
+        match self {
+            Before::Nothing => &[],
+            Before::Held { bytes, len } => &bytes[..usize::from(*len)],
+            Before::Reply(bytes) => bytes,
+        }
+    }
+}
+
+/// Why a framed session ends before its input does.
+#[derive(Debug)]
+pub(crate) enum Ending {
+    /// The peer said Goodbye: answer it, then close.
+    PeerGoodbye,
+    /// The peer sent an Error: it is leaving; so do we, without a word.
+    PeerError,
+    /// The peer broke a rule: Error frame, then close. Boxed: rare, and it would make every
+    /// `Plan` and the connection's future larger.
+    Breach(Box<Breach>),
+}
+
+/// A broken protocol rule, as the Error frame will state it.
+#[derive(Debug)]
+pub(crate) struct Breach {
+    pub(crate) code: ErrorCode,
+    pub(crate) message: String,
+}
+
+impl From<ProtoError> for Breach {
+    fn from(e: ProtoError) -> Self {
+        Breach {
+            code: e.code().unwrap_or(ErrorCode::Malformed),
+            message: e.to_string(),
+        }
+    }
+}
+
+impl Breach {
+    /// A forced-framed server's answer to a connection without the preamble.
+    pub(crate) fn not_framed() -> Breach {
+        Breach {
+            code: ErrorCode::UnexpectedFrame,
+            message: "this server speaks framed mode only and the connection did not open with \
+                      the udsecho preamble"
+                .to_owned(),
+        }
+    }
+}
