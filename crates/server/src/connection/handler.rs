@@ -333,12 +333,9 @@ impl Handler {
 
     /// Shutdown began: read what is queued in the socket now, and no more.
     fn begin_drain(&mut self) {
-        let queued = rustix::io::ioctl_fionread(self.socket().get_ref())
-            .ok()
-            .and_then(|n| usize::try_from(n).ok())
-            // If the kernel will not say, read until the socket is empty.
-            .unwrap_or(usize::MAX);
-        self.input = Input::Draining { left: queued };
+        self.input = Input::Draining {
+            left: super::queued(self.socket().get_ref()),
+        };
     }
 
     /// The drain budget is spent (or the socket is empty): finish the frame in progress, if

@@ -28,6 +28,7 @@ mod raw;
 pub(crate) mod seqpacket;
 
 use std::cell::RefCell;
+use std::os::fd::OwnedFd;
 use std::time::Duration;
 
 use crate::config::Mode;
@@ -51,4 +52,13 @@ pub(crate) struct Settings {
     pub(crate) idle_timeout: Option<Duration>,
     /// Our name in the Hello answer.
     pub(crate) agent: &'static str,
+}
+
+/// What the peer has sent that is still queued in the socket: what a drain reads. If the
+/// kernel will not say, everything until the socket is empty.
+fn queued(socket: &OwnedFd) -> usize {
+    rustix::io::ioctl_fionread(socket)
+        .ok()
+        .and_then(|n| usize::try_from(n).ok())
+        .unwrap_or(usize::MAX)
 }

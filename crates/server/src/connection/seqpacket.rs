@@ -75,12 +75,7 @@ async fn run(fd: OwnedFd, settings: &Settings, shutdown: &Shutdown) -> io::Resul
             tokio::select! {
                 biased;
                 () = shutdown.begun() => {
-                    budget = Some(
-                        rustix::io::ioctl_fionread(socket.get_ref())
-                            .ok()
-                            .and_then(|n| usize::try_from(n).ok())
-                            .unwrap_or(usize::MAX),
-                    );
+                    budget = Some(super::queued(socket.get_ref()));
                     continue;
                 }
                 // Readiness is cleared by the read that finds the queue empty (`echo_one`).
