@@ -170,6 +170,10 @@ pub struct Config {
     pub socket_mode: u32,
     /// If not empty, only peers with one of these uids are served.
     pub allow_uids: Vec<u32>,
+    /// Threads serving a listener's connections, each with its own epoll set and its own
+    /// connections (the caller's thread is the first). [`Config::new`] gives 1; the binary's
+    /// default is [`default_threads`].
+    pub threads: usize,
 }
 
 impl Config {
@@ -185,6 +189,14 @@ impl Config {
             shutdown_timeout: Duration::from_secs(5),
             socket_mode: DEFAULT_SOCKET_MODE,
             allow_uids: Vec::new(),
+            threads: 1,
         }
     }
+}
+
+/// One serving thread per core this process may run on: its affinity mask, which is what
+/// `taskset`, cgroup cpusets and systemd's `CPUAffinity=` set (and a cgroup CPU quota, which
+/// the standard library also reads).
+pub fn default_threads() -> usize {
+    std::thread::available_parallelism().map_or(1, usize::from)
 }

@@ -31,10 +31,11 @@ mod server;
 mod shutdown;
 mod signals;
 mod socket_file;
+mod workers;
 
 pub use crate::config::{
     Config, DEFAULT_SOCKET_MODE, DEFAULT_SOCKET_NAME, MAX_SOCKET_PATH, Mode, SocketAddress,
-    SocketType, default_socket_dir,
+    SocketType, default_socket_dir, default_threads,
 };
 pub use crate::listener::{Inherited, ListenError, Listener};
 pub use crate::server::{ServeError, run};

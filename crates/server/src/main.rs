@@ -75,11 +75,11 @@ struct Cli {
     #[arg(long = "allow-uid", value_name = "USER", value_parser = parse_user)]
     allow_uids: Vec<u32>,
 
-    /// Threads serving connections. 1 (the default) runs everything on one thread, which is
-    /// the fastest here: the work is in the kernel, and one thread never parks and wakes a
-    /// second one (see docs/performance.md); more use tokio's work-stealing scheduler
-    #[arg(long, value_name = "N", default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=1024))]
-    threads: u16,
+    /// Threads serving connections, each with its own connections and its own epoll set
+    /// (thread-per-core) [default: one per core this process may run on, as taskset, cpusets
+    /// or systemd's CPUAffinity= allow]
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..=1024))]
+    threads: Option<u16>,
 
     /// Log more: -v shows connections and each echo (`echo: ...`), -vv everything
     #[arg(short, long, action = ArgAction::Count, conflicts_with = "quiet")]
@@ -192,6 +192,9 @@ impl Cli {
         config.socket_mode = self.socket_mode.unwrap_or(DEFAULT_SOCKET_MODE);
         config.allow_uids = self.allow_uids.clone();
         config.socket_type = self.socket_type();
+        config.threads = self
+            .threads
+            .map_or_else(udsecho_server::default_threads, usize::from);
         config
     }
 
@@ -310,17 +313,12 @@ fn start(cli: &Cli) -> Result<(), Failure> {
     } else {
         Listener::from_systemd()?
     };
-    let runtime = match cli.threads {
-        1 => tokio::runtime::Builder::new_current_thread(),
-        n => {
-            let mut builder = tokio::runtime::Builder::new_multi_thread();
-            builder.worker_threads(usize::from(n));
-            builder
-        }
-    }
-    .enable_all()
-    .build()
-    .map_err(Failure::Runtime)?;
+    // This thread accepts, handles signals and serves its share of the connections; the
+    // server starts the other serving threads (`Config::threads`) itself.
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(Failure::Runtime)?;
     runtime.block_on(serve(cli, inherited))
 }
 

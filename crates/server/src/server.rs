@@ -9,6 +9,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use tokio::io::unix::AsyncFd;
+use tokio::runtime::Handle;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::time::Instant;
 use tokio_util::task::TaskTracker;
@@ -20,6 +21,7 @@ use crate::datagram;
 use crate::listener::{Listener, Socket};
 use crate::notify;
 use crate::shutdown::Shutdown;
+use crate::workers::Workers;
 
 /// The listening socket failed in a way no waiting can heal (it is not a listening socket
 /// any more, or never was: `EINVAL`, `ENOTSOCK`, `EBADF`...).
@@ -158,20 +160,38 @@ pub async fn run(
         agent: concat!("udsecho/", env!("CARGO_PKG_VERSION")),
     });
     let kind = socket.kind();
+    // The serving threads of a listener live until the drain is over: their connections are
+    // on them. A datagram socket or a single connection is served on this thread.
+    let workers = matches!(socket, Socket::Stream(_) | Socket::Seqpacket(_))
+        .then(|| Workers::start(config.threads.max(1)));
+    let threads = match workers.as_ref().map_or(1, Workers::len) {
+        1 => String::new(),
+        n => format!(", {n} threads"),
+    };
     match kind {
-        SocketType::Stream => tracing::info!("listening on {name} (mode {})", config.mode),
-        _ => tracing::info!("listening on {name} ({kind})"),
+        SocketType::Stream => {
+            tracing::info!("listening on {name} (mode {}{threads})", config.mode);
+        }
+        _ => tracing::info!("listening on {name} ({kind}{threads})"),
     }
     notify::ready(&name);
     let tracker = TaskTracker::new();
     let fatal = match socket {
         Socket::Stream(listener) => {
             let acceptor = Acceptor::Stream(listener);
-            accept_loop(&acceptor, &name, config, &settings, &shutdown, &tracker).await
+            let workers = workers.as_ref().expect("a listener has serving threads");
+            accept_loop(
+                &acceptor, &name, config, &settings, &shutdown, &tracker, workers,
+            )
+            .await
         }
         Socket::Seqpacket(listener) => {
             let acceptor = Acceptor::Seqpacket(listener);
-            accept_loop(&acceptor, &name, config, &settings, &shutdown, &tracker).await
+            let workers = workers.as_ref().expect("a listener has serving threads");
+            accept_loop(
+                &acceptor, &name, config, &settings, &shutdown, &tracker, workers,
+            )
+            .await
         }
         Socket::Datagram(socket) => {
             datagram::serve(socket, &name, config, &shutdown).await;
@@ -218,6 +238,7 @@ pub async fn run(
         shutdown.force();
         tracker.wait().await;
     }
+    drop(workers);
     drop(owned_file);
     tracing::info!("stopped");
     match fatal {
@@ -278,7 +299,9 @@ impl Accepted {
         }
     }
 
-    /// Starts its handler as a task of `tracker`, unless `--allow-uid` turns it away.
+    /// Starts its handler as a task of `tracker` on the serving thread `on`, unless
+    /// `--allow-uid` turns it away.
+    #[allow(clippy::too_many_arguments)]
     fn spawn(
         self,
         id: u64,
@@ -287,6 +310,7 @@ impl Accepted {
         shutdown: &Shutdown,
         tracker: &TaskTracker,
         slot: OwnedSemaphorePermit,
+        on: &Handle,
     ) {
         let (pid, uid) = self.peer();
         if !config.allow_uids.is_empty() && !uid.is_some_and(|uid| config.allow_uids.contains(&uid))
@@ -300,20 +324,23 @@ impl Accepted {
             return;
         }
         let span = tracing::debug_span!("conn", id, pid, uid);
+        // Registered with that thread's reactor: its readiness events, and so the whole
+        // connection, stay there.
+        let _there = on.enter();
         match self {
             Accepted::Stream(stream) => {
                 let connection = connection::serve(stream, settings.clone(), shutdown, slot);
                 // The span costs memory in every task: only when it will be seen (-v).
                 if span.is_disabled() {
-                    tracker.spawn(connection);
+                    tracker.spawn_on(connection, on);
                 } else {
-                    tracker.spawn(connection.instrument(span));
+                    tracker.spawn_on(connection.instrument(span), on);
                 }
             }
             Accepted::Seqpacket(fd) => {
                 let connection =
                     connection::seqpacket::serve(fd, settings.clone(), shutdown.clone(), slot);
-                tracker.spawn(connection.instrument(span));
+                tracker.spawn_on(connection.instrument(span), on);
             }
         }
     }
@@ -328,6 +355,7 @@ async fn accept_loop(
     settings: &Arc<Settings>,
     shutdown: &Shutdown,
     tracker: &TaskTracker,
+    workers: &Workers,
 ) -> Option<io::Error> {
     let slots = Arc::new(Semaphore::new(config.max_connections.max(1)));
     let next_id = AtomicU64::new(1);
@@ -364,7 +392,15 @@ async fn accept_loop(
         };
         accept_errors.recovered(name);
         let id = next_id.fetch_add(1, Ordering::Relaxed);
-        accepted.spawn(id, config, settings, shutdown, tracker, slot);
+        accepted.spawn(
+            id,
+            config,
+            settings,
+            shutdown,
+            tracker,
+            slot,
+            workers.next(),
+        );
     }
 }
 
@@ -380,7 +416,15 @@ async fn serve_one(
     let slot = Arc::new(Semaphore::new(1))
         .try_acquire_owned()
         .expect("a fresh semaphore has its permit");
-    accepted.spawn(1, config, settings, shutdown, tracker, slot);
+    accepted.spawn(
+        1,
+        config,
+        settings,
+        shutdown,
+        tracker,
+        slot,
+        &Handle::current(),
+    );
     tracker.close();
     tokio::select! {
         () = shutdown.begun() => {}

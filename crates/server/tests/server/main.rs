@@ -12,3 +12,4 @@ mod memory;
 mod shutdown_and_limits;
 mod socket_file;
 mod socket_types;
+mod threads;
