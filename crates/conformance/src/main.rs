@@ -119,6 +119,12 @@ fn main() -> ExitCode {
                 ServerTarget::Command(_) => &[],
             };
             let timeout = common.timeout;
+            if let (ServerTarget::Socket(path), false) = (&target, common.list)
+                && let Err(e) = std::os::unix::net::UnixStream::connect(path)
+            {
+                eprintln!("udsecho-conformance: cannot connect to {}: {e}", path.display());
+                return ExitCode::FAILURE;
+            }
             run("server", &server::cases(), &common, skip, |case| {
                 match ServerCtx::new(&target, timeout) {
                     Ok(mut ctx) => (case.run)(&mut ctx),
