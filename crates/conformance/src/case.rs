@@ -116,7 +116,10 @@ pub(crate) fn select<'a, Ctx>(
     exclude: &[String],
 ) -> Result<Vec<&'a Case<Ctx>>, String> {
     for pattern in cases.iter().chain(exclude) {
-        if !all.iter().any(|c| matches_any(std::slice::from_ref(pattern), c.id)) {
+        if !all
+            .iter()
+            .any(|c| matches_any(std::slice::from_ref(pattern), c.id))
+        {
             return Err(format!(
                 "no case matches {pattern:?} (`--list` shows the ids)"
             ));

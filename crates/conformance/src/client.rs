@@ -83,7 +83,13 @@ impl Run {
 
     /// Answers with a Hello of `version` and `max_frame` (and `extra` appended), sent in
     /// pieces of `piece` bytes.
-    fn answer(&mut self, version: u16, max_frame: u32, extra: &[u8], piece: usize) -> Result<(), String> {
+    fn answer(
+        &mut self,
+        version: u16,
+        max_frame: u32,
+        extra: &[u8],
+        piece: usize,
+    ) -> Result<(), String> {
         let payload = wire::hello_payload(version, max_frame, "udsecho-conformance", extra);
         self.send_in_pieces(&wire::frame(wire::HELLO, &payload), piece)
     }
@@ -105,7 +111,10 @@ impl Run {
         let mut echoed = 0;
         loop {
             match self.conn.next()? {
-                Got::Frame { kind: wire::DATA, payload } => {
+                Got::Frame {
+                    kind: wire::DATA,
+                    payload,
+                } => {
                     if payload.len() + 1 > limit as usize {
                         return Err(format!(
                             "the client sent a Data frame of L = {} above the server's max_frame {limit}",
@@ -115,17 +124,26 @@ impl Run {
                     self.send_in_pieces(&wire::data(&payload), piece)?;
                     echoed += 1;
                 }
-                Got::Frame { kind: wire::GOODBYE, payload } => {
+                Got::Frame {
+                    kind: wire::GOODBYE,
+                    payload,
+                } => {
                     let reason = wire::Fields::new(&payload).u16("Goodbye.reason")?;
                     if reason != wire::reason::DONE {
-                        return Err(format!("the client's Goodbye has reason {reason}, not Done (0)"));
+                        return Err(format!(
+                            "the client's Goodbye has reason {reason}, not Done (0)"
+                        ));
                     }
                     self.send_in_pieces(&wire::goodbye(wire::reason::DONE), piece)?;
                     return Ok(echoed);
                 }
                 Got::Eof => return Ok(echoed),
                 other => {
-                    return Err(wire::mismatch("Data or Goodbye from the client", None, &other));
+                    return Err(wire::mismatch(
+                        "Data or Goodbye from the client",
+                        None,
+                        &other,
+                    ));
                 }
             }
         }
@@ -134,9 +152,12 @@ impl Run {
     /// Waits for the client to exit; a client still running after the timeout fails.
     fn exit(mut self) -> Result<ExitStatus, String> {
         drop(self.conn);
-        self.process
-            .wait(self.timeout)
-            .ok_or_else(|| format!("the client did not exit within {:?} of the session's end", self.timeout))
+        self.process.wait(self.timeout).ok_or_else(|| {
+            format!(
+                "the client did not exit within {:?} of the session's end",
+                self.timeout
+            )
+        })
     }
 
     /// Waits until the client closes its side (reading and dropping what it still sends,
@@ -193,18 +214,27 @@ fn refused(ctx: &mut ClientCtx, hello_version: Option<u16>, bytes: &[u8]) -> Ver
         let mut run = ctx.start()?;
         let hello = run.opening()?;
         if let Some(version) = hello_version {
-            run.answer(version_for(version, &hello), wire::MAX_CONTROL, &[], usize::MAX)?;
+            run.answer(
+                version_for(version, &hello),
+                wire::MAX_CONTROL,
+                &[],
+                usize::MAX,
+            )?;
         } else {
             run.answer(1, wire::MAX_CONTROL, &[], usize::MAX)?;
             // Wait for the first Data frame, so the refusal answers it.
             match run.conn.next()? {
-                Got::Frame { kind: wire::DATA, .. } => {}
+                Got::Frame {
+                    kind: wire::DATA, ..
+                } => {}
                 other => return Err(wire::mismatch("a Data frame", None, &other)),
             }
         }
         run.conn.send(bytes)?;
         let status = run.until_closed(|got| match got {
-            Got::Frame { kind: wire::DATA, .. } if hello_version.is_some() => {
+            Got::Frame {
+                kind: wire::DATA, ..
+            } if hello_version.is_some() => {
                 Err("the client sent Data after a Hello of a version it did not offer".to_owned())
             }
             _ => Ok(()),
@@ -305,7 +335,13 @@ pub(crate) fn cases() -> Vec<Case<ClientCtx>> {
         Case {
             id: "3.2/client-error-frame",
             description: "an Error frame (FrameTooLarge) from the server: the client closes and exits non-zero",
-            run: |ctx| refused(ctx, None, &wire::error(code::FRAME_TOO_LARGE, "refused by the runner")),
+            run: |ctx| {
+                refused(
+                    ctx,
+                    None,
+                    &wire::error(code::FRAME_TOO_LARGE, "refused by the runner"),
+                )
+            },
         },
         Case {
             id: "3.2/client-unknown-error-code",
@@ -321,15 +357,21 @@ pub(crate) fn cases() -> Vec<Case<ClientCtx>> {
                     run.opening()?;
                     run.answer(1, wire::MAX_CONTROL, &[], usize::MAX)?;
                     match run.conn.next()? {
-                        Got::Frame { kind: wire::DATA, payload } => run.conn.send(&wire::data(&payload))?,
+                        Got::Frame {
+                            kind: wire::DATA,
+                            payload,
+                        } => run.conn.send(&wire::data(&payload))?,
                         other => return Err(wire::mismatch("a Data frame", None, &other)),
                     }
                     run.conn.send(&wire::goodbye(reason::SHUTDOWN))?;
                     run.conn.half_close()?;
                     run.until_closed(|got| match got {
-                        Got::Frame { kind: wire::ERROR, .. } => {
-                            Err("the client answered the server's Goodbye with an Error frame".to_owned())
-                        }
+                        Got::Frame {
+                            kind: wire::ERROR, ..
+                        } => Err(
+                            "the client answered the server's Goodbye with an Error frame"
+                                .to_owned(),
+                        ),
                         _ => Ok(()),
                     })
                     .map(drop)
@@ -346,7 +388,10 @@ pub(crate) fn cases() -> Vec<Case<ClientCtx>> {
                     run.opening()?;
                     run.answer(1, wire::MAX_CONTROL, &[], usize::MAX)?;
                     let payload = match run.conn.next()? {
-                        Got::Frame { kind: wire::DATA, payload } => payload,
+                        Got::Frame {
+                            kind: wire::DATA,
+                            payload,
+                        } => payload,
                         other => return Err(wire::mismatch("a Data frame", None, &other)),
                     };
                     let echo = wire::data(&payload);

@@ -91,7 +91,9 @@ fn parse_timeout(s: &str) -> Result<Duration, String> {
     let d = humantime::parse_duration(s)
         .map_err(|e| format!("{e} (write durations like 500ms, 5s)"))?;
     if d < Duration::from_millis(300) || d > Duration::from_secs(3600) {
-        return Err("must be between 300ms and 1h (the protocol's pause alone is 200 ms)".to_owned());
+        return Err(
+            "must be between 300ms and 1h (the protocol's pause alone is 200 ms)".to_owned(),
+        );
     }
     Ok(d)
 }
@@ -107,7 +109,11 @@ fn main() -> ExitCode {
     }
     let cli = Cli::parse();
     match cli.command {
-        Mode::Server { socket, cmd, common } => {
+        Mode::Server {
+            socket,
+            cmd,
+            common,
+        } => {
             let target = match (socket, cmd) {
                 (Some(path), _) => ServerTarget::Socket(path),
                 (None, Some(cmd)) => ServerTarget::Command(cmd),
@@ -122,19 +128,28 @@ fn main() -> ExitCode {
             if let (ServerTarget::Socket(path), false) = (&target, common.list)
                 && let Err(e) = std::os::unix::net::UnixStream::connect(path)
             {
-                eprintln!("udsecho-conformance: cannot connect to {}: {e}", path.display());
+                eprintln!(
+                    "udsecho-conformance: cannot connect to {}: {e}",
+                    path.display()
+                );
                 return ExitCode::FAILURE;
             }
-            run("server", &server::cases(), &common, skip, |case| {
-                match ServerCtx::new(&target, timeout) {
+            run(
+                "server",
+                &server::cases(),
+                &common,
+                skip,
+                |case| match ServerCtx::new(&target, timeout) {
                     Ok(mut ctx) => (case.run)(&mut ctx),
                     Err(e) => Verdict::Failed(format!("starting the server: {e}")),
-                }
-            })
+                },
+            )
         }
         Mode::Client { cmd, common } => {
             let mut ctx = ClientCtx::new(cmd.unwrap_or_default(), common.timeout);
-            run("client", &client::cases(), &common, &[], |case| (case.run)(&mut ctx))
+            run("client", &client::cases(), &common, &[], |case| {
+                (case.run)(&mut ctx)
+            })
         }
     }
 }
@@ -187,7 +202,7 @@ fn run<Ctx>(
     } else {
         ExitCode::SUCCESS
     };
-    let files: [(&Option<PathBuf>, fn(&std::path::Path, &str, &[Outcome]) -> std::io::Result<()>); 2] =
+    let files: [(&Option<PathBuf>, report::Writer); 2] =
         [(&common.json, report::json), (&common.junit, report::junit)];
     for (path, write) in files {
         if let Some(path) = path
@@ -221,12 +236,18 @@ fn generate(args: &[String]) -> ExitCode {
 
 /// The man page's EXIT STATUS section.
 const EXIT_STATUS: [(&str, &str); 3] = [
-    ("0", "No case failed (OK, NON-STRICT and UNIMPLEMENTED all pass)."),
+    (
+        "0",
+        "No case failed (OK, NON-STRICT and UNIMPLEMENTED all pass).",
+    ),
     (
         "1",
         "At least one case FAILED, the implementation could not be started, or a report file could not be written.",
     ),
-    ("2", "Bad flags or values, or a --cases/--exclude pattern that matches no case."),
+    (
+        "2",
+        "Bad flags or values, or a --cases/--exclude pattern that matches no case.",
+    ),
 ];
 
 /// The man page's ENVIRONMENT section.
@@ -283,7 +304,12 @@ fn roff_section(out: &mut impl Write, title: &str, items: &[(&str, &str)]) -> st
 fn completions(shell: &str) -> std::io::Result<()> {
     let shell: clap_complete::Shell = shell.parse().map_err(std::io::Error::other)?;
     let mut script = Vec::new();
-    clap_complete::generate(shell, &mut Cli::command(), "udsecho-conformance", &mut script);
+    clap_complete::generate(
+        shell,
+        &mut Cli::command(),
+        "udsecho-conformance",
+        &mut script,
+    );
     std::io::stdout().write_all(&script)
 }
 
@@ -307,7 +333,10 @@ mod tests {
         for id in ids {
             let section = id.split('/').next().unwrap();
             assert!(
-                ["1", "2", "3", "3.1", "3.2", "3.3", "4", "4.1", "4.2", "4.3", "6"].contains(&section),
+                [
+                    "1", "2", "3", "3.1", "3.2", "3.3", "4", "4.1", "4.2", "4.3", "6"
+                ]
+                .contains(&section),
                 "{id}"
             );
         }

@@ -50,7 +50,11 @@ pub(crate) fn line(out: &mut impl Write, outcome: &Outcome) -> io::Result<()> {
 }
 
 /// The summary; its last line is exactly `N passed, N failed`.
-pub(crate) fn summary(out: &mut impl Write, outcomes: &[Outcome], skipped: &[&str]) -> io::Result<()> {
+pub(crate) fn summary(
+    out: &mut impl Write,
+    outcomes: &[Outcome],
+    skipped: &[&str],
+) -> io::Result<()> {
     let t = Totals::of(outcomes);
     writeln!(out)?;
     if !skipped.is_empty() {
@@ -75,6 +79,9 @@ pub(crate) fn summary(out: &mut impl Write, outcomes: &[Outcome], skipped: &[&st
     )?;
     writeln!(out, "{} passed, {} failed", t.passed(), t.failed)
 }
+
+/// A report file writer: the path, what was tested, the outcomes.
+pub(crate) type Writer = fn(&Path, &str, &[Outcome]) -> io::Result<()>;
 
 /// `--json FILE`: every case with its verdict, plus the totals.
 pub(crate) fn json(path: &Path, mode: &str, outcomes: &[Outcome]) -> io::Result<()> {
@@ -145,10 +152,16 @@ pub(crate) fn junit(path: &Path, mode: &str, outcomes: &[Outcome]) -> io::Result
         match &o.verdict {
             Verdict::Ok => {}
             Verdict::Failed(d) => {
-                out += &format!("<failure message=\"{}\">{}</failure>", xml(o.description), xml(d));
+                out += &format!(
+                    "<failure message=\"{}\">{}</failure>",
+                    xml(o.description),
+                    xml(d)
+                );
             }
             Verdict::Unimplemented(d) => out += &format!("<skipped message=\"{}\"/>", xml(d)),
-            Verdict::NonStrict(d) => out += &format!("<system-out>NON-STRICT: {}</system-out>", xml(d)),
+            Verdict::NonStrict(d) => {
+                out += &format!("<system-out>NON-STRICT: {}</system-out>", xml(d))
+            }
         }
         out += "</testcase>\n";
     }
@@ -187,6 +200,9 @@ mod tests {
 
     #[test]
     fn xml_escapes_markup_and_control_bytes() {
-        assert_eq!(xml("a<b & \"c\"\u{1}"), "a&lt;b &amp; &quot;c&quot;\u{fffd}");
+        assert_eq!(
+            xml("a<b & \"c\"\u{1}"),
+            "a&lt;b &amp; &quot;c&quot;\u{fffd}"
+        );
     }
 }

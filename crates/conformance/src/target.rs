@@ -114,7 +114,10 @@ impl Process {
                     command: self.command.clone(),
                     status,
                     socket: self.socket.clone(),
-                    stderr: self.stderr_line().map(|l| format!(": {l}")).unwrap_or_default(),
+                    stderr: self
+                        .stderr_line()
+                        .map(|l| format!(": {l}"))
+                        .unwrap_or_default(),
                 });
             }
             if Instant::now() >= deadline {

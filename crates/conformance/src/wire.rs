@@ -132,12 +132,16 @@ impl<'a> Fields<'a> {
                 return Err(format!("{what}: the payload ends inside a varint"));
             };
             self.bytes = rest;
-            value |= u64::from(byte & 0x7f).checked_shl(7 * i as u32).unwrap_or(0);
+            value |= u64::from(byte & 0x7f)
+                .checked_shl(7 * i as u32)
+                .unwrap_or(0);
             if byte & 0x80 == 0 {
                 return if value.checked_shr(bits).unwrap_or(0) == 0 {
                     Ok(value)
                 } else {
-                    Err(format!("{what}: varint value {value} does not fit {bits} bits"))
+                    Err(format!(
+                        "{what}: varint value {value} does not fit {bits} bits"
+                    ))
                 };
             }
         }
@@ -155,7 +159,9 @@ impl<'a> Fields<'a> {
     pub(crate) fn string(&mut self, what: &str) -> Result<String, String> {
         let len = self.varint(10, 64, what)? as usize;
         if len > self.bytes.len() {
-            return Err(format!("{what}: string of {len} bytes runs past the payload"));
+            return Err(format!(
+                "{what}: string of {len} bytes runs past the payload"
+            ));
         }
         let (text, rest) = self.bytes.split_at(len);
         self.bytes = rest;
@@ -208,7 +214,10 @@ impl Got {
                 if *kind == ERROR {
                     let mut f = Fields::new(payload);
                     if let (Ok(code), Ok(msg)) = (f.u16("code"), f.string("message")) {
-                        text = format!("Error code {code} {msg:?} [{}]", hex(&frame(*kind, payload)));
+                        text = format!(
+                            "Error code {code} {msg:?} [{}]",
+                            hex(&frame(*kind, payload))
+                        );
                     }
                 }
                 text
@@ -303,7 +312,12 @@ impl Conn {
                 self.buf.extend_from_slice(&chunk[..n]);
                 Ok(true)
             }
-            Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut) => {
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                ) =>
+            {
                 Ok(false)
             }
             Err(e) if e.kind() == io::ErrorKind::Interrupted => Ok(true),
@@ -397,7 +411,10 @@ impl Conn {
     pub(crate) fn expect_hello(&mut self) -> Result<PeerHello, String> {
         let got = self.next()?;
         match &got {
-            Got::Frame { kind: HELLO, payload } => {
+            Got::Frame {
+                kind: HELLO,
+                payload,
+            } => {
                 if payload.len() + 1 > MAX_CONTROL as usize {
                     return Err(format!("a Hello of L = {} (> 4096)", payload.len() + 1));
                 }
@@ -417,8 +434,20 @@ impl Conn {
         }
         let got = self.next()?;
         let ok = match (item, &got) {
-            (Expect::Data(want), Got::Frame { kind: DATA, payload }) => payload == want,
-            (Expect::Error(want), Got::Frame { kind: ERROR, payload }) => {
+            (
+                Expect::Data(want),
+                Got::Frame {
+                    kind: DATA,
+                    payload,
+                },
+            ) => payload == want,
+            (
+                Expect::Error(want),
+                Got::Frame {
+                    kind: ERROR,
+                    payload,
+                },
+            ) => {
                 let mut f = Fields::new(payload);
                 match (f.u16("Error.code"), f.string("Error.message")) {
                     (Ok(code), Ok(_)) => code == *want,
@@ -427,12 +456,16 @@ impl Conn {
                     }
                 }
             }
-            (Expect::Goodbye(want), Got::Frame { kind: GOODBYE, payload }) => {
-                match Fields::new(payload).u16("Goodbye.reason") {
-                    Ok(r) => r == *want,
-                    Err(e) => return Err(format!("{e}, in {}", got.describe())),
-                }
-            }
+            (
+                Expect::Goodbye(want),
+                Got::Frame {
+                    kind: GOODBYE,
+                    payload,
+                },
+            ) => match Fields::new(payload).u16("Goodbye.reason") {
+                Ok(r) => r == *want,
+                Err(e) => return Err(format!("{e}, in {}", got.describe())),
+            },
             _ => false,
         };
         if ok {
@@ -446,11 +479,7 @@ impl Conn {
 /// "expected X [bytes]; saw Y".
 pub(crate) fn mismatch(what: &str, bytes: Option<Vec<u8>>, got: &Got) -> String {
     match bytes {
-        Some(b) => format!(
-            "expected {what} [{}]; saw {}",
-            hex(&b),
-            got.describe()
-        ),
+        Some(b) => format!("expected {what} [{}]; saw {}", hex(&b), got.describe()),
         None => format!("expected {what}; saw {}", got.describe()),
     }
 }
@@ -537,7 +566,8 @@ mod tests {
                 std::thread::sleep(Duration::from_millis(2));
             }
         });
-        conn.expect(&[Expect::Data(b"abc".to_vec()), Expect::Eof]).unwrap();
+        conn.expect(&[Expect::Data(b"abc".to_vec()), Expect::Eof])
+            .unwrap();
         writer.join().unwrap();
     }
 

@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use crate::case::{Case, Verdict};
 use crate::target::{Process, TargetError};
-use crate::wire::{self, Conn, Got, PeerHello, PREAMBLE};
+use crate::wire::{self, Conn, Got, PREAMBLE, PeerHello};
 
 /// Where the server under test is.
 #[derive(Debug, Clone)]

@@ -58,7 +58,11 @@ fn invalid(name: &str) -> Result<(Vec<u8>, u16), String> {
         Some("UnexpectedFrame") => code::UNEXPECTED_FRAME,
         Some("Malformed") => code::MALFORMED,
         Some("UnsupportedVersion") => code::UNSUPPORTED_VERSION,
-        other => return Err(format!("vector {name:?} names no known error code: {other:?}")),
+        other => {
+            return Err(format!(
+                "vector {name:?} names no known error code: {other:?}"
+            ));
+        }
     };
     Ok((bytes, code))
 }
