@@ -90,7 +90,7 @@ impl ServerCtx {
     }
 
     /// Whether the server answers raw connections (auto mode). A framed-only server is
-    /// conformant (PROTOCOL.md §1, rule 1.1): it answers them with an Error frame, or closes.
+    /// conformant (PROTOCOL.md §1): it answers them with an Error frame, or closes.
     pub(crate) fn speaks_raw(&self) -> Result<bool, String> {
         let mut conn = self.connect()?;
         let probe = b"udsecho-conformance raw probe\n";

@@ -40,7 +40,7 @@ pub(super) fn cases() -> Vec<Case<ServerCtx>> {
                 (|| {
                     let (mut conn, _) = ctx.greeted(OFFER)?;
                     // Sent while reading: a client that pipelines without reading can
-                    // deadlock with any cut-through server (rule 4.4).
+                    // deadlock with any cut-through server (PROTOCOL.md §4, item 3).
                     let bytes: Vec<u8> = (0..200)
                         .flat_map(|i| wire::data(&payload(i * 15, i as u64)))
                         .collect();
@@ -97,7 +97,7 @@ pub(super) fn cases() -> Vec<Case<ServerCtx>> {
                     conn.expect(&[Expect::Data(b"then EOF".to_vec())])?;
                     match conn.next()? {
                         Got::Eof => Ok(Verdict::Ok),
-                        // Rule 4.6: a Goodbye (Done) before the close is allowed.
+                        // PROTOCOL.md §4 item 4: a Goodbye (Done) before the close is allowed.
                         got @ Got::Frame {
                             kind: wire::GOODBYE,
                             ..
@@ -296,7 +296,7 @@ fn cut_through(ctx: &mut ServerCtx) -> Verdict {
             Verdict::Ok
         } else {
             Verdict::NonStrict(
-                "the echo began only once the whole frame had arrived (rule 4.3 recommends \
+                "the echo began only once the whole frame had arrived (PROTOCOL.md §4 item 3 recommends \
                  echoing as bytes arrive)"
                     .to_owned(),
             )
@@ -316,7 +316,7 @@ fn half_close_mid_data(ctx: &mut ServerCtx) -> Verdict {
             Got::Partial(bytes) if bytes == sent => Ok(Verdict::Ok),
             Got::Eof => Ok(Verdict::NonStrict(
                 "the start of a Data frame cut by a half-close was not echoed (a server that \
-                 holds whole frames drops it; rule 4.3 recommends echoing as bytes arrive)"
+                 holds whole frames drops it; PROTOCOL.md §4 item 3 recommends echoing as bytes arrive)"
                     .to_owned(),
             )),
             other => Err(wire::mismatch(
@@ -332,8 +332,8 @@ fn half_close_mid_data(ctx: &mut ServerCtx) -> Verdict {
 fn shutdown_drains(ctx: &mut ServerCtx) -> Verdict {
     let no_drain = || {
         Verdict::Unimplemented(
-            "graceful shutdown: the server closed on SIGTERM without Goodbye (Shutdown); rule \
-             4.8 applies to servers that drain"
+            "graceful shutdown: the server closed on SIGTERM without Goodbye (Shutdown); PROTOCOL.md \
+             §4 item 4 applies to servers that drain"
                 .to_owned(),
         )
     };
