@@ -31,7 +31,13 @@ use crate::server::{NEED_COMMAND, ServerCtx, ServerTarget};
 /// Exit status: 0 when no case failed, 1 when one did (or the target could not be started),
 /// 2 for bad flags.
 #[derive(Debug, Parser)]
-#[command(version, propagate_version = true, about, long_about, max_term_width = 100)]
+#[command(
+    version,
+    propagate_version = true,
+    about,
+    long_about,
+    max_term_width = 100
+)]
 struct Cli {
     #[command(subcommand)]
     command: Mode,
