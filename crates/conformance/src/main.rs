@@ -309,14 +309,20 @@ fn roff_section(out: &mut impl Write, title: &str, items: &[(&str, &str)]) -> st
 
 fn completions(shell: &str) -> std::io::Result<()> {
     let shell: clap_complete::Shell = shell.parse().map_err(std::io::Error::other)?;
+    let name = "udsecho-conformance";
     let mut script = Vec::new();
-    clap_complete::generate(
-        shell,
-        &mut Cli::command(),
-        "udsecho-conformance",
-        &mut script,
-    );
-    std::io::stdout().write_all(&script)
+    clap_complete::generate(shell, &mut Cli::command(), name, &mut script);
+    let mut script = String::from_utf8(script).map_err(std::io::Error::other)?;
+    if shell == clap_complete::Shell::Bash {
+        // clap_complete's bash labels a subcommand's case with each `-` of the binary's name
+        // turned into `__subcmd__` but sets `cmd` with `-` turned into `__`, so no
+        // subcommand's flags would complete (the client works around it the same way).
+        script = script.replace(
+            &format!("{}__subcmd__", name.replace('-', "__subcmd__")),
+            &format!("{}__subcmd__", name.replace('-', "__")),
+        );
+    }
+    std::io::stdout().write_all(script.as_bytes())
 }
 
 #[cfg(test)]
