@@ -1,7 +1,8 @@
 //! `cargo xtask ci`: everything CI checks, in order, stopping at the first failure: fmt,
-//! clippy, tests, the proto examples, a dist build (completions, man pages), `cargo package`
-//! of the three published crates, a quick benchmark run (smoke only, figures not judged),
-//! e2e, nc-compat and a 20-second soak. The list is [`STEPS`].
+//! clippy, tests, the proto examples, `udsecho-conformance` against both release binaries, a
+//! dist build (completions, man pages), `cargo package` of the three published crates, a
+//! quick benchmark run (smoke only, figures not judged), e2e, nc-compat and a 20-second soak.
+//! The list is [`STEPS`].
 
 use std::time::Instant;
 
@@ -11,7 +12,7 @@ use crate::tools::cargo;
 type Step = (&'static str, fn() -> Result<(), String>);
 
 /// Every step, in order. `cargo xtask --help` lists these names, so it cannot drift.
-pub(crate) const STEPS: [Step; 10] = [
+pub(crate) const STEPS: [Step; 11] = [
     ("fmt", || cargo(&["fmt", "--all", "--check"])),
     ("clippy", || {
         cargo(&[
@@ -26,6 +27,7 @@ pub(crate) const STEPS: [Step; 10] = [
     }),
     ("test", || cargo(&["test", "--workspace", "--locked"])),
     ("examples", crate::examples::run),
+    ("conformance", crate::conformance::run),
     ("dist", || crate::dist::run(&[])),
     ("package", || {
         cargo(&[

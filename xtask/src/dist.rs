@@ -6,8 +6,8 @@
 //!   SHA256SUMS                                   sha256sum -c format, one line per tarball
 //!   udsecho-VERSION-TRIPLE.tar.gz                the directory below, owner root, sorted,
 //!   udsecho-VERSION-TRIPLE/                      mtime of the last commit, gzip -n
-//!     bin/udsecho-server, bin/udsecho-client     stripped release binaries
-//!     man/man1/*.1                               one page per binary and per client subcommand
+//!     bin/udsecho-{server,client,conformance}    stripped release binaries
+//!     man/man1/*.1                               one page per binary and per subcommand
 //!     completions/*.{bash,zsh,fish}
 //!     README.md, LICENSE-MIT, LICENSE-APACHE, SHA256SUMS (of the files inside)
 //! ```
@@ -23,9 +23,9 @@ use std::process::Command;
 
 use udsecho_harness::{Shell, complete, render_man};
 
-use crate::tools::{cargo, release_binaries, root, target_dir};
+use crate::tools::{cargo, release_binaries_and, root, target_dir};
 
-const BINARIES: [&str; 2] = ["udsecho-server", "udsecho-client"];
+const BINARIES: [&str; 3] = ["udsecho-server", "udsecho-client", "udsecho-conformance"];
 const SHELLS: [Shell; 3] = [Shell::Bash, Shell::Zsh, Shell::Fish];
 const DOCS: [&str; 3] = ["README.md", "LICENSE-MIT", "LICENSE-APACHE"];
 
@@ -48,7 +48,7 @@ pub(crate) fn run(args: &[String]) -> Result<(), String> {
     }
     need_tools()?;
     // The host build makes the man pages and completions, whatever the targets.
-    release_binaries()?;
+    release_binaries_and(&["udsecho-conformance"])?;
     let version = version()?;
     let dist = target_dir().join("dist");
     fs::create_dir_all(&dist).map_err(|e| format!("{}: {e}", dist.display()))?;
@@ -71,6 +71,8 @@ pub(crate) fn run(args: &[String]) -> Result<(), String> {
                 "udsecho-server",
                 "-p",
                 "udsecho-client",
+                "-p",
+                "udsecho-conformance",
             ])?;
             target_dir().join(triple).join("release")
         };
@@ -121,6 +123,9 @@ fn generate(out: &Path) -> Result<(), String> {
         "udsecho-client-pipe.1",
         "udsecho-client-send.1",
         "udsecho-client.1",
+        "udsecho-conformance-client.1",
+        "udsecho-conformance-server.1",
+        "udsecho-conformance.1",
         "udsecho-server.1",
     ];
     let names: Vec<String> = pages
@@ -155,6 +160,7 @@ fn check_man(page: &Path) -> Result<(), String> {
 fn check_completion(shell: Shell, script: &Path, command: &str) -> Result<(), String> {
     let (line, flag) = match command {
         "udsecho-client" => ("udsecho-client bench --c", "--connections"),
+        "udsecho-conformance" => ("udsecho-conformance server --ju", "--junit"),
         _ => ("udsecho-server --max-c", "--max-connections"),
     };
     let offered = complete(shell, script, command, line)
@@ -263,6 +269,7 @@ fn pack(dist: &Path, name: &str) -> Result<String, String> {
     )?;
     for wanted in [
         "bin/udsecho-client",
+        "bin/udsecho-conformance",
         "man/man1/udsecho-client-send.1",
         "SHA256SUMS",
     ] {

@@ -4,6 +4,7 @@
 //! - `e2e`: what only the whole release binaries show.
 //! - `nc-compat`: OpenBSD `nc` and `socat` against our binaries, both directions.
 //! - `examples`: the proto crate's examples, run for real.
+//! - `conformance`: `udsecho-conformance` against the release server and client.
 //! - `dist`: what a release ships.
 //! - `bench`: udsecho against the epoll reference and other echo servers.
 //! - `soak`: mixed faults against the server, with memory and descriptor checks.
@@ -12,6 +13,7 @@
 mod bench;
 mod child;
 mod ci;
+mod conformance;
 mod dist;
 mod e2e;
 mod examples;
@@ -35,6 +37,8 @@ tasks:
   e2e         what only the whole release binaries show (mixed concurrent peers, a slow reader)
   nc-compat   OpenBSD nc and socat against our server and client
   examples    run the proto crate's examples against each other and against the server
+  conformance udsecho-conformance against the release server and client (JUnit reports in
+              target/conformance/)
   dist        stripped release tarball per target, with man pages, completions and
               SHA256SUMS, in target/dist/ [--target TRIPLE]...
   soak        mixed-fault load with memory and fd checks [--seconds N, default 30]
@@ -57,6 +61,7 @@ fn main() -> ExitCode {
         Some("soak") => soak::run(&args[1..]),
         Some("fuzz") => fuzz::run(&args[1..]),
         Some("examples") => examples::run(),
+        Some("conformance") => conformance::run(),
         Some("-h" | "--help" | "help") => {
             print!("{}", usage());
             return ExitCode::SUCCESS;

@@ -1,0 +1,581 @@
+//! Bytes on the wire, judged by the runner itself.
+//!
+//! Frames the runner *sends* are built here byte by byte (sometimes deliberately wrong); frames
+//! it *receives* are cut and decoded here too, strictly, without `udsecho-proto`'s decoder: a
+//! lenient decoder must not hide a wrong implementation. Every read is bounded by a deadline.
+
+use std::io::{self, Read, Write};
+use std::net::Shutdown;
+use std::os::unix::net::UnixStream;
+use std::time::{Duration, Instant};
+
+/// `"\0UDSECHO"`, PROTOCOL.md §1.
+pub(crate) const PREAMBLE: [u8; 8] = udsecho_proto::PREAMBLE;
+/// Control frames up to this body length are always accepted (PROTOCOL.md §4.2).
+pub(crate) const MAX_CONTROL: u32 = udsecho_proto::MAX_CONTROL_FRAME;
+
+/// Kind bytes.
+pub(crate) const HELLO: u8 = 0;
+pub(crate) const DATA: u8 = 1;
+pub(crate) const ERROR: u8 = 2;
+pub(crate) const GOODBYE: u8 = 3;
+
+/// Error codes (PROTOCOL.md §3.2).
+pub(crate) mod code {
+    pub(crate) const FRAME_TOO_LARGE: u16 = 1;
+    pub(crate) const EMPTY_FRAME: u16 = 2;
+    pub(crate) const UNKNOWN_KIND: u16 = 3;
+    pub(crate) const UNEXPECTED_FRAME: u16 = 4;
+    pub(crate) const MALFORMED: u16 = 5;
+    pub(crate) const UNSUPPORTED_VERSION: u16 = 6;
+}
+
+/// Goodbye reasons (PROTOCOL.md §3.3).
+pub(crate) mod reason {
+    pub(crate) const DONE: u16 = 0;
+    pub(crate) const SHUTDOWN: u16 = 1;
+}
+
+/// Bytes as hex pairs, `00 55 44`, cut after 64 bytes with the total length.
+pub(crate) fn hex(bytes: &[u8]) -> String {
+    const SHOWN: usize = 64;
+    let mut out: Vec<String> = bytes
+        .iter()
+        .take(SHOWN)
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    if bytes.len() > SHOWN {
+        out.push(format!("… ({} bytes in all)", bytes.len()));
+    }
+    if out.is_empty() {
+        "(nothing)".to_owned()
+    } else {
+        out.join(" ")
+    }
+}
+
+/// An unsigned LEB128 varint, as postcard writes it.
+pub(crate) fn varint(mut n: u64) -> Vec<u8> {
+    let mut out = Vec::new();
+    loop {
+        let byte = (n & 0x7f) as u8;
+        n >>= 7;
+        if n == 0 {
+            out.push(byte);
+            return out;
+        }
+        out.push(byte | 0x80);
+    }
+}
+
+/// A frame: the 4-byte length, the kind byte and the payload.
+pub(crate) fn frame(kind: u8, payload: &[u8]) -> Vec<u8> {
+    let len = u32::try_from(payload.len() + 1).expect("the runner builds frames below 4 GiB");
+    let mut out = len.to_be_bytes().to_vec();
+    out.push(kind);
+    out.extend_from_slice(payload);
+    out
+}
+
+/// A Data frame.
+pub(crate) fn data(payload: &[u8]) -> Vec<u8> {
+    frame(DATA, payload)
+}
+
+/// A Hello payload, with `extra` appended after the last field (a later revision's fields).
+pub(crate) fn hello_payload(version: u16, max_frame: u32, agent: &str, extra: &[u8]) -> Vec<u8> {
+    let mut out = varint(version.into());
+    out.extend(varint(max_frame.into()));
+    out.extend(varint(agent.len() as u64));
+    out.extend_from_slice(agent.as_bytes());
+    out.extend_from_slice(extra);
+    out
+}
+
+/// A Hello frame.
+pub(crate) fn hello(version: u16, max_frame: u32) -> Vec<u8> {
+    frame(
+        HELLO,
+        &hello_payload(version, max_frame, "udsecho-conformance", &[]),
+    )
+}
+
+/// A Goodbye frame.
+pub(crate) fn goodbye(reason: u16) -> Vec<u8> {
+    frame(GOODBYE, &varint(reason.into()))
+}
+
+/// An Error frame.
+pub(crate) fn error(code: u16, message: &str) -> Vec<u8> {
+    let mut payload = varint(code.into());
+    payload.extend(varint(message.len() as u64));
+    payload.extend_from_slice(message.as_bytes());
+    frame(ERROR, &payload)
+}
+
+/// A strict postcard reader over a control payload.
+#[derive(Debug)]
+pub(crate) struct Fields<'a> {
+    bytes: &'a [u8],
+}
+
+impl<'a> Fields<'a> {
+    pub(crate) fn new(bytes: &'a [u8]) -> Self {
+        Fields { bytes }
+    }
+
+    /// A varint of at most `max_bytes` bytes whose value fits `bits`.
+    fn varint(&mut self, max_bytes: usize, bits: u32, what: &str) -> Result<u64, String> {
+        let mut value: u64 = 0;
+        for i in 0..max_bytes {
+            let Some((&byte, rest)) = self.bytes.split_first() else {
+                return Err(format!("{what}: the payload ends inside a varint"));
+            };
+            self.bytes = rest;
+            value |= u64::from(byte & 0x7f)
+                .checked_shl(7 * i as u32)
+                .unwrap_or(0);
+            if byte & 0x80 == 0 {
+                return if value.checked_shr(bits).unwrap_or(0) == 0 {
+                    Ok(value)
+                } else {
+                    Err(format!(
+                        "{what}: varint value {value} does not fit {bits} bits"
+                    ))
+                };
+            }
+        }
+        Err(format!("{what}: varint longer than {max_bytes} bytes"))
+    }
+
+    pub(crate) fn u16(&mut self, what: &str) -> Result<u16, String> {
+        self.varint(3, 16, what).map(|v| v as u16)
+    }
+
+    pub(crate) fn u32(&mut self, what: &str) -> Result<u32, String> {
+        self.varint(5, 32, what).map(|v| v as u32)
+    }
+
+    pub(crate) fn string(&mut self, what: &str) -> Result<String, String> {
+        let len = self.varint(10, 64, what)? as usize;
+        if len > self.bytes.len() {
+            return Err(format!(
+                "{what}: string of {len} bytes runs past the payload"
+            ));
+        }
+        let (text, rest) = self.bytes.split_at(len);
+        self.bytes = rest;
+        String::from_utf8(text.to_vec()).map_err(|_| format!("{what}: not UTF-8"))
+    }
+}
+
+/// A server's or client's Hello, decoded by the runner.
+#[derive(Debug, Clone)]
+pub(crate) struct PeerHello {
+    pub(crate) version: u16,
+    pub(crate) max_frame: u32,
+}
+
+/// Decodes a Hello payload strictly (bytes after the last field are allowed: §3.1).
+pub(crate) fn parse_hello(payload: &[u8]) -> Result<PeerHello, String> {
+    let mut f = Fields::new(payload);
+    let version = f.u16("Hello.version")?;
+    let max_frame = f.u32("Hello.max_frame")?;
+    f.string("Hello.agent")?;
+    Ok(PeerHello { version, max_frame })
+}
+
+/// One thing read from a connection.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Got {
+    /// A whole frame: kind byte and payload.
+    Frame { kind: u8, payload: Vec<u8> },
+    /// The peer closed (or reset) between frames.
+    Eof,
+    /// The peer closed inside a frame; these are its bytes.
+    Partial(Vec<u8>),
+    /// Nothing more arrived before the deadline; these bytes of a frame had.
+    Timeout(Vec<u8>),
+}
+
+impl Got {
+    /// What it is, for a person, with its bytes.
+    pub(crate) fn describe(&self) -> String {
+        match self {
+            Got::Frame { kind, payload } => {
+                let name = match *kind {
+                    HELLO => "Hello",
+                    DATA => "Data",
+                    ERROR => "Error",
+                    GOODBYE => "Goodbye",
+                    _ => "a frame of unknown kind",
+                };
+                let mut text = format!("{name} [{}]", hex(&frame(*kind, payload)));
+                if *kind == ERROR {
+                    let mut f = Fields::new(payload);
+                    if let (Ok(code), Ok(msg)) = (f.u16("code"), f.string("message")) {
+                        text = format!(
+                            "Error code {code} {msg:?} [{}]",
+                            hex(&frame(*kind, payload))
+                        );
+                    }
+                }
+                text
+            }
+            Got::Eof => "end of stream".to_owned(),
+            Got::Partial(bytes) => format!("[{}] then end of stream inside a frame", hex(bytes)),
+            Got::Timeout(bytes) if bytes.is_empty() => "nothing (timed out)".to_owned(),
+            Got::Timeout(bytes) => format!("[{}] then nothing more (timed out)", hex(bytes)),
+        }
+    }
+}
+
+/// A stream connection to the peer under test, with deadlines on every wait.
+#[derive(Debug)]
+pub(crate) struct Conn {
+    stream: UnixStream,
+    /// Bytes received and not yet consumed.
+    buf: Vec<u8>,
+    /// The longest a single wait may take.
+    pub(crate) timeout: Duration,
+    /// The body length above which a received frame is refused (what we told the peer).
+    pub(crate) accept_max: u32,
+    eof: bool,
+}
+
+impl Conn {
+    pub(crate) fn new(stream: UnixStream, timeout: Duration) -> Self {
+        Conn {
+            stream,
+            buf: Vec::new(),
+            timeout,
+            accept_max: udsecho_proto::DEFAULT_MAX_FRAME,
+            eof: false,
+        }
+    }
+
+    /// Another handle on the same socket (for a writer thread).
+    pub(crate) fn try_clone(&self) -> io::Result<UnixStream> {
+        self.stream.try_clone()
+    }
+
+    /// Writes all of `bytes`, within the timeout.
+    pub(crate) fn send(&mut self, bytes: &[u8]) -> Result<(), String> {
+        self.stream
+            .set_write_timeout(Some(self.timeout))
+            .map_err(|e| e.to_string())?;
+        self.stream.write_all(bytes).map_err(|e| match e.kind() {
+            io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut => format!(
+                "sending {} bytes: the peer read nothing for {:?}",
+                bytes.len(),
+                self.timeout
+            ),
+            _ => format!("sending [{}]: {e}", hex(bytes)),
+        })
+    }
+
+    /// Writes `bytes` one at a time, `gap` apart.
+    pub(crate) fn trickle(&mut self, bytes: &[u8], gap: Duration) -> Result<(), String> {
+        for b in bytes {
+            self.send(std::slice::from_ref(b))?;
+            std::thread::sleep(gap);
+        }
+        Ok(())
+    }
+
+    /// Shuts down the write side: the peer reads end of stream.
+    pub(crate) fn half_close(&mut self) -> Result<(), String> {
+        self.stream
+            .shutdown(Shutdown::Write)
+            .map_err(|e| format!("half-closing: {e}"))
+    }
+
+    /// Reads once, waiting until `deadline`. `Ok(false)` at end of stream or on timeout.
+    fn fill(&mut self, deadline: Instant) -> Result<bool, String> {
+        if self.eof {
+            return Ok(false);
+        }
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Ok(false);
+        }
+        self.stream
+            .set_read_timeout(Some(left))
+            .map_err(|e| e.to_string())?;
+        let mut chunk = [0u8; 64 * 1024];
+        match self.stream.read(&mut chunk) {
+            Ok(0) => {
+                self.eof = true;
+                Ok(false)
+            }
+            Ok(n) => {
+                self.buf.extend_from_slice(&chunk[..n]);
+                Ok(true)
+            }
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                ) =>
+            {
+                Ok(false)
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => Ok(true),
+            // A peer that closes with our bytes unread makes Linux report a reset instead of
+            // end of stream: the same thing here (PROTOCOL.md §4.3).
+            Err(e) if e.kind() == io::ErrorKind::ConnectionReset => {
+                self.eof = true;
+                Ok(false)
+            }
+            Err(e) => Err(format!("reading: {e}")),
+        }
+    }
+
+    /// Reads until `n` bytes are buffered; false if the stream ended or the deadline passed.
+    fn want(&mut self, n: usize, deadline: Instant) -> Result<bool, String> {
+        while self.buf.len() < n {
+            if !self.fill(deadline)? {
+                return Ok(self.buf.len() >= n);
+            }
+        }
+        Ok(true)
+    }
+
+    fn ended_at(&mut self, deadline: Instant) -> Got {
+        let bytes = std::mem::take(&mut self.buf);
+        match (self.eof, bytes.is_empty(), Instant::now() >= deadline) {
+            (true, true, _) => Got::Eof,
+            (true, false, _) => Got::Partial(bytes),
+            _ => Got::Timeout(bytes),
+        }
+    }
+
+    /// The next frame, the end of the stream, or a timeout.
+    pub(crate) fn next(&mut self) -> Result<Got, String> {
+        let deadline = Instant::now() + self.timeout;
+        if !self.want(4, deadline)? {
+            return Ok(self.ended_at(deadline));
+        }
+        let len = u32::from_be_bytes([self.buf[0], self.buf[1], self.buf[2], self.buf[3]]);
+        if len == 0 {
+            return Err(format!(
+                "the peer sent a frame with L = 0 [{}]",
+                hex(&self.buf[..4])
+            ));
+        }
+        let limit = self.accept_max.max(MAX_CONTROL);
+        if len > limit {
+            return Err(format!(
+                "the peer sent a frame with L = {len}, above the {limit} it may send [{}]",
+                hex(&self.buf[..self.buf.len().min(16)])
+            ));
+        }
+        let total = 4 + len as usize;
+        if !self.want(total, deadline)? {
+            return Ok(self.ended_at(deadline));
+        }
+        let rest = self.buf.split_off(total);
+        let whole = std::mem::replace(&mut self.buf, rest);
+        Ok(Got::Frame {
+            kind: whole[4],
+            payload: whole[5..].to_vec(),
+        })
+    }
+
+    /// Up to `n` raw bytes (raw mode), or fewer if the stream ends or the deadline passes.
+    pub(crate) fn raw(&mut self, n: usize) -> Result<Vec<u8>, String> {
+        let deadline = Instant::now() + self.timeout;
+        self.want(n, deadline)?;
+        let rest = self.buf.split_off(self.buf.len().min(n));
+        Ok(std::mem::replace(&mut self.buf, rest))
+    }
+
+    /// Waits up to `wait` for any byte; returns what arrived (possibly nothing).
+    pub(crate) fn peek_for(&mut self, wait: Duration) -> Result<&[u8], String> {
+        let deadline = Instant::now() + wait;
+        if self.buf.is_empty() {
+            self.fill(deadline)?;
+        }
+        Ok(&self.buf)
+    }
+
+    /// Expects each item in turn.
+    pub(crate) fn expect(&mut self, items: &[Expect]) -> Result<(), String> {
+        for item in items {
+            self.expect_one(item)?;
+        }
+        Ok(())
+    }
+
+    /// Expects a Hello and returns it.
+    pub(crate) fn expect_hello(&mut self) -> Result<PeerHello, String> {
+        let got = self.next()?;
+        match &got {
+            Got::Frame {
+                kind: HELLO,
+                payload,
+            } => {
+                if payload.len() + 1 > MAX_CONTROL as usize {
+                    return Err(format!("a Hello of L = {} (> 4096)", payload.len() + 1));
+                }
+                parse_hello(payload).map_err(|e| format!("{e}, in {}", got.describe()))
+            }
+            _ => Err(mismatch("a Hello frame", None, &got)),
+        }
+    }
+
+    fn expect_one(&mut self, item: &Expect) -> Result<(), String> {
+        if let Expect::Eof = item {
+            let got = self.next()?;
+            return match got {
+                Got::Eof => Ok(()),
+                other => Err(mismatch("the end of the stream", None, &other)),
+            };
+        }
+        let got = self.next()?;
+        let ok = match (item, &got) {
+            (
+                Expect::Data(want),
+                Got::Frame {
+                    kind: DATA,
+                    payload,
+                },
+            ) => payload == want,
+            (
+                Expect::Error(want),
+                Got::Frame {
+                    kind: ERROR,
+                    payload,
+                },
+            ) => {
+                let mut f = Fields::new(payload);
+                match (f.u16("Error.code"), f.string("Error.message")) {
+                    (Ok(code), Ok(_)) => code == *want,
+                    (Err(e), _) | (_, Err(e)) => {
+                        return Err(format!("{e}, in {}", got.describe()));
+                    }
+                }
+            }
+            (
+                Expect::Goodbye(want),
+                Got::Frame {
+                    kind: GOODBYE,
+                    payload,
+                },
+            ) => match Fields::new(payload).u16("Goodbye.reason") {
+                Ok(r) => r == *want,
+                Err(e) => return Err(format!("{e}, in {}", got.describe())),
+            },
+            _ => false,
+        };
+        if ok {
+            Ok(())
+        } else {
+            Err(mismatch(&item.to_string(), item.bytes(), &got))
+        }
+    }
+}
+
+/// "expected X [bytes]; saw Y".
+pub(crate) fn mismatch(what: &str, bytes: Option<Vec<u8>>, got: &Got) -> String {
+    match bytes {
+        Some(b) => format!("expected {what} [{}]; saw {}", hex(&b), got.describe()),
+        None => format!("expected {what}; saw {}", got.describe()),
+    }
+}
+
+/// What a case expects next on a connection.
+#[derive(Debug, Clone)]
+pub(crate) enum Expect {
+    /// A Data frame with exactly this payload.
+    Data(Vec<u8>),
+    /// An Error frame with this code (any message).
+    Error(u16),
+    /// A Goodbye with this reason.
+    Goodbye(u16),
+    /// The end of the stream (a reset counts).
+    Eof,
+}
+
+impl Expect {
+    /// The exact bytes, where the protocol fixes them.
+    fn bytes(&self) -> Option<Vec<u8>> {
+        match self {
+            Expect::Data(p) => Some(data(p)),
+            Expect::Goodbye(r) => Some(goodbye(*r)),
+            Expect::Error(_) | Expect::Eof => None,
+        }
+    }
+}
+
+impl std::fmt::Display for Expect {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Expect::Data(p) => write!(f, "Data of {} bytes", p.len()),
+            Expect::Error(c) => write!(f, "Error code {c} (any message)"),
+            Expect::Goodbye(r) => write!(f, "Goodbye reason {r}"),
+            Expect::Eof => write!(f, "the end of the stream"),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn varints_match_the_protocol_examples() {
+        assert_eq!(varint(1), [0x01]);
+        assert_eq!(varint(8_388_608), [0x80, 0x80, 0x80, 0x04]);
+    }
+
+    #[test]
+    fn built_frames_match_the_vectors() {
+        assert_eq!(goodbye(0), [0, 0, 0, 2, 3, 0]);
+        assert_eq!(data(b"\0"), [0, 0, 0, 2, 1, 0]);
+        assert_eq!(
+            frame(HELLO, &hello_payload(1, 65_536, "", &[])),
+            [0, 0, 0, 6, 0, 1, 0x80, 0x80, 0x04, 0]
+        );
+    }
+
+    #[test]
+    fn strict_fields_refuse_overlong_and_overflowing_varints() {
+        assert_eq!(Fields::new(&[0x81, 0x00]).u16("v"), Ok(1));
+        assert!(Fields::new(&[0x80, 0x80, 0x80, 0x01]).u16("v").is_err());
+        assert!(Fields::new(&[0xff, 0xff, 0x7f]).u16("v").is_err());
+        assert!(Fields::new(&[0x80]).u16("v").is_err());
+        assert!(Fields::new(&[0x02, 0xff, 0xfe]).string("s").is_err());
+    }
+
+    #[test]
+    fn hex_cuts_long_input() {
+        assert_eq!(hex(&[0, 0x55]), "00 55");
+        assert!(hex(&[0; 100]).ends_with("(100 bytes in all)"));
+        assert_eq!(hex(&[]), "(nothing)");
+    }
+
+    #[test]
+    fn frames_split_across_reads_are_reassembled() {
+        let (a, mut b) = UnixStream::pair().unwrap();
+        let mut conn = Conn::new(a, Duration::from_secs(5));
+        let bytes = data(b"abc");
+        let writer = std::thread::spawn(move || {
+            for byte in bytes {
+                b.write_all(&[byte]).unwrap();
+                std::thread::sleep(Duration::from_millis(2));
+            }
+        });
+        conn.expect(&[Expect::Data(b"abc".to_vec()), Expect::Eof])
+            .unwrap();
+        writer.join().unwrap();
+    }
+
+    #[test]
+    fn a_silent_peer_is_a_timeout_not_a_hang() {
+        let (a, _b) = UnixStream::pair().unwrap();
+        let mut conn = Conn::new(a, Duration::from_millis(50));
+        let err = conn.expect(&[Expect::Goodbye(0)]).unwrap_err();
+        assert!(err.contains("timed out"), "{err}");
+    }
+}
