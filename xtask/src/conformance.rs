@@ -5,13 +5,6 @@ use std::process::Command;
 
 use crate::tools::{release_binaries_and, target_dir};
 
-/// Cases udsecho does not pass yet, each with the issue that fixes it. Remove an entry when
-/// its fix is merged: the runner then holds it.
-const KNOWN_FAILURES: [(&str, &str); 1] = [(
-    "4.2/control-frame-above-max-frame",
-    "#21 item 5: the server judges a control frame's L against max_frame before its kind",
-)];
-
 pub(crate) fn run() -> Result<(), String> {
     release_binaries_and(&["udsecho-conformance"])?;
     let bin = target_dir().join("release");
@@ -24,19 +17,12 @@ pub(crate) fn run() -> Result<(), String> {
         "{} pipe --framed --socket {{sock}}",
         bin.join("udsecho-client").display()
     );
-    let known: Vec<&str> = KNOWN_FAILURES.iter().map(|(id, _)| *id).collect();
-    for (id, why) in KNOWN_FAILURES {
-        println!("conformance: not run, known to fail: {id} ({why})");
-    }
     let reports = target_dir().join("conformance");
     std::fs::create_dir_all(&reports).map_err(|e| format!("{}: {e}", reports.display()))?;
     for (mode, cmd) in [("server", &server), ("client", &client)] {
         println!("conformance: {mode}: {cmd}");
         let mut command = Command::new(&runner);
         command.args([mode, "--cmd", cmd.as_str()]);
-        if mode == "server" {
-            command.args(["--exclude", &known.join(",")]);
-        }
         command
             .arg("--junit")
             .arg(reports.join(format!("{mode}.xml")));

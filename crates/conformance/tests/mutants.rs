@@ -78,15 +78,7 @@ fn all_ids(mode: &str) -> BTreeSet<String> {
 fn udsecho_server_passes_every_case() {
     let server = binary("udsecho-server");
     let cmd = format!("{} -q --socket {{sock}}", server.display());
-    // KNOWN: udsecho-server still judges a control frame's L against max_frame before its
-    // kind (#21 item 5, being fixed on main); drop this exclusion once that fix is merged.
-    let (failed, code, stdout) = run(&[
-        "server",
-        "--cmd",
-        &cmd,
-        "--exclude",
-        "4.2/control-frame-above-max-frame",
-    ]);
+    let (failed, code, stdout) = run(&["server", "--cmd", &cmd]);
     assert_eq!(failed, set(&[]), "{stdout}");
     assert_eq!(code, 0, "{stdout}");
     assert!(stdout.contains("4/shutdown-drains"), "{stdout}");
