@@ -174,7 +174,17 @@ impl Session {
     /// adds the session's rule (what may come before and after Hello). `Ok(None)`: not enough
     /// bytes yet.
     fn judge(&self, held: &[u8]) -> Result<Option<(Kind, u32)>, Breach> {
-        let Some(Header { len, kind }) = Header::peek(held, self.limit)? else {
+        let header = match Header::peek(held, self.limit) {
+            // A client's Error is not read at all, whatever its length (PROTOCOL.md 4.2): it
+            // is leaving.
+            Err(ProtoError::FrameTooLarge { len, .. })
+                if held.get(4) == Some(&(Kind::Error as u8)) =>
+            {
+                return Ok(Some((Kind::Error, len)));
+            }
+            header => header?,
+        };
+        let Some(Header { len, kind }) = header else {
             return Ok(None);
         };
         let unexpected = |why| ProtoError::UnexpectedFrame { kind, why };
@@ -417,6 +427,17 @@ mod tests {
                 }
             }
         }
+    }
+
+    /// PROTOCOL.md 4.2: a client's Error frame is not read, whatever its length: the session
+    /// ends without an answer.
+    #[test]
+    fn a_long_error_frame_from_the_client_ends_the_session_silently() {
+        let mut input = hello();
+        input.extend([0, 0, 0x13, 0x88, Kind::Error as u8]);
+        let (out, ending) = run(&input, &[usize::MAX], 1 << 20);
+        assert_eq!(out, answer(1 << 20));
+        assert!(matches!(ending, Some(Ending::PeerError)), "{ending:?}");
     }
 
     /// PROTOCOL.md 4.2: control frames up to 4096 bytes pass whatever `--max-frame` or the

@@ -52,6 +52,8 @@ enum Got {
 }
 
 async fn run(fd: OwnedFd, settings: &Settings, shutdown: &Shutdown) -> io::Result<End> {
+    // Credentials on every message tell an empty message from the end of the stream.
+    rustix::net::sockopt::set_socket_passcred(&fd, true)?;
     let socket = crate::registration::register(fd)?;
     let mut blocked = false;
     // Bytes still to read after the shutdown began: what was queued at that moment.
@@ -166,20 +168,25 @@ fn echo_one(socket: &AsyncFd<OwnedFd>, budget: &mut Option<usize>) -> io::Result
     })
 }
 
-/// A zero-length read is the peer's shutdown if the kernel says its side is shut
-/// (`POLLRDHUP`), an empty message otherwise (echoed as one). An empty message sent just
-/// before the shutdown cannot be told from it and ends the connection.
+/// A zero-length read is the peer's shutdown, or an empty message. They differ by their
+/// ancillary data: every message carries its sender's credentials (`SO_PASSCRED` is set on
+/// the connection before any is read), the end of the stream carries nothing.
 fn peer_closed(fd: &OwnedFd) -> bool {
-    use rustix::event::{PollFd, PollFlags, Timespec};
-    let mut fds = [PollFd::new(fd, PollFlags::RDHUP)];
-    let now = Timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    matches!(rustix::event::poll(&mut fds, Some(&now)), Ok(n) if n > 0)
-        && fds[0]
-            .revents()
-            .intersects(PollFlags::RDHUP | PollFlags::HUP)
+    use rustix::net::{RecvAncillaryBuffer, RecvAncillaryMessage};
+    let mut space = [std::mem::MaybeUninit::uninit(); rustix::cmsg_space!(ScmCredentials(1))];
+    let mut control = RecvAncillaryBuffer::new(&mut space);
+    let peeked = rustix::net::recvmsg(
+        fd,
+        &mut [],
+        &mut control,
+        RecvFlags::PEEK | RecvFlags::DONTWAIT,
+    );
+    match peeked {
+        Ok(_) => !control
+            .drain()
+            .any(|m| matches!(m, RecvAncillaryMessage::ScmCredentials(_))),
+        Err(_) => true,
+    }
 }
 
 async fn idle(settings: &Settings, since: Instant) {

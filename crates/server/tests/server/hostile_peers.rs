@@ -359,3 +359,37 @@ fn a_quarter_mebibyte_datagram_comes_back_whole() {
     let n = client.recv(&mut buf).expect("the reply");
     assert!(buf[..n] == datagram[..], "{n} bytes back");
 }
+
+/// A seqpacket peer's empty message is a message, not the end: with more behind it and a
+/// half-close after them, every message comes back, the empty one included, then the end.
+#[test]
+fn an_empty_seqpacket_message_is_not_the_end_of_the_stream() {
+    use rustix::net::{
+        AddressFamily, RecvFlags, SendFlags, SocketAddrUnix, SocketFlags, SocketType,
+    };
+    let server = Server::start(["--type", "seqpacket"]).unwrap();
+    let fd = rustix::net::socket_with(
+        AddressFamily::UNIX,
+        SocketType::SEQPACKET,
+        SocketFlags::CLOEXEC,
+        None,
+    )
+    .unwrap();
+    rustix::net::connect(&fd, &SocketAddrUnix::new(server.socket()).unwrap()).unwrap();
+    rustix::net::sockopt::set_socket_timeout(&fd, rustix::net::sockopt::Timeout::Recv, Some(LIMIT))
+        .unwrap();
+    for message in [&b""[..], b"A", b"B"] {
+        rustix::net::send(&fd, message, SendFlags::empty()).unwrap();
+    }
+    rustix::net::shutdown(&fd, rustix::net::Shutdown::Write).unwrap();
+    let mut got = Vec::new();
+    let mut buf = [0u8; 64];
+    for _ in 0..3 {
+        let (n, _) = rustix::net::recv(&fd, &mut buf[..], RecvFlags::empty()).unwrap();
+        got.push(buf[..n].to_vec());
+    }
+    assert_eq!(got, [b"".to_vec(), b"A".to_vec(), b"B".to_vec()]);
+    // Then the end: a zero-length read with the peer's side shut.
+    let (n, _) = rustix::net::recv(&fd, &mut buf[..], RecvFlags::empty()).unwrap();
+    assert_eq!(n, 0);
+}
