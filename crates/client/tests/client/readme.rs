@@ -74,8 +74,21 @@ fn bash(command: &str) -> Command {
     cmd
 }
 
+/// A server a block started; killed if the test fails before it is stopped (an orphaned
+/// server would keep holding whatever its parent held, such as the build lock).
+struct Running(Option<Child>);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.0.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
 /// Starts `command` (a server) and waits until its socket accepts.
-fn start_server(command: &str, socket: &Path) -> Child {
+fn start_server(command: &str, socket: &Path) -> Running {
     let mut child = bash(&format!("exec {command}\n"))
         .stdin(Stdio::null())
         .stdout(Stdio::null())
@@ -92,7 +105,7 @@ fn start_server(command: &str, socket: &Path) -> Child {
             String::from_utf8_lossy(&out.stderr)
         );
     }
-    child
+    Running(Some(child))
 }
 
 fn has(program: &str) -> bool {
@@ -110,7 +123,7 @@ fn the_readme_examples_print_what_the_readme_shows() {
         let dir = short_temp_dir();
         let tmp = format!("{}/", dir.path().display());
         let local = |s: &str| s.replace("/tmp/", &tmp);
-        let mut servers: Vec<(Child, PathBuf, &Step)> = Vec::new();
+        let mut servers: Vec<(Running, PathBuf, &Step)> = Vec::new();
         // A socket the block uses but does not serve: a stand-in server.
         let served: Vec<&str> = steps
             .iter()
@@ -175,7 +188,8 @@ fn the_readme_examples_print_what_the_readme_shows() {
                 step.command
             );
         }
-        for (child, path, step) in servers {
+        for (mut running, path, step) in servers {
+            let child = running.0.take().expect("still running");
             udsecho_harness::signal(child.id(), Signal::TERM).unwrap();
             let out = child.wait_with_output().unwrap();
             let stderr = String::from_utf8_lossy(&out.stderr);
