@@ -101,7 +101,7 @@ enum Command {
         #[arg(short, long, value_name = "DUR", default_value = "400ms", value_parser = positive_duration)]
         interval: Duration,
         /// How many to send [default: until Ctrl-C]
-        #[arg(short = 'n', long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+        #[arg(short = 'n', long, value_name = "N", value_parser = parse_count)]
         count: Option<u64>,
     },
     /// Measure round trips/s, MB/s and latency against a server
@@ -181,6 +181,14 @@ fn parse_size(s: &str) -> Result<usize, String> {
     }
 }
 
+fn parse_count(s: &str) -> Result<u64, String> {
+    match s.parse::<u64>() {
+        Ok(0) => Err("must be at least 1 (leave --count out to send until Ctrl-C)".to_owned()),
+        Ok(n) => Ok(n),
+        Err(e) => Err(format!("{e} (a whole number of messages, at least 1)")),
+    }
+}
+
 fn socket_path(s: &str) -> Result<String, String> {
     if s.is_empty() {
         Err("the socket path must not be empty".to_owned())
@@ -200,7 +208,9 @@ fn non_empty_message(s: &str) -> Result<String, String> {
 impl Cli {
     /// Parses the command line; exits 2 with clap's message on bad flags.
     fn parse_checked() -> (Cli, Target) {
-        let matches = Cli::command().get_matches();
+        let matches = Cli::command()
+            .try_get_matches()
+            .unwrap_or_else(|e| hint_at_the_right_flag(e).exit());
         let mut cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
         if cli.datagram {
             if cli.socket_type != TypeArg::Datagram
@@ -221,6 +231,21 @@ impl Cli {
                     ..
                 })
             );
+        if let Some(Command::Bench {
+            mode: BenchMode::Raw,
+            ..
+        }) = cli.command
+            && cli.framed
+            && matches
+                .subcommand_matches("bench")
+                .and_then(|bench| bench.value_source("mode"))
+                == Some(ValueSource::CommandLine)
+        {
+            usage_error(
+                "--framed contradicts --mode raw: bench speaks one or the other (--framed is \
+                 --mode framed; drop one of them)",
+            );
+        }
         match cli.socket_type {
             TypeArg::Stream => {}
             TypeArg::Seqpacket if framed => usage_error(
@@ -279,6 +304,59 @@ fn global_source(matches: &clap::ArgMatches, id: &str) -> Option<ValueSource> {
     }
 }
 
+/// A flag that belongs to another subcommand gets a usage error naming the right one (`send
+/// -c 3`: the count is `-n`); any other parse error is clap's own.
+fn hint_at_the_right_flag(error: clap::Error) -> clap::Error {
+    use clap::error::{ContextKind, ContextValue, ErrorKind};
+    if error.kind() != ErrorKind::UnknownArgument {
+        return error;
+    }
+    let Some(ContextValue::String(flag)) = error.get(ContextKind::InvalidArg) else {
+        return error;
+    };
+    let flag = flag.split('=').next().unwrap_or(flag);
+    let subcommand = std::env::args().skip(1).find_map(|a| match a.as_str() {
+        "send" | "bench" | "pipe" => Some(a),
+        _ => None,
+    });
+    let hint = match (subcommand.as_deref(), flag) {
+        (Some("send"), "-c" | "--connections") => {
+            "send counts with -n N (--count N); -c is bench's --connections"
+        }
+        (Some("bench"), "-n" | "--count") => {
+            "bench counts connections with -c N (--connections N) and runs for -d DUR \
+             (--duration DUR); -n is send's --count"
+        }
+        (Some("pipe") | None, "-n" | "--count" | "-c" | "--connections") => {
+            "the pipe sends what stdin holds; -n N (--count) is send's, -c N (--connections) \
+             bench's"
+        }
+        _ => return error,
+    };
+    Cli::command().error(
+        ErrorKind::UnknownArgument,
+        format!(
+            "unexpected argument '{flag}' for {}: {hint}",
+            subcommand.as_deref().unwrap_or("the pipe")
+        ),
+    )
+}
+
+/// The subcommand `word` was probably meant to be, when it names no socket: within two
+/// edits of one, or the start of one (`sned`, `bnech`, `sen`). A word with a `/` or a `.`
+/// looks like a path and gets no guess.
+fn did_you_mean(word: &str) -> Option<&'static str> {
+    if word.contains(['/', '.']) || word.is_empty() {
+        return None;
+    }
+    ["send", "bench", "pipe"]
+        .into_iter()
+        .map(|name| (strsim::damerau_levenshtein(word, name), name))
+        .filter(|&(distance, name)| distance <= 2 || (word.len() >= 2 && name.starts_with(word)))
+        .min()
+        .map(|(_, name)| name)
+}
+
 fn usage_error(message: &str) -> ! {
     Cli::command()
         .error(clap::error::ErrorKind::ArgumentConflict, message)
@@ -331,7 +409,15 @@ fn main() -> ExitCode {
         // `udsecho-client ... | head`: the reader has what it wanted.
         Err(e) if e.is_closed_stdout() => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("udsecho-client: {}", report(&e));
+            let mut line = report(&e);
+            // `udsecho-client sned`: the word is a socket path (the nc habit), but when no such
+            // socket exists it was probably a subcommand.
+            if let (ErrorKind::NoSuchSocket, Some(word)) = (e.kind(), &cli.path.path)
+                && let Some(meant) = did_you_mean(word)
+            {
+                line = format!("{word}: no such socket (did you mean '{meant}'?)");
+            }
+            eprintln!("udsecho-client: {line}");
             ExitCode::from(e.exit_code())
         }
     }
@@ -503,6 +589,13 @@ fn print_summary(summary: &SendSummary) {
 fn generate(args: &[String]) -> ExitCode {
     let written = match args {
         [what, dir] if what == "man" => man_pages(std::path::Path::new(dir)),
+        [what] if what == "man" => {
+            eprintln!(
+                "udsecho-client: --generate man needs a directory: udsecho-client --generate man \
+                 DIR (it writes udsecho-client.1 and one page per subcommand there)"
+            );
+            return ExitCode::from(2);
+        }
         [shell] => completions(shell),
         _ => Err(std::io::Error::other(
             "usage: udsecho-client --generate man DIR | bash | zsh | fish",

@@ -371,7 +371,7 @@ async fn message_loop(
                 if socket.kind() == SocketType::Datagram && !schedule.stopped {
                     return Err(ErrorKind::timed_out(
                         format!(
-                            "waiting for {} of {} echoes (datagrams can be dropped)",
+                            "waiting for {} of {} replies (datagrams can be dropped)",
                             schedule.in_flight.len(),
                             schedule.sent
                         ),

@@ -90,6 +90,17 @@ pub enum ListenError {
         /// What was being attempted.
         op: &'static str,
     },
+    /// A file could not be created next to the socket because this user cannot write its
+    /// directory.
+    #[error("{}: permission denied ({op}): directory {} is not writable by this user (choose another --socket)", .path.display(), .dir.display())]
+    DirectoryNotWritable {
+        /// The socket path.
+        path: PathBuf,
+        /// Its directory.
+        dir: PathBuf,
+        /// What was being attempted.
+        op: &'static str,
+    },
     /// Abstract sockets exist on Linux only.
     #[error("@{0}: abstract sockets are only available on Linux")]
     AbstractUnsupported(String),

@@ -4,7 +4,8 @@ use std::io::Write;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use clap::{ArgAction, CommandFactory, Parser, ValueEnum};
+use clap::parser::ValueSource;
+use clap::{ArgAction, CommandFactory, FromArgMatches, Parser, ValueEnum};
 use udsecho_server::logging::{self, Sink};
 use udsecho_server::{
     Config, DEFAULT_SOCKET_MODE, Inherited, ListenError, Listener, Mode, ServeError, Shutdown,
@@ -30,6 +31,10 @@ struct Cli {
     #[arg(short, long, env = "UDSECHO_SOCKET", value_name = "PATH", value_parser = parse_socket)]
     socket: Option<SocketAddress>,
 
+    /// Socket to listen on, as a plain argument (the same as --socket, as the client takes it)
+    #[arg(value_name = "SOCKET", value_parser = parse_socket, conflicts_with = "inetd")]
+    path: Option<SocketAddress>,
+
     /// Socket type: stream (what nc -U speaks), seqpacket (each message echoed as one
     /// message), or datagram (each datagram answered to its sender)
     #[arg(long = "type", value_enum, default_value_t = CliType::Stream)]
@@ -54,7 +59,7 @@ struct Cli {
     max_frame: u32,
 
     /// Connections served at once; further peers wait in the listen backlog until one ends
-    #[arg(long, value_name = "N", default_value_t = 16_384, value_parser = clap::value_parser!(u32).range(1..))]
+    #[arg(long, value_name = "N", default_value_t = 16_384, value_parser = parse_at_least_one)]
     max_connections: u32,
 
     /// Close a connection after this long without a byte moving (e.g. 30s, 5m) [default: never]
@@ -126,6 +131,14 @@ fn parse_positive_duration(s: &str) -> Result<Duration, String> {
     match parse_duration(s)? {
         Duration::ZERO => Err("must be longer than 0 (leave the flag out for no limit)".to_owned()),
         d => Ok(d),
+    }
+}
+
+fn parse_at_least_one(s: &str) -> Result<u32, String> {
+    match s.parse::<u32>() {
+        Ok(0) => Err("must be at least 1".to_owned()),
+        Ok(n) => Ok(n),
+        Err(e) => Err(format!("{e} (a whole number from 1 to {})", u32::MAX)),
     }
 }
 
@@ -206,6 +219,34 @@ impl Cli {
         }
     }
 
+    /// Parses the command line; exits 2 with clap's message on bad flags.
+    fn parse_checked() -> Cli {
+        let matches = Cli::command().get_matches();
+        let mut cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
+        // An argument beats UDSECHO_SOCKET; against --socket it is a contradiction.
+        if let Some(path) = cli.path.take() {
+            let from_flag = matches.value_source("socket") == Some(ValueSource::CommandLine);
+            match &cli.socket {
+                Some(flag) if from_flag && *flag != path => {
+                    Cli::command()
+                        .error(
+                            clap::error::ErrorKind::ArgumentConflict,
+                            format!(
+                                "the socket is given twice: `{flag}` with --socket and `{path}` \
+                                 as an argument"
+                            ),
+                        )
+                        .exit();
+                }
+                _ => cli.socket = Some(path),
+            }
+        }
+        if let Err(e) = cli.check() {
+            e.exit();
+        }
+        cli
+    }
+
     /// Flag combinations clap cannot check on its own.
     fn check(&self) -> Result<(), clap::Error> {
         if let (Some(SocketAddress::Abstract(name)), Some(_)) = (&self.socket, self.socket_mode) {
@@ -278,10 +319,7 @@ fn main() -> ExitCode {
             .collect();
         return generate(&args);
     }
-    let cli = Cli::parse();
-    if let Err(e) = cli.check() {
-        e.exit();
-    }
+    let cli = Cli::parse_checked();
     // The socket's mode is set on the socket itself before bind (see socket_file); the umask
     // would only narrow it behind the user's back. The server creates no other file without an
     // explicit mode (the lock file is 0600, the default directory 0700).
@@ -361,6 +399,14 @@ async fn serve(cli: &Cli, inherited: Option<Inherited>) -> Result<(), Failure> {
 fn generate(args: &[String]) -> ExitCode {
     let written = match args {
         [what, dir] if what == "man" => man_page(std::path::Path::new(dir)),
+        [what] if what == "man" => {
+            let _ = writeln!(
+                std::io::stderr(),
+                "udsecho-server: --generate man needs a directory: udsecho-server --generate man \
+                 DIR (it writes udsecho-server.1 there)"
+            );
+            return ExitCode::from(2);
+        }
         [shell] => completions(shell),
         _ => Err(std::io::Error::other(
             "usage: udsecho-server --generate man DIR | bash | zsh | fish",

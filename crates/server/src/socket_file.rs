@@ -19,7 +19,12 @@
 //! 3. **A stale socket** is removed only if it is a socket owned by our uid that nobody answers
 //!    on; anything else at the path is refused and left alone.
 //! 4. **At the end** the socket file, then the lock file, are removed only if the path still
-//!    holds the very inode this server created (same device and inode).
+//!    holds the very inode this server created (same device and inode). A lock file left by a
+//!    crashed server (`kill -9`) and reused is removed the same way, if the path still holds
+//!    the inode this server locked: it has the shape only our own server leaves.
+//!
+//! Whatever stops the server from taking the path, a live server there is named as one: the
+//! lock-file messages are only for a lock file with no live server behind it.
 
 use std::fs::{self, File, TryLockError};
 use std::io;
@@ -88,7 +93,9 @@ impl Drop for SocketFile {
 struct PathLock {
     /// Holds the lock; closing it releases it.
     _file: File,
-    /// Set when this server created the lock file: only then is it removed at the end.
+    /// The lock file as this server locked it, removed at the end if the path still holds that
+    /// inode: one it created, or one a crashed server of this user left (see
+    /// [`check_lock_file`]).
     created: Option<Created>,
 }
 
@@ -101,7 +108,7 @@ impl PathLock {
         // A holder removes the lock file it created on its way out; whoever opened the old,
         // unlinked file must try again on the new one. A few rounds are plenty.
         for _ in 0..8 {
-            let Some((fd, created)) = open_lock_file(socket, &path)? else {
+            let Some(fd) = open_lock_file(socket, &path)? else {
                 continue;
             };
             let file = File::from(fd);
@@ -119,7 +126,7 @@ impl PathLock {
                 .map_err(|e| ListenError::io(socket, "reading the lock file", e))?;
             match fs::symlink_metadata(&path) {
                 Ok(now) if now.dev() == held.dev() && now.ino() == held.ino() => {
-                    let created = created.then(|| Created {
+                    let created = Some(Created {
                         path,
                         dev: held.dev(),
                         ino: held.ino(),
@@ -135,7 +142,7 @@ impl PathLock {
         Err(ListenError::InUse(socket.display().to_string()))
     }
 
-    /// Removes the lock file if this server created it and it is still there. The lock itself
+    /// Removes the lock file if it is still the one this server locked. The lock itself
     /// is released when `_file` closes, after this: removing before unlocking is what makes
     /// the re-check in `acquire` sound.
     fn release(&mut self) {
@@ -145,19 +152,19 @@ impl PathLock {
     }
 }
 
-/// Opens `PATH.lock` without ever following a link: creates it if absent (`Some((fd, true))`),
-/// or opens an existing one that passes [`check_lock_file`]. `None` means the file vanished
-/// between two steps; try again.
-fn open_lock_file(socket: &Path, path: &Path) -> Result<Option<(OwnedFd, bool)>, ListenError> {
+/// Opens `PATH.lock` without ever following a link: creates it if absent, or opens an existing
+/// one that passes [`check_lock_file`]. `None` means the file vanished between two steps; try
+/// again.
+fn open_lock_file(socket: &Path, path: &Path) -> Result<Option<OwnedFd>, ListenError> {
     let base = OFlags::CLOEXEC | OFlags::NOFOLLOW | OFlags::NOCTTY;
     match rustix::fs::open(
         path,
         base | OFlags::RDONLY | OFlags::CREATE | OFlags::EXCL,
         Mode::from_raw_mode(0o600),
     ) {
-        Ok(fd) => return Ok(Some((fd, true))),
+        Ok(fd) => return Ok(Some(fd)),
         Err(rustix::io::Errno::EXIST) => {}
-        Err(e) => return Err(ListenError::io(socket, "creating the lock file", e.into())),
+        Err(e) => return Err(creating(socket, "creating the lock file", e.into())),
     }
     // O_NONBLOCK: opening a FIFO someone planted must not wait for a writer.
     match rustix::fs::open(
@@ -170,7 +177,7 @@ fn open_lock_file(socket: &Path, path: &Path) -> Result<Option<(OwnedFd, bool)>,
                 path: path.to_owned(),
                 why,
             })?;
-            Ok(Some((fd, false)))
+            Ok(Some(fd))
         }
         Err(rustix::io::Errno::LOOP) => Err(ListenError::ForeignLockFile {
             path: path.to_owned(),
@@ -183,6 +190,24 @@ fn open_lock_file(socket: &Path, path: &Path) -> Result<Option<(OwnedFd, bool)>,
         }),
         Err(e) => Err(ListenError::io(socket, "opening the lock file", e.into())),
     }
+}
+
+/// An error creating a name next to `socket`: when the directory is what refuses this user,
+/// the message names it.
+fn creating(socket: &Path, op: &'static str, e: io::Error) -> ListenError {
+    use rustix::fs::Access;
+    let dir = crate::listener::parent(socket);
+    if e.kind() == io::ErrorKind::PermissionDenied
+        && dir.is_dir()
+        && rustix::fs::access(dir, Access::WRITE_OK | Access::EXEC_OK).is_err()
+    {
+        return ListenError::DirectoryNotWritable {
+            path: socket.to_owned(),
+            dir: dir.to_owned(),
+            op,
+        };
+    }
+    ListenError::io(socket, op, e)
 }
 
 /// An existing lock file is used only if it is what a udsecho server of this user leaves
@@ -236,9 +261,97 @@ async fn probe(path: &Path) -> Result<Probe, ListenError> {
             _ if e.raw_os_error() == Some(rustix::io::Errno::PROTOTYPE.raw_os_error()) => {
                 Ok(Probe::Live)
             }
+            // Another user's socket closed to us: the kernel still knows whether anyone is
+            // listening on it.
+            io::ErrorKind::PermissionDenied if listed_as_serving(path) => Ok(Probe::Live),
             _ => Err(ListenError::io(path, "probing the existing socket", e)),
         },
     }
+}
+
+/// Whether the kernel lists a socket bound at `path` that serves: a listening stream or
+/// seqpacket socket, or a datagram socket (`/proc/net/unix`, readable by everyone, lists every
+/// Unix socket of this network namespace with the path it was bound to). Used only when
+/// connecting is not allowed, to tell a live server from a stale file.
+#[cfg(target_os = "linux")]
+fn listed_as_serving(path: &Path) -> bool {
+    let Ok(table) = fs::read_to_string("/proc/net/unix") else {
+        return false;
+    };
+    let wanted = same_path_forms(path);
+    table
+        .lines()
+        .skip(1)
+        .filter_map(parse_proc_net_unix_line)
+        .any(|entry| {
+            entry.serving
+                && same_path_forms(Path::new(entry.path))
+                    .iter()
+                    .any(|p| wanted.contains(p))
+        })
+}
+
+#[cfg(not(target_os = "linux"))]
+fn listed_as_serving(_path: &Path) -> bool {
+    false
+}
+
+/// The ways a path can be spelled that name the same file: as given, made absolute, and with
+/// its directory resolved (the form a server bound it with may be any of these).
+fn same_path_forms(path: &Path) -> Vec<PathBuf> {
+    let mut forms = vec![path.to_owned()];
+    if let Ok(absolute) = std::path::absolute(path) {
+        forms.push(absolute);
+    }
+    if let (Ok(dir), Some(name)) = (
+        fs::canonicalize(crate::listener::parent(path)),
+        path.file_name(),
+    ) {
+        forms.push(dir.join(name));
+    }
+    forms
+}
+
+/// One socket of `/proc/net/unix`.
+#[derive(Debug, PartialEq)]
+struct UnixEntry<'a> {
+    /// Listening (stream, seqpacket) or a datagram socket.
+    serving: bool,
+    /// The address it is bound to (`@name` for an abstract one).
+    path: &'a str,
+}
+
+/// Parses `Num RefCount Protocol Flags Type St Inode Path`; `None` for an unbound socket.
+#[cfg_attr(not(target_os = "linux"), allow(dead_code))]
+fn parse_proc_net_unix_line(line: &str) -> Option<UnixEntry<'_>> {
+    /// `__SO_ACCEPTCON`: the socket listens.
+    const LISTENING: u32 = 0x0001_0000;
+    const DATAGRAM: u16 = 2;
+    let mut rest = line;
+    let mut fields = Vec::with_capacity(7);
+    for _ in 0..7 {
+        let (field, tail) = rest.trim_start().split_once(' ')?;
+        fields.push(field);
+        rest = tail;
+    }
+    // The path follows the inode after one space; it may itself contain spaces.
+    let path = rest;
+    if path.is_empty() {
+        return None;
+    }
+    let flags = u32::from_str_radix(fields[3], 16).ok()?;
+    let kind = u16::from_str_radix(fields[4], 16).ok()?;
+    Some(UnixEntry {
+        serving: flags & LISTENING != 0 || kind == DATAGRAM,
+        path,
+    })
+}
+
+/// What answers at `path`, for a refusal: a live server there is named as one, whatever else
+/// stopped this server from taking the path.
+async fn live_server_at(path: &Path) -> bool {
+    matches!(fs::symlink_metadata(path), Ok(meta) if meta.file_type().is_socket())
+        && matches!(probe(path).await, Ok(Probe::Live))
 }
 
 /// Binds a socket of type `kind` at `path` with permission bits `mode` (listening, unless it
@@ -260,7 +373,17 @@ pub(crate) async fn bind(
         return Err(ListenError::EmptyPath);
     }
     check_parent(path)?;
-    let mut lock = PathLock::acquire(path)?;
+    let mut lock = match PathLock::acquire(path) {
+        Ok(lock) => lock,
+        Err(e @ ListenError::InUse(_)) => return Err(e),
+        // Someone else's lock file, or one this user cannot create: if a server answers on
+        // the path, that is what the user needs to hear, not advice about the lock file.
+        Err(e) if live_server_at(path).await => {
+            tracing::debug!("{e}");
+            return Err(ListenError::InUse(path.display().to_string()));
+        }
+        Err(e) => return Err(e),
+    };
     match bind_locked(path, mode, kind).await {
         Ok((socket, file)) => Ok((socket, SocketFile { file, lock })),
         Err(e) => {
@@ -325,7 +448,7 @@ async fn bind_locked(
 
     let listener = bind_with_mode(path, mode, kind).map_err(|e| match e.kind() {
         io::ErrorKind::AddrInUse => ListenError::InUse(path.display().to_string()),
-        _ => ListenError::io(path, "binding", e),
+        _ => creating(path, "binding", e),
     })?;
     let meta = fs::symlink_metadata(path)
         .map_err(|e| ListenError::io(path, "inspecting the new socket", e))?;
@@ -460,4 +583,45 @@ pub(crate) fn prepare_private_dir(dir: &Path) -> Result<(), ListenError> {
         )));
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn proc_net_unix_lines_give_the_bound_path_and_whether_it_serves() {
+        let listening = "0000000000000000: 00000002 00000000 00010000 0001 01 23456 /tmp/a b.sock";
+        assert_eq!(
+            parse_proc_net_unix_line(listening),
+            Some(UnixEntry {
+                serving: true,
+                path: "/tmp/a b.sock"
+            })
+        );
+        let datagram = "0000000000000000: 00000002 00000000 00000000 0002 01    77 /tmp/dg.sock";
+        assert_eq!(
+            parse_proc_net_unix_line(datagram).map(|e| (e.serving, e.path)),
+            Some((true, "/tmp/dg.sock"))
+        );
+        let connected = "0000000000000000: 00000003 00000000 00000000 0001 03 12345 /tmp/s.sock";
+        assert_eq!(
+            parse_proc_net_unix_line(connected).map(|e| e.serving),
+            Some(false)
+        );
+        let unbound = "0000000000000000: 00000003 00000000 00000000 0001 03 12345";
+        assert_eq!(parse_proc_net_unix_line(unbound), None);
+        assert_eq!(parse_proc_net_unix_line("garbage"), None);
+    }
+
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn a_listening_socket_is_listed_and_a_closed_one_is_not() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.sock");
+        let listener = std::os::unix::net::UnixListener::bind(&path).unwrap();
+        assert!(listed_as_serving(&path));
+        drop(listener);
+        assert!(!listed_as_serving(&path));
+    }
 }

@@ -107,7 +107,7 @@ fn datagram_pipe_fails_after_timeout_naming_the_replies_that_never_came() {
 }
 
 #[test]
-fn datagram_send_says_how_many_echoes_were_lost() {
+fn datagram_send_says_how_many_replies_were_lost() {
     let dir = short_temp_dir();
     let peer = DatagramPeer::start(&dir.path().join("dg.sock"), |i, bytes| match i {
         1 => Answer::Ignore,
@@ -124,7 +124,7 @@ fn datagram_send_says_how_many_echoes_were_lost() {
     assert_eq!(
         one_line(&out.stderr),
         format!(
-            "udsecho-client: {}: timed out after 1s waiting for 1 of 3 echoes (datagrams can be dropped)",
+            "udsecho-client: {}: timed out after 1s waiting for 1 of 3 replies (datagrams can be dropped)",
             peer.path().display()
         )
     );

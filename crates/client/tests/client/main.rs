@@ -7,6 +7,7 @@ mod connect;
 mod datagram;
 mod docs;
 mod pipe;
+mod readme;
 mod send;
 mod seqpacket;
 mod usage;

@@ -208,3 +208,50 @@ fn the_socket_path_can_be_given_as_an_argument_like_nc() {
         assert_eq!(run.stdout, b"positional\n", "{args:?}");
     }
 }
+
+#[test]
+fn a_raw_pipe_to_a_framed_only_server_says_so_and_fails() {
+    let server = Server::start(["--mode", "framed"]).unwrap();
+    let socket = server.socket().to_str().unwrap();
+    let run = run_client(["--socket", socket], b"hello\n", LIMIT).unwrap();
+    assert_eq!(run.status.code(), Some(1), "{}", run.stderr);
+    assert!(
+        run.stdout.is_empty(),
+        "the Error frame is not printed: {:?}",
+        run.stdout
+    );
+    assert!(
+        run.stderr.contains(&format!(
+            "{socket}: the server speaks framed mode only; add --framed"
+        )),
+        "{}",
+        run.stderr
+    );
+}
+
+#[test]
+fn a_raw_pipe_stays_byte_transparent_for_bytes_that_look_like_an_error_frame() {
+    // An Error frame, as a framed-only server would send it, piped through a raw echo server:
+    // it is what was sent, so it is printed as it is.
+    let frame = b"\x00\x00\x00\x06\x02\x01\x03abc".to_vec();
+    let server = Server::start(["--mode", "raw"]).unwrap();
+    let socket = server.socket().to_str().unwrap();
+    let run = run_client(["--socket", socket], &frame, LIMIT).unwrap();
+    assert!(run.status.success(), "{}", run.stderr);
+    assert_eq!(run.stdout, frame);
+    // A peer that answers with such bytes after reading something else, then more: printed.
+    let (_dir, path) = crate::fake_server(|mut stream| {
+        let mut all = Vec::new();
+        stream.read_to_end(&mut all).unwrap();
+        stream
+            .write_all(b"\x00\x00\x00\x06\x02\x01\x03abc and more")
+            .unwrap();
+    });
+    client(&path)
+        .write_stdin("x")
+        .assert()
+        .success()
+        .stdout(predicate::eq(
+            &b"\x00\x00\x00\x06\x02\x01\x03abc and more"[..],
+        ));
+}

@@ -36,7 +36,7 @@ fn zero_and_absurd_values_are_usage_errors_that_say_what_is_allowed() {
         ),
         (
             &["send", "-n", "0"],
-            "error: invalid value '0' for '--count <N>': 0 is not in 1..18446744073709551615",
+            "error: invalid value '0' for '--count <N>': must be at least 1 (leave --count out to send until Ctrl-C)",
         ),
         (
             &["send", "-m", ""],
@@ -146,4 +146,88 @@ fn u_with_another_type_is_a_usage_error() {
         stderr.contains("[possible values: stream, seqpacket, datagram]"),
         "{stderr}"
     );
+}
+
+#[test]
+fn a_flag_of_another_subcommand_gets_a_hint_at_the_right_one() {
+    let stderr = usage_error(&["send", "-c", "3"]);
+    assert!(
+        error_line(&stderr)
+            .contains("send counts with -n N (--count N); -c is bench's --connections"),
+        "{stderr}"
+    );
+    let stderr = usage_error(&["bench", "-n", "3"]);
+    assert!(
+        error_line(&stderr).contains("bench counts connections with -c N"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn bench_framed_with_mode_raw_is_refused_as_a_contradiction() {
+    for args in [
+        &["bench", "--framed", "--mode", "raw"][..],
+        &["--framed", "bench", "--mode", "raw"],
+    ] {
+        let stderr = usage_error(args);
+        assert!(
+            error_line(&stderr).contains("--framed contradicts --mode raw"),
+            "{args:?}: {stderr}"
+        );
+    }
+}
+
+#[test]
+fn generate_man_without_a_directory_says_what_it_needs() {
+    let out = bare_client()
+        .args(["--generate", "man"])
+        .assert()
+        .code(2)
+        .get_output()
+        .clone();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("--generate man needs a directory: udsecho-client --generate man DIR"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("invalid variant"), "{stderr}");
+}
+
+#[test]
+fn a_mistyped_subcommand_is_still_a_socket_but_gets_a_hint() {
+    let dir = tempfile::tempdir().unwrap();
+    for (typo, meant) in [
+        ("sned", "send"),
+        ("bnech", "bench"),
+        ("piep", "pipe"),
+        ("sen", "send"),
+    ] {
+        let out = bare_client()
+            .current_dir(dir.path())
+            .arg(typo)
+            .write_stdin("hi\n")
+            .assert()
+            .code(1)
+            .get_output()
+            .clone();
+        let line = crate::one_line(&out.stderr);
+        assert!(
+            line.contains(&format!("udsecho-client: {typo}: "))
+                && line.ends_with(&format!("(did you mean '{meant}'?)")),
+            "{typo}: {line}"
+        );
+    }
+    // A word far from every subcommand, or a path, gets no hint.
+    for other in ["echo.sock", "./send"] {
+        let out = bare_client()
+            .current_dir(dir.path())
+            .arg(other)
+            .write_stdin("hi\n")
+            .assert()
+            .code(1)
+            .get_output()
+            .clone();
+        let line = crate::one_line(&out.stderr);
+        assert!(!line.contains("did you mean"), "{other}: {line}");
+    }
 }

@@ -80,3 +80,63 @@ fn socket_comes_from_the_environment_too() {
         .stderr(predicate::str::contains("not a socket"))
         .stderr(predicate::str::contains("panicked").not());
 }
+
+#[test]
+fn the_socket_may_be_given_as_an_argument_like_the_clients() {
+    use udsecho_harness::{Signal, raw_round_trip};
+    let dir = udsecho_harness::short_temp_dir();
+    let path = dir.path().join("s.sock");
+    // `udsecho-server PATH`, as `udsecho-client PATH` (the harness always passes --socket).
+    let child = std::process::Command::new(udsecho_harness::binary("udsecho-server"))
+        .arg(&path)
+        .env_remove("UDSECHO_SOCKET")
+        .env_remove("LISTEN_FDS")
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while raw_round_trip(&path, b"hi", 2).is_err() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "never served {}",
+            path.display()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    udsecho_harness::signal(child.id(), Signal::TERM).unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success());
+    assert!(!path.exists());
+}
+
+#[test]
+fn two_different_sockets_are_a_usage_error() {
+    let assert = server()
+        .args(["-s", "/tmp/a.sock", "/tmp/b.sock"])
+        .assert()
+        .code(2);
+    let stderr = String::from_utf8_lossy(&assert.get_output().stderr).into_owned();
+    assert!(
+        stderr.contains("the socket is given twice: `/tmp/a.sock` with --socket and `/tmp/b.sock` as an argument"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn generate_man_without_a_directory_says_what_it_needs() {
+    let assert = server().args(["--generate", "man"]).assert().code(2);
+    let stderr = String::from_utf8_lossy(&assert.get_output().stderr).into_owned();
+    assert!(
+        stderr.contains("--generate man needs a directory: udsecho-server --generate man DIR"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn zero_limits_say_what_is_allowed() {
+    server()
+        .args(["--max-connections", "0"])
+        .assert()
+        .code(2)
+        .stderr(predicate::str::contains("must be at least 1"));
+}

@@ -449,6 +449,77 @@ fn a_racer_swapping_links_over_the_fresh_socket_never_gets_a_chmod_through_them(
     );
 }
 
+/// Starts a server as `uid` on `path` (waiting until it serves).
+fn live_server_as(uid: u32, path: &Path) -> Server {
+    let builder = Server::builder().socket(path);
+    match uid {
+        0 => builder,
+        uid => builder.user(uid, uid),
+    }
+    .start()
+    .unwrap()
+}
+
+/// Starts the server expecting the live-server refusal: exit 1, one line naming the socket as
+/// live, with no word about the lock file (which would suggest deleting it).
+fn expect_live_refusal(scene: &Scene, case: &str) {
+    let mut server = scene.server().no_wait().start().unwrap();
+    let status = server.wait_exit(STOP).unwrap();
+    let stderr = server.stderr();
+    assert_eq!(status.code(), Some(1), "{case}: exit status; {stderr}");
+    assert_eq!(stderr.trim_end().lines().count(), 1, "{case}: {stderr}");
+    assert!(
+        stderr.contains(&format!(
+            "{}: a server is already listening on this socket",
+            scene.socket().display()
+        )),
+        "{case}: names the live server: {stderr}"
+    );
+    assert!(!stderr.contains("lock"), "{case}: {stderr}");
+}
+
+#[test]
+fn a_live_server_of_the_other_user_is_named_as_one_not_by_its_lock_file() {
+    if !is_root() {
+        return;
+    }
+    for cast in CASTS {
+        let scene = Scene::new(cast);
+        let mut theirs = live_server_as(cast.attacker, &scene.socket());
+        let before = scene.snapshot();
+        let case = format!("{cast:?}, the other user's udsecho-server live");
+        expect_live_refusal(&scene, &case);
+        assert_eq!(scene.snapshot(), before, "{case}: nothing changed");
+        assert_eq!(
+            raw_round_trip(&scene.socket(), b"still theirs", 4).unwrap(),
+            b"still theirs",
+            "{case}"
+        );
+        assert!(theirs.stop(Signal::TERM, STOP).unwrap().success(), "{case}");
+    }
+}
+
+#[test]
+fn a_live_listener_of_the_other_user_is_named_as_one_even_when_closed_to_us() {
+    if !is_root() {
+        return;
+    }
+    for cast in CASTS {
+        let scene = Scene::new(cast);
+        // Like `nc -lU` run by the other user: no lock file, and a 0600 socket that only its
+        // owner (and root) can connect to.
+        let listener = UnixListener::bind(scene.socket()).unwrap();
+        fs::set_permissions(scene.socket(), fs::Permissions::from_mode(0o600)).unwrap();
+        std::os::unix::fs::lchown(scene.socket(), Some(cast.attacker), Some(cast.attacker))
+            .unwrap();
+        let before = scene.snapshot();
+        let case = format!("{cast:?}, the other user's listener live");
+        expect_live_refusal(&scene, &case);
+        assert_eq!(scene.snapshot(), before, "{case}: nothing changed");
+        drop(listener);
+    }
+}
+
 mod default_socket {
     //! The default socket lives in a directory only its user can use.
 
@@ -491,7 +562,12 @@ mod default_socket {
             cmd.env(key, value);
         }
         let mut child = cmd.spawn().unwrap();
-        std::io::Write::write_all(&mut child.stdin.take().unwrap(), b"ping\n").unwrap();
+        // A client that refuses the directory exits without reading stdin: a broken pipe
+        // here is that refusal, which the caller checks in the output.
+        match std::io::Write::write_all(&mut child.stdin.take().unwrap(), b"ping\n") {
+            Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => {}
+            written => written.unwrap(),
+        }
         child.wait_with_output().unwrap()
     }
 

@@ -108,6 +108,25 @@ fn restart_after_sigkill_works_at_once() {
 }
 
 #[test]
+fn a_lock_file_left_by_sigkill_is_removed_by_the_next_server_at_its_clean_shutdown() {
+    let dir = short_temp_dir();
+    let path = dir.path().join("s.sock");
+    let lock = dir.path().join("s.sock.lock");
+    let mut first = Server::builder().socket(&path).start().unwrap();
+    first.stop(Signal::KILL, STOP).unwrap();
+    assert!(lock.exists(), "SIGKILL leaves the lock file behind");
+    let mut second = Server::builder().socket(&path).start().unwrap();
+    assert_eq!(raw_round_trip(&path, b"again", 5).unwrap(), b"again");
+    assert!(second.stop(Signal::TERM, STOP).unwrap().success());
+    assert!(!path.exists(), "socket file removed: {}", second.stderr());
+    assert!(
+        !lock.exists(),
+        "reused lock file removed: {}",
+        second.stderr()
+    );
+}
+
+#[test]
 fn a_path_that_is_not_a_socket_is_refused_and_never_deleted() {
     let dir = short_temp_dir();
     let path = dir.path().join("notes.txt");
@@ -160,6 +179,13 @@ fn no_permission_names_the_path() {
     assert!(
         stderr.contains(path.to_str().unwrap()) && stderr.contains("permission denied"),
         "{stderr}"
+    );
+    assert!(
+        stderr.contains(&format!(
+            "directory {} is not writable by this user",
+            locked.display()
+        )),
+        "names the directory: {stderr}"
     );
 }
 
