@@ -132,13 +132,46 @@ fn framed_pipe_sends_lines_as_frames_and_prints_each_echo() {
 
 #[test]
 fn framed_pipe_shows_a_server_error_frame_and_exits_1() {
+    // A server that answers the Hello, then refuses the first Data frame with an Error.
+    let (_dir, path) = fake_server(|mut stream| {
+        use std::io::{Read, Write};
+        let mut head = [0u8; 12];
+        stream.read_exact(&mut head).unwrap();
+        let len = u32::from_be_bytes([head[8], head[9], head[10], head[11]]) as usize;
+        stream.read_exact(&mut vec![0u8; len]).unwrap();
+        let mut out = bytes::BytesMut::new();
+        udsecho_proto::Frame::Hello(udsecho_proto::Hello::new(1 << 20, "fake"))
+            .encode(&mut out, u32::MAX)
+            .unwrap();
+        udsecho_proto::Frame::Error(udsecho_proto::ErrorFrame::new(
+            udsecho_proto::ErrorCode::FrameTooLarge,
+            "frame length 39 exceeds max_frame 16",
+        ))
+        .encode(&mut out, u32::MAX)
+        .unwrap();
+        let _ = stream.write_all(&out);
+        let mut rest = Vec::new();
+        let _ = stream.read_to_end(&mut rest);
+    });
+    client(&path)
+        .arg("--framed")
+        .write_stdin("this line is longer than sixteen bytes\n")
+        .assert()
+        .code(1)
+        .stderr(predicate::str::contains("FrameTooLarge"))
+        .stderr(predicate::str::contains(path.to_str().unwrap()));
+}
+
+/// A line longer than the server's limit is refused before it is sent, saying both sizes.
+#[test]
+fn framed_pipe_refuses_a_line_over_the_servers_max_frame() {
     let server = Server::start(["--max-frame", "16"]).unwrap();
     client(server.socket())
         .arg("--framed")
         .write_stdin("this line is longer than sixteen bytes\n")
         .assert()
         .code(1)
-        .stderr(predicate::str::contains("FrameTooLarge"))
+        .stderr(predicate::str::contains("exceeds max_frame 16"))
         .stderr(predicate::str::contains(server.socket().to_str().unwrap()));
 }
 
