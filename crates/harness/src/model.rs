@@ -42,6 +42,14 @@ pub fn expected_replies(input: &[u8], max_frame: u32) -> Vec<Reply> {
             Ok(Some(header)) => header,
             // A partial header at the end is dropped silently.
             Ok(None) => return replies,
+            // A client's Error frame is not read, whatever its length, once its kind byte is
+            // seen; a length over both limits is refused from its 4 bytes first.
+            Err(udsecho_proto::ProtoError::FrameTooLarge { len, .. })
+                if buf.get(4) == Some(&(Kind::Error as u8))
+                    && (len <= limit || len <= MAX_CONTROL_FRAME) =>
+            {
+                return replies;
+            }
             Err(e) => {
                 replies.push(Reply::Error(e.code().expect("header errors carry a code")));
                 return replies;

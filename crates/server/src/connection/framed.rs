@@ -15,7 +15,8 @@ use std::ops::Range;
 
 use bytes::{Bytes, BytesMut};
 use udsecho_proto::{
-    ErrorCode, Frame, Goodbye, GoodbyeReason, HEADER_LEN, Header, Hello, Kind, ProtoError,
+    ErrorCode, Frame, Goodbye, GoodbyeReason, HEADER_LEN, Header, Hello, Kind, MAX_CONTROL_FRAME,
+    ProtoError,
 };
 
 use super::plan::{Before, Breach, Ending, Plan};
@@ -175,10 +176,12 @@ impl Session {
     /// bytes yet.
     fn judge(&self, held: &[u8]) -> Result<Option<(Kind, u32)>, Breach> {
         let header = match Header::peek(held, self.limit) {
-            // A client's Error is not read at all, whatever its length (PROTOCOL.md 4.2): it
-            // is leaving.
+            // A client's Error is not read at all (PROTOCOL.md 4.2): once its kind byte is
+            // known it is leaving, whatever its length. (A length over both limits is refused
+            // from its 4 bytes, before the kind byte, whatever the kind.)
             Err(ProtoError::FrameTooLarge { len, .. })
-                if held.get(4) == Some(&(Kind::Error as u8)) =>
+                if held.get(4) == Some(&(Kind::Error as u8))
+                    && (len <= self.limit || len <= MAX_CONTROL_FRAME) =>
             {
                 return Ok(Some((Kind::Error, len)));
             }
