@@ -5,7 +5,7 @@
 //! 1, 2, 4, ... threads up to the half, interleaved, at 100, 1,000 and 10,000 connections of
 //! 64 B ping-pong. Reported per cell: round trips/s and the speed-up over the same server's
 //! one thread, the server's cores busy and CPU per round trip (`/proc/PID/stat`), p99, the
-//! server's context switches per round trip (every thread's `/proc/PID/task/*/status`), and
+//! server's context switches per 1,000 round trips (every thread's `/proc/PID/task/*/status`), and
 //! how busy the generator was on its own cores (its headroom).
 //!
 //! With fewer than 4 cores there is no scaling to show: it says so and runs 1 + 1.
@@ -353,7 +353,7 @@ fn markdown(layout: &Layout, cells: &[Cell], reps: usize, window: Duration, quic
         let _ = writeln!(
             md,
             "\n| server | threads | server cores busy | server CPU µs per round trip | p99 µs \
-             | context switches per round trip | generator cores busy (of {}) |\n\
+             | context switches per 1,000 round trips | generator cores busy (of {}) |\n\
              |---|---:|---:|---:|---:|---:|---:|",
             layout.generator_threads
         );
@@ -369,7 +369,7 @@ fn markdown(layout: &Layout, cells: &[Cell], reps: usize, window: Duration, quic
                     show(c.median(|r| r.server.as_ref().map(|s| s.cores))),
                     show(c.median(|r| r.server.as_ref()?.us_per_round_trip)),
                     show(c.median(|r| r.latency_us.as_ref().map(|l| l.p99))),
-                    show(c.median(|r| r.server_switches.as_ref()?.per_round_trip)),
+                    show(c.median(|r| r.server_switches.as_ref()?.per_round_trip.map(|p| p * 1e3))),
                     show(c.median(|r| Some(r.generator.cores))),
                 );
             }
@@ -379,7 +379,7 @@ fn markdown(layout: &Layout, cells: &[Cell], reps: usize, window: Duration, quic
     md.push_str(
         "Speed-up in brackets: the server's round trips/s over its own one-thread figure. \
          Context switches: voluntary + involuntary of all the server's threads over the \
-         window, per round trip (a thread-per-core server at load makes few; threads that \
+         window, per 1,000 round trips (a thread-per-core server at load makes few; threads that \
          hand work to each other sleep and wake per hand-off). The generator has headroom \
          while its cores busy stay below its thread count, and when it drives the reference \
          harder than the server under test at the same threads.\n",
