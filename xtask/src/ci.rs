@@ -42,9 +42,11 @@ pub(crate) const STEPS: [Step; 11] = [
             "udsecho-client",
         ])
     }),
-    // A smoke check that the benchmark itself works; its figures are not judged.
+    // A smoke check that the benchmark itself works, and its scaling mode end to end (1 + 1
+    // on a 2-core machine); their figures are not judged.
     ("bench --quick", || {
-        crate::bench::run(&["--quick".to_owned()])
+        crate::bench::run(&["--quick".to_owned()])?;
+        crate::bench::run(&["--scaling".to_owned(), "--quick".to_owned()])
     }),
     ("e2e", crate::e2e::run),
     ("nc-compat", crate::nc_compat::run),

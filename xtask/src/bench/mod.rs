@@ -8,7 +8,10 @@
 //! - `scenario`: what is measured, and for how long (`Plan`: full or `--quick`);
 //! - `peer`: who is measured, and how to build, start and stop each;
 //! - `run`: one measured run;
-//! - `report`: medians, ratios, and `target/bench/results.md`, `results.json`, `chart.svg`.
+//! - `report`: medians, ratios, and `target/bench/results.md`, `results.json` (tables only:
+//!   the hand-written SVG chart is gone, #19);
+//! - `scaling`: `--scaling`, each server at 1, 2, 4, ... threads pinned to half the cores,
+//!   the multi-threaded generator on the other half.
 //!
 //! A benchmark, not a test: it fails only when a run fails (an echo mismatch, a server that
 //! does not start), never on a figure.
@@ -16,6 +19,7 @@
 mod peer;
 mod report;
 mod run;
+mod scaling;
 mod scenario;
 
 use std::fs;
@@ -26,32 +30,42 @@ use self::peer::Setup;
 use self::report::{Column, Results, Row};
 use self::scenario::{Load, Plan};
 
-const USAGE: &str = "usage: cargo xtask bench [--quick] [--only TEXT]
+const USAGE: &str = "usage: cargo xtask bench [--quick] [--only TEXT] [--scaling]
   --quick      one short run per cell (what `cargo xtask ci` runs as a smoke check)
-  --only TEXT  only the scenarios whose name contains TEXT (e.g. --only stream)";
+  --only TEXT  only the scenarios whose name contains TEXT (e.g. --only stream)
+  --scaling    server on half the cores, loadgen on the other half: each server at
+               1, 2, 4, ... threads (on 2 cores: 1 + 1, and it says it cannot scale)";
 
 /// The command-line options.
 #[derive(Debug)]
 struct Options {
     quick: bool,
     only: Option<String>,
+    scaling: bool,
 }
 
 fn options(args: &[String]) -> Result<Options, String> {
     let mut opts = Options {
         quick: false,
         only: None,
+        scaling: false,
     };
     let mut args = args.iter();
     while let Some(arg) = args.next() {
         match arg.as_str() {
             "--quick" => opts.quick = true,
+            "--scaling" => opts.scaling = true,
             "--only" => {
                 let text = args.next().ok_or(format!("--only needs a text\n{USAGE}"))?;
                 opts.only = Some(text.clone());
             }
             other => return Err(format!("unknown bench option {other:?}\n{USAGE}")),
         }
+    }
+    if opts.scaling && opts.only.is_some() {
+        return Err(format!(
+            "--scaling has its own scenarios; --only does not apply\n{USAGE}"
+        ));
     }
     Ok(opts)
 }
@@ -62,6 +76,9 @@ pub(crate) fn run(args: &[String]) -> Result<(), String> {
         return Ok(());
     }
     let opts = options(args)?;
+    if opts.scaling {
+        return scaling::run(opts.quick);
+    }
     let plan = Plan::new(opts.quick);
     let scenarios: Vec<_> = scenario::all(&plan)
         .into_iter()
@@ -138,10 +155,9 @@ pub(crate) fn run(args: &[String]) -> Result<(), String> {
     let md = results.markdown();
     write(&out_dir.join("results.md"), &md)?;
     write(&out_dir.join("results.json"), &results.json()?)?;
-    write(&out_dir.join("chart.svg"), &results.svg())?;
     println!("{md}");
     println!(
-        "wrote {}/results.md, results.json, chart.svg ({:.0} s)",
+        "wrote {}/results.md, results.json ({:.0} s)",
         out_dir.display(),
         started.elapsed().as_secs_f64()
     );
@@ -203,7 +219,14 @@ mod tests {
                 .contains("unknown bench option")
         );
         let o = options(&["--quick".to_owned(), "--only".to_owned(), "idle".to_owned()]).unwrap();
-        assert!(o.quick && o.only.as_deref() == Some("idle"));
+        assert!(o.quick && o.only.as_deref() == Some("idle") && !o.scaling);
+        let o = options(&["--scaling".to_owned(), "--quick".to_owned()]).unwrap();
+        assert!(o.scaling && o.quick);
+        assert!(
+            options(&["--scaling".to_owned(), "--only".to_owned(), "x".to_owned()])
+                .unwrap_err()
+                .contains("--only does not apply")
+        );
     }
 
     #[test]

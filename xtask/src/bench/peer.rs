@@ -136,28 +136,52 @@ impl Setup {
 
     /// Starts server `who` on `socket` and waits until it accepts.
     pub(crate) fn start(&self, who: Contender, socket: &Path) -> Result<Child, String> {
-        let mut cmd = match who {
-            Contender::Udsecho => {
+        self.start_pinned(who, socket, None)
+    }
+
+    /// Starts server `who` on `socket`, with `threads` serving threads on the cores `cpus`
+    /// (a `taskset -c` list) when `pinned` says so, and waits until it accepts.
+    pub(crate) fn start_pinned(
+        &self,
+        who: Contender,
+        socket: &Path,
+        pinned: Option<(usize, &str)>,
+    ) -> Result<Child, String> {
+        let threads = pinned.map(|(n, _)| n.to_string());
+        let mut cmd = match (who, &threads) {
+            (Contender::Udsecho, _) => {
                 let mut c = Command::new(&self.server);
                 c.arg("--socket").arg(socket).arg("--quiet");
+                if let Some(n) = &threads {
+                    c.args(["--threads", n]);
+                }
                 c
             }
-            Contender::Epoll | Contender::ClientPipe | Contender::NcPipe | Contender::SocatPipe => {
+            (Contender::Epoll | Contender::Tokio, _) => {
+                let program = if who == Contender::Epoll {
+                    &self.epoll_echo
+                } else {
+                    &self.tokio_echo
+                };
+                let mut c = Command::new(program);
+                if let Some(n) = &threads {
+                    c.args(["--threads", n]);
+                }
+                c.arg(socket);
+                c
+            }
+            (_, Some(_)) => return Err(format!("{} has no thread count", who.name())),
+            (Contender::ClientPipe | Contender::NcPipe | Contender::SocatPipe, None) => {
                 let mut c = Command::new(&self.epoll_echo);
                 c.arg(socket);
                 c
             }
-            Contender::Tokio => {
-                let mut c = Command::new(&self.tokio_echo);
-                c.arg(socket);
-                c
-            }
-            Contender::Go => {
+            (Contender::Go, None) => {
                 let mut c = Command::new(self.go_echo.as_ref().ok_or("no Go peer was built")?);
                 c.arg(socket);
                 c
             }
-            Contender::Socat => {
+            (Contender::Socat, None) => {
                 let mut c = Command::new("socat");
                 c.arg(format!(
                     "UNIX-LISTEN:{},fork,backlog=4096",
@@ -166,8 +190,13 @@ impl Setup {
                 .arg("EXEC:cat");
                 c
             }
-            Contender::Loopback => return Err("the loopback has no server".to_owned()),
+            (Contender::Loopback, None) => {
+                return Err("the loopback has no server".to_owned());
+            }
         };
+        if let Some((_, cpus)) = pinned {
+            cmd = taskset(cpus, &cmd);
+        }
         let mut child = cmd
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -181,6 +210,18 @@ impl Setup {
         }
         Ok(child)
     }
+}
+
+/// `cmd` run by `taskset -c CPUS`: its affinity is set before it starts, so every thread it
+/// makes inherits it (setting it on a running pid reaches only that one thread).
+pub(crate) fn taskset(cpus: &str, cmd: &Command) -> Command {
+    let mut pinned = Command::new("taskset");
+    pinned
+        .arg("-c")
+        .arg(cpus)
+        .arg(cmd.get_program())
+        .args(cmd.get_args());
+    pinned
 }
 
 /// Whether the generator can hold both ends of `connections` socket pairs.

@@ -1,6 +1,6 @@
-//! The results of a bench run and their three forms: `results.md` for people (tables with
-//! medians, ranges and ratios), `results.json` for tools (serde, every run's full report),
-//! and `chart.svg`.
+//! The results of a bench run and their two forms: `results.md` for people (tables with
+//! medians, ranges and ratios) and `results.json` for tools (serde, every run's full report).
+//! The tables carry every figure; there is no chart (#19 dropped the hand-written SVG).
 
 use std::fmt::Write as _;
 
@@ -588,99 +588,6 @@ impl Results {
         })
         .map_err(|e| format!("cannot write results.json: {e}"))
     }
-
-    /// Bars per scenario, each scaled to the best server there, under a title that says what
-    /// was measured where.
-    pub(crate) fn svg(&self) -> String {
-        const COLORS: [&str; 5] = ["#d9480f", "#495057", "#1c7ed6", "#2f9e44", "#7048e8"];
-        let servers = self.servers();
-        let rows: Vec<&Row> = self.server_rows().collect();
-        let (bar_h, label_w, bar_w, top) = (13, 330, 420, 78);
-        let row_h = bar_h * servers.len() as i32 + 24;
-        let height = top + row_h * rows.len() as i32 + 10;
-        let width = label_w + bar_w + 150;
-        let mut svg = format!(
-            "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{width}\" height=\"{height}\" \
-             font-family=\"sans-serif\" font-size=\"12\">\n<rect width=\"100%\" height=\"100%\" \
-             fill=\"white\"/>\n<text x=\"10\" y=\"20\" font-size=\"15\" font-weight=\"bold\">\
-             udsecho against the epoll reference and other echo servers</text>\n<text x=\"10\" \
-             y=\"38\" fill=\"#555\">{} · {}</text>\n",
-            xml(&self.machine),
-            xml(&if self.ranges() {
-                format!(
-                    "median of {} interleaved runs of {:.0} s each",
-                    self.plan.reps,
-                    self.plan.window.as_secs_f64()
-                )
-            } else {
-                format!(
-                    "one {:.1} s run each (--quick): a smoke check, not a comparison",
-                    self.plan.window.as_secs_f64()
-                )
-            })
-        );
-        for (i, s) in servers.iter().enumerate() {
-            let x = 10 + i as i32 * 150;
-            let _ = writeln!(
-                svg,
-                "<rect x=\"{x}\" y=\"50\" width=\"12\" height=\"12\" fill=\"{}\"/><text x=\"{}\" \
-                 y=\"60\">{}</text>",
-                COLORS[i % COLORS.len()],
-                x + 16,
-                xml(s.name())
-            );
-        }
-        for (ri, row) in rows.iter().enumerate() {
-            let y0 = top + ri as i32 * row_h;
-            let load = row.scenario.load;
-            let medians: Vec<Option<f64>> = servers
-                .iter()
-                .map(|s| {
-                    row.column(*s)
-                        .and_then(|c| c.stats(|m| m.headline(load)))
-                        .map(|s| s.median)
-                })
-                .collect();
-            let max = medians.iter().flatten().copied().fold(1e-9, f64::max);
-            let _ = writeln!(
-                svg,
-                "<text x=\"10\" y=\"{}\" font-weight=\"bold\">{}</text><text x=\"10\" y=\"{}\" \
-                 fill=\"#555\">{} ({} is better)</text>",
-                y0 + 14,
-                xml(&row.scenario.name),
-                y0 + 28,
-                row.scenario.unit(),
-                if row.scenario.higher_is_better() {
-                    "longer"
-                } else {
-                    "shorter"
-                }
-            );
-            for (i, m) in medians.iter().enumerate() {
-                let Some(m) = m else { continue };
-                let y = y0 + 4 + i as i32 * bar_h;
-                let w = ((m / max) * f64::from(bar_w)).max(1.0) as i32;
-                let _ = writeln!(
-                    svg,
-                    "<rect x=\"{label_w}\" y=\"{y}\" width=\"{w}\" height=\"{}\" fill=\"{}\"/>\
-                     <text x=\"{}\" y=\"{}\">{}</text>",
-                    bar_h - 2,
-                    COLORS[i % COLORS.len()],
-                    label_w + w + 6,
-                    y + bar_h - 3,
-                    number(*m)
-                );
-            }
-        }
-        svg.push_str("</svg>\n");
-        svg
-    }
-}
-
-fn xml(s: &str) -> String {
-    s.replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
 }
 
 #[cfg(test)]
