@@ -103,9 +103,9 @@ enum Dropped {
     /// The sender's path no longer names a socket of the sender's own (a symlink, another
     /// file, another owner).
     Impostor,
-    /// The sender's abstract name is not known to be its own here: it sent from another
-    /// network namespace (where the same name may belong to somebody else in ours), or its
-    /// namespace could not be checked.
+    /// The sender's abstract name is not its own in this server's network namespace: it
+    /// belongs to another uid here, or to nobody (the sender's socket is in another
+    /// namespace).
     ForeignName,
     /// The sender's path is relative (to its own working directory, unknown here).
     RelativePath,
@@ -129,8 +129,8 @@ impl Dropped {
                 "whose sender's path no longer named a socket of its own (replaced or a symlink)"
             }
             Dropped::ForeignName => {
-                "from an abstract address not known to be in this server's network namespace \
-                 (bind the client's socket to a path to get replies)"
+                "from an abstract address that is not the sender's own in this server's network \
+                 namespace (bind the client's socket to a path to get replies)"
             }
             Dropped::RelativePath => {
                 "from a sender bound to a relative path (bind it to an absolute one)"
@@ -202,8 +202,10 @@ pub(crate) async fn serve(socket: UnixDatagram, name: &str, config: &Config, shu
         buf: vec![0u8; MAX_DATAGRAM],
         drops: DropLog::default(),
         // A sender can reach a path-bound socket from any network namespace; an abstract one
-        // only from its own, where every abstract name is the sender's own.
-        namespaces: bound_to_abstract_name(&socket).not().then(Namespaces::new),
+        // only with a socket of its own namespace, whose name is its own there.
+        names: bound_to_abstract_name(&socket)
+            .not()
+            .then(AbstractNames::default),
     };
     loop {
         tokio::select! {
@@ -258,58 +260,51 @@ struct State {
     /// Where each datagram is read, [`MAX_DATAGRAM`] bytes.
     buf: Vec<u8>,
     drops: DropLog,
-    /// Checks abstract senders' network namespaces; `None` when the server's own address is
-    /// abstract (only senders of its own namespace can reach it).
-    namespaces: Option<Namespaces>,
+    /// Checks who owns an abstract sender's name here; `None` when the server's own address
+    /// is abstract (only sockets of its own namespace can reach it).
+    names: Option<AbstractNames>,
 }
 
-/// Is an abstract sender in this server's network namespace?
+/// Does an abstract name belong, in this server's network namespace, to the sender?
 ///
-/// Abstract names are per network namespace. A sender in a namespace of its own (`unshare -r
-/// -n` needs no privilege) can bind a name that, in the server's namespace, belongs to another
-/// service, and reach a path-bound server through the file system; a reply by that name would
-/// land at the other service, from the server's address and with its credentials. So an
-/// abstract sender is answered only if the process the kernel names in its credentials
-/// (`SCM_CREDENTIALS`) is in the server's network namespace, by `/proc/PID/ns/net`. Reading
-/// another user's namespace needs root (ptrace rights): a server that is not root answers
-/// abstract senders of other users only when it can check them — which it cannot, so those
-/// are dropped and counted (bind the sender to a path instead).
-#[derive(Debug)]
-struct Namespaces {
-    /// The server's own network namespace (device, inode); `None` without `/proc`.
-    own: Option<(u64, u64)>,
-    /// Recent verdicts by pid, each trusted for [`VERDICT_TTL`].
-    seen: HashMap<i32, (bool, Instant)>,
+/// Abstract names are per network namespace, and anyone can make one (`unshare -r -n`). A
+/// sender can carry a name that, here, belongs to another service: from a namespace of its
+/// own, through a path-bound server's file; or from a socket made in another namespace while
+/// its process (or one thread of it) is in ours. A reply by that name would reach the other
+/// service, from the server's address and with its credentials. So, as for a path, the
+/// reply goes out only if the name's socket here is owned by the uid the kernel says sent the
+/// datagram (`SCM_CREDENTIALS`), from the kernel's socket diagnostics ([`crate::unix_diag`]).
+/// One dump lists every name; it is reused for [`OWNERS_TTL`], and a name it lacks triggers
+/// a new dump at most every [`REDUMP_AFTER`].
+#[derive(Debug, Default)]
+struct AbstractNames {
+    /// The last dump and when it was taken.
+    owners: HashMap<Vec<u8>, u32>,
+    taken_at: Option<Instant>,
 }
 
-/// How long a pid's verdict is reused: short, so that a pid that exits and is reused by
-/// another process is looked at again.
-const VERDICT_TTL: Duration = Duration::from_millis(100);
+/// How long one dump of the namespace's names is trusted.
+const OWNERS_TTL: Duration = Duration::from_millis(100);
+/// The least time between two dumps, whatever names senders show.
+const REDUMP_AFTER: Duration = Duration::from_millis(10);
 
-impl Namespaces {
-    fn new() -> Namespaces {
-        Namespaces {
-            own: netns("/proc/self/ns/net"),
-            seen: HashMap::new(),
-        }
-    }
-
-    fn is_ours(&mut self, pid: i32) -> bool {
-        let Some(own) = self.own else {
-            return false;
-        };
+impl AbstractNames {
+    fn owned_by(&mut self, name: &[u8], uid: u32) -> bool {
         let now = Instant::now();
-        if let Some(&(ours, at)) = self.seen.get(&pid)
-            && now.duration_since(at) < VERDICT_TTL
-        {
-            return ours;
+        let age = self.taken_at.map(|at| now.duration_since(at));
+        let stale = age.is_none_or(|age| age >= OWNERS_TTL);
+        let unknown = !self.owners.contains_key(name) && age.is_none_or(|a| a >= REDUMP_AFTER);
+        if stale || unknown {
+            match crate::unix_diag::abstract_owners() {
+                Ok(owners) => self.owners = owners,
+                Err(e) => {
+                    tracing::debug!("listing abstract socket names: {e}");
+                    self.owners.clear();
+                }
+            }
+            self.taken_at = Some(now);
         }
-        if self.seen.len() >= 4096 {
-            self.seen.clear();
-        }
-        let ours = netns(&format!("/proc/{pid}/ns/net")) == Some(own);
-        self.seen.insert(pid, (ours, now));
-        ours
+        self.owners.get(name) == Some(&uid)
     }
 }
 
@@ -321,12 +316,6 @@ fn bound_to_abstract_name(socket: &UnixDatagram) -> bool {
         .is_some_and(|a| a.abstract_name().is_some())
 }
 
-/// The network namespace a `/proc/.../ns/net` link names, as (device, inode).
-fn netns(link: &str) -> Option<(u64, u64)> {
-    let stat = rustix::fs::stat(link).ok()?;
-    Some((stat.st_dev, stat.st_ino))
-}
-
 /// Answers datagrams until none is queued (or `limit` were read).
 fn answer_queued(
     socket: &UnixDatagram,
@@ -334,11 +323,7 @@ fn answer_queued(
     state: &mut State,
     limit: usize,
 ) -> io::Result<()> {
-    let State {
-        buf,
-        drops,
-        namespaces,
-    } = state;
+    let State { buf, drops, names } = state;
     for _ in 0..limit {
         let mut space = [std::mem::MaybeUninit::uninit(); rustix::cmsg_space!(ScmCredentials(1))];
         let mut control = RecvAncillaryBuffer::new(&mut space);
@@ -393,9 +378,10 @@ fn answer_queued(
                 continue;
             }
             Some(path) => reply_to_path(socket, datagram, &path, uid),
-            None if namespaces
-                .as_mut()
-                .is_some_and(|ns| !ns.is_ours(cred.pid.as_raw_nonzero().get())) =>
+            None if names.as_mut().is_some_and(|names| {
+                let name = sender.abstract_name().unwrap_or_default();
+                !names.owned_by(name, uid)
+            }) =>
             {
                 drops.dropped(Dropped::ForeignName);
                 continue;

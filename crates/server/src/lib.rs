@@ -31,6 +31,7 @@ mod server;
 mod shutdown;
 mod signals;
 mod socket_file;
+mod unix_diag;
 mod workers;
 
 pub use crate::config::{

@@ -152,9 +152,16 @@ fn notify_socket_may_be_an_abstract_name() {
 /// inside another network namespace, a relative bind). `prefix` goes before `python3`
 /// (`unshare -r -n`); `cwd` is its working directory.
 fn python(prefix: &[&str], cwd: &Path, script: &str) -> std::process::Output {
+    // The system's interpreter where there is one: another user may not reach a per-user
+    // install (pyenv under /root).
+    let python3 = if Path::new("/usr/bin/python3").exists() {
+        "/usr/bin/python3"
+    } else {
+        "python3"
+    };
     let (program, args) = match prefix.split_first() {
-        Some((first, rest)) => (*first, [rest, &["python3", "-c", script]].concat()),
-        None => ("python3", vec!["-c", script]),
+        Some((first, rest)) => (*first, [rest, &[python3, "-c", script]].concat()),
+        None => (python3, vec!["-c", script]),
     };
     let child = Command::new(program)
         .args(&args)
@@ -200,7 +207,20 @@ fn a_reply_never_goes_to_an_abstract_name_from_another_network_namespace() {
          s.sendto(b'FORGED by a neighbour', {:?})\n",
         server.socket().to_str().unwrap()
     );
-    let out = python(&["unshare", "-r", "-n"], Path::new("/"), &script);
+    // Another user: the server's own user may of course talk to its own sockets.
+    let out = python(
+        &[
+            "setpriv",
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+            "unshare",
+            "-r",
+            "-n",
+        ],
+        Path::new("/"),
+        &script,
+    );
     assert!(
         out.status.success(),
         "{}",
@@ -225,9 +245,9 @@ fn a_reply_never_goes_to_an_abstract_name_from_another_network_namespace() {
     let mut server = server;
     assert!(server.stop(Signal::TERM, LIMIT).unwrap().success());
     assert!(
-        server.stderr().contains(
-            "from an abstract address not known to be in this server's network namespace"
-        ),
+        server
+            .stderr()
+            .contains("from an abstract address that is not the sender's own"),
         "the drop is counted and said: {}",
         server.stderr()
     );
@@ -392,4 +412,58 @@ fn an_empty_seqpacket_message_is_not_the_end_of_the_stream() {
     // Then the end: a zero-length read with the peer's side shut.
     let (n, _) = rustix::net::recv(&fd, &mut buf[..], RecvFlags::empty()).unwrap();
     assert_eq!(n, 0);
+}
+
+/// The second review's bypass: the process stays in the server's network namespace (its
+/// credentials name it) while one of its threads unshares a namespace of its own, binds the
+/// host service's abstract name there and sends. Any user can do this; the reply must still
+/// not reach the host's socket of that name.
+#[test]
+fn a_thread_in_another_network_namespace_cannot_borrow_a_name_of_ours() {
+    if !user_namespaces_work() {
+        eprintln!("skipped: user namespaces are off here (`unshare -r -n true` fails)");
+        return;
+    }
+    let server = Server::start(["--type", "datagram", "--socket-mode", "0666"]).unwrap();
+    let name = format!("udsecho-test-victim2-{}", std::process::id());
+    let victim =
+        UnixDatagram::bind_addr(&SocketAddr::from_abstract_name(name.as_bytes()).unwrap()).unwrap();
+    victim
+        .set_read_timeout(Some(Duration::from_millis(700)))
+        .unwrap();
+    let script = format!(
+        "import ctypes, socket, threading\n\
+         libc = ctypes.CDLL(None, use_errno=True)\n\
+         assert libc.unshare(0x10000000) == 0\n\
+         def alone():\n\
+         \x20   assert libc.unshare(0x40000000) == 0\n\
+         \x20   s = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)\n\
+         \x20   s.bind('\\0{name}')\n\
+         \x20   s.sendto(b'FORGED from a thread', {:?})\n\
+         t = threading.Thread(target=alone)\n\
+         t.start(); t.join()\n",
+        server.socket().to_str().unwrap()
+    );
+    let out = python(
+        &[
+            "setpriv",
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+        ],
+        Path::new("/"),
+        &script,
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let mut buf = [0u8; 256];
+    if let Ok(n) = victim.recv(&mut buf) {
+        panic!(
+            "the host's socket got {:?} from the server",
+            String::from_utf8_lossy(&buf[..n])
+        );
+    }
 }
