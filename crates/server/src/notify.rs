@@ -42,6 +42,14 @@ fn send(message: String) {
     let Some(target) = std::env::var_os("NOTIFY_SOCKET") else {
         return;
     };
+    let mut backlog = BACKLOG.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some(queue) = backlog.as_ref() {
+        // Behind the ones already waiting, in order, through the thread's own socket.
+        if queue.send(message).is_err() {
+            tracing::warn!("sd_notify: the notifying thread is gone; a notification was dropped");
+        }
+        return;
+    }
     let (socket, to) = match open(&target) {
         Ok(pair) => pair,
         Err(why) => {
@@ -49,15 +57,6 @@ fn send(message: String) {
             return;
         }
     };
-    let mut backlog = BACKLOG.lock().unwrap_or_else(|e| e.into_inner());
-    if let Some(queue) = backlog.as_ref() {
-        // Behind the ones already waiting, in order.
-        if queue.send(message).is_ok() {
-            return;
-        }
-        tracing::warn!("sd_notify: the notifying thread is gone; a notification was dropped");
-        return;
-    }
     match rustix::net::sendto(
         &socket,
         message.as_bytes(),
