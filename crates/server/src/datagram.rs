@@ -274,27 +274,32 @@ struct State {
 /// service, from the server's address and with its credentials. So, as for a path, the
 /// reply goes out only if the name's socket here is owned by the uid the kernel says sent the
 /// datagram (`SCM_CREDENTIALS`), from the kernel's socket diagnostics ([`crate::unix_diag`]).
-/// One dump lists every name; it is reused for [`OWNERS_TTL`], and a name it lacks triggers
-/// a new dump at most every [`REDUMP_AFTER`].
+/// One dump lists every name; it is reused for [`OWNERS_TTL`]. A name it lacks (a sender
+/// that bound a moment ago) triggers a new dump, once per name within [`OWNERS_TTL`]: a
+/// sender repeating a name it does not own costs one dump, not one per datagram; a sender
+/// inventing a new name each time costs a dump per datagram, as a sender with a new socket
+/// per datagram would.
 #[derive(Debug, Default)]
 struct AbstractNames {
-    /// The last dump and when it was taken.
+    /// The last dump: each name's owner.
     owners: HashMap<Vec<u8>, u32>,
+    /// When it was taken.
     taken_at: Option<Instant>,
+    /// Names the last dump lacked and were looked for since.
+    missing: std::collections::HashSet<Vec<u8>>,
 }
 
 /// How long one dump of the namespace's names is trusted.
 const OWNERS_TTL: Duration = Duration::from_millis(100);
-/// The least time between two dumps, whatever names senders show.
-const REDUMP_AFTER: Duration = Duration::from_millis(10);
 
 impl AbstractNames {
     fn owned_by(&mut self, name: &[u8], uid: u32) -> bool {
         let now = Instant::now();
-        let age = self.taken_at.map(|at| now.duration_since(at));
-        let stale = age.is_none_or(|age| age >= OWNERS_TTL);
-        let unknown = !self.owners.contains_key(name) && age.is_none_or(|a| a >= REDUMP_AFTER);
-        if stale || unknown {
+        let stale = self
+            .taken_at
+            .is_none_or(|at| now.duration_since(at) >= OWNERS_TTL);
+        let new_name = !self.owners.contains_key(name) && !self.missing.contains(name);
+        if stale || new_name {
             match crate::unix_diag::abstract_owners() {
                 Ok(owners) => self.owners = owners,
                 Err(e) => {
@@ -302,9 +307,18 @@ impl AbstractNames {
                     self.owners.clear();
                 }
             }
-            self.taken_at = Some(now);
+            if stale {
+                self.taken_at = Some(now);
+                self.missing.clear();
+            }
         }
-        self.owners.get(name) == Some(&uid)
+        match self.owners.get(name) {
+            Some(&owner) => owner == uid,
+            None => {
+                self.missing.insert(name.to_vec());
+                false
+            }
+        }
     }
 }
 
