@@ -43,6 +43,10 @@ impl fmt::Display for Mode {
 }
 
 /// Which kind of Unix socket to serve.
+///
+/// The client has its own `SocketType`, the kind it connects with: the two binaries never
+/// depend on each other, and `udsecho-proto`, the one crate they share, knows bytes, not
+/// sockets. Both spell the kinds as `--type` takes them (`stream`, `seqpacket`, `datagram`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum SocketType {
     /// `SOCK_STREAM`: a byte stream (what `nc -U` speaks); raw and framed modes.
@@ -148,6 +152,12 @@ impl fmt::Display for SocketAddress {
 /// The socket file's permission bits unless `--socket-mode` says otherwise.
 pub const DEFAULT_SOCKET_MODE: u32 = 0o600;
 
+/// Connections served at once unless `--max-connections` says otherwise.
+pub const DEFAULT_MAX_CONNECTIONS: u32 = 16_384;
+
+/// How long a graceful shutdown may drain unless `--shutdown-timeout` says otherwise.
+pub const DEFAULT_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(5);
+
 /// Everything a running server needs to know.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -184,9 +194,9 @@ impl Config {
             socket_type: SocketType::Stream,
             mode: Mode::Auto,
             max_frame: udsecho_proto::DEFAULT_MAX_FRAME,
-            max_connections: 16_384,
+            max_connections: DEFAULT_MAX_CONNECTIONS as usize,
             idle_timeout: None,
-            shutdown_timeout: Duration::from_secs(5),
+            shutdown_timeout: DEFAULT_SHUTDOWN_TIMEOUT,
             socket_mode: DEFAULT_SOCKET_MODE,
             allow_uids: Vec::new(),
             threads: 1,

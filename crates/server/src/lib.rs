@@ -23,6 +23,7 @@ mod config;
 mod connection;
 mod datagram;
 mod echo_log;
+mod listen_error;
 mod listener;
 pub mod logging;
 mod notify;
@@ -35,10 +36,12 @@ mod unix_diag;
 mod workers;
 
 pub use crate::config::{
-    Config, DEFAULT_SOCKET_MODE, DEFAULT_SOCKET_NAME, MAX_SOCKET_PATH, Mode, SocketAddress,
-    SocketType, default_socket_dir, default_threads,
+    Config, DEFAULT_MAX_CONNECTIONS, DEFAULT_SHUTDOWN_TIMEOUT, DEFAULT_SOCKET_MODE,
+    DEFAULT_SOCKET_NAME, MAX_SOCKET_PATH, Mode, SocketAddress, SocketType, default_socket_dir,
+    default_threads,
 };
-pub use crate::listener::{Inherited, ListenError, Listener};
+pub use crate::listen_error::ListenError;
+pub use crate::listener::{Inherited, Listener};
 pub use crate::server::{ServeError, run};
 pub use crate::shutdown::Shutdown;
 pub use crate::signals::Signals;

@@ -37,7 +37,7 @@ use rustix::fs::{Mode, OFlags};
 use tokio::net::UnixStream;
 
 use crate::config::SocketType;
-use crate::listener::ListenError;
+use crate::listen_error::{ListenError, parent};
 
 /// A file this server created, known by its device and inode so that it is removed only while
 /// the path still holds it.
@@ -196,7 +196,7 @@ fn open_lock_file(socket: &Path, path: &Path) -> Result<Option<OwnedFd>, ListenE
 /// the message names it.
 fn creating(socket: &Path, op: &'static str, e: io::Error) -> ListenError {
     use rustix::fs::Access;
-    let dir = crate::listener::parent(socket);
+    let dir = parent(socket);
     if e.kind() == io::ErrorKind::PermissionDenied
         && dir.is_dir()
         && rustix::fs::access(dir, Access::WRITE_OK | Access::EXEC_OK).is_err()
@@ -303,10 +303,7 @@ fn same_path_forms(path: &Path) -> Vec<PathBuf> {
     if let Ok(absolute) = std::path::absolute(path) {
         forms.push(absolute);
     }
-    if let (Ok(dir), Some(name)) = (
-        fs::canonicalize(crate::listener::parent(path)),
-        path.file_name(),
-    ) {
+    if let (Ok(dir), Some(name)) = (fs::canonicalize(parent(path)), path.file_name()) {
         forms.push(dir.join(name));
     }
     forms
@@ -512,7 +509,7 @@ pub(crate) fn listen(fd: &OwnedFd, kind: SocketType) -> io::Result<()> {
 /// it). A directory owned by someone else, or writable by others without the sticky bit, is
 /// refused before anything is created in it.
 fn check_parent(path: &Path) -> Result<(), ListenError> {
-    let dir = crate::listener::parent(path);
+    let dir = parent(path);
     // A missing directory is reported by the steps that follow, naming the socket.
     let Ok(meta) = fs::metadata(dir) else {
         return Ok(());

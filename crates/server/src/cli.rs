@@ -1,0 +1,337 @@
+//! The server's command line: its flags (clap derive), the checks clap cannot make, the
+//! [`Config`] they ask for, and what the man page says beyond the flags. Part of the binary,
+//! not of the library.
+
+use std::time::Duration;
+
+use clap::parser::ValueSource;
+use clap::{ArgAction, CommandFactory, FromArgMatches, Parser, ValueEnum};
+use udsecho_server::{
+    Config, DEFAULT_MAX_CONNECTIONS, DEFAULT_SHUTDOWN_TIMEOUT, DEFAULT_SOCKET_MODE, Mode,
+    SocketAddress, SocketType,
+};
+
+use crate::generate::Docs;
+
+/// A Unix-domain-socket echo server.
+///
+/// Echoes every byte back in raw mode (what `nc -U` and `socat` speak) and every Data frame
+/// back in framed mode (udsecho's length-prefixed protocol, see PROTOCOL.md). In auto mode it
+/// tells them apart per connection. SIGINT, SIGTERM or SIGHUP drains every connection, removes
+/// the socket file and exits 0; a second one (or SIGQUIT) closes every connection at once.
+/// SIGUSR1, SIGUSR2 and SIGALRM are ignored.
+///
+/// Exit status: 0 after a clean shutdown, 1 when the server cannot start (the message names
+/// the socket and the cause), 2 for bad flags.
+#[derive(Debug, Parser)]
+#[command(version, about, long_about, max_term_width = 100)]
+pub(crate) struct Cli {
+    /// Socket to listen on; `@name` is a Linux abstract socket (no file)
+    /// [default: echo.sock in $XDG_RUNTIME_DIR/udsecho/, else /run/udsecho/ for root,
+    /// /tmp/udsecho-$UID/ for others; a 0700 directory the server creates]
+    #[arg(short, long, env = "UDSECHO_SOCKET", value_name = "PATH", value_parser = parse_socket)]
+    pub(crate) socket: Option<SocketAddress>,
+
+    /// Socket to listen on, as a plain argument (the same as --socket, as the client takes it)
+    #[arg(value_name = "SOCKET", value_parser = parse_socket, conflicts_with = "inetd")]
+    path: Option<SocketAddress>,
+
+    /// Socket type: stream (what nc -U speaks), seqpacket (each message echoed as one
+    /// message), or datagram (each datagram answered to its sender)
+    #[arg(long = "type", value_enum, default_value_t = CliType::Stream)]
+    socket_type: CliType,
+
+    /// Short for --type datagram (as in nc -u)
+    #[arg(short = 'u', conflicts_with = "socket_type")]
+    datagram: bool,
+
+    /// Serve the one socket on standard input (inetd, systemd Accept=yes with
+    /// StandardInput=socket, ucspi-unix unixserver, s6-ipcserver), then exit
+    #[arg(long, conflicts_with_all = ["socket", "socket_mode", "socket_type", "datagram"])]
+    pub(crate) inetd: bool,
+
+    /// How to read stream connections: detect per connection, or force one mode
+    /// (seqpacket and datagram sockets are raw: they have their own message boundaries)
+    #[arg(long, value_enum, default_value_t = CliMode::Auto)]
+    mode: CliMode,
+
+    /// Largest frame body accepted in framed mode (bytes; KiB/MiB suffixes allowed)
+    #[arg(long, value_name = "BYTES", default_value = "8MiB", value_parser = parse_size)]
+    max_frame: u32,
+
+    /// Connections served at once; further peers wait in the listen backlog until one ends
+    #[arg(long, value_name = "N", default_value_t = DEFAULT_MAX_CONNECTIONS, value_parser = parse_at_least_one)]
+    max_connections: u32,
+
+    /// Close a connection after this long without a byte moving (e.g. 30s, 5m) [default: never]
+    #[arg(long, value_name = "DUR", value_parser = parse_positive_duration)]
+    idle_timeout: Option<Duration>,
+
+    /// How long a graceful shutdown may drain connections before cutting them (0s: no drain)
+    #[arg(long, value_name = "DUR", default_value_t = DEFAULT_SHUTDOWN_TIMEOUT.into(), value_parser = parse_shutdown_timeout)]
+    shutdown_timeout: humantime::Duration,
+
+    /// Permission bits of the socket file, in octal; it is never more open than this, not even
+    /// for an instant [default: 0600]. Not for @name: abstract sockets have no file
+    #[arg(long, value_name = "OCTAL", value_parser = parse_mode)]
+    socket_mode: Option<u32>,
+
+    /// Serve only peers with this user (name or uid, checked with SO_PEERCRED); repeat for
+    /// several
+    #[arg(long = "allow-uid", value_name = "USER", value_parser = parse_user)]
+    allow_uids: Vec<u32>,
+
+    /// Threads serving connections, each with its own connections and its own epoll set
+    /// (thread-per-core) [default: one per core this process may run on, as taskset, cpusets
+    /// or systemd's CPUAffinity= allow]
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..=1024))]
+    threads: Option<u16>,
+
+    /// Log more: -v shows connections and each echo (`echo: ...`), -vv everything
+    #[arg(short, long, action = ArgAction::Count, conflicts_with = "quiet")]
+    verbose: u8,
+
+    /// Log only warnings and errors (RUST_LOG, when set, overrides -v and -q)
+    #[arg(short, long)]
+    quiet: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum CliType {
+    /// SOCK_STREAM: bytes (raw or framed)
+    Stream,
+    /// SOCK_SEQPACKET: connections of messages
+    Seqpacket,
+    /// SOCK_DGRAM: datagrams, answered to their sender's address
+    Datagram,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum CliMode {
+    /// Preamble means framed, anything else raw
+    Auto,
+    /// Every connection is raw
+    Raw,
+    /// Every connection must be framed
+    Framed,
+}
+
+/// The longest duration a flag takes: beyond it, deadlines stop meaning anything.
+const MAX_DURATION: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
+
+fn parse_duration(s: &str) -> Result<Duration, String> {
+    let d = humantime::parse_duration(s)
+        .map_err(|e| format!("{e} (write durations like 400ms, 2s, 1m)"))?;
+    if d > MAX_DURATION {
+        return Err("must be at most 100 years".to_owned());
+    }
+    Ok(d)
+}
+
+/// `--shutdown-timeout`: any duration, 0 included; held as humantime's, whose `Display` shows
+/// the default in `--help` as the config states it.
+fn parse_shutdown_timeout(s: &str) -> Result<humantime::Duration, String> {
+    parse_duration(s).map(humantime::Duration::from)
+}
+
+fn parse_positive_duration(s: &str) -> Result<Duration, String> {
+    match parse_duration(s)? {
+        Duration::ZERO => Err("must be longer than 0 (leave the flag out for no limit)".to_owned()),
+        d => Ok(d),
+    }
+}
+
+fn parse_at_least_one(s: &str) -> Result<u32, String> {
+    match s.parse::<u32>() {
+        Ok(0) => Err("must be at least 1".to_owned()),
+        Ok(n) => Ok(n),
+        Err(e) => Err(format!("{e} (a whole number from 1 to {})", u32::MAX)),
+    }
+}
+
+fn parse_socket(s: &str) -> Result<SocketAddress, String> {
+    match s {
+        "" => Err(
+            "the socket path is empty (give a path, or @name for an abstract socket)".to_owned(),
+        ),
+        "@" => Err("the abstract socket name after @ is empty".to_owned()),
+        s => Ok(SocketAddress::parse(s)),
+    }
+}
+
+/// A user name or a numeric uid, as `--allow-uid` takes it.
+fn parse_user(s: &str) -> Result<u32, String> {
+    if let Ok(uid) = s.parse::<u32>() {
+        return Ok(uid);
+    }
+    match nix::unistd::User::from_name(s) {
+        Ok(Some(user)) => Ok(user.uid.as_raw()),
+        Ok(None) => Err(format!(
+            "no user named {s:?} (give a user name or a numeric uid)"
+        )),
+        Err(e) => Err(format!("looking up user {s:?}: {e}")),
+    }
+}
+
+fn parse_size(s: &str) -> Result<u32, String> {
+    let bytes = s
+        .parse::<bytesize::ByteSize>()
+        .map_err(|e| format!("{e} (write sizes like 65536, 64KiB, 8MiB)"))?
+        .as_u64();
+    match u32::try_from(bytes) {
+        Ok(0) => Err("must be at least 1 byte".to_owned()),
+        Ok(n) => Ok(n),
+        Err(_) => Err(format!(
+            "{bytes} bytes is above the protocol's limit of 4 GiB - 1"
+        )),
+    }
+}
+
+fn parse_mode(s: &str) -> Result<u32, String> {
+    let digits = s.strip_prefix("0o").unwrap_or(s);
+    match u32::from_str_radix(digits, 8) {
+        Ok(mode) if mode <= 0o777 => Ok(mode),
+        _ => Err("expected octal permission bits such as 0600 or 660".to_owned()),
+    }
+}
+
+impl Cli {
+    /// The configuration these flags ask for; `socket` is where to listen (flag, environment
+    /// or the prepared default).
+    pub(crate) fn config(&self, socket: SocketAddress) -> Config {
+        let mut config = Config::new(socket);
+        config.mode = match self.mode {
+            CliMode::Auto => Mode::Auto,
+            CliMode::Raw => Mode::Raw,
+            CliMode::Framed => Mode::Framed,
+        };
+        config.max_frame = self.max_frame;
+        config.max_connections = self.max_connections as usize;
+        config.idle_timeout = self.idle_timeout;
+        config.shutdown_timeout = *self.shutdown_timeout;
+        config.socket_mode = self.socket_mode.unwrap_or(DEFAULT_SOCKET_MODE);
+        config.allow_uids = self.allow_uids.clone();
+        config.socket_type = self.socket_type();
+        config.threads = self
+            .threads
+            .map_or_else(udsecho_server::default_threads, usize::from);
+        config
+    }
+
+    fn socket_type(&self) -> SocketType {
+        match (self.datagram, self.socket_type) {
+            (true, _) | (false, CliType::Datagram) => SocketType::Datagram,
+            (false, CliType::Seqpacket) => SocketType::Seqpacket,
+            (false, CliType::Stream) => SocketType::Stream,
+        }
+    }
+
+    /// Parses the command line; exits 2 with clap's message on bad flags.
+    pub(crate) fn parse_checked() -> Cli {
+        let matches = Cli::command().get_matches();
+        let mut cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
+        // An argument beats UDSECHO_SOCKET; against --socket it is a contradiction.
+        if let Some(path) = cli.path.take() {
+            let from_flag = matches.value_source("socket") == Some(ValueSource::CommandLine);
+            match &cli.socket {
+                Some(flag) if from_flag && *flag != path => {
+                    Cli::command()
+                        .error(
+                            clap::error::ErrorKind::ArgumentConflict,
+                            format!(
+                                "the socket is given twice: `{flag}` with --socket and `{path}` \
+                                 as an argument"
+                            ),
+                        )
+                        .exit();
+                }
+                _ => cli.socket = Some(path),
+            }
+        }
+        if let Err(e) = cli.check() {
+            e.exit();
+        }
+        cli
+    }
+
+    /// Flag combinations clap cannot check on its own.
+    fn check(&self) -> Result<(), clap::Error> {
+        if let (Some(SocketAddress::Abstract(name)), Some(_)) = (&self.socket, self.socket_mode) {
+            return Err(Cli::command().error(
+                clap::error::ErrorKind::ArgumentConflict,
+                format!(
+                    "--socket-mode cannot apply to @{name}: abstract sockets have no file and no \
+                     file permissions; --allow-uid is their access control"
+                ),
+            ));
+        }
+        let kind = self.socket_type();
+        if kind != SocketType::Stream && matches!(self.mode, CliMode::Framed) {
+            return Err(Cli::command().error(
+                clap::error::ErrorKind::ArgumentConflict,
+                format!(
+                    "--mode framed needs --type stream: a {kind} socket already keeps message \
+                     boundaries, so every message is echoed as it is"
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    pub(crate) fn log_filter(&self) -> &'static str {
+        match (self.quiet, self.verbose) {
+            (true, _) => "warn",
+            (false, 0) => "info",
+            (false, 1) => "debug",
+            (false, _) => "trace",
+        }
+    }
+}
+
+/// The man page's ENVIRONMENT section: (variable, what it does).
+const ENVIRONMENT: [(&str, &str); 5] = [
+    (
+        "UDSECHO_SOCKET",
+        "The socket to listen on when --socket is not given.",
+    ),
+    (
+        "RUST_LOG",
+        "A tracing filter (e.g. debug, or warn,udsecho_server=trace); when set it overrides -v and -q.",
+    ),
+    (
+        "NO_COLOR",
+        "When set (and not empty), log lines carry no colour. Colour is used only when stderr is a terminal.",
+    ),
+    (
+        "JOURNAL_STREAM",
+        "Set by systemd when stderr goes to the journal: each line then starts with its syslog priority (<6>, <4>...) instead of a level word, without colour.",
+    ),
+    (
+        "LISTEN_FDS, LISTEN_PID",
+        "systemd socket activation: serve the listening socket passed as descriptor 3, and never unlink it.",
+    ),
+];
+
+/// The man page's EXIT STATUS section.
+const EXIT_STATUS: [(&str, &str); 3] = [
+    (
+        "0",
+        "A clean shutdown: after SIGINT, SIGTERM or SIGHUP (drain, then remove the socket file), or SIGQUIT (cut every connection, remove the file).",
+    ),
+    (
+        "1",
+        "The server cannot start or cannot go on serving; one line on stderr names the socket and the cause (a live server there, not a socket, path too long, missing directory, permission denied).",
+    ),
+    ("2", "Bad flags or values (usage error)."),
+];
+
+/// What `--generate` makes the man page and completions from.
+pub(crate) fn docs() -> Docs {
+    Docs {
+        command: Cli::command(),
+        completion: Cli::command(),
+        man_pages: Some("udsecho-server.1"),
+        environment: &ENVIRONMENT,
+        exit_status: &EXIT_STATUS,
+    }
+}
