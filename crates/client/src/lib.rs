@@ -1,10 +1,11 @@
-//! The udsecho client as a library: connect to a [`Target`] with a [`SocketType`] (a stream,
-//! or a seqpacket or datagram [`MessageSocket`]), then [`pipe`] (like `nc -U`), [`send`]
-//! (the classic demo loop) or [`bench`]. Failures are a [`ClientError`]: the socket
+//! The udsecho client as a library: connect to a [`Target`] over a [`Transport`] (a raw or
+//! framed stream, or a seqpacket or datagram [`MessageSocket`]), then [`pipe`] (like
+//! `nc -U`), [`send`] (the classic demo loop) or [`bench`]. Failures are a [`ClientError`]: the socket
 //! once, an [`ErrorKind`], and the cause as its `source()`; [`report`] prints that chain as
 //! one line. `main.rs` parses flags and maps errors to that line and an exit code.
 
 pub mod bench;
+mod connect;
 mod error;
 mod message;
 pub mod pipe;
@@ -12,6 +13,7 @@ pub mod send;
 mod session;
 mod target;
 
+pub use crate::connect::Connection;
 pub use crate::error::{ClientError, ErrorKind, report};
 pub use crate::message::MessageSocket;
-pub use crate::target::{SocketType, Target};
+pub use crate::target::{SocketType, Target, Transport};

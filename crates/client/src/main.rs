@@ -1,369 +1,24 @@
-//! `udsecho-client`: flags in, one line out on failure.
+//! `udsecho-client`: flags in (`cli`), one line out on failure: runs the pipe, send or bench
+//! the command line asks for over its transport, and prints the error chain once.
+
+mod cli;
+mod generate;
 
 use std::io::{IsTerminal, Write};
 use std::os::fd::AsFd;
 use std::process::ExitCode;
-use std::time::Duration;
 
-use clap::parser::ValueSource;
-use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand, ValueEnum, ValueHint};
 use udsecho_client::bench::{self, BenchOptions};
 use udsecho_client::send::{self, SendOptions, SendSummary};
-use udsecho_client::{ClientError, ErrorKind, SocketType, Target, pipe, report};
+use udsecho_client::{ClientError, ErrorKind, SocketType, Transport, pipe, report};
 
-/// A client for udsecho (and any `nc -U` peer): pipe, send, bench.
-///
-/// With no subcommand it is a pipe, like `nc -U SOCKET`: stdin goes to the socket and the
-/// socket to stdout; on stdin EOF it half-closes, prints the rest of the echo, and exits when
-/// the server closes.
-///
-/// Exit status: 0 on success; 1 when the socket cannot be reached or the exchange fails (the
-/// message names the socket and the cause); 2 for bad flags; 3 when an echo differed from what
-/// was sent.
-#[derive(Debug, Parser)]
-#[command(
-    name = "udsecho-client",
-    version,
-    propagate_version = true,
-    about,
-    long_about,
-    max_term_width = 100
-)]
-struct Cli {
-    #[command(flatten)]
-    path: SocketArg,
-
-    /// Socket to connect to; `@name` is a Linux abstract socket
-    /// [default: echo.sock in $XDG_RUNTIME_DIR/udsecho/, else /run/udsecho/ for root,
-    /// /tmp/udsecho-$UID/ for others, as the server]
-    #[arg(
-        short,
-        long,
-        global = true,
-        env = "UDSECHO_SOCKET",
-        value_name = "PATH",
-        value_parser = socket_path,
-        value_hint = ValueHint::FilePath
-    )]
-    socket: Option<String>,
-
-    /// Speak udsecho frames instead of raw bytes (stream only)
-    #[arg(long, global = true)]
-    framed: bool,
-
-    /// The server's socket type: a byte stream (as nc -U), messages over a connection, or
-    /// datagrams (replies come back to a private autobind address)
-    #[arg(long = "type", global = true, value_name = "TYPE", value_enum, default_value_t = TypeArg::Stream)]
-    socket_type: TypeArg,
-
-    /// Short for --type datagram, as in nc
-    #[arg(short = 'u', global = true)]
-    datagram: bool,
-
-    /// Give up connecting, or waiting for the server (handshake, each echo), after this long
-    #[arg(long, global = true, value_name = "DUR", default_value = "10s", value_parser = positive_duration)]
-    timeout: Duration,
-
-    #[command(subcommand)]
-    command: Option<Command>,
-}
-
-/// The socket as a plain argument, as `nc -U SOCKET` takes it.
-#[derive(Debug, Args)]
-struct SocketArg {
-    /// Socket to connect to, as with `nc -U` (the same as --socket)
-    #[arg(value_name = "SOCKET", value_parser = socket_path, value_hint = ValueHint::FilePath)]
-    path: Option<String>,
-}
-
-#[derive(Debug, Subcommand)]
-enum Command {
-    /// Copy stdin to the socket and the socket to stdout, like `nc -U` (the default)
-    ///
-    /// Binary-safe. On stdin EOF it half-closes and prints the rest of the echo until the
-    /// server closes; after the server's EOF it still sends the rest of stdin. With --framed,
-    /// each stdin line is sent as one Data frame and each echo printed as a line. With --type
-    /// seqpacket each stdin read is one message; with --type datagram each line is one
-    /// datagram, and it ends once stdin has ended and every reply has come (each due within
-    /// --timeout).
-    Pipe {
-        #[command(flatten)]
-        path: SocketArg,
-    },
-    /// Send a message every interval and check each echo (the classic demo)
-    Send {
-        #[command(flatten)]
-        path: SocketArg,
-        /// The message to send
-        #[arg(short, long, value_name = "TEXT", default_value = "olá mundo", value_parser = non_empty_message)]
-        message: String,
-        /// Time between messages
-        #[arg(short, long, value_name = "DUR", default_value = "400ms", value_parser = positive_duration)]
-        interval: Duration,
-        /// How many to send [default: until Ctrl-C]
-        #[arg(short = 'n', long, value_name = "N", value_parser = parse_count)]
-        count: Option<u64>,
-    },
-    /// Measure round trips/s, MB/s and latency against a server
-    Bench {
-        #[command(flatten)]
-        path: SocketArg,
-        /// Connections open at once
-        #[arg(short, long, value_name = "N", default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
-        connections: u32,
-        /// How long to measure
-        #[arg(short, long, value_name = "DUR", default_value = "5s", value_parser = positive_duration)]
-        duration: Duration,
-        /// Payload bytes per message (KiB/MiB suffixes allowed)
-        #[arg(long, value_name = "BYTES", default_value = "64", value_parser = parse_size)]
-        size: usize,
-        /// Raw bytes or framed Data frames (--framed is the same as --mode framed)
-        #[arg(long, value_enum, default_value_t = BenchMode::Raw)]
-        mode: BenchMode,
-        /// Messages in flight per connection (1 = ping-pong)
-        #[arg(long, value_name = "N", default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=65_536))]
-        pipeline: u32,
-        /// Print the result as JSON
-        #[arg(long)]
-        json: bool,
-    },
-}
-
-/// `--type`, as clap sees it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-enum TypeArg {
-    Stream,
-    Seqpacket,
-    Datagram,
-}
-
-impl From<TypeArg> for SocketType {
-    fn from(arg: TypeArg) -> SocketType {
-        match arg {
-            TypeArg::Stream => SocketType::Stream,
-            TypeArg::Seqpacket => SocketType::Seqpacket,
-            TypeArg::Datagram => SocketType::Datagram,
-        }
-    }
-}
-
-#[derive(Debug, Clone, Copy, ValueEnum)]
-enum BenchMode {
-    Raw,
-    Framed,
-}
-
-/// The longest duration any flag takes: beyond it a wait means "never", and deadlines
-/// computed from it must not overflow.
-const MAX_DURATION: Duration = Duration::from_secs(365 * 24 * 3600);
-
-fn positive_duration(s: &str) -> Result<Duration, String> {
-    let d = humantime::parse_duration(s)
-        .map_err(|e| format!("{e} (write durations like 400ms, 2s, 1m)"))?;
-    if d.is_zero() {
-        Err("must be more than 0 (write durations like 400ms, 2s, 1m)".to_owned())
-    } else if d > MAX_DURATION {
-        Err("at most 1 year".to_owned())
-    } else {
-        Ok(d)
-    }
-}
-
-fn parse_size(s: &str) -> Result<usize, String> {
-    let bytes = s
-        .parse::<bytesize::ByteSize>()
-        .map_err(|e| format!("{e} (write sizes like 64, 16KiB, 1MiB)"))?
-        .as_u64();
-    match usize::try_from(bytes) {
-        Ok(0) => Err("must be at least 1 byte".to_owned()),
-        Ok(n) if n <= 64 << 20 => Ok(n),
-        _ => Err("at most 64MiB".to_owned()),
-    }
-}
-
-fn parse_count(s: &str) -> Result<u64, String> {
-    match s.parse::<u64>() {
-        Ok(0) => Err("must be at least 1 (leave --count out to send until Ctrl-C)".to_owned()),
-        Ok(n) => Ok(n),
-        Err(e) => Err(format!("{e} (a whole number of messages, at least 1)")),
-    }
-}
-
-fn socket_path(s: &str) -> Result<String, String> {
-    if s.is_empty() {
-        Err("the socket path must not be empty".to_owned())
-    } else {
-        Ok(s.to_owned())
-    }
-}
-
-fn non_empty_message(s: &str) -> Result<String, String> {
-    if s.is_empty() {
-        Err("the message must not be empty".to_owned())
-    } else {
-        Ok(s.to_owned())
-    }
-}
-
-impl Cli {
-    /// Parses the command line; exits 2 with clap's message on bad flags.
-    fn parse_checked() -> (Cli, Target) {
-        let matches = Cli::command()
-            .try_get_matches()
-            .unwrap_or_else(|e| hint_at_the_right_flag(e).exit());
-        let mut cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
-        if cli.datagram {
-            if cli.socket_type != TypeArg::Datagram
-                && type_source(&matches) == Some(ValueSource::CommandLine)
-            {
-                usage_error(&format!(
-                    "-u means --type datagram; it contradicts --type {}",
-                    SocketType::from(cli.socket_type)
-                ));
-            }
-            cli.socket_type = TypeArg::Datagram;
-        }
-        let framed = cli.framed
-            || matches!(
-                cli.command,
-                Some(Command::Bench {
-                    mode: BenchMode::Framed,
-                    ..
-                })
-            );
-        if let Some(Command::Bench {
-            mode: BenchMode::Raw,
-            ..
-        }) = cli.command
-            && cli.framed
-            && matches
-                .subcommand_matches("bench")
-                .and_then(|bench| bench.value_source("mode"))
-                == Some(ValueSource::CommandLine)
-        {
-            usage_error(
-                "--framed contradicts --mode raw: bench speaks one or the other (--framed is \
-                 --mode framed; drop one of them)",
-            );
-        }
-        match cli.socket_type {
-            TypeArg::Stream => {}
-            TypeArg::Seqpacket if framed => usage_error(
-                "--framed makes no sense with --type seqpacket: each message keeps its boundaries already",
-            ),
-            TypeArg::Datagram if framed => usage_error(
-                "--framed makes no sense with --type datagram: each datagram is a message already",
-            ),
-            TypeArg::Seqpacket | TypeArg::Datagram => {}
-        }
-        let positional = match &cli.command {
-            None => &cli.path,
-            Some(
-                Command::Pipe { path } | Command::Send { path, .. } | Command::Bench { path, .. },
-            ) => {
-                if cli.path.path.is_some() && path.path.is_some() {
-                    usage_error("the socket is given twice, before and after the subcommand");
-                }
-                if path.path.is_some() { path } else { &cli.path }
-            }
-        };
-        // An argument beats UDSECHO_SOCKET; against --socket it is a contradiction.
-        let from_flag = matches!(socket_source(&matches), Some(ValueSource::CommandLine));
-        let socket = match (&positional.path, &cli.socket) {
-            (Some(arg), Some(flag)) if from_flag && arg != flag => usage_error(&format!(
-                "the socket is given twice: `{flag}` with --socket and `{arg}` as an argument"
-            )),
-            (Some(arg), _) => Target::parse(arg),
-            (None, Some(flag)) => Target::parse(flag),
-            (None, None) => Target::default_path(),
-        };
-        (cli, socket)
-    }
-}
-
-/// Where `--socket` came from (a global flag lands in the subcommand's matches when given
-/// after it).
-fn socket_source(matches: &clap::ArgMatches) -> Option<ValueSource> {
-    global_source(matches, "socket")
-}
-
-/// Where `--type` came from.
-fn type_source(matches: &clap::ArgMatches) -> Option<ValueSource> {
-    global_source(matches, "socket_type")
-}
-
-/// Where the global flag `id` came from, given before or after the subcommand.
-fn global_source(matches: &clap::ArgMatches, id: &str) -> Option<ValueSource> {
-    let here = matches.value_source(id);
-    match matches.subcommand() {
-        Some((_, sub)) => match sub.value_source(id) {
-            Some(ValueSource::CommandLine) => Some(ValueSource::CommandLine),
-            _ => here,
-        },
-        None => here,
-    }
-}
-
-/// A flag that belongs to another subcommand gets a usage error naming the right one (`send
-/// -c 3`: the count is `-n`); any other parse error is clap's own.
-fn hint_at_the_right_flag(error: clap::Error) -> clap::Error {
-    use clap::error::{ContextKind, ContextValue, ErrorKind};
-    if error.kind() != ErrorKind::UnknownArgument {
-        return error;
-    }
-    let Some(ContextValue::String(flag)) = error.get(ContextKind::InvalidArg) else {
-        return error;
-    };
-    let flag = flag.split('=').next().unwrap_or(flag);
-    let subcommand = std::env::args().skip(1).find_map(|a| match a.as_str() {
-        "send" | "bench" | "pipe" => Some(a),
-        _ => None,
-    });
-    let hint = match (subcommand.as_deref(), flag) {
-        (Some("send"), "-c" | "--connections") => {
-            "send counts with -n N (--count N); -c is bench's --connections"
-        }
-        (Some("bench"), "-n" | "--count") => {
-            "bench counts connections with -c N (--connections N) and runs for -d DUR \
-             (--duration DUR); -n is send's --count"
-        }
-        (Some("pipe") | None, "-n" | "--count" | "-c" | "--connections") => {
-            "the pipe sends what stdin holds; -n N (--count) is send's, -c N (--connections) \
-             bench's"
-        }
-        _ => return error,
-    };
-    Cli::command().error(
-        ErrorKind::UnknownArgument,
-        format!(
-            "unexpected argument '{flag}' for {}: {hint}",
-            subcommand.as_deref().unwrap_or("the pipe")
-        ),
-    )
-}
-
-/// The subcommand `word` was probably meant to be, when it names no socket: within two
-/// edits of one, or the start of one (`sned`, `bnech`, `sen`). A word with a `/` or a `.`
-/// looks like a path and gets no guess.
-fn did_you_mean(word: &str) -> Option<&'static str> {
-    if word.contains(['/', '.']) || word.is_empty() {
-        return None;
-    }
-    ["send", "bench", "pipe"]
-        .into_iter()
-        .map(|name| (strsim::damerau_levenshtein(word, name), name))
-        .filter(|&(distance, name)| distance <= 2 || (word.len() >= 2 && name.starts_with(word)))
-        .min()
-        .map(|(_, name)| name)
-}
-
-fn usage_error(message: &str) -> ! {
-    Cli::command()
-        .error(clap::error::ErrorKind::ArgumentConflict, message)
-        .exit()
-}
+use crate::cli::{Cli, Command, Invocation, did_you_mean};
 
 /// Lets bench open as many connections as the hard limit allows.
+///
+/// The server and the test harness have their own: the three crates share no code but
+/// `udsecho-proto`, which holds no process code, and each wants something else (the server
+/// logs a failure, bench here ignores it, the harness asks root for 65,536).
 fn raise_fd_limit() {
     use rustix::process::{Resource, getrlimit, setrlimit};
     let mut limit = getrlimit(Resource::Nofile);
@@ -383,9 +38,15 @@ fn main() -> ExitCode {
             .iter()
             .map(|a| a.to_string_lossy().into_owned())
             .collect();
-        return generate(&args);
+        return match generate::generate(&args, cli::docs()) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(failed) => {
+                eprintln!("udsecho-client: {}", failed.line);
+                ExitCode::from(failed.status)
+            }
+        };
     }
-    let (cli, target) = Cli::parse_checked();
+    let cli = Cli::parse_checked();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -397,10 +58,12 @@ fn main() -> ExitCode {
         }
     };
     let result = match &cli.command {
-        None | Some(Command::Pipe { .. }) if !cli.framed && cli.socket_type == TypeArg::Stream => {
-            raw_pipe(&runtime, &cli, &target)
+        None | Some(Command::Pipe { .. })
+            if cli.transport == (Transport::Stream { framed: false }) =>
+        {
+            raw_pipe(&runtime, &cli)
         }
-        _ => runtime.block_on(run(&cli, &target)),
+        _ => runtime.block_on(run(&cli)),
     };
     // A stdin read may still be parked on a blocking thread; do not wait for it.
     runtime.shutdown_background();
@@ -412,7 +75,7 @@ fn main() -> ExitCode {
             let mut line = report(&e);
             // `udsecho-client sned`: the word is a socket path (the nc habit), but when no such
             // socket exists it was probably a subcommand.
-            if let (ErrorKind::NoSuchSocket, Some(word)) = (e.kind(), &cli.path.path)
+            if let (ErrorKind::NoSuchSocket, Some(word)) = (e.kind(), &cli.socket_word)
                 && let Some(meant) = did_you_mean(word)
             {
                 line = format!("{word}: no such socket (did you mean '{meant}'?)");
@@ -424,11 +87,8 @@ fn main() -> ExitCode {
 }
 
 /// Raw pipe: connect within the runtime, then copy on plain threads (see `pipe::raw`).
-fn raw_pipe(
-    runtime: &tokio::runtime::Runtime,
-    cli: &Cli,
-    target: &Target,
-) -> Result<(), ClientError> {
+fn raw_pipe(runtime: &tokio::runtime::Runtime, cli: &Invocation) -> Result<(), ClientError> {
+    let target = &cli.target;
     let at = |kind| ClientError::new(target.clone(), kind);
     let stream = runtime.block_on(target.connect(cli.timeout))?;
     let stream = stream.into_std().map_err(|e| {
@@ -455,31 +115,35 @@ fn raw_pipe(
     )
 }
 
-async fn run(cli: &Cli, target: &Target) -> Result<(), ClientError> {
-    let socket_type = SocketType::from(cli.socket_type);
+async fn run(cli: &Invocation) -> Result<(), ClientError> {
+    let target = &cli.target;
+    let socket_type = cli.transport.socket_type();
     match &cli.command {
-        None | Some(Command::Pipe { .. }) if socket_type != SocketType::Stream => {
-            let socket = target.connect_messages(socket_type, cli.timeout).await?;
-            pipe::messages(
-                socket,
-                target,
-                cli.timeout,
-                tokio::io::stdin(),
-                tokio::io::stdout(),
-            )
-            .await
-        }
-        None | Some(Command::Pipe { .. }) => {
-            let stream = target.connect(cli.timeout).await?;
-            pipe::framed(
-                stream,
-                target,
-                cli.timeout,
-                tokio::io::stdin(),
-                tokio::io::stdout(),
-            )
-            .await
-        }
+        // A raw stream pipe does not come here: it runs on threads (`raw_pipe`).
+        None | Some(Command::Pipe { .. }) => match cli.transport {
+            Transport::Stream { .. } => {
+                let stream = target.connect(cli.timeout).await?;
+                pipe::framed(
+                    stream,
+                    target,
+                    cli.timeout,
+                    tokio::io::stdin(),
+                    tokio::io::stdout(),
+                )
+                .await
+            }
+            Transport::Seqpacket | Transport::Datagram => {
+                let socket = target.connect_messages(socket_type, cli.timeout).await?;
+                pipe::messages(
+                    socket,
+                    target,
+                    cli.timeout,
+                    tokio::io::stdin(),
+                    tokio::io::stdout(),
+                )
+                .await
+            }
+        },
         Some(Command::Send {
             message,
             interval,
@@ -490,7 +154,6 @@ async fn run(cli: &Cli, target: &Target) -> Result<(), ClientError> {
                 message: message.clone().into(),
                 interval: *interval,
                 count: *count,
-                framed: cli.framed,
                 timeout: cli.timeout,
             };
             let ctrl_c = async {
@@ -499,13 +162,8 @@ async fn run(cli: &Cli, target: &Target) -> Result<(), ClientError> {
                 }
             };
             let mut out = std::io::stdout();
-            let summary = if socket_type == SocketType::Stream {
-                let stream = target.connect(cli.timeout).await?;
-                send::run(stream, target, &options, ctrl_c, &mut out).await?
-            } else {
-                let socket = target.connect_messages(socket_type, cli.timeout).await?;
-                send::messages(socket, target, &options, ctrl_c, &mut out).await?
-            };
+            let connection = target.open(cli.transport, cli.timeout).await?;
+            let summary = send::run(connection, target, &options, ctrl_c, &mut out).await?;
             print_summary(&summary);
             Ok(())
         }
@@ -513,7 +171,6 @@ async fn run(cli: &Cli, target: &Target) -> Result<(), ClientError> {
             connections,
             duration,
             size,
-            mode,
             pipeline,
             json,
             ..
@@ -523,7 +180,7 @@ async fn run(cli: &Cli, target: &Target) -> Result<(), ClientError> {
                 connections: *connections as usize,
                 duration: *duration,
                 size: *size,
-                framed: cli.framed || matches!(mode, BenchMode::Framed),
+                framed: cli.transport.is_framed(),
                 socket_type,
                 pipeline: *pipeline as usize,
                 timeout: cli.timeout,
@@ -582,138 +239,4 @@ fn print_summary(summary: &SendSummary) {
             String::new()
         }
     );
-}
-
-/// `--generate man DIR` writes a man page for the client and one per subcommand into DIR;
-/// `--generate bash|zsh|fish` prints a completion script. Used by `cargo xtask dist`.
-fn generate(args: &[String]) -> ExitCode {
-    let written = match args {
-        [what, dir] if what == "man" => man_pages(std::path::Path::new(dir)),
-        [what] if what == "man" => {
-            eprintln!(
-                "udsecho-client: --generate man needs a directory: udsecho-client --generate man \
-                 DIR (it writes udsecho-client.1 and one page per subcommand there)"
-            );
-            return ExitCode::from(2);
-        }
-        [shell] => completions(shell),
-        _ => Err(std::io::Error::other(
-            "usage: udsecho-client --generate man DIR | bash | zsh | fish",
-        )),
-    };
-    match written {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("udsecho-client: --generate: {e}");
-            ExitCode::FAILURE
-        }
-    }
-}
-
-/// The ENVIRONMENT section of every page: (variable, what it does).
-const ENVIRONMENT: [(&str, &str); 3] = [
-    (
-        "UDSECHO_SOCKET",
-        "The socket to connect to when neither a SOCKET argument nor --socket is given.",
-    ),
-    (
-        "NO_COLOR",
-        "Honoured trivially: the client writes no colour. The bench progress bar is drawn only when stdout is a terminal.",
-    ),
-    (
-        "RUST_LOG",
-        "Not read by the client, which writes no log; it filters the server's log (see udsecho-server(1)).",
-    ),
-];
-
-/// The EXIT STATUS section of every page.
-const EXIT_STATUS: [(&str, &str); 4] = [
-    (
-        "0",
-        "Success. Also when stdout is closed by its reader (udsecho-client | head), as with nc.",
-    ),
-    (
-        "1",
-        "The socket cannot be reached (no such socket or directory, connection refused, permission denied, path too long, a server of another socket type, timed out), the server closed the connection early, went away or is in the other mode, a reply never came (datagrams can be dropped), or a protocol error. One line on stderr names the socket and the cause.",
-    ),
-    ("2", "Bad flags or values (usage error)."),
-    ("3", "An echo differed from what was sent."),
-];
-
-fn man_pages(dir: &std::path::Path) -> std::io::Result<()> {
-    let mut command = Cli::command().disable_help_subcommand(true);
-    command.build();
-    let mut pages = vec![command.clone()];
-    pages.extend(command.get_subcommands().cloned());
-    for (i, page) in pages.into_iter().enumerate() {
-        let main_page = i == 0;
-        let man = clap_mangen::Man::new(page)
-            .source(concat!("udsecho-client ", env!("CARGO_PKG_VERSION")));
-        let path = dir.join(man.get_filename());
-        let mut out = std::io::BufWriter::new(std::fs::File::create(&path)?);
-        man.render_title(&mut out)?;
-        man.render_name_section(&mut out)?;
-        man.render_synopsis_section(&mut out)?;
-        man.render_description_section(&mut out)?;
-        man.render_options_section(&mut out)?;
-        if main_page {
-            man.render_subcommands_section(&mut out)?;
-        }
-        roff_section(&mut out, "ENVIRONMENT", &ENVIRONMENT)?;
-        roff_section(&mut out, "EXIT STATUS", &EXIT_STATUS)?;
-        man.render_version_section(&mut out)?;
-        out.flush()?;
-        println!("{}", path.display());
-    }
-    Ok(())
-}
-
-/// A man page section of tagged paragraphs, in roff.
-fn roff_section(out: &mut impl Write, title: &str, items: &[(&str, &str)]) -> std::io::Result<()> {
-    fn escape(text: &str) -> String {
-        let text = text.replace('\\', "\\e").replace('-', "\\-");
-        if text.starts_with(['.', '\'']) {
-            format!("\\&{text}")
-        } else {
-            text
-        }
-    }
-    writeln!(out, ".SH \"{title}\"")?;
-    for (term, text) in items {
-        writeln!(out, ".TP\n\\fB{}\\fR\n{}", escape(term), escape(text))?;
-    }
-    Ok(())
-}
-
-fn completions(shell: &str) -> std::io::Result<()> {
-    let shell: clap_complete::Shell = shell.parse().map_err(std::io::Error::other)?;
-    // Without a subcommand the socket may come first (`udsecho-client SOCK`), but a shell's
-    // completion reading `udsecho-client bench --` would then take `bench` for the socket
-    // (zsh does, even for a hidden argument). Completions are made from the command without
-    // that argument: they offer the subcommands there; `send SOCK` still completes files.
-    let full = Cli::command();
-    let mut command = clap::Command::new("udsecho-client")
-        .version(env!("CARGO_PKG_VERSION"))
-        .propagate_version(true)
-        .args(
-            full.get_arguments()
-                .filter(|a| a.get_id() != "path")
-                .cloned(),
-        )
-        .subcommands(full.get_subcommands().cloned());
-    let name = command.get_name().to_owned();
-    let mut script = Vec::new();
-    clap_complete::generate(shell, &mut command, &name, &mut script);
-    let mut script = String::from_utf8(script).map_err(std::io::Error::other)?;
-    if shell == clap_complete::Shell::Bash {
-        // clap_complete names a subcommand's case label after the binary with each `-` turned
-        // into `__subcmd__` (`udsecho__subcmd__client__subcmd__bench`) but sets `cmd` with
-        // `-` turned into `__` (`udsecho__client__subcmd__bench`), so no subcommand's flags
-        // ever complete. Make the labels match.
-        script = script.replace(
-            &format!("{}__subcmd__", name.replace('-', "__subcmd__")),
-            &format!("{}__subcmd__", name.replace('-', "__")),
-        );
-    }
-    std::io::stdout().write_all(script.as_bytes())
 }

@@ -13,6 +13,7 @@ use tokio::net::UnixStream;
 use tokio::time::{Instant, MissedTickBehavior};
 use udsecho_proto::{Frame, Goodbye, GoodbyeReason};
 
+use crate::connect::Connection;
 use crate::error::{ClientError, ErrorKind, preview};
 use crate::message::{MessageSocket, Received};
 use crate::session;
@@ -27,8 +28,6 @@ pub struct SendOptions {
     pub interval: Duration,
     /// How many to send; `None` sends until `stop` resolves.
     pub count: Option<u64>,
-    /// Frames instead of raw bytes.
-    pub framed: bool,
     /// How long the handshake, each send and each echo may take.
     pub timeout: Duration,
 }
@@ -99,38 +98,32 @@ impl<'a> Checker<'a> {
     }
 }
 
-/// Runs the loop on a connected stream until `count` messages are sent and echoed, or
-/// `stop` resolves (Ctrl-C), printing `sent: ...` and `received: ...` to `out`.
+/// Runs the loop on a connection until `count` messages are sent and echoed, or `stop`
+/// resolves (Ctrl-C), printing `sent: ...` and `received: ...` to `out`. Over a seqpacket
+/// or datagram socket each message is sent as one, and each reply must be one message equal
+/// to it.
 ///
 /// Each echo is due within `timeout` of its message being sent; after `stop`, echoes still
 /// due are waited for as long, then counted as missing in the summary instead of failing.
 pub async fn run(
-    stream: UnixStream,
+    connection: Connection,
     target: &Target,
     options: &SendOptions,
     stop: impl Future<Output = ()>,
     out: &mut impl Write,
 ) -> Result<SendSummary, ClientError> {
-    let result = if options.framed {
-        framed(stream, options, stop, out).await
-    } else {
-        raw(stream, options, stop, out).await
+    let result = match connection {
+        Connection::Stream {
+            stream,
+            framed: true,
+        } => framed(stream, options, stop, out).await,
+        Connection::Stream {
+            stream,
+            framed: false,
+        } => raw(stream, options, stop, out).await,
+        Connection::Messages(socket) => message_loop(&socket, options, stop, out).await,
     };
     result.map_err(|kind| kind.at(target))
-}
-
-/// [`run`] over a seqpacket or datagram socket: each message is sent as one, and each reply
-/// must be one message equal to it.
-pub async fn messages(
-    socket: MessageSocket,
-    target: &Target,
-    options: &SendOptions,
-    stop: impl Future<Output = ()>,
-    out: &mut impl Write,
-) -> Result<SendSummary, ClientError> {
-    message_loop(&socket, options, stop, out)
-        .await
-        .map_err(|kind| kind.at(target))
 }
 
 /// The loop's state shared by both modes: what is due, and when.

@@ -1,0 +1,206 @@
+//! The raw pipe: stdin to a stream socket and the socket to stdout, binary-safe, on two
+//! blocking threads (see the module above for why). Its one piece of protocol knowledge: a
+//! framed-only server refuses raw bytes with one Error frame, which must be reported, not
+//! printed.
+
+use std::io::{Read, Write};
+use std::net::Shutdown;
+use std::os::unix::net::UnixStream as StdUnixStream;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::thread;
+
+use udsecho_proto::{Kind, MAX_CONTROL_FRAME};
+
+use crate::error::{ClientError, ErrorKind};
+use crate::session;
+use crate::target::Target;
+
+/// Bytes moved per read/write in raw pipe mode.
+const CHUNK: usize = 256 * 1024;
+
+/// Copies `input` to the socket and the socket to `output`, both at once and binary-safe,
+/// on blocking threads.
+///
+/// - On `input` EOF it half-closes and keeps copying the socket to `output`.
+/// - On the server's EOF it keeps sending the rest of `input` until `input` ends, then
+///   returns `Ok`: nothing piped in is dropped.
+/// - If the server closes without reading everything sent (a reset, or a broken pipe), that
+///   is an error that says so.
+/// - A failing `output` ends the pipe at once with [`ErrorKind::Stdout`] (for a reader that
+///   went away, [`ClientError::is_closed_stdout`]).
+/// - A server in framed-only mode answers raw bytes with one Error frame and closes: that is
+///   [`ErrorKind::FramedOnlyServer`], not output. Only the server's first bytes are watched
+///   for it, and only while they could be that frame and are not an echo of what was sent;
+///   everything else passes through as it comes.
+pub fn raw<I, O>(
+    stream: StdUnixStream,
+    target: &Target,
+    input: I,
+    mut output: O,
+) -> Result<(), ClientError>
+where
+    I: Read + Send + 'static,
+    O: Write,
+{
+    let fail = |kind: ErrorKind| kind.at(target);
+    let io = |doing, source| fail(ErrorKind::Io { doing, source });
+    stream
+        .set_nonblocking(false)
+        .map_err(|e| io("setting up the socket", e))?;
+    let to_server = stream
+        .try_clone()
+        .map_err(|e| io("setting up the socket", e))?;
+    let sent = Arc::new(Mutex::new(Vec::new()));
+    let upload = thread::Builder::new()
+        .name("upload".to_owned())
+        .spawn({
+            let sent = sent.clone();
+            move || upload(input, to_server, &sent)
+        })
+        .map_err(|e| io("starting the upload thread", e))?;
+    download(&stream, &mut output, &sent).map_err(fail)?;
+    // The server has finished sending. Like nc, keep sending until stdin ends: the server
+    // may still be reading (a half-close, as `nc -N -lU` does).
+    match upload.join() {
+        Ok(result) => result.map(drop).map_err(fail),
+        Err(_) => Err(io(
+            "sending",
+            std::io::Error::other("the upload thread panicked"),
+        )),
+    }
+}
+
+/// stdin to the socket, then a half-close. Returns the bytes sent. The first bytes are also
+/// kept in `first` (before they are sent, so an echo of them is always found there).
+fn upload(
+    mut input: impl Read,
+    mut socket: StdUnixStream,
+    first: &Mutex<Vec<u8>>,
+) -> Result<u64, ErrorKind> {
+    let mut buf = vec![0u8; CHUNK];
+    let mut sent = 0u64;
+    loop {
+        let n = match input.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(ErrorKind::Stdin(e)),
+        };
+        if sent < REFUSAL_MAX as u64 {
+            let mut first = first.lock().unwrap_or_else(PoisonError::into_inner);
+            let room = REFUSAL_MAX - first.len();
+            first.extend_from_slice(&buf[..n.min(room)]);
+        }
+        socket.write_all(&buf[..n]).map_err(|e| {
+            session::transport("sending", e, || {
+                ErrorKind::closed_early(if sent == 0 {
+                    "it read nothing from stdin".to_owned()
+                } else {
+                    format!("it stopped reading after {sent} bytes of stdin")
+                })
+            })
+        })?;
+        sent += n as u64;
+    }
+    match socket.shutdown(Shutdown::Write) {
+        // Already gone: everything was written, the server has it or chose not to read it;
+        // its close is reported by the download side if it lost anything.
+        Err(e) if e.kind() == std::io::ErrorKind::NotConnected => Ok(sent),
+        Err(e) => Err(ErrorKind::Io {
+            doing: "half-closing",
+            source: e,
+        }),
+        Ok(()) => Ok(sent),
+    }
+}
+
+/// The socket to `output` until the server's EOF. The first bytes are held back while they
+/// may be a framed-only server's refusal (see [`may_be_refusal`]).
+fn download(
+    mut socket: &StdUnixStream,
+    output: &mut impl Write,
+    sent: &Mutex<Vec<u8>>,
+) -> Result<(), ErrorKind> {
+    let mut buf = vec![0u8; CHUNK];
+    // The server's first bytes, while they may still be a refusal.
+    let mut first = Some(Vec::new());
+    loop {
+        let n = match socket.read(&mut buf) {
+            Ok(0) => {
+                if let Some(held) = first.take() {
+                    if is_refusal(&held, sent) {
+                        return Err(ErrorKind::FramedOnlyServer);
+                    }
+                    output.write_all(&held).map_err(ErrorKind::Stdout)?;
+                }
+                return output.flush().map_err(ErrorKind::Stdout);
+            }
+            Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            // A reset means the server closed with some of what we sent unread.
+            Err(e) => {
+                if let Some(held) = first.take() {
+                    if is_refusal(&held, sent) {
+                        return Err(ErrorKind::FramedOnlyServer);
+                    }
+                    output.write_all(&held).map_err(ErrorKind::Stdout)?;
+                }
+                return Err(session::transport("receiving", e, || {
+                    ErrorKind::closed_early("it did not read all of stdin")
+                }));
+            }
+        };
+        match first.as_mut() {
+            None => output.write_all(&buf[..n]).map_err(ErrorKind::Stdout)?,
+            Some(held) => {
+                held.extend_from_slice(&buf[..n]);
+                if !may_be_refusal(held, sent) {
+                    output.write_all(held).map_err(ErrorKind::Stdout)?;
+                    first = None;
+                }
+            }
+        }
+    }
+}
+
+/// The longest refusal: a length and a control frame's body.
+const REFUSAL_MAX: usize = 4 + MAX_CONTROL_FRAME as usize;
+
+/// Whether `held`, the server's first bytes so far, may still turn out to be a framed-only
+/// server's refusal: the start of one Error frame (a control frame, so its length is at most
+/// 4096 and it opens with two zero bytes, which text never does), and not an echo of what
+/// was sent.
+fn may_be_refusal(held: &[u8], sent: &Mutex<Vec<u8>>) -> bool {
+    let shaped = match *held {
+        [] => true,
+        [a] => a == 0,
+        [a, b] => a == 0 && b == 0,
+        [a, b, c, ..] if a != 0 || b != 0 || c > 0x10 => false,
+        [_, _, _] => true,
+        [a, b, c, d, ref body @ ..] => {
+            let len = u32::from_be_bytes([a, b, c, d]);
+            (1..=MAX_CONTROL_FRAME).contains(&len)
+                && body.first().is_none_or(|&kind| kind == Kind::Error as u8)
+                && body.len() <= len as usize
+        }
+    };
+    shaped && !is_echo(held, sent)
+}
+
+/// Whether `held` is exactly one whole Error frame that is not an echo: what a framed-only
+/// server sends before it closes.
+fn is_refusal(held: &[u8], sent: &Mutex<Vec<u8>>) -> bool {
+    match *held {
+        [a, b, c, d, _, ..] => {
+            held.len() == 4 + u32::from_be_bytes([a, b, c, d]) as usize
+                && may_be_refusal(held, sent)
+        }
+        _ => false,
+    }
+}
+
+/// Whether `held` is what the client sent (so far): then it is an echo, whatever it holds.
+fn is_echo(held: &[u8], sent: &Mutex<Vec<u8>>) -> bool {
+    let sent = sent.lock().unwrap_or_else(PoisonError::into_inner);
+    !held.is_empty() && sent.starts_with(held)
+}
