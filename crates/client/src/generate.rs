@@ -3,7 +3,7 @@
 //! text and no completion.
 //!
 //! This file stands, byte for byte, in `udsecho-server`, `udsecho-client` and
-//! `udsecho-conformance` (`crates/conformance/tests/generate_copies.rs` fails when the copies
+//! `udsecho-conformance` (a test in the conformance crate's `cli.rs` fails when the copies
 //! differ). It has no proper single home: the server and the client never depend on each
 //! other, `udsecho-proto` is bytes only (no clap), and a fourth published crate for these
 //! hundred lines of roff was judged not worth its release and version upkeep. What differs per
