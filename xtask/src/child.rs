@@ -1,46 +1,13 @@
-//! Waiting for child processes with a deadline: the one helper every task uses instead of a
-//! `try_wait`-and-sleep loop of its own.
-//!
-//! On Linux 5.3+ it waits on a pidfd, which becomes readable the moment the child exits: no
-//! polling interval, no sleep. Elsewhere it falls back to checking every 5 ms.
+//! Child processes of any command (nc, socat, the benchmark's peers) with a deadline, on top of
+//! the harness's [`wait_timeout`] (a pidfd, no polling): finish or be killed, stop politely,
+//! collect output. The harness itself spawns only udsecho's binaries.
 
-use std::io::{self, Read, Write};
+use std::io::{Read, Write};
 use std::process::{Child, Command, ExitStatus, Output, Stdio};
 use std::thread;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use rustix::event::{PollFd, PollFlags, Timespec, poll};
-use rustix::process::{Pid, PidfdFlags, pidfd_open};
-
-/// Waits up to `within` for `child` to exit and reaps it; `None` if it is still running.
-pub(crate) fn wait_timeout(child: &mut Child, within: Duration) -> io::Result<Option<ExitStatus>> {
-    if let Some(status) = child.try_wait()? {
-        return Ok(Some(status));
-    }
-    let deadline = Instant::now() + within;
-    match pidfd_open(Pid::from_child(child), PidfdFlags::empty()) {
-        Ok(pidfd) => loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            let timeout = Timespec::try_from(left).map_err(io::Error::other)?;
-            let mut fds = [PollFd::new(&pidfd, PollFlags::IN)];
-            match poll(&mut fds, Some(&timeout)) {
-                Ok(0) => return child.try_wait(),
-                Ok(_) => return child.wait().map(Some),
-                Err(rustix::io::Errno::INTR) => {}
-                Err(e) => return Err(e.into()),
-            }
-        },
-        Err(_) => loop {
-            if let Some(status) = child.try_wait()? {
-                return Ok(Some(status));
-            }
-            if Instant::now() >= deadline {
-                return Ok(None);
-            }
-            thread::sleep(Duration::from_millis(5));
-        },
-    }
-}
+use udsecho_harness::wait_timeout;
 
 /// Waits up to `within` for `child`; kills it if it is still running then.
 pub(crate) fn finish(child: &mut Child, within: Duration) -> Result<ExitStatus, String> {
@@ -116,6 +83,8 @@ pub(crate) fn output_within(
 
 #[cfg(test)]
 mod tests {
+    use std::time::Instant;
+
     use super::*;
 
     #[test]

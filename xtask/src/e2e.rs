@@ -11,7 +11,6 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use udsecho_harness::{FramedPeer, Server, connect, random_payload, raw_round_trip};
-use udsecho_proto::Frame;
 
 use crate::scenario::{Scenarios, ensure};
 
@@ -56,18 +55,8 @@ fn concurrent_clients() -> Result<(), String> {
                         rest = &rest[n..];
                         step = step * 7 % 4093 + 1;
                     }
-                    for f in &frames {
-                        peer.send(&Frame::Data(f.clone()))
-                            .map_err(|e| format!("client {i}: {e}"))?;
-                    }
-                    for (k, f) in frames.iter().enumerate() {
-                        match peer.recv() {
-                            Ok(Some(Frame::Data(echo))) if echo == f => {}
-                            other => {
-                                return Err(format!("framed client {i}, frame {k}: got {other:?}"));
-                            }
-                        }
-                    }
+                    peer.echo_all(&frames)
+                        .map_err(|e| format!("framed client {i}: {e}"))?;
                     Ok(())
                 } else {
                     let chunk = 1 + (i as usize * 131) % 5_000;

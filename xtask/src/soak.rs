@@ -200,16 +200,7 @@ fn good_framed(socket: &Path, seed: u64, tally: &Tally) {
                 ))
             })
             .collect();
-        for f in &frames {
-            peer.send(&Frame::Data(f.clone()))
-                .map_err(|e| e.to_string())?;
-        }
-        for (k, f) in frames.iter().enumerate() {
-            match peer.recv().map_err(|e| e.to_string())? {
-                Some(Frame::Data(echo)) if echo == f => {}
-                other => return Err(format!("frame {k}: got {other:?}")),
-            }
-        }
+        peer.echo_all(&frames)?;
         Ok(frames.iter().map(|f| f.len() as u64).sum())
     })();
     match result {

@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use bytes::BytesMut;
+use bytes::{Bytes, BytesMut};
 use tokio_util::codec::Decoder;
 use udsecho_proto::{Frame, FrameCodec, Hello, PREAMBLE};
 
@@ -145,6 +145,23 @@ impl FramedPeer {
             }
             self.rbuf.extend_from_slice(&chunk[..n]);
         }
+    }
+
+    /// Sends each payload as a Data frame, then reads the echoes and checks that each is its
+    /// frame, in order: what `cargo xtask e2e` and `soak` ask of a well-behaved framed client.
+    /// The error names the frame that went wrong.
+    pub fn echo_all(&mut self, payloads: &[Bytes]) -> Result<(), String> {
+        for payload in payloads {
+            self.send(&Frame::Data(payload.clone()))
+                .map_err(|e| e.to_string())?;
+        }
+        for (k, payload) in payloads.iter().enumerate() {
+            match self.recv() {
+                Ok(Some(Frame::Data(echo))) if echo == payload => {}
+                other => return Err(format!("frame {k}: got {other:?}")),
+            }
+        }
+        Ok(())
     }
 
     /// Half-closes the connection (no more frames from us).

@@ -8,7 +8,8 @@ use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use rustix::process::{Pid, Signal};
+use rustix::event::{PollFd, PollFlags, Timespec, poll};
+use rustix::process::{Pid, PidfdFlags, Signal, pidfd_open};
 
 use crate::bins::binary;
 use crate::fixtures::short_temp_dir;
@@ -248,23 +249,19 @@ impl Server {
 
     /// Waits up to `within` for the server to exit on its own.
     pub fn wait_exit(&mut self, within: Duration) -> io::Result<ExitStatus> {
-        let deadline = Instant::now() + within;
-        loop {
-            if let Some(status) = self.child.try_wait()? {
+        match wait_timeout(&mut self.child, within)? {
+            Some(status) => {
                 // Let the stderr reader catch the last lines.
                 thread::sleep(Duration::from_millis(20));
-                return Ok(status);
+                Ok(status)
             }
-            if Instant::now() >= deadline {
-                return Err(io::Error::new(
-                    io::ErrorKind::TimedOut,
-                    format!(
-                        "server still running after {within:?}; stderr:\n{}",
-                        self.stderr()
-                    ),
-                ));
-            }
-            thread::sleep(Duration::from_millis(5));
+            None => Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                format!(
+                    "server still running after {within:?}; stderr:\n{}",
+                    self.stderr()
+                ),
+            )),
         }
     }
 
@@ -360,18 +357,11 @@ pub fn output_within(mut child: Child, within: Duration) -> io::Result<Output> {
             .take()
             .map(|p| Box::new(p) as Box<dyn Read + Send>),
     );
-    let deadline = Instant::now() + within;
-    let status = loop {
-        if let Some(status) = child.try_wait()? {
-            break Some(status);
-        }
-        if Instant::now() >= deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            break None;
-        }
-        thread::sleep(Duration::from_millis(5));
-    };
+    let status = wait_timeout(&mut child, within)?;
+    if status.is_none() {
+        let _ = child.kill();
+        let _ = child.wait();
+    }
     let stdout = out.join().unwrap_or_default();
     let stderr = err.join().unwrap_or_default();
     match status {
@@ -387,6 +377,40 @@ pub fn output_within(mut child: Child, within: Duration) -> io::Result<Output> {
                 String::from_utf8_lossy(&stderr).trim()
             ),
         )),
+    }
+}
+
+/// Waits up to `within` for `child` to exit and reaps it; `None` if it is still running then.
+///
+/// On Linux 5.3+ it waits on a pidfd, which becomes readable the moment the child exits: no
+/// polling interval, no sleep. Elsewhere it falls back to checking every 5 ms. Every wait for
+/// a child here, and in `cargo xtask`, goes through it.
+pub fn wait_timeout(child: &mut Child, within: Duration) -> io::Result<Option<ExitStatus>> {
+    if let Some(status) = child.try_wait()? {
+        return Ok(Some(status));
+    }
+    let deadline = Instant::now() + within;
+    match pidfd_open(Pid::from_child(child), PidfdFlags::empty()) {
+        Ok(pidfd) => loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let timeout = Timespec::try_from(left).map_err(io::Error::other)?;
+            let mut fds = [PollFd::new(&pidfd, PollFlags::IN)];
+            match poll(&mut fds, Some(&timeout)) {
+                Ok(0) => return child.try_wait(),
+                Ok(_) => return child.wait().map(Some),
+                Err(rustix::io::Errno::INTR) => {}
+                Err(e) => return Err(e.into()),
+            }
+        },
+        Err(_) => loop {
+            if let Some(status) = child.try_wait()? {
+                return Ok(Some(status));
+            }
+            if Instant::now() >= deadline {
+                return Ok(None);
+            }
+            thread::sleep(Duration::from_millis(5));
+        },
     }
 }
 
@@ -408,6 +432,10 @@ pub fn open_fds(pid: u32) -> io::Result<usize> {
 /// Raises this process's open-file limit (children inherit it), so a test can hold thousands
 /// of connections: to 65536 where allowed (root may raise the hard limit), else the soft limit
 /// to the hard one.
+///
+/// The server and the client binaries each have their own (the harness may use no server or
+/// client internals, and `udsecho-proto` holds no process code); this one also raises the
+/// hard limit when it can.
 pub fn raise_fd_limit() {
     use rustix::process::{Resource, Rlimit, getrlimit, setrlimit};
     const WANTED: u64 = 65_536;
