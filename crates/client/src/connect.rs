@@ -227,6 +227,9 @@ fn private_dir_problem(dir: &std::path::Path) -> Option<String> {
 }
 
 /// A non-blocking, close-on-exec Unix socket of `kind`.
+///
+/// The server opens its sockets the same way (`socket_file::new_socket`); the binaries share
+/// no crate that holds socket code.
 fn socket(kind: SocketType) -> io::Result<OwnedFd> {
     Ok(rustix::net::socket_with(
         AddressFamily::UNIX,

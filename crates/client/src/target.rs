@@ -134,6 +134,9 @@ impl Target {
 /// The directory of the default socket, computed exactly as the server does:
 /// `$XDG_RUNTIME_DIR/udsecho` when that is an absolute path, else `/run/udsecho` for root and
 /// `$TMPDIR/udsecho-UID` (`/tmp/udsecho-UID`) for everyone else.
+///
+/// A copy of the server's `default_socket_dir` (with `is_own_private_dir`): the two must
+/// agree, and the binaries share no crate that may know paths (`udsecho-proto` is bytes only).
 pub(crate) fn default_socket_dir() -> PathBuf {
     let euid = rustix::process::geteuid();
     match std::env::var_os("XDG_RUNTIME_DIR") {

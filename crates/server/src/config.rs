@@ -118,6 +118,9 @@ pub const DEFAULT_SOCKET_NAME: &str = "echo.sock";
 /// `/run/udsecho` for root and `$TMPDIR/udsecho-UID` (`/tmp/udsecho-UID`) for everyone else.
 /// The server creates it `0700` and refuses it unless it is a real directory owned by its uid
 /// with no access for group or others.
+///
+/// The client computes the same directory with a copy of this function: the binaries never
+/// depend on each other, and `udsecho-proto` knows no paths.
 pub fn default_socket_dir() -> PathBuf {
     let euid = rustix::process::geteuid();
     match std::env::var_os("XDG_RUNTIME_DIR") {
