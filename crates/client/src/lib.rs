@@ -1,8 +1,9 @@
 //! The udsecho client as a library: connect to a [`Target`] over a [`Transport`] (a raw or
 //! framed stream, or a seqpacket or datagram [`MessageSocket`]), then [`pipe`] (like
-//! `nc -U`), [`send`] (the classic demo loop) or [`bench`]. Failures are a [`ClientError`]: the socket
-//! once, an [`ErrorKind`], and the cause as its `source()`; [`report`] prints that chain as
-//! one line. `main.rs` parses flags and maps errors to that line and an exit code.
+//! `nc -U`), [`send`] (the classic demo loop) or [`bench`](mod@bench). Failures are a
+//! [`ClientError`]: the socket once, an [`ErrorKind`], and the cause as its `source()`;
+//! [`report`] prints that chain as one line. `main.rs` runs what `cli.rs` parsed and maps
+//! errors to that line and an exit code.
 
 pub mod bench;
 mod connect;

@@ -99,7 +99,7 @@ impl Target {
         }
     }
 
-    /// The default socket, the same as the server's: `echo.sock` in [`default_socket_dir`].
+    /// The default socket, the same as the server's: `echo.sock` in `default_socket_dir`.
     pub fn default_path() -> Target {
         Target::Path(default_socket_dir().join("echo.sock"))
     }

@@ -1,6 +1,6 @@
 //! The udsecho server as a library: [`Listener::bind`] the socket, then [`run`] it until a
-//! [`Shutdown`] begins. `main.rs` only parses flags, installs logging and signal handlers,
-//! and turns errors into one line and an exit code; tests call the same functions.
+//! [`Shutdown`] begins. `main.rs` only parses flags (`cli.rs`), installs logging and signal
+//! handlers, and turns errors into one line and an exit code; tests call the same functions.
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), udsecho_server::ListenError> {
