@@ -123,6 +123,10 @@ enum Command {
         /// Messages in flight per connection (1 = ping-pong)
         #[arg(long, value_name = "N", default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=65_536))]
         pipeline: u32,
+        /// Threads, each with its own runtime; connection i runs on thread i mod N [default:
+        /// the cores given, or half the machine when given all of it]
+        #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=1024))]
+        threads: Option<u32>,
         /// Print the result as JSON
         #[arg(long)]
         json: bool,
@@ -515,12 +519,14 @@ async fn run(cli: &Cli, target: &Target) -> Result<(), ClientError> {
             size,
             mode,
             pipeline,
+            threads,
             json,
             ..
         }) => {
             raise_fd_limit();
             let options = BenchOptions {
                 connections: *connections as usize,
+                threads: threads.map_or_else(bench::default_threads, |n| n as usize),
                 duration: *duration,
                 size: *size,
                 framed: cli.framed || matches!(mode, BenchMode::Framed),
@@ -542,11 +548,13 @@ async fn run(cli: &Cli, target: &Target) -> Result<(), ClientError> {
                 };
                 writeln!(
                     out,
-                    "{what}, {} connection{}, pipeline {}, {} B messages, {:.1} s\n\
+                    "{what}, {} connection{}, {} thread{}, pipeline {}, {} B messages, {:.1} s\n\
                      round trips/s: {:.0}\nMB/s:          {:.1}\n\
                      latency (µs):  p50 {:.1}  p99 {:.1}  p999 {:.1}  max {:.1}",
                     report.connections,
                     if report.connections == 1 { "" } else { "s" },
+                    report.threads,
+                    if report.threads == 1 { "" } else { "s" },
                     report.pipeline,
                     report.size,
                     report.seconds,
