@@ -5,14 +5,15 @@
 
 use std::cell::RefCell;
 use std::collections::VecDeque;
+use std::pin::Pin;
 use std::rc::Rc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::UnixStream;
 use tokio::sync::Semaphore;
-use tokio::time::Instant;
+use tokio::time::{Instant, Sleep};
 use udsecho_proto::Frame;
 
 use super::shard::Tally;
@@ -88,97 +89,145 @@ impl Worker {
         ErrorKind::timed_out(waiting, self.timeout)
     }
 
-    /// Reads one echo into `echo`; `Ok(false)` when the server closed before its first
-    /// byte. A short echo cut off by a close is checked for an Error frame (a framed-only
-    /// server) before it counts as the server hanging up.
-    async fn read_echo(
+    /// Sends `bytes` whole, or fails when `late` fires first (message `n`).
+    async fn send(
         &self,
-        stream: &mut (impl tokio::io::AsyncRead + Unpin),
-        echo: &mut [u8],
-        index: u64,
-    ) -> Result<bool, ErrorKind> {
-        let mut filled = 0;
-        while filled < echo.len() {
-            let read = tokio::time::timeout(self.timeout, stream.read(&mut echo[filled..]))
-                .await
-                .map_err(|_| self.late(&format!("waiting for the echo of message {index}")))?;
-            match read {
-                Ok(0) if filled == 0 => return Ok(false),
-                Ok(n) if n > 0 => filled += n,
-                _ if session::is_framed_refusal(&echo[..filled]) => {
-                    return Err(ErrorKind::FramedOnlyServer);
-                }
-                Ok(_) => {
-                    return Err(self.broken("receiving", std::io::ErrorKind::UnexpectedEof.into()));
-                }
-                Err(e) => return Err(self.broken("receiving", e)),
-            }
+        wr: &mut (impl AsyncWrite + Unpin),
+        bytes: &[u8],
+        late: Pin<&mut Sleep>,
+        n: u64,
+    ) -> Result<(), ErrorKind> {
+        tokio::select! {
+            biased;
+            sent = wr.write_all(bytes) => sent.map_err(|e| self.broken("sending", e)),
+            () = late => Err(self.late(&format!("sending message {n}"))),
         }
-        Ok(true)
     }
 
+    /// One read into `buf`, or a failure when `late` fires first (waiting for message `n`).
+    async fn receive(
+        &self,
+        rd: &mut (impl AsyncRead + Unpin),
+        buf: &mut [u8],
+        late: Pin<&mut Sleep>,
+        n: u64,
+    ) -> Result<usize, ErrorKind> {
+        tokio::select! {
+            biased;
+            read = rd.read(buf) => read.map_err(|e| self.broken("receiving", e)),
+            () = late => Err(self.late(&format!("waiting for the echo of message {n}"))),
+        }
+    }
+
+    /// The server closed with `echoes` in the middle of a message: an Error frame there
+    /// means a framed-only server, anything else a server that hung up.
+    fn cut_off(&self, echoes: &Echoes<'_>) -> ErrorKind {
+        if session::is_framed_refusal(&echoes.partial) {
+            ErrorKind::FramedOnlyServer
+        } else {
+            self.broken("receiving", std::io::ErrorKind::UnexpectedEof.into())
+        }
+    }
+
+    /// One message at a time. The read buffer has a byte more than the echo, so a whole echo
+    /// is a short read, which tells tokio the socket is empty: the next read waits for the
+    /// next echo instead of trying a `recv` that returns EAGAIN.
     async fn raw_ping_pong(self, mut stream: UnixStream) -> Result<(), ErrorKind> {
-        let mut echo = vec![0u8; self.payload.len()];
+        let mut buf = vec![0u8; self.payload.len() + 1];
+        let mut echoes = Echoes::new(&self.payload);
+        let late = tokio::time::sleep_until(self.deadline + self.timeout);
+        tokio::pin!(late);
         let mut n = 0;
-        while self.running() {
-            n += 1;
+        loop {
             let sent_at = Instant::now();
-            tokio::time::timeout(self.timeout, stream.write_all(&self.payload))
-                .await
-                .map_err(|_| self.late(&format!("sending message {n}")))?
-                .map_err(|e| self.broken("sending", e))?;
-            if !self.read_echo(&mut stream, &mut echo, n).await? {
-                return Err(self.broken("receiving", std::io::ErrorKind::UnexpectedEof.into()));
+            if sent_at >= self.deadline {
+                return Ok(());
             }
-            if echo[..] != self.payload[..] {
-                return Err(self.mismatch(n, &echo));
+            n += 1;
+            late.as_mut().reset(sent_at + self.timeout);
+            self.send(&mut stream, &self.payload, late.as_mut(), n)
+                .await?;
+            while echoes.done < n {
+                let got = self
+                    .receive(&mut stream, &mut buf, late.as_mut(), n)
+                    .await?;
+                if got == 0 {
+                    return Err(self.cut_off(&echoes));
+                }
+                echoes.take(&buf[..got], n)?;
             }
             self.record(sent_at);
         }
-        Ok(())
     }
 
     /// Up to `depth` messages in flight: a writer and a reader, joined in this one task (so
-    /// they share their queue without a lock). The writer half-closes after its last message.
+    /// they share their queue without a lock). The writer tops up to `depth` in one write,
+    /// and half-closes after its last message; the reader checks whatever arrives.
     async fn raw_pipelined(self, mut stream: UnixStream, depth: usize) -> Result<(), ErrorKind> {
         let (mut rd, mut wr) = stream.split();
         let credits = Semaphore::new(depth);
         let in_flight = RefCell::new(VecDeque::with_capacity(depth));
         let writer = async {
+            let batch = self.payload.repeat(depth);
+            let late = tokio::time::sleep_until(self.deadline + self.timeout);
+            tokio::pin!(late);
             let mut sent = 0u64;
-            while self.running() {
+            loop {
                 let Ok(credit) = credits.acquire().await else {
                     break;
                 };
                 credit.forget();
-                in_flight.borrow_mut().push_back(Instant::now());
-                tokio::time::timeout(self.timeout, wr.write_all(&self.payload))
-                    .await
-                    .map_err(|_| self.late(&format!("sending message {}", sent + 1)))?
-                    .map_err(|e| self.broken("sending", e))?;
-                sent += 1;
+                let now = Instant::now();
+                if now >= self.deadline {
+                    break;
+                }
+                let more = credits.available_permits();
+                if let Ok(taken) = credits.try_acquire_many(more as u32) {
+                    taken.forget();
+                }
+                let k = 1 + more;
+                in_flight.borrow_mut().extend(std::iter::repeat_n(now, k));
+                late.as_mut().reset(now + self.timeout);
+                let bytes = &batch[..k * self.payload.len()];
+                self.send(&mut wr, bytes, late.as_mut(), sent + 1).await?;
+                sent += k as u64;
             }
             wr.shutdown().await.map_err(|e| self.broken("sending", e))?;
             Ok(sent)
         };
         let reader = async {
-            let mut echo = vec![0u8; self.payload.len()];
-            let mut n = 0;
-            // The writer half-closes after its last message, so the server's EOF after the
-            // last echo is the normal end; the count check below tells whether every echo
-            // came in.
-            while self.read_echo(&mut rd, &mut echo, n + 1).await? {
-                n += 1;
-                if echo[..] != self.payload[..] {
-                    return Err(self.mismatch(n, &echo));
+            let size = self.payload.len();
+            let mut buf = vec![0u8; (size * depth).clamp(size, 256 * 1024) + 1];
+            let mut echoes = Echoes::new(&self.payload);
+            let late = tokio::time::sleep_until(self.deadline + self.timeout);
+            tokio::pin!(late);
+            loop {
+                let oldest = in_flight.borrow().front().copied();
+                late.as_mut()
+                    .reset(oldest.unwrap_or_else(Instant::now) + self.timeout);
+                let n = echoes.done + 1;
+                let got = self.receive(&mut rd, &mut buf, late.as_mut(), n).await?;
+                if got == 0 {
+                    // The writer half-closes after its last message, so the server's EOF
+                    // after the last echo is the normal end; the count check below tells
+                    // whether every echo came in.
+                    if echoes.partial.is_empty() {
+                        // A writer still waiting for room stops too (and the counts
+                        // differ, if the server closed early).
+                        credits.close();
+                        return Ok(echoes.done);
+                    }
+                    return Err(self.cut_off(&echoes));
                 }
-                let sent_at = in_flight.borrow_mut().pop_front();
-                if let Some(at) = sent_at {
-                    self.record(at);
+                let before = echoes.done;
+                let due = before + in_flight.borrow().len() as u64;
+                echoes.take(&buf[..got], due)?;
+                let done = (echoes.done - before) as usize;
+                for sent_at in in_flight.borrow_mut().drain(..done) {
+                    self.record(sent_at);
                 }
-                credits.add_permits(1);
+                credits.add_permits(done);
             }
-            Ok(n)
         };
         let (sent, echoed) = tokio::try_join!(writer, reader)?;
         if sent != echoed {
@@ -302,5 +351,99 @@ impl Worker {
         }
         let _ = socket.shutdown_write();
         Ok(())
+    }
+}
+
+/// A stream of echoes of one payload, checked byte for byte as reads bring them, however
+/// they are split.
+struct Echoes<'a> {
+    payload: &'a [u8],
+    /// Whole echoes received.
+    done: u64,
+    /// What has come of the echo in progress (at most the payload's length; kept to tell an
+    /// Error frame from a server that hung up, and to show a mismatch).
+    partial: Vec<u8>,
+}
+
+impl<'a> Echoes<'a> {
+    fn new(payload: &'a [u8]) -> Echoes<'a> {
+        Echoes {
+            payload,
+            done: 0,
+            partial: Vec::with_capacity(payload.len()),
+        }
+    }
+
+    /// Checks `data`, which follows what came before, while at most `due` echoes in all are
+    /// owed.
+    fn take(&mut self, mut data: &[u8], due: u64) -> Result<(), ErrorKind> {
+        let size = self.payload.len();
+        while !data.is_empty() {
+            let index = self.done + 1;
+            if self.done == due {
+                return Err(ErrorKind::Mismatch {
+                    index,
+                    sent: String::new(),
+                    received: preview(data),
+                });
+            }
+            let at = self.partial.len();
+            let k = (size - at).min(data.len());
+            if data[..k] != self.payload[at..at + k] {
+                // Everything of this echo we have, to show it and to recognise an Error
+                // frame (a framed-only server).
+                self.partial.extend_from_slice(data);
+                return Err(if session::is_framed_refusal(&self.partial) {
+                    ErrorKind::FramedOnlyServer
+                } else {
+                    ErrorKind::Mismatch {
+                        index,
+                        sent: preview(self.payload),
+                        received: preview(&self.partial),
+                    }
+                });
+            }
+            if at + k == size {
+                self.partial.clear();
+                self.done += 1;
+            } else {
+                self.partial.extend_from_slice(&data[..k]);
+            }
+            data = &data[k..];
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn echoes_are_checked_however_they_are_split() {
+        let payload = b"abcdef";
+        let mut echoes = Echoes::new(payload);
+        echoes.take(b"ab", 3).unwrap();
+        echoes.take(b"cdefabcdefa", 3).unwrap();
+        assert_eq!((echoes.done, echoes.partial.as_slice()), (2, &b"a"[..]));
+        echoes.take(b"bcdef", 3).unwrap();
+        assert_eq!(echoes.done, 3);
+        // More than was sent.
+        let extra = echoes.take(b"x", 3).unwrap_err();
+        assert!(
+            matches!(extra, ErrorKind::Mismatch { index: 4, .. }),
+            "{extra}"
+        );
+    }
+
+    #[test]
+    fn a_differing_byte_is_a_mismatch_on_its_message() {
+        let mut echoes = Echoes::new(b"abcdef");
+        echoes.take(b"abcdefab", 2).unwrap();
+        let e = echoes.take(b"cXef", 2).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "echo mismatch on message 2: sent \"abcdef\", received \"abcXef\""
+        );
     }
 }
