@@ -3,9 +3,9 @@
 //! equal to the one sent.
 //!
 //! The connections are spread over `--threads` threads the way the server spreads its own
-//! (thread-per-core): each thread ([`shard`]) is a current-thread tokio runtime with its own
+//! (thread-per-core): each thread (`shard`) is a current-thread tokio runtime with its own
 //! epoll set, connects its share (connection `i` on thread `i % N`) and drives it
-//! ([`worker`]: one task per connection). Nothing crosses threads on the data path: each
+//! (`worker`: one task per connection). Nothing crosses threads on the data path: each
 //! thread counts its round trips and records their latencies in a histogram of its own,
 //! merged here once every thread is done. Between threads there is only the start signal,
 //! a flag that the first failure sets (so the others stop), and each thread's count for the
@@ -132,7 +132,7 @@ fn histogram() -> Histogram<u64> {
     Histogram::new_with_bounds(1, 100_000_000_000, 3).expect("static histogram bounds are valid")
 }
 
-/// What every thread shares: the start, and who failed.
+/// What every thread shares: whether one of them has failed.
 #[derive(Debug)]
 struct Shared {
     /// Set by the first thread whose connection fails, so that the others stop.
