@@ -241,6 +241,10 @@ impl Worker {
     async fn framed(self, stream: UnixStream, depth: usize) -> Result<(), ErrorKind> {
         let mut server = session::open(stream, self.timeout).await?;
         let mut in_flight = VecDeque::with_capacity(depth);
+        // Each frame is due back within `timeout` of its sending: one timer, moved to the
+        // oldest in flight.
+        let late = tokio::time::sleep_until(Instant::now() + self.timeout);
+        tokio::pin!(late);
         let mut n = 0;
         loop {
             // Top up to `depth` frames in flight, in one write.
@@ -253,18 +257,26 @@ impl Worker {
                 in_flight.push_back(Instant::now());
                 queued = true;
             }
-            if queued {
-                tokio::time::timeout(self.timeout, server.flush())
-                    .await
-                    .map_err(|_| self.late(&format!("sending message {}", n + 1)))?
-                    .map_err(session::protocol)?;
-            }
-            if in_flight.is_empty() {
+            let Some(&oldest) = in_flight.front() else {
                 break;
+            };
+            late.as_mut().reset(oldest + self.timeout);
+            if queued {
+                tokio::select! {
+                    biased;
+                    flushed = server.flush() => flushed.map_err(session::protocol)?,
+                    () = late.as_mut() => {
+                        return Err(self.late(&format!("sending message {}", n + 1)));
+                    }
+                }
             }
-            let frame = tokio::time::timeout(self.timeout, server.next())
-                .await
-                .map_err(|_| self.late(&format!("waiting for the echo of message {}", n + 1)))?;
+            let frame = tokio::select! {
+                biased;
+                frame = server.next() => frame,
+                () = late.as_mut() => {
+                    return Err(self.late(&format!("waiting for the echo of message {}", n + 1)));
+                }
+            };
             match frame {
                 Some(Ok(Frame::Data(echo))) => {
                     n += 1;
@@ -299,6 +311,10 @@ impl Worker {
         // Room for a longer reply, so that it shows as a mismatch rather than truncated.
         let mut echo = vec![0u8; self.payload.len() + 1];
         let mut n = 0u64;
+        // Each reply is due within `timeout` of its message: one timer, moved to the oldest
+        // in flight.
+        let late = tokio::time::sleep_until(Instant::now() + self.timeout);
+        tokio::pin!(late);
         let gone = |n: u64| {
             socket.gone(format!(
                 "in the middle of the benchmark, after {n} round trips"
@@ -309,12 +325,12 @@ impl Worker {
             if !sending && in_flight.is_empty() {
                 break;
             }
-            let due = in_flight.front().map(|&at| at + self.timeout);
-            let late = async {
-                match due {
-                    Some(at) => tokio::time::sleep_until(at).await,
-                    None => std::future::pending().await,
+            let waiting = match in_flight.front() {
+                Some(&at) => {
+                    late.as_mut().reset(at + self.timeout);
+                    true
                 }
+                None => false,
             };
             tokio::select! {
                 sent = socket.send(&self.payload), if sending => {
@@ -340,7 +356,7 @@ impl Worker {
                     }
                     self.record(sent_at);
                 }
-                () = late => {
+                () = late.as_mut(), if waiting => {
                     let lossy = match socket.kind() {
                         SocketType::Datagram => " (datagrams can be dropped)",
                         _ => "",
