@@ -123,6 +123,10 @@ pub(crate) enum Command {
         /// Messages in flight per connection (1 = ping-pong)
         #[arg(long, value_name = "N", default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=65_536))]
         pipeline: u32,
+        /// Threads, each with its own runtime; connection i runs on thread i mod N [default:
+        /// the cores given, or half the machine when given all of it]
+        #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=1024))]
+        threads: Option<u32>,
         /// Print the result as JSON
         #[arg(long)]
         json: bool,

@@ -172,12 +172,14 @@ async fn run(cli: &Invocation) -> Result<(), ClientError> {
             duration,
             size,
             pipeline,
+            threads,
             json,
             ..
         }) => {
             raise_fd_limit();
             let options = BenchOptions {
                 connections: *connections as usize,
+                threads: threads.map_or_else(bench::default_threads, |n| n as usize),
                 duration: *duration,
                 size: *size,
                 framed: cli.transport.is_framed(),
@@ -199,11 +201,13 @@ async fn run(cli: &Invocation) -> Result<(), ClientError> {
                 };
                 writeln!(
                     out,
-                    "{what}, {} connection{}, pipeline {}, {} B messages, {:.1} s\n\
+                    "{what}, {} connection{}, {} thread{}, pipeline {}, {} B messages, {:.1} s\n\
                      round trips/s: {:.0}\nMB/s:          {:.1}\n\
                      latency (µs):  p50 {:.1}  p99 {:.1}  p999 {:.1}  max {:.1}",
                     report.connections,
                     if report.connections == 1 { "" } else { "s" },
+                    report.threads,
+                    if report.threads == 1 { "" } else { "s" },
                     report.pipeline,
                     report.size,
                     report.seconds,

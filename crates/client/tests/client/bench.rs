@@ -1,6 +1,11 @@
 //! `bench`: the load generator.
 
 use std::io::{Read, Write};
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::thread;
 use std::time::Duration;
 
 use predicates::prelude::*;
@@ -51,9 +56,20 @@ fn bench_reports_sane_json_against_our_server() {
 #[test]
 fn bench_text_report_counts_connections_in_words() {
     let server = Server::start(Vec::<String>::new()).unwrap();
-    for (connections, words) in [("1", "1 connection,"), ("3", "3 connections,")] {
+    for (connections, threads, words) in [
+        ("1", "1", "1 connection, 1 thread,"),
+        ("3", "2", "3 connections, 2 threads,"),
+    ] {
         client(server.socket())
-            .args(["bench", "-c", connections, "-d", "100ms"])
+            .args([
+                "bench",
+                "-c",
+                connections,
+                "--threads",
+                threads,
+                "-d",
+                "100ms",
+            ])
             .assert()
             .success()
             .stdout(predicate::str::starts_with(format!("raw mode, {words}")));
@@ -116,4 +132,163 @@ fn raw_bench_against_a_framed_only_server_says_to_add_framed() {
             server.socket().display()
         )
     );
+}
+
+/// Runs `bench` with `args` and `--json` against `socket`, and returns the report after the
+/// checks every report must pass: round trips were made, and their rate times the seconds is
+/// their count.
+fn json_report(socket: &std::path::Path, args: &[&str]) -> serde_json::Value {
+    let out = client(socket)
+        .arg("bench")
+        .args(args)
+        .arg("--json")
+        .assert()
+        .success()
+        .get_output()
+        .stdout
+        .clone();
+    let report: serde_json::Value = serde_json::from_slice(&out).unwrap();
+    let trips = report["round_trips"].as_u64().unwrap();
+    assert!(trips > 0, "{args:?}: {report}");
+    let rate = report["round_trips_per_sec"].as_f64().unwrap();
+    let secs = report["seconds"].as_f64().unwrap();
+    assert!(
+        (rate * secs - trips as f64).abs() < 1.0,
+        "{args:?}: {report}"
+    );
+    report
+}
+
+#[test]
+fn bench_spreads_connections_over_threads_in_every_stream_mode() {
+    let server = Server::start(Vec::<String>::new()).unwrap();
+    for mode in ["raw", "framed"] {
+        for pipeline in ["1", "8"] {
+            let args = [
+                "-c",
+                "5",
+                "--threads",
+                "2",
+                "-d",
+                "200ms",
+                "--size",
+                "100",
+                "--mode",
+                mode,
+                "--pipeline",
+                pipeline,
+            ];
+            let report = json_report(server.socket(), &args);
+            assert_eq!(report["threads"], 2, "{report}");
+            assert_eq!(report["connections"], 5, "{report}");
+            assert_eq!(report["mode"], mode, "{report}");
+        }
+    }
+}
+
+#[test]
+fn more_threads_than_connections_use_one_thread_per_connection() {
+    let server = Server::start(Vec::<String>::new()).unwrap();
+    let report = json_report(
+        server.socket(),
+        &["-c", "3", "--threads", "8", "-d", "200ms"],
+    );
+    assert_eq!(report["threads"], 3, "{report}");
+    assert_eq!(report["connections"], 3, "{report}");
+}
+
+#[test]
+fn seqpacket_and_datagram_bench_run_on_threads() {
+    for kind in ["seqpacket", "datagram"] {
+        let server = Server::start(["--type", kind]).unwrap();
+        for pipeline in ["1", "4"] {
+            let out = client(server.socket())
+                .args(["--type", kind, "bench", "-c", "4", "--threads", "2"])
+                .args(["-d", "200ms", "--pipeline", pipeline, "--json"])
+                .assert()
+                .success()
+                .get_output()
+                .stdout
+                .clone();
+            let report: serde_json::Value = serde_json::from_slice(&out).unwrap();
+            assert_eq!(report["socket_type"], kind, "{report}");
+            assert_eq!(report["threads"], 2, "{report}");
+            assert!(report["round_trips"].as_u64().unwrap() > 0, "{report}");
+        }
+    }
+}
+
+/// A raw echo server that counts the bytes it echoes over all its connections, and inverts
+/// every byte on the connection it accepts `corrupt`-th (counting from 0), if any.
+fn counting_server(corrupt: Option<usize>) -> (tempfile::TempDir, PathBuf, Arc<AtomicU64>) {
+    let dir = udsecho_harness::short_temp_dir();
+    let path = dir.path().join("count.sock");
+    let listener = UnixListener::bind(&path).unwrap();
+    let echoed = Arc::new(AtomicU64::new(0));
+    let count = echoed.clone();
+    thread::spawn(move || {
+        for (k, stream) in listener.incoming().enumerate() {
+            let Ok(stream) = stream else { break };
+            let count = count.clone();
+            thread::spawn(move || echo_counting(stream, &count, corrupt == Some(k)));
+        }
+    });
+    (dir, path, echoed)
+}
+
+fn echo_counting(mut stream: UnixStream, count: &AtomicU64, corrupt: bool) {
+    let mut buf = [0u8; 4096];
+    while let Ok(n) = stream.read(&mut buf) {
+        if n == 0 {
+            break;
+        }
+        if corrupt {
+            buf[..n].iter_mut().for_each(|b| *b = !*b);
+        }
+        // Counted before it goes out: whatever the client has received is counted.
+        count.fetch_add(n as u64, Ordering::SeqCst);
+        if stream.write_all(&buf[..n]).is_err() {
+            break;
+        }
+    }
+}
+
+#[test]
+fn every_round_trip_on_every_thread_is_counted_once() {
+    // Ping-pong stops after a whole echo and pipelined waits for every echo, so the bytes the
+    // server echoed are exactly the round trips reported times their size.
+    for pipeline in ["1", "4"] {
+        let (_dir, path, echoed) = counting_server(None);
+        let report = json_report(
+            &path,
+            &[
+                "-c",
+                "6",
+                "--threads",
+                "3",
+                "-d",
+                "200ms",
+                "--size",
+                "100",
+                "--pipeline",
+                pipeline,
+            ],
+        );
+        assert_eq!(report["threads"], 3, "{report}");
+        let trips = report["round_trips"].as_u64().unwrap();
+        assert_eq!(echoed.load(Ordering::SeqCst), trips * 100, "{report}");
+    }
+}
+
+#[test]
+fn a_corrupted_echo_on_any_thread_fails_the_whole_bench() {
+    let (_dir, path, _) = counting_server(Some(3));
+    let out = client(&path)
+        .args(["bench", "-c", "4", "--threads", "2", "-d", "5s"])
+        .assert()
+        .code(3)
+        .get_output()
+        .clone();
+    let line = one_line(&out.stderr);
+    assert!(line.contains("mismatch"), "{line}");
 }

@@ -59,6 +59,10 @@ fn zero_and_absurd_values_are_usage_errors_that_say_what_is_allowed() {
             "error: invalid value '100000000' for '--pipeline <N>': 100000000 is not in 1..=65536",
         ),
         (
+            &["bench", "--threads", "0"],
+            "error: invalid value '0' for '--threads <N>': 0 is not in 1..=1024",
+        ),
+        (
             &["--timeout", "0ms", "send"],
             "error: invalid value '0ms' for '--timeout <DUR>': must be more than 0",
         ),

@@ -1,0 +1,281 @@
+//! Bench mode: many connections echoing as fast as they can, every byte verified, latency in
+//! an HDR histogram. Over seqpacket and datagram each echo must come back as one message
+//! equal to the one sent.
+//!
+//! The connections are spread over `--threads` threads the way the server spreads its own
+//! (thread-per-core): each thread (`shard`) is a current-thread tokio runtime with its own
+//! epoll set, connects its share (connection `i` on thread `i % N`) and drives it
+//! (`worker`: one task per connection). Nothing crosses threads on the data path: each
+//! thread counts its round trips and records their latencies in a histogram of its own,
+//! merged here once every thread is done. Between threads there is only the start signal,
+//! a flag that the first failure sets (so the others stop), and each thread's count for the
+//! progress bar, published every 100 ms.
+
+mod shard;
+mod worker;
+
+use std::io::IsTerminal;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Duration;
+
+use hdrhistogram::Histogram;
+use serde::Serialize;
+use tokio::time::Instant;
+
+use crate::error::{ClientError, ErrorKind};
+use crate::target::{SocketType, Target};
+
+/// What `bench` is told to do.
+#[derive(Debug, Clone)]
+pub struct BenchOptions {
+    /// Connections open at once (at least 1).
+    pub connections: usize,
+    /// Threads to spread them over, each with its own runtime (at least 1; never more than
+    /// `connections` are used). [`default_threads`] is what the command line uses.
+    pub threads: usize,
+    /// How long to measure.
+    pub duration: Duration,
+    /// Payload bytes per message.
+    pub size: usize,
+    /// Frames instead of raw bytes (stream only).
+    pub framed: bool,
+    /// Stream, seqpacket or datagram.
+    pub socket_type: SocketType,
+    /// Messages in flight per connection (1 = ping-pong).
+    pub pipeline: usize,
+    /// Limit for connecting and for any single echo.
+    pub timeout: Duration,
+    /// Draw a progress bar (on a terminal).
+    pub progress: bool,
+}
+
+/// The result, as printed and as `--json`.
+#[derive(Debug, Clone, Serialize)]
+pub struct BenchReport {
+    /// `raw` or `framed` (seqpacket and datagram are raw).
+    pub mode: &'static str,
+    /// `stream`, `seqpacket` or `datagram`.
+    pub socket_type: &'static str,
+    /// Connections used.
+    pub connections: usize,
+    /// Threads the connections were spread over.
+    pub threads: usize,
+    /// Messages in flight per connection.
+    pub pipeline: usize,
+    /// Payload bytes per message.
+    pub size: usize,
+    /// Measured time, in seconds.
+    pub seconds: f64,
+    /// Messages sent and echoed intact.
+    pub round_trips: u64,
+    /// Round trips per second.
+    pub round_trips_per_sec: f64,
+    /// Echoed payload, in megabytes (10^6) per second.
+    pub mb_per_sec: f64,
+    /// Latency from send to echo, in microseconds.
+    pub latency_us: Latency,
+}
+
+/// Latency percentiles, in microseconds.
+#[derive(Debug, Clone, Serialize)]
+pub struct Latency {
+    /// Median.
+    pub p50: f64,
+    /// 99th percentile.
+    pub p99: f64,
+    /// 99.9th percentile.
+    pub p999: f64,
+    /// Largest seen.
+    pub max: f64,
+    /// Mean.
+    pub mean: f64,
+}
+
+/// How many threads `bench` uses when `--threads` is not given: every core the process was
+/// given, or half the machine when it was given all of it — the rule the server uses for its
+/// own threads.
+///
+/// A Unix socket's server is always on the same machine: a generator busy on every core
+/// would take the cores the server under test needs (on 2 cores, one each). When the cores
+/// were chosen (`taskset`, a cpuset), they were chosen for the generator: it uses them all.
+pub fn default_threads() -> usize {
+    let given = std::thread::available_parallelism().map_or(1, usize::from);
+    threads_for(given, online_cores())
+}
+
+/// [`default_threads`] for `given` cores out of `online`.
+fn threads_for(given: usize, online: Option<usize>) -> usize {
+    match online {
+        Some(online) if given < online => given,
+        _ => (given / 2).max(1),
+    }
+}
+
+/// The machine's online cores, from `/sys/devices/system/cpu/online` (`0-3,8-11`).
+fn online_cores() -> Option<usize> {
+    let list = std::fs::read_to_string("/sys/devices/system/cpu/online").ok()?;
+    list.trim().split(',').try_fold(0, |count, range| {
+        let (first, last) = match range.split_once('-') {
+            Some((a, b)) => (a.parse::<usize>().ok()?, b.parse::<usize>().ok()?),
+            None => {
+                let cpu = range.parse::<usize>().ok()?;
+                (cpu, cpu)
+            }
+        };
+        Some(count + last.checked_sub(first)? + 1)
+    })
+}
+
+fn histogram() -> Histogram<u64> {
+    // 1 ns to 100 s at 3 significant digits.
+    Histogram::new_with_bounds(1, 100_000_000_000, 3).expect("static histogram bounds are valid")
+}
+
+/// What every thread shares: whether one of them has failed.
+#[derive(Debug)]
+struct Shared {
+    /// Set by the first thread whose connection fails, so that the others stop.
+    failed: AtomicBool,
+}
+
+/// Runs the benchmark against `target`.
+pub async fn run(target: &Target, options: &BenchOptions) -> Result<BenchReport, ClientError> {
+    let connections = options.connections.max(1);
+    let threads = options.threads.clamp(1, connections);
+    let pipeline = options.pipeline.max(1);
+    let shared = Arc::new(Shared {
+        failed: AtomicBool::new(false),
+    });
+
+    // Every thread connects its share first (a bounded number at a time, so the server's
+    // backlog keeps up), so that the measured window holds only echo traffic.
+    let mut shards = Vec::with_capacity(threads);
+    for index in 0..threads {
+        let plan = shard::Plan {
+            index,
+            threads,
+            connections,
+            pipeline,
+            target: target.clone(),
+            options: options.clone(),
+            shared: shared.clone(),
+        };
+        shards.push(shard::spawn(plan)?);
+    }
+    let mut first_error = None;
+    for shard in &mut shards {
+        if let Err(e) = shard.connected().await {
+            first_error.get_or_insert(e);
+        }
+    }
+    if let Some(e) = first_error {
+        // Dropping the shards tells their threads to close their connections and end.
+        return Err(e);
+    }
+
+    let start = Instant::now();
+    let deadline = start + options.duration;
+    for shard in &mut shards {
+        shard.start(deadline);
+    }
+    let progress = options.progress.then(|| progress_bar(options.duration));
+    let ticker = progress.clone().map(|bar| {
+        let counts: Vec<Arc<AtomicU64>> = shards.iter().map(shard::Handle::progress).collect();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_millis(100));
+            loop {
+                tick.tick().await;
+                let elapsed = start.elapsed();
+                bar.set_position(elapsed.as_millis() as u64);
+                let done: u64 = counts.iter().map(|c| c.load(Ordering::Relaxed)).sum();
+                let rate = done as f64 / elapsed.as_secs_f64().max(1e-9);
+                bar.set_message(format!("{rate:.0} round trips/s"));
+            }
+        })
+    });
+
+    let mut merged = histogram();
+    let mut round_trips = 0;
+    for shard in shards {
+        match shard.finished().await {
+            Ok(tally) => {
+                round_trips += tally.round_trips;
+                // Same bounds everywhere, so adding cannot fail.
+                let _ = merged.add(&tally.latencies);
+            }
+            Err(e) => {
+                first_error.get_or_insert(e);
+            }
+        }
+    }
+    let seconds = start.elapsed().as_secs_f64();
+    if let Some(t) = ticker {
+        t.abort();
+    }
+    if let Some(bar) = progress {
+        bar.finish_and_clear();
+    }
+    if let Some(e) = first_error {
+        return Err(e);
+    }
+    let us = |q: f64| merged.value_at_quantile(q) as f64 / 1000.0;
+    Ok(BenchReport {
+        mode: if options.framed { "framed" } else { "raw" },
+        socket_type: options.socket_type.name(),
+        connections,
+        threads,
+        pipeline,
+        size: options.size,
+        seconds,
+        round_trips,
+        round_trips_per_sec: round_trips as f64 / seconds,
+        mb_per_sec: (round_trips as f64 * options.size as f64) / seconds / 1e6,
+        latency_us: Latency {
+            p50: us(0.5),
+            p99: us(0.99),
+            p999: us(0.999),
+            max: merged.max() as f64 / 1000.0,
+            mean: merged.mean() / 1000.0,
+        },
+    })
+}
+
+/// A benchmark thread that ended without saying how (it cannot, short of a bug).
+fn thread_lost(target: &Target) -> ClientError {
+    ErrorKind::Io {
+        doing: "running the benchmark",
+        source: std::io::Error::other("a benchmark thread stopped unexpectedly"),
+    }
+    .at(target)
+}
+
+fn progress_bar(duration: Duration) -> indicatif::ProgressBar {
+    let bar = indicatif::ProgressBar::new(duration.as_millis() as u64);
+    if let Ok(style) =
+        indicatif::ProgressStyle::with_template("{spinner} [{bar:30}] {elapsed}/{duration} {msg}")
+    {
+        bar.set_style(style.progress_chars("=> "));
+    }
+    bar
+}
+
+/// Whether a progress bar makes sense: only when a person watches stdout.
+pub fn stdout_is_terminal() -> bool {
+    std::io::stdout().is_terminal()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn chosen_cores_are_all_used_and_a_whole_machine_is_halved() {
+        assert_eq!(threads_for(8, Some(16)), 8);
+        assert_eq!(threads_for(16, Some(16)), 8);
+        assert_eq!(threads_for(2, Some(2)), 1);
+        assert_eq!(threads_for(1, Some(1)), 1);
+        assert_eq!(threads_for(4, None), 2);
+        assert!(default_threads() >= 1);
+    }
+}

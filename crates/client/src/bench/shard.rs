@@ -1,0 +1,274 @@
+//! One benchmark thread: a current-thread tokio runtime (its own epoll set and timers) that
+//! connects its share of the connections, waits for the start, drives them, and hands back
+//! its count and its latency histogram.
+//!
+//! The thread talks to the coordinator ([`super::run`]) through three one-shot channels:
+//! connected (or why not), the start (its sender dropped means "close and end"), and the
+//! result. While it runs, its connections share only this thread's [`Tally`]; every 100 ms
+//! a ticker publishes the count for the progress bar and looks whether another thread failed.
+
+use std::cell::{Cell, RefCell};
+use std::rc::Rc;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use bytes::Bytes;
+use hdrhistogram::Histogram;
+use tokio::sync::{Semaphore, oneshot};
+use tokio::task::{JoinSet, LocalSet};
+use tokio::time::Instant;
+
+use super::worker::{Connection, Worker};
+use super::{BenchOptions, Shared, histogram, thread_lost};
+use crate::error::{ClientError, ErrorKind};
+use crate::target::{SocketType, Target};
+
+/// Connects in flight at once, over all threads: enough to be quick, few enough that the
+/// server's backlog keeps up.
+const CONNECTING: usize = 256;
+
+/// What one thread is to do.
+pub(super) struct Plan {
+    /// This thread's number: it takes connections `index`, `index + threads`, ...
+    pub(super) index: usize,
+    pub(super) threads: usize,
+    pub(super) connections: usize,
+    pub(super) pipeline: usize,
+    pub(super) target: Target,
+    pub(super) options: BenchOptions,
+    pub(super) shared: Arc<Shared>,
+}
+
+/// The coordinator's end of one thread.
+pub(super) struct Handle {
+    target: Target,
+    connected: Option<oneshot::Receiver<Result<(), ClientError>>>,
+    start: Option<oneshot::Sender<Instant>>,
+    finished: oneshot::Receiver<Result<Tallied, ClientError>>,
+    progress: Arc<AtomicU64>,
+}
+
+/// What a thread measured.
+pub(super) struct Tallied {
+    pub(super) round_trips: u64,
+    pub(super) latencies: Histogram<u64>,
+}
+
+impl Handle {
+    /// Waits until the thread's connections are all open (or one could not be).
+    pub(super) async fn connected(&mut self) -> Result<(), ClientError> {
+        match self.connected.take() {
+            Some(rx) => rx.await.unwrap_or_else(|_| Err(thread_lost(&self.target))),
+            None => Ok(()),
+        }
+    }
+
+    /// Starts the thread's load, which runs until `deadline`.
+    pub(super) fn start(&mut self, deadline: Instant) {
+        if let Some(tx) = self.start.take() {
+            // A thread that is gone says so through `finished`.
+            let _ = tx.send(deadline);
+        }
+    }
+
+    /// The thread's round trips so far, updated every 100 ms.
+    pub(super) fn progress(&self) -> Arc<AtomicU64> {
+        self.progress.clone()
+    }
+
+    /// Waits for the thread's result.
+    pub(super) async fn finished(self) -> Result<Tallied, ClientError> {
+        self.finished
+            .await
+            .unwrap_or_else(|_| Err(thread_lost(&self.target)))
+    }
+}
+
+/// Starts the thread for `plan`.
+pub(super) fn spawn(plan: Plan) -> Result<Handle, ClientError> {
+    let (connected_tx, connected) = oneshot::channel();
+    let (start, start_rx) = oneshot::channel();
+    let (finished_tx, finished) = oneshot::channel();
+    let progress = Arc::new(AtomicU64::new(0));
+    let target = plan.target.clone();
+    let counter = progress.clone();
+    std::thread::Builder::new()
+        .name(format!("bench-{}", plan.index))
+        .spawn(move || {
+            let runtime = match tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            {
+                Ok(runtime) => runtime,
+                Err(source) => {
+                    let e = ErrorKind::Io {
+                        doing: "starting a benchmark thread",
+                        source,
+                    };
+                    let _ = connected_tx.send(Err(e.at(&plan.target)));
+                    return;
+                }
+            };
+            LocalSet::new().block_on(&runtime, async move {
+                let conns = match connect(&plan).await {
+                    Ok(conns) => conns,
+                    Err(e) => {
+                        let _ = connected_tx.send(Err(e));
+                        return;
+                    }
+                };
+                if connected_tx.send(Ok(())).is_err() {
+                    return;
+                }
+                // The coordinator gave up (another thread could not connect).
+                let Ok(deadline) = start_rx.await else {
+                    return;
+                };
+                let result = drive(&plan, conns, deadline, &counter).await;
+                let _ = finished_tx.send(result);
+            });
+        })
+        .map_err(|source| {
+            ErrorKind::Io {
+                doing: "starting a benchmark thread",
+                source,
+            }
+            .at(&target)
+        })?;
+    Ok(Handle {
+        target,
+        connected: Some(connected),
+        start: Some(start),
+        finished,
+        progress,
+    })
+}
+
+/// Opens this thread's connections, each with its number in the whole run.
+async fn connect(plan: &Plan) -> Result<Vec<(usize, Connection)>, ClientError> {
+    let slots = Rc::new(Semaphore::new((CONNECTING / plan.threads).max(1)));
+    let mut connecting = JoinSet::new();
+    for i in (plan.index..plan.connections).step_by(plan.threads) {
+        let target = plan.target.clone();
+        let slots = slots.clone();
+        let timeout = plan.options.timeout;
+        let kind = plan.options.socket_type;
+        connecting.spawn_local(async move {
+            let _slot = slots.acquire().await;
+            let conn = match kind {
+                SocketType::Stream => target.connect(timeout).await.map(Connection::Stream),
+                _ => target
+                    .connect_messages(kind, timeout)
+                    .await
+                    .map(Connection::Messages),
+            };
+            conn.map(|c| (i, c))
+        });
+    }
+    let mut conns = Vec::with_capacity(connecting.len());
+    while let Some(joined) = connecting.join_next().await {
+        let conn = joined.map_err(|e| task_failed(&plan.target, e))??;
+        conns.push(conn);
+    }
+    conns.sort_unstable_by_key(|&(i, _)| i);
+    Ok(conns)
+}
+
+fn task_failed(target: &Target, e: tokio::task::JoinError) -> ClientError {
+    ErrorKind::Io {
+        doing: "running the benchmark",
+        source: std::io::Error::other(e),
+    }
+    .at(target)
+}
+
+/// What this thread's connections share, and nothing else does: no atomics, no locks.
+#[derive(Debug)]
+pub(super) struct Tally {
+    round_trips: Cell<u64>,
+    latencies: RefCell<Histogram<u64>>,
+}
+
+impl Tally {
+    /// Counts one round trip that took `latency`.
+    pub(super) fn record(&self, latency: Duration) {
+        self.round_trips.set(self.round_trips.get() + 1);
+        let ns = u64::try_from(latency.as_nanos()).unwrap_or(u64::MAX).max(1);
+        // Out-of-range samples (over 100 s) are dropped, not fatal.
+        let _ = self.latencies.borrow_mut().record(ns);
+    }
+
+    fn take(&self) -> Tallied {
+        Tallied {
+            round_trips: self.round_trips.get(),
+            latencies: self.latencies.replace(histogram()),
+        }
+    }
+}
+
+/// Runs this thread's connections until `deadline`, or until one of them (here or on another
+/// thread) fails.
+async fn drive(
+    plan: &Plan,
+    conns: Vec<(usize, Connection)>,
+    deadline: Instant,
+    progress: &AtomicU64,
+) -> Result<Tallied, ClientError> {
+    let tally = Rc::new(Tally {
+        round_trips: Cell::new(0),
+        latencies: RefCell::new(histogram()),
+    });
+    let options = &plan.options;
+    let mut running = JoinSet::new();
+    for (i, conn) in conns {
+        let worker = Worker {
+            payload: Bytes::from(udsecho_payload(options.size, i as u64)),
+            deadline,
+            timeout: options.timeout,
+            tally: tally.clone(),
+        };
+        let framed = options.framed;
+        let pipeline = plan.pipeline;
+        running.spawn_local(async move { worker.run(conn, framed, pipeline).await });
+    }
+    let mut tick = tokio::time::interval(Duration::from_millis(100));
+    loop {
+        tokio::select! {
+            joined = running.join_next() => match joined {
+                None => break,
+                Some(Ok(Ok(()))) => {}
+                Some(Ok(Err(kind))) => {
+                    plan.shared.failed.store(true, Ordering::Relaxed);
+                    return Err(kind.at(&plan.target));
+                }
+                Some(Err(e)) => {
+                    plan.shared.failed.store(true, Ordering::Relaxed);
+                    return Err(task_failed(&plan.target, e));
+                }
+            },
+            _ = tick.tick() => {
+                progress.store(tally.round_trips.get(), Ordering::Relaxed);
+                if plan.shared.failed.load(Ordering::Relaxed) {
+                    // Another thread's error is the one reported; this thread just stops
+                    // (dropping `running` aborts its connections).
+                    return Ok(tally.take());
+                }
+            }
+        }
+    }
+    Ok(tally.take())
+}
+
+/// A payload whose bytes differ per connection, so a crossed echo is caught.
+fn udsecho_payload(size: usize, seed: u64) -> Vec<u8> {
+    let mut state = seed.wrapping_add(0x9E37_79B9_7F4A_7C15) | 1;
+    (0..size)
+        .map(|_| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state as u8
+        })
+        .collect()
+}
