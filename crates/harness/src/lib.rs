@@ -9,6 +9,7 @@
 //! frames.
 
 mod bins;
+pub mod descriptors;
 mod fixtures;
 pub mod model;
 mod packets;

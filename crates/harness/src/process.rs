@@ -38,9 +38,18 @@ pub struct ServerBuilder {
     default_socket: bool,
     /// The server's working directory, if not the test's.
     current_dir: Option<PathBuf>,
+    /// Start it under this descriptor limit (soft and hard), through `prlimit`.
+    fd_limit: Option<u64>,
 }
 
 impl ServerBuilder {
+    /// Run under this open-file limit (`prlimit --nofile=N`: soft and hard, so the server
+    /// cannot raise it).
+    pub fn fd_limit(mut self, n: u64) -> Self {
+        self.fd_limit = Some(n);
+        self
+    }
+
     /// Listen on this path (or `@name`) instead of a fresh temp socket.
     pub fn socket(mut self, path: impl Into<PathBuf>) -> Self {
         self.socket = Some(path.into());
@@ -116,6 +125,14 @@ impl ServerBuilder {
             }
             None => Command::new(binary("udsecho-server")),
         };
+        if let Some(n) = self.fd_limit {
+            let inner = cmd;
+            cmd = Command::new("prlimit");
+            cmd.arg(format!("--nofile={n}"))
+                .arg("--")
+                .arg(inner.get_program())
+                .args(inner.get_args());
+        }
         if !self.default_socket {
             cmd.arg("--socket").arg(&socket);
         }

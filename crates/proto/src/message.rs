@@ -117,6 +117,9 @@ pub enum ErrorCode {
     Malformed,
     /// 6: no protocol version in common.
     UnsupportedVersion,
+    /// 7: descriptors passed with the bytes (`SCM_RIGHTS` over a Unix socket) could not all be
+    /// taken: the receiver was at its descriptor limit, so the kernel closed the rest.
+    DescriptorsTruncated,
     /// Any other code, kept as it was on the wire.
     Other(u16),
 }
@@ -130,6 +133,7 @@ impl From<u16> for ErrorCode {
             4 => ErrorCode::UnexpectedFrame,
             5 => ErrorCode::Malformed,
             6 => ErrorCode::UnsupportedVersion,
+            7 => ErrorCode::DescriptorsTruncated,
             other => ErrorCode::Other(other),
         }
     }
@@ -144,6 +148,7 @@ impl From<ErrorCode> for u16 {
             ErrorCode::UnexpectedFrame => 4,
             ErrorCode::Malformed => 5,
             ErrorCode::UnsupportedVersion => 6,
+            ErrorCode::DescriptorsTruncated => 7,
             ErrorCode::Other(other) => other,
         }
     }

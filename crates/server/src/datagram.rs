@@ -21,18 +21,18 @@
 //!   stops.
 
 use std::collections::HashMap;
-use std::io::{self, IoSliceMut};
+use std::io::{self, IoSlice};
 use std::ops::Not;
+use std::os::fd::AsFd;
 use std::time::Duration;
 
-use rustix::net::{
-    RecvAncillaryBuffer, RecvAncillaryMessage, RecvFlags, ReturnFlags, SendFlags, SocketAddrUnix,
-};
+use rustix::net::{RecvFlags, SendFlags, SocketAddrUnix};
 use tokio::io::Interest;
 use tokio::net::UnixDatagram;
 use tokio::time::Instant;
 
 use crate::config::Config;
+use crate::descriptors;
 use crate::echo_log;
 use crate::shutdown::Shutdown;
 
@@ -65,6 +65,7 @@ const SEND: SendFlags = SendFlags::DONTWAIT.union(SendFlags::NOSIGNAL);
 fn reply_to_path(
     socket: &UnixDatagram,
     datagram: &[u8],
+    fds: &descriptors::Passed,
     path: &std::ffi::CStr,
     sender_uid: u32,
 ) -> rustix::io::Result<usize> {
@@ -84,7 +85,13 @@ fn reply_to_path(
     }
     let pinned = format!("/proc/self/fd/{}", std::os::fd::AsRawFd::as_raw_fd(&inode));
     let to = SocketAddrUnix::new(pinned.as_str())?;
-    rustix::net::sendto(socket, datagram, SEND, &to)
+    descriptors::send(
+        socket.as_fd(),
+        &[IoSlice::new(datagram)],
+        fds,
+        SEND,
+        Some(&to),
+    )
 }
 
 /// Why a datagram got no answer.
@@ -111,6 +118,12 @@ enum Dropped {
     RelativePath,
     /// The reply was larger than the server's send buffer allows.
     ReplyTooLarge,
+    /// The server could not take the descriptors passed with it (`MSG_CTRUNC`: near its
+    /// descriptor limit); the kernel closed them.
+    DescriptorsTruncated,
+    /// The kernel refused the reply's descriptors: this user has too many in flight
+    /// (`ETOOMANYREFS`, senders not reading their replies).
+    TooManyInFlight,
 }
 
 impl Dropped {
@@ -136,6 +149,14 @@ impl Dropped {
                 "from a sender bound to a relative path (bind it to an absolute one)"
             }
             Dropped::ReplyTooLarge => "whose reply is larger than the server's send buffer",
+            Dropped::DescriptorsTruncated => {
+                "whose descriptors the server could not take (near its descriptor limit; the \
+                 kernel closed them)"
+            }
+            Dropped::TooManyInFlight => {
+                "whose descriptors the kernel would not send back (too many in flight to \
+                 senders that do not read)"
+            }
         }
     }
 }
@@ -143,13 +164,18 @@ impl Dropped {
 /// Counts unanswered datagrams and logs them at most once every [`REPORT_EVERY`].
 #[derive(Debug, Default)]
 struct DropLog {
-    counts: [u64; 9],
+    counts: [u64; 11],
+    /// Descriptors that came with unanswered datagrams, closed.
+    descriptors: u64,
+    /// How many came with the datagram being answered now.
+    passed_now: usize,
     reported_at: Option<Instant>,
 }
 
 impl DropLog {
     fn dropped(&mut self, why: Dropped) {
         self.counts[why as usize] += 1;
+        self.descriptors += std::mem::take(&mut self.passed_now) as u64;
         let now = Instant::now();
         if self
             .reported_at
@@ -171,6 +197,8 @@ impl DropLog {
             Dropped::ForeignName,
             Dropped::RelativePath,
             Dropped::ReplyTooLarge,
+            Dropped::DescriptorsTruncated,
+            Dropped::TooManyInFlight,
         ]
         .into_iter()
         .enumerate()
@@ -183,6 +211,10 @@ impl DropLog {
                     why.why()
                 );
             }
+        }
+        let n = std::mem::take(&mut self.descriptors);
+        if n > 0 {
+            tracing::warn!("closed {n} passed descriptor(s) that came with dropped datagrams");
         }
     }
 }
@@ -339,81 +371,110 @@ fn answer_queued(
 ) -> io::Result<()> {
     let State { buf, drops, names } = state;
     for _ in 0..limit {
-        let mut space = [std::mem::MaybeUninit::uninit(); rustix::cmsg_space!(ScmCredentials(1))];
-        let mut control = RecvAncillaryBuffer::new(&mut space);
+        // Room for the sender's credentials and for descriptors, as many as the process can
+        // spare (a datagram's are closed once its reply carries them, or it gets none).
+        let room = descriptors::room();
         let received = socket.try_io(Interest::READABLE, || {
-            rustix::net::recvmsg(
-                socket,
-                &mut [IoSliceMut::new(buf)],
-                &mut control,
-                RecvFlags::DONTWAIT,
-            )
-            .map_err(io::Error::from)
+            descriptors::recv(socket.as_fd(), buf, RecvFlags::DONTWAIT, room, true)
+                .map_err(io::Error::from)
         });
-        let msg = match received {
+        let mut msg = match received {
             Ok(msg) => msg,
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
             Err(e) => return Err(e),
         };
-        let cred = control.drain().find_map(|m| match m {
-            RecvAncillaryMessage::ScmCredentials(cred) => Some(cred),
-            _ => None,
-        });
-        let Some(cred) = cred else {
-            // SO_PASSCRED is set: the kernel attaches credentials to every datagram.
-            drops.dropped(Dropped::Refused);
-            continue;
-        };
-        let sender = msg
-            .address
-            .and_then(|a| SocketAddrUnix::try_from(a).ok())
-            .filter(|a| a.path().is_some() || a.abstract_name().is_some());
-        let Some(sender) = sender else {
-            drops.dropped(Dropped::Unnamed);
-            continue;
-        };
-        let uid = cred.uid.as_raw();
-        if !config.allow_uids.is_empty() && !config.allow_uids.contains(&uid) {
-            drops.dropped(Dropped::Refused);
-            continue;
-        }
-        if msg.flags.contains(ReturnFlags::TRUNC) {
-            drops.dropped(Dropped::TooLarge);
-            continue;
-        }
-        let datagram = &buf[..msg.bytes];
-        if echo_log::enabled() {
-            echo_log::log(&[datagram]);
-        }
-        let sent = match sender.path() {
-            // Relative to the sender's working directory, which is not ours to resolve.
-            Some(path) if !path.to_bytes().starts_with(b"/") => {
-                drops.dropped(Dropped::RelativePath);
-                continue;
-            }
-            Some(path) => reply_to_path(socket, datagram, &path, uid),
-            None if names.as_mut().is_some_and(|names| {
-                let name = sender.abstract_name().unwrap_or_default();
-                !names.owned_by(name, uid)
-            }) =>
-            {
-                drops.dropped(Dropped::ForeignName);
-                continue;
-            }
-            None => rustix::net::sendto(socket, datagram, SEND, &sender),
-        };
-        match sent {
-            Ok(_) => {}
-            Err(rustix::io::Errno::PERM) => drops.dropped(Dropped::Impostor),
-            Err(rustix::io::Errno::AGAIN) if send_buffer_full(socket) => {
-                drops.dropped(Dropped::BufferFull);
-            }
-            Err(rustix::io::Errno::AGAIN) => drops.dropped(Dropped::NotReading),
-            Err(rustix::io::Errno::MSGSIZE) => drops.dropped(Dropped::ReplyTooLarge),
-            // The sender is gone (its address no longer exists): nothing to answer.
-            Err(rustix::io::Errno::CONNREFUSED | rustix::io::Errno::NOENT) => {}
-            Err(e) => tracing::debug!("answering a datagram: {e}"),
-        }
+        // Whatever happens to the datagram, its descriptors are accounted for: carried back,
+        // or closed and counted in the drop report.
+        drops.passed_now = msg.fds.len();
+        answer_one(socket, config, drops, names.as_mut(), buf, &mut msg);
+        drops.passed_now = 0;
+        // Carried back by the reply, or counted by the drop report.
+        msg.fds.close();
     }
     Ok(())
+}
+
+/// Answers one received datagram, or counts why not: `true` if the reply went out (carrying
+/// its descriptors).
+fn answer_one(
+    socket: &UnixDatagram,
+    config: &Config,
+    drops: &mut DropLog,
+    names: Option<&mut AbstractNames>,
+    buf: &[u8],
+    msg: &mut descriptors::Received,
+) -> bool {
+    if msg.truncated {
+        drops.dropped(Dropped::DescriptorsTruncated);
+        return false;
+    }
+    let Some(cred) = msg.creds else {
+        // SO_PASSCRED is set: the kernel attaches credentials to every datagram.
+        drops.dropped(Dropped::Refused);
+        return false;
+    };
+    let sender = msg
+        .address
+        .take()
+        .and_then(|a| SocketAddrUnix::try_from(a).ok())
+        .filter(|a| a.path().is_some() || a.abstract_name().is_some());
+    let Some(sender) = sender else {
+        drops.dropped(Dropped::Unnamed);
+        return false;
+    };
+    let uid = cred.uid.as_raw();
+    if !config.allow_uids.is_empty() && !config.allow_uids.contains(&uid) {
+        drops.dropped(Dropped::Refused);
+        return false;
+    }
+    if msg.cut {
+        drops.dropped(Dropped::TooLarge);
+        return false;
+    }
+    let datagram = &buf[..msg.len];
+    if echo_log::enabled() {
+        let note = (!msg.fds.is_empty()).then(|| msg.fds.describe());
+        echo_log::log_with(&[datagram], note.as_deref());
+    }
+    let sent = match sender.path() {
+        // Relative to the sender's working directory, which is not ours to resolve.
+        Some(path) if !path.to_bytes().starts_with(b"/") => {
+            drops.dropped(Dropped::RelativePath);
+            return false;
+        }
+        Some(path) => reply_to_path(socket, datagram, &msg.fds, &path, uid),
+        None if names.is_some_and(|names| {
+            let name = sender.abstract_name().unwrap_or_default();
+            !names.owned_by(name, uid)
+        }) =>
+        {
+            drops.dropped(Dropped::ForeignName);
+            return false;
+        }
+        None => descriptors::send(
+            socket.as_fd(),
+            &[IoSlice::new(datagram)],
+            &msg.fds,
+            SEND,
+            Some(&sender),
+        ),
+    };
+    match sent {
+        Ok(_) => {
+            msg.fds.sent();
+            return true;
+        }
+        Err(rustix::io::Errno::PERM) => drops.dropped(Dropped::Impostor),
+        Err(rustix::io::Errno::AGAIN) if send_buffer_full(socket) => {
+            drops.dropped(Dropped::BufferFull);
+        }
+        Err(rustix::io::Errno::AGAIN) => drops.dropped(Dropped::NotReading),
+        Err(rustix::io::Errno::MSGSIZE) => drops.dropped(Dropped::ReplyTooLarge),
+        // The sender's user has too many descriptors in flight already.
+        Err(rustix::io::Errno::TOOMANYREFS) => drops.dropped(Dropped::TooManyInFlight),
+        // The sender is gone (its address no longer exists): nothing to answer.
+        Err(rustix::io::Errno::CONNREFUSED | rustix::io::Errno::NOENT) => {}
+        Err(e) => tracing::debug!("answering a datagram: {e}"),
+    }
+    false
 }

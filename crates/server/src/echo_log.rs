@@ -25,6 +25,15 @@ pub(crate) fn log(parts: &[&[u8]]) {
     tracing::debug!(target: TARGET, "echo: {}", line(parts));
 }
 
+/// Logs one `echo:` line for `parts` and, when the read passed descriptors, what they are
+/// (`note`, from `Passed::describe`): `echo: hi [with 1 descriptor: pipe]`.
+pub(crate) fn log_with(parts: &[&[u8]], note: Option<&str>) {
+    match note {
+        Some(note) => tracing::debug!(target: TARGET, "echo: {} [with {note}]", line(parts)),
+        None => log(parts),
+    }
+}
+
 /// The text after `echo: `: escaped, one trailing newline dropped, at most [`SHOWN`] bytes of
 /// the read shown and the rest counted.
 fn line(parts: &[&[u8]]) -> String {

@@ -22,6 +22,7 @@
 mod config;
 mod connection;
 mod datagram;
+mod descriptors;
 mod echo_log;
 mod listen_error;
 mod listener;

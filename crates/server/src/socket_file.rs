@@ -485,12 +485,19 @@ fn bind_with_mode(path: &Path, mode: u32, kind: SocketType) -> io::Result<OwnedF
 /// A non-blocking, close-on-exec Unix socket of type `kind`.
 pub(crate) fn new_socket(kind: SocketType) -> io::Result<OwnedFd> {
     use rustix::net::{AddressFamily, SocketFlags};
-    Ok(rustix::net::socket_with(
+    let fd = rustix::net::socket_with(
         AddressFamily::UNIX,
         kind.raw(),
         SocketFlags::CLOEXEC | SocketFlags::NONBLOCK,
         None,
-    )?)
+    )?;
+    if kind == SocketType::Datagram {
+        // Every datagram must carry its sender's credentials (`--allow-uid`, the reply
+        // checks), and the kernel attaches them only if this is set when it is sent: set
+        // before `bind`, so no datagram sent once the name exists comes without them.
+        rustix::net::sockopt::set_socket_passcred(&fd, true)?;
+    }
+    Ok(fd)
 }
 
 /// Listens, unless the socket is a datagram socket (which has no connections).

@@ -9,7 +9,7 @@ mod endings;
 
 use std::future::Future;
 use std::io::{self, IoSlice};
-use std::os::fd::OwnedFd;
+use std::os::fd::{AsFd, OwnedFd};
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll, ready};
@@ -27,6 +27,7 @@ use super::framed::Session;
 use super::plan::{Before, Breach, End, Ending, Plan};
 use super::{SCRATCH, Settings, raw};
 use crate::config::Mode;
+use crate::descriptors::{self, Counted, MAX_PER_READ, Passed, Waiter};
 use crate::echo_log;
 use crate::shutdown::Shutdown;
 
@@ -119,6 +120,22 @@ enum Last {
     Session(Ending),
 }
 
+/// A connection that passes descriptors: what it passed that has not gone back yet, and its
+/// wait for room to take more. Allocated the first time the peer passes any.
+#[derive(Debug, Default)]
+struct Passing {
+    /// Descriptors from the last read(s), held until the next bytes written carry them back:
+    /// at most one message's worth ([`MAX_PER_READ`]), and no read happens while the echo
+    /// that carries them is pending.
+    held: Passed,
+    /// Near the process's descriptor limit, this connection is not read until a message's
+    /// worth fits again (other connections are read as ever).
+    room: Waiter,
+}
+
+/// No descriptors held.
+static NOTHING_HELD: Passed = Passed::none();
+
 /// Owns one connection: its socket, its slot, what the server said, and the state of its echo.
 ///
 /// The reading phase is a hand-written poll loop ([`Handler::poll_serve`]) rather than an
@@ -157,6 +174,10 @@ pub(crate) struct Handler {
     /// The last sign of life for `--idle-timeout`: any byte (raw), a complete frame (framed:
     /// a frame trickled one byte at a time does not count), a byte of a backlog written out.
     active_at: Instant,
+    /// Descriptors the peer passed (none for most peers: no allocation until one comes).
+    passing: Option<Box<Passing>>,
+    /// The connection's share of the process's descriptors, counted while it lives.
+    _counted: Counted,
 }
 
 /// Serves one peer to the end, holding `slot` meanwhile, and logs how it ended.
@@ -183,6 +204,8 @@ pub(crate) fn serve(
             input: Input::Open,
             pending: BytesMut::new(),
             active_at: Instant::now(),
+            passing: None,
+            _counted: Counted::new(),
         }),
         Err(e) => {
             tracing::debug!("closed: registering the socket: {e}");
@@ -257,6 +280,11 @@ impl Handler {
             },
             // Draining reads what is already queued: no waiting.
             Input::Draining { .. } => {}
+        }
+        if let Some(passing) = &mut self.passing
+            && passing.room.poll_room(cx).is_pending()
+        {
+            return self.poll_deadline(cx);
         }
         self.read_burst()
     }
@@ -360,10 +388,18 @@ impl Handler {
                     }
                     return Ok(Step::Again);
                 }
+                let room = self.room();
+                // Always `recvmsg` with room for descriptors: a plain `recv` would make the
+                // kernel close any the peer passed.
                 let mut recv = |fd: &OwnedFd| {
-                    rustix::net::recv(fd, &mut scratch[..cap], RecvFlags::DONTWAIT)
-                        .map(|(n, _)| n)
-                        .map_err(io::Error::from)
+                    descriptors::recv(
+                        fd.as_fd(),
+                        &mut scratch[..cap],
+                        RecvFlags::DONTWAIT,
+                        room,
+                        false,
+                    )
+                    .map_err(io::Error::from)
                 };
                 // While draining, read whatever the runtime believes: what FIONREAD counted is
                 // in the socket even if its readiness event has not been seen yet. Otherwise
@@ -374,8 +410,8 @@ impl Handler {
                 } else {
                     self.socket().try_io(Interest::READABLE, recv)
                 };
-                let n = match received {
-                    Ok(0) => {
+                let got = match received {
+                    Ok(got) if got.len == 0 => {
                         self.input = Input::Eof;
                         // A detection prefix still held is raw data (forced framed: a breach).
                         return self.decide_raw().map(|ending| match ending {
@@ -383,7 +419,7 @@ impl Handler {
                             None => Step::Again,
                         });
                     }
-                    Ok(n) => n,
+                    Ok(got) => got,
                     Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                         if matches!(self.input, Input::Draining { .. }) {
                             // Everything queued at the signal has been read.
@@ -393,10 +429,27 @@ impl Handler {
                     }
                     Err(e) => return Err(e),
                 };
+                let n = got.len;
                 self.input.consumed(n);
+                let mut note = None;
+                if !got.fds.is_empty() {
+                    let passing = self.passing.get_or_insert_with(Box::default);
+                    passing.held.append(got.fds);
+                    if echo_log::enabled() {
+                        note = Some(passing.held.describe());
+                    }
+                }
                 let chunk = &scratch[..n];
-                let plan = self.plan(chunk);
+                let plan = self.plan(chunk, &mut note);
+                if let Some(note) = note {
+                    // Nothing of this read was shown (a control frame, a held prefix).
+                    echo_log::log_with(&[], Some(&note));
+                }
                 self.send(chunk, &plan)?;
+                if got.truncated {
+                    let ending = self.truncated(room);
+                    return Ok(Step::Stop(Last::Session(plan.ending.unwrap_or(ending))));
+                }
                 if let Some(ending) = plan.ending {
                     return Ok(Step::Stop(Last::Session(ending)));
                 }
@@ -413,13 +466,14 @@ impl Handler {
 
     /// What goes back for `chunk`, from the protocol (which may change on the way: detection
     /// hands over to raw or framed within the chunk that decides).
-    fn plan(&mut self, chunk: &[u8]) -> Plan {
+    /// `note` says what descriptors came with the read, for the first `echo:` line.
+    fn plan(&mut self, chunk: &[u8], note: &mut Option<String>) -> Plan {
         let logging = echo_log::enabled();
         match &mut self.protocol {
             Protocol::Raw => {
                 self.alive();
                 if logging {
-                    echo_log::log(&[chunk]);
+                    echo_log::log_with(&[chunk], note.take().as_deref());
                 }
                 raw::feed(chunk.len(), Before::Nothing)
             }
@@ -430,7 +484,7 @@ impl Handler {
                     self.alive();
                 }
                 for range in payloads.unwrap_or_default() {
-                    echo_log::log(&[&chunk[range]]);
+                    echo_log::log_with(&[&chunk[range]], note.take().as_deref());
                 }
                 fed.plan
             }
@@ -447,7 +501,10 @@ impl Handler {
                         _ => {
                             self.protocol = Protocol::Raw;
                             if logging {
-                                echo_log::log(&[held.as_slice(), chunk]);
+                                echo_log::log_with(
+                                    &[held.as_slice(), chunk],
+                                    note.take().as_deref(),
+                                );
                             }
                             raw::feed(chunk.len(), held)
                         }
@@ -455,7 +512,7 @@ impl Handler {
                     Verdict::Framed { at } => {
                         let session = Session::new(self.settings.max_frame, self.settings.agent);
                         self.protocol = Protocol::Framed(session);
-                        let mut plan = self.plan(&chunk[at..]);
+                        let mut plan = self.plan(&chunk[at..], note);
                         plan.echo = plan.echo.start + at..plan.echo.end + at;
                         plan
                     }
@@ -494,22 +551,23 @@ impl Handler {
             return Ok(());
         }
         // Straight to the kernel, no readiness needed: EAGAIN only means "keep the rest".
-        let fd = self.socket().get_ref();
-        let sent = if before.is_empty() {
-            rustix::net::send(fd, echo, SEND_FLAGS)
+        // Descriptors held go with the first bytes written.
+        let fd = self.socket().get_ref().as_fd();
+        let both = [IoSlice::new(before), IoSlice::new(echo)];
+        let slices = if before.is_empty() {
+            &both[1..]
         } else {
-            rustix::net::sendmsg(
-                fd,
-                &[IoSlice::new(before), IoSlice::new(echo)],
-                &mut rustix::net::SendAncillaryBuffer::default(),
-                SEND_FLAGS,
-            )
+            &both[..]
         };
+        let sent = descriptors::send(fd, slices, self.held(), SEND_FLAGS, None);
         let written = match sent {
             Ok(n) => n,
             Err(rustix::io::Errno::AGAIN) => 0,
-            Err(e) => return Err(e.into()),
+            Err(e) => return Err(self.send_failed(e.into())),
         };
+        if written > 0 {
+            self.carried();
+        }
         if written < before.len() {
             self.pending.extend_from_slice(&before[written..]);
             self.pending.extend_from_slice(echo);
@@ -528,14 +586,23 @@ impl Handler {
         }
         while !self.pending.is_empty() {
             let mut ready = ready!(self.socket().poll_write_ready(cx))?;
-            let pending = &self.pending;
+            let (pending, held) = (&self.pending, self.held());
             match ready.try_io(|fd| {
-                rustix::net::send(fd.get_ref(), pending, SEND_FLAGS).map_err(io::Error::from)
+                descriptors::send(
+                    fd.get_ref().as_fd(),
+                    &[IoSlice::new(pending)],
+                    held,
+                    SEND_FLAGS,
+                    None,
+                )
+                .map_err(io::Error::from)
             }) {
-                Ok(written) => {
-                    self.pending.advance(written?);
+                Ok(Ok(written)) => {
+                    self.pending.advance(written);
+                    self.carried();
                     self.alive();
                 }
+                Ok(Err(e)) => return Poll::Ready(Err(self.send_failed(e))),
                 Err(_would_block) => {}
             }
         }
@@ -559,6 +626,54 @@ impl Handler {
         )?);
         self.watching_writes = true;
         Ok(())
+    }
+
+    /// Descriptors waiting for bytes to carry them back.
+    fn held(&self) -> &Passed {
+        self.passing.as_ref().map_or(&NOTHING_HELD, |p| &p.held)
+    }
+
+    /// Bytes went out, carrying the held descriptors: the kernel has its own references now.
+    fn carried(&mut self) {
+        if let Some(passing) = &mut self.passing {
+            passing.held.sent();
+        }
+    }
+
+    /// How many descriptors the next read may take: what the process can spare, and no more
+    /// than one message's worth with those already held.
+    fn room(&self) -> usize {
+        descriptors::room().min(MAX_PER_READ - self.held().len())
+    }
+
+    /// A send failed. If it carried descriptors, say so: the kernel refuses them when the
+    /// server's user has too many in flight (`ETOOMANYREFS`, the peers not reading them).
+    fn send_failed(&mut self, e: io::Error) -> io::Error {
+        if let Some(passing) = &mut self.passing {
+            let why = format!("sending them back failed: {e}");
+            passing.held.lose(&why);
+        }
+        e
+    }
+
+    /// The kernel closed descriptors the peer passed with the last read (`MSG_CTRUNC`): the
+    /// connection ends with an error saying why, and a log line.
+    fn truncated(&self, room: usize) -> Ending {
+        let held = self.held().len();
+        let why = if held > 0 && room == MAX_PER_READ - held {
+            format!("{held} it passed before were still waiting for an echo to carry them")
+        } else if room < MAX_PER_READ {
+            format!("it had room for {room} more (near its descriptor limit)")
+        } else {
+            "it reached its descriptor limit while taking them".to_owned()
+        };
+        let message =
+            format!("the server could not take the descriptors passed with this data: {why}");
+        tracing::warn!("{message}; ending the connection");
+        Ending::Truncated(Box::new(Breach {
+            code: udsecho_proto::ErrorCode::DescriptorsTruncated,
+            message,
+        }))
     }
 
     /// The registered socket.

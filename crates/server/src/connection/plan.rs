@@ -74,6 +74,10 @@ pub(crate) enum Ending {
     /// The peer broke a rule: Error frame, then close. Boxed: rare, and it would make every
     /// `Plan` and the connection's future larger.
     Breach(Box<Breach>),
+    /// The peer passed descriptors the server could not take (`MSG_CTRUNC`): the kernel closed
+    /// them. The bytes are echoed; then an Error frame where a frame may start (framed), and
+    /// close.
+    Truncated(Box<Breach>),
 }
 
 /// A broken protocol rule, as the Error frame will state it.

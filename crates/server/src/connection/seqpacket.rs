@@ -6,10 +6,12 @@
 //! the thread's scratch buffer (a larger one is read into a buffer of its own size, learnt with
 //! `MSG_PEEK | MSG_TRUNC`) and are sent straight back, then taken off the queue; a message
 //! whose echo the socket would not take stays in the kernel until it can be sent, so a peer
-//! that does not read costs the server nothing (see [`echo_one`]).
+//! that does not read costs the server nothing (see [`echo_one`]). Descriptors passed with a
+//! message go back with its echo; the peek takes copies of them, which close once the echo
+//! carries them (the originals close when the message is taken off the queue).
 
 use std::io;
-use std::os::fd::OwnedFd;
+use std::os::fd::{AsFd, OwnedFd};
 use std::sync::Arc;
 
 use rustix::net::{RecvFlags, SendFlags};
@@ -20,6 +22,7 @@ use tokio::time::Instant;
 
 use super::plan::End;
 use super::{SCRATCH, Settings};
+use crate::descriptors::{self, Counted, MAX_PER_READ, Waiter};
 use crate::echo_log;
 use crate::shutdown::Shutdown;
 
@@ -31,6 +34,7 @@ pub(crate) async fn serve(
     slot: OwnedSemaphorePermit,
 ) {
     let _slot = slot;
+    let _counted = Counted::new();
     tracing::debug!("open");
     match run(fd, &settings, &shutdown).await {
         Ok(end) => tracing::debug!(?end, "closed"),
@@ -47,6 +51,9 @@ enum Got {
     Blocked,
     /// The peer shut down its side.
     Eof,
+    /// The peer passed descriptors the server could not take: the message was echoed with
+    /// those it could, and the connection ends.
+    Truncated,
     /// Nothing queued.
     Empty,
 }
@@ -59,6 +66,9 @@ async fn run(fd: OwnedFd, settings: &Settings, shutdown: &Shutdown) -> io::Resul
     // Bytes still to read after the shutdown began: what was queued at that moment.
     let mut budget: Option<usize> = None;
     let mut active_at = Instant::now();
+    // Set once the peer passes descriptors: then, near the descriptor limit, it waits for
+    // room before the next message rather than have them truncated.
+    let mut passes = false;
     loop {
         if blocked {
             tokio::select! {
@@ -85,16 +95,26 @@ async fn run(fd: OwnedFd, settings: &Settings, shutdown: &Shutdown) -> io::Resul
                 () = idle(settings, active_at) => return Ok(close(&socket, End::Idle)),
             }
         }
+        if passes {
+            let mut waiter = Waiter::default();
+            tokio::select! {
+                biased;
+                () = shutdown.forced() => return Ok(End::Cut),
+                () = std::future::poll_fn(|cx| waiter.poll_room(cx)) => {}
+                () = idle(settings, active_at) => return Ok(close(&socket, End::Idle)),
+            }
+        }
         // Every queued message, a turn's worth at a time, until the queue is empty or an echo
         // backs up.
         for _ in 0..MESSAGES_PER_TURN {
-            match echo_one(&socket, &mut budget)? {
+            match echo_one(&socket, &mut budget, &mut passes)? {
                 Got::Message => active_at = Instant::now(),
                 Got::Blocked => {
                     blocked = true;
                     break;
                 }
                 Got::Eof => return Ok(close(&socket, End::PeerDone)),
+                Got::Truncated => return Ok(close(&socket, End::Breach)),
                 // Draining: an empty queue means everything sent before the signal is back.
                 Got::Empty if budget.is_some() => return Ok(close(&socket, End::Drained)),
                 Got::Empty => break,
@@ -114,30 +134,44 @@ const MESSAGES_PER_TURN: usize = 64;
 /// messages in the kernel, charged to its own send buffer: the server keeps nothing for it,
 /// whatever their size, and a larger message than the scratch buffer costs a buffer of its
 /// size only for the moment it is echoed.
-fn echo_one(socket: &AsyncFd<OwnedFd>, budget: &mut Option<usize>) -> io::Result<Got> {
+fn echo_one(
+    socket: &AsyncFd<OwnedFd>,
+    budget: &mut Option<usize>,
+    passes: &mut bool,
+) -> io::Result<Got> {
     let fd = socket.get_ref();
     SCRATCH.with_borrow_mut(|scratch| {
         // The message's whole length, whatever the buffer: MSG_TRUNC reports it. Through
         // `try_io` (EAGAIN clears readiness without losing a newer event), except while
-        // draining: what FIONREAD counted is there whatever the runtime has seen.
+        // draining: what FIONREAD counted is there whatever the runtime has seen. Its
+        // credentials (every message has them: `SO_PASSCRED`) tell an empty message from the
+        // end of the stream, and its descriptors come as copies of our own.
+        let room = descriptors::room();
         let mut peek = |fd: &OwnedFd| {
-            rustix::net::recv(fd, &mut scratch[..], RecvFlags::PEEK | RecvFlags::TRUNC)
-                .map(|(_, len)| len)
-                .map_err(io::Error::from)
+            descriptors::recv(
+                fd.as_fd(),
+                &mut scratch[..],
+                RecvFlags::PEEK | RecvFlags::TRUNC,
+                room,
+                true,
+            )
+            .map_err(io::Error::from)
         };
         let peeked = if budget.is_some() {
             peek(fd)
         } else {
             socket.try_io(Interest::READABLE, peek)
         };
-        let len = match peeked {
-            Ok(len) => len,
+        let mut got = match peeked {
+            Ok(got) => got,
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(Got::Empty),
             Err(e) => return Err(e),
         };
-        if len == 0 && peer_closed(fd) {
+        let len = got.len;
+        if len == 0 && got.creds.is_none() && got.fds.is_empty() {
             return Ok(Got::Eof);
         }
+        *passes |= !got.fds.is_empty() || got.truncated;
         let own;
         let message: &[u8] = if len <= scratch.len() {
             &scratch[..len]
@@ -149,44 +183,49 @@ fn echo_one(socket: &AsyncFd<OwnedFd>, budget: &mut Option<usize>) -> io::Result
             &own
         };
         let sent = socket.try_io(Interest::WRITABLE, |fd| {
-            rustix::net::send(fd, message, SendFlags::NOSIGNAL).map_err(io::Error::from)
+            descriptors::send(
+                fd.as_fd(),
+                &[io::IoSlice::new(message)],
+                &got.fds,
+                SendFlags::NOSIGNAL,
+                None,
+            )
+            .map_err(io::Error::from)
         });
         match sent {
             Ok(_) => {}
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(Got::Blocked),
-            Err(e) => return Err(e),
+            // Our copies close; the message, with its originals, stays queued.
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                got.fds.close();
+                return Ok(Got::Blocked);
+            }
+            Err(e) => {
+                if !got.fds.is_empty() {
+                    got.fds.lose(&format!("sending them back failed: {e}"));
+                }
+                return Err(e);
+            }
         }
         if echo_log::enabled() {
-            echo_log::log(&[message]);
+            let note = (!got.fds.is_empty()).then(|| got.fds.describe());
+            echo_log::log_with(&[message], note.as_deref());
         }
+        got.fds.sent();
         // Echoed: now off the queue.
         rustix::net::recv(fd, &mut [0u8; 0][..], RecvFlags::empty())?;
         if let Some(left) = budget {
             *left = left.saturating_sub(len.max(1));
         }
+        if got.truncated {
+            tracing::warn!(
+                "the server could not take the descriptors passed with a message (room for \
+                 {room} of at most {MAX_PER_READ}: near its descriptor limit); ending the \
+                 connection"
+            );
+            return Ok(Got::Truncated);
+        }
         Ok(Got::Message)
     })
-}
-
-/// A zero-length read is the peer's shutdown, or an empty message. They differ by their
-/// ancillary data: every message carries its sender's credentials (`SO_PASSCRED` is set on
-/// the connection before any is read), the end of the stream carries nothing.
-fn peer_closed(fd: &OwnedFd) -> bool {
-    use rustix::net::{RecvAncillaryBuffer, RecvAncillaryMessage};
-    let mut space = [std::mem::MaybeUninit::uninit(); rustix::cmsg_space!(ScmCredentials(1))];
-    let mut control = RecvAncillaryBuffer::new(&mut space);
-    let peeked = rustix::net::recvmsg(
-        fd,
-        &mut [],
-        &mut control,
-        RecvFlags::PEEK | RecvFlags::DONTWAIT,
-    );
-    match peeked {
-        Ok(_) => !control
-            .drain()
-            .any(|m| matches!(m, RecvAncillaryMessage::ScmCredentials(_))),
-        Err(_) => true,
-    }
 }
 
 async fn idle(settings: &Settings, since: Instant) {

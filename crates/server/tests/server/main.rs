@@ -4,6 +4,7 @@
 
 mod arbitrary_input;
 mod cli;
+mod descriptors;
 mod echo;
 mod hostile_neighbours;
 mod hostile_peers;

@@ -128,6 +128,17 @@ impl Handler {
                 self.last_word().await?;
                 Ok(End::Breach)
             }
+            // Logged where it was found. An Error frame only where a frame may start.
+            Ending::Truncated(breach) => {
+                match &self.protocol {
+                    Protocol::Framed(session) if session.bytes_to_boundary() == 0 => {
+                        framed::error_frame(&breach, &mut self.pending);
+                        self.last_word().await?;
+                    }
+                    _ => self.close().await,
+                }
+                Ok(End::Breach)
+            }
         }
     }
 

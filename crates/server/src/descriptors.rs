@@ -1,0 +1,469 @@
+//! Descriptors passed with the bytes (`SCM_RIGHTS`): taken with a read, sent back with the
+//! first bytes written after it, and counted so the server never runs out of its own.
+//!
+//! Every read in every socket type is a `recvmsg` with room for one message's descriptors
+//! ([`MAX_PER_READ`], the kernel's `SCM_MAX_FD`): a plain `recv` would make the kernel close
+//! them. What a read brings is a [`Passed`]: counted in a process-wide tally until the echo
+//! carries it out (our copies close once the kernel holds its own in the reply) or the
+//! connection ends without one (closed with a log line, never silently).
+//!
+//! The tally is what keeps descriptor-passing peers from starving everyone else of
+//! descriptors: [`room`] is how many a read may take now (the limit less what connections and
+//! held descriptors use, less a reserve for accepting and for the server's own), and a
+//! connection that passes descriptors waits for room ([`Waiter`]) rather than reading into a
+//! truncation. A read that the kernel still truncates (`MSG_CTRUNC`: the control buffer was
+//! smaller than what came, or the process hit its limit while taking them) is reported, and
+//! its connection ended, by the caller.
+
+use std::fmt::Write as _;
+use std::future::Future;
+use std::io::{IoSlice, IoSliceMut};
+use std::mem::MaybeUninit;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
+use std::pin::Pin;
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
+use std::task::{Context, Poll};
+
+use rustix::net::{
+    RecvAncillaryBuffer, RecvAncillaryMessage, RecvFlags, ReturnFlags, SendAncillaryBuffer,
+    SendAncillaryMessage, SendFlags, UCred,
+};
+use tokio::sync::Notify;
+use tokio::sync::futures::Notified;
+
+/// The most descriptors one message carries (Linux's `SCM_MAX_FD`), and so the most one read
+/// can bring: a stream read stops after the first chunk that carries any.
+pub(crate) const MAX_PER_READ: usize = 253;
+
+/// Descriptors kept out of reach of passed ones: the server's own (listener, lock file,
+/// logging, a runtime's epoll set and waker per thread) and room to accept.
+const RESERVE: usize = 64;
+
+/// Descriptors received and not yet sent back or closed, in the whole process.
+static HELD: AtomicUsize = AtomicUsize::new(0);
+/// Connections open, in the whole process: each holds a descriptor.
+static CONNECTIONS: AtomicUsize = AtomicUsize::new(0);
+/// Connections waiting for [`room`]: releases notify only when someone waits.
+static WAITING: AtomicUsize = AtomicUsize::new(0);
+/// Woken when held descriptors are released or a connection closes.
+static RELEASED: Notify = Notify::const_new();
+/// `RLIMIT_NOFILE`, read the first time it is needed (after `main` raised it).
+static LIMIT: OnceLock<usize> = OnceLock::new();
+
+fn limit() -> usize {
+    *LIMIT.get_or_init(|| {
+        let limit = rustix::process::getrlimit(rustix::process::Resource::Nofile);
+        limit
+            .current
+            .and_then(|n| usize::try_from(n).ok())
+            .unwrap_or(usize::MAX)
+    })
+}
+
+/// How many descriptors a read may take now, at most [`MAX_PER_READ`].
+pub(crate) fn room() -> usize {
+    let used = RESERVE + CONNECTIONS.load(SeqCst) + HELD.load(SeqCst);
+    limit().saturating_sub(used).min(MAX_PER_READ)
+}
+
+fn released() {
+    if WAITING.load(SeqCst) > 0 {
+        RELEASED.notify_waiters();
+    }
+}
+
+/// An open connection, counted against the descriptor limit for as long as it lives.
+#[derive(Debug)]
+pub(crate) struct Counted(());
+
+impl Counted {
+    pub(crate) fn new() -> Counted {
+        CONNECTIONS.fetch_add(1, SeqCst);
+        Counted(())
+    }
+}
+
+impl Drop for Counted {
+    fn drop(&mut self) {
+        CONNECTIONS.fetch_sub(1, SeqCst);
+        released();
+    }
+}
+
+/// Waits until a whole message's worth of descriptors fits: what a connection that passes
+/// descriptors does before its next read, when the process is near its limit.
+#[derive(Debug, Default)]
+pub(crate) struct Waiter(Option<Pin<Box<Notified<'static>>>>);
+
+impl Waiter {
+    /// Ready once [`room`] is [`MAX_PER_READ`].
+    pub(crate) fn poll_room(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        loop {
+            if room() >= MAX_PER_READ {
+                self.stop();
+                return Poll::Ready(());
+            }
+            match &mut self.0 {
+                None => {
+                    // Registered before the count is read again, so no release is missed.
+                    let mut notified = Box::pin(RELEASED.notified());
+                    notified.as_mut().enable();
+                    WAITING.fetch_add(1, SeqCst);
+                    self.0 = Some(notified);
+                }
+                Some(notified) => {
+                    if notified.as_mut().poll(cx).is_pending() {
+                        return Poll::Pending;
+                    }
+                    self.stop();
+                }
+            }
+        }
+    }
+
+    fn stop(&mut self) {
+        if self.0.take().is_some() {
+            WAITING.fetch_sub(1, SeqCst);
+        }
+    }
+}
+
+impl Drop for Waiter {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// Descriptors a peer passed, held until the bytes that carry them back are written.
+#[derive(Debug, Default)]
+pub(crate) struct Passed(Vec<OwnedFd>);
+
+impl Passed {
+    /// None held.
+    pub(crate) const fn none() -> Passed {
+        Passed(Vec::new())
+    }
+
+    fn take(fds: Vec<OwnedFd>) -> Passed {
+        HELD.fetch_add(fds.len(), SeqCst);
+        Passed(fds)
+    }
+
+    pub(crate) fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    /// Adds what a later read brought (at most one message's worth in all: the caller reads
+    /// with room for `MAX_PER_READ - self.len()` only).
+    pub(crate) fn append(&mut self, mut more: Passed) {
+        self.0.append(&mut more.0);
+    }
+
+    /// The kernel holds its own references now (they are in the reply): ours close.
+    pub(crate) fn sent(&mut self) {
+        self.release();
+    }
+
+    /// Closes them unreturned without a word, for a caller that reports them itself; how many.
+    pub(crate) fn close(&mut self) -> usize {
+        let n = self.0.len();
+        self.release();
+        n
+    }
+
+    /// Closes them unreturned, saying why.
+    pub(crate) fn lose(&mut self, why: &str) {
+        if !self.0.is_empty() {
+            tracing::warn!(
+                "closed {} passed descriptor(s) without returning them: {why}",
+                self.0.len()
+            );
+            self.release();
+        }
+    }
+
+    fn release(&mut self) {
+        let n = self.0.len();
+        if n > 0 {
+            self.0.clear();
+            HELD.fetch_sub(n, SeqCst);
+            released();
+        }
+    }
+
+    /// What they are, for `-v`: `2 descriptors: file /etc/hosts, socket (unix stream)`.
+    pub(crate) fn describe(&self) -> String {
+        let mut out = format!(
+            "{} descriptor{}:",
+            self.0.len(),
+            if self.0.len() == 1 { "" } else { "s" }
+        );
+        for (i, fd) in self.0.iter().enumerate() {
+            out.push_str(if i == 0 { " " } else { ", " });
+            describe_one(fd.as_fd(), &mut out);
+        }
+        out
+    }
+}
+
+impl Drop for Passed {
+    fn drop(&mut self) {
+        self.lose("the connection ended before an echo could carry them");
+    }
+}
+
+/// One descriptor in words: its kind, and for a file its path (escaped like the bytes).
+fn describe_one(fd: BorrowedFd<'_>, out: &mut String) {
+    use rustix::fs::FileType;
+    let path = || {
+        rustix::fs::readlink(format!("/proc/self/fd/{}", fd.as_raw_fd()), Vec::new())
+            .map(|p| p.into_bytes())
+            .unwrap_or_default()
+    };
+    let kind = match rustix::fs::fstat(fd) {
+        Ok(stat) => FileType::from_raw_mode(stat.st_mode),
+        Err(_) => FileType::Unknown,
+    };
+    match kind {
+        FileType::RegularFile => {
+            let path = path();
+            match path.strip_prefix(b"/memfd:") {
+                Some(name) => {
+                    out.push_str("memfd ");
+                    let name = name.strip_suffix(b" (deleted)").unwrap_or(name);
+                    crate::echo_log::escape_into(name, out);
+                }
+                None => {
+                    out.push_str("file ");
+                    crate::echo_log::escape_into(&path, out);
+                }
+            }
+        }
+        FileType::Directory => {
+            out.push_str("directory ");
+            crate::echo_log::escape_into(&path(), out);
+        }
+        FileType::Socket => {
+            let domain = rustix::net::sockopt::socket_domain(fd).ok();
+            let ty = rustix::net::sockopt::socket_type(fd).ok();
+            let domain = match domain {
+                Some(rustix::net::AddressFamily::UNIX) => "unix",
+                Some(rustix::net::AddressFamily::INET) => "inet",
+                Some(rustix::net::AddressFamily::INET6) => "inet6",
+                Some(rustix::net::AddressFamily::NETLINK) => "netlink",
+                _ => "other",
+            };
+            let ty = match ty {
+                Some(rustix::net::SocketType::STREAM) => "stream",
+                Some(rustix::net::SocketType::DGRAM) => "datagram",
+                Some(rustix::net::SocketType::SEQPACKET) => "seqpacket",
+                _ => "other",
+            };
+            let _ = write!(out, "socket ({domain} {ty})");
+        }
+        FileType::Fifo => out.push_str("pipe"),
+        FileType::CharacterDevice => {
+            out.push_str("character device ");
+            crate::echo_log::escape_into(&path(), out);
+        }
+        FileType::BlockDevice => {
+            out.push_str("block device ");
+            crate::echo_log::escape_into(&path(), out);
+        }
+        _ => {
+            // eventfd, epoll, timerfd, pidfd...: anonymous inodes name themselves.
+            out.push_str("descriptor ");
+            crate::echo_log::escape_into(&path(), out);
+        }
+    }
+}
+
+/// Room for the control messages of one read: credentials and a message's worth of
+/// descriptors, aligned for `cmsghdr` so the whole buffer is usable.
+#[repr(C, align(8))]
+struct Space([MaybeUninit<u8>; SPACE]);
+
+const SPACE: usize = rustix::cmsg_space!(ScmCredentials(1), ScmRights(MAX_PER_READ));
+const CREDS_SPACE: usize = rustix::cmsg_space!(ScmCredentials(1));
+
+/// The control space for `n` descriptors (`CMSG_SPACE(n * sizeof(int))`).
+const fn rights_space(n: usize) -> usize {
+    if n == 0 {
+        0
+    } else {
+        let header = 16;
+        header + (n * 4).next_multiple_of(8)
+    }
+}
+
+/// What one read brought besides its bytes.
+#[derive(Debug, Default)]
+pub(crate) struct Received {
+    /// Bytes read.
+    pub(crate) len: usize,
+    /// The descriptors that came with them.
+    pub(crate) fds: Passed,
+    /// The sender's credentials, when asked for (`SO_PASSCRED`).
+    pub(crate) creds: Option<UCred>,
+    /// The kernel closed descriptors that did not fit (`MSG_CTRUNC`): `room` was too small
+    /// for what the peer sent, or the process reached its limit while taking them.
+    pub(crate) truncated: bool,
+    /// The datagram or record was longer than the buffer (`MSG_TRUNC`).
+    pub(crate) cut: bool,
+    /// The sender's address (datagrams).
+    pub(crate) address: Option<rustix::net::SocketAddrAny>,
+}
+
+/// `recvmsg` into `buf`, with room for `room` descriptors (and credentials when `creds`).
+pub(crate) fn recv(
+    fd: BorrowedFd<'_>,
+    buf: &mut [u8],
+    flags: RecvFlags,
+    room: usize,
+    creds: bool,
+) -> rustix::io::Result<Received> {
+    let mut space = Space([MaybeUninit::uninit(); SPACE]);
+    let len = if creds { CREDS_SPACE } else { 0 } + rights_space(room.min(MAX_PER_READ));
+    let mut control = RecvAncillaryBuffer::new(&mut space.0[..len]);
+    let got = rustix::net::recvmsg(
+        fd,
+        &mut [IoSliceMut::new(buf)],
+        &mut control,
+        flags | RecvFlags::CMSG_CLOEXEC,
+    )?;
+    let mut received = Received {
+        len: got.bytes,
+        truncated: got.flags.contains(ReturnFlags::CTRUNC),
+        cut: got.flags.contains(ReturnFlags::TRUNC),
+        address: got.address,
+        ..Received::default()
+    };
+    let mut fds = Vec::new();
+    for message in control.drain() {
+        match message {
+            RecvAncillaryMessage::ScmRights(rights) => fds.extend(rights),
+            RecvAncillaryMessage::ScmCredentials(ucred) => received.creds = Some(ucred),
+            _ => {}
+        }
+    }
+    if !fds.is_empty() {
+        received.fds = Passed::take(fds);
+    }
+    Ok(received)
+}
+
+/// `sendmsg` of `bufs` carrying `fds` (none: a plain send of one buffer), to `to` if given.
+pub(crate) fn send(
+    fd: BorrowedFd<'_>,
+    bufs: &[IoSlice<'_>],
+    fds: &Passed,
+    flags: SendFlags,
+    to: Option<&rustix::net::SocketAddrUnix>,
+) -> rustix::io::Result<usize> {
+    if fds.is_empty() {
+        return match (bufs, to) {
+            ([one], None) => rustix::net::send(fd, one, flags),
+            ([one], Some(to)) => rustix::net::sendto(fd, one, flags, to),
+            (bufs, None) => {
+                rustix::net::sendmsg(fd, bufs, &mut SendAncillaryBuffer::default(), flags)
+            }
+            (bufs, Some(to)) => {
+                rustix::net::sendmsg_addr(fd, to, bufs, &mut SendAncillaryBuffer::default(), flags)
+            }
+        };
+    }
+    let borrowed: Vec<BorrowedFd<'_>> = fds.0.iter().map(|fd| fd.as_fd()).collect();
+    let mut space = Space([MaybeUninit::uninit(); SPACE]);
+    let mut control = SendAncillaryBuffer::new(&mut space.0);
+    let pushed = control.push(SendAncillaryMessage::ScmRights(&borrowed));
+    debug_assert!(pushed, "the buffer holds MAX_PER_READ descriptors");
+    match to {
+        None => rustix::net::sendmsg(fd, bufs, &mut control, flags),
+        Some(to) => rustix::net::sendmsg_addr(fd, to, bufs, &mut control, flags),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::{Read, Seek, Write};
+    use std::os::unix::net::UnixStream;
+
+    fn pass(from: &UnixStream, bytes: &[u8], fds: &[BorrowedFd<'_>]) {
+        let mut space = Space([MaybeUninit::uninit(); SPACE]);
+        let mut control = SendAncillaryBuffer::new(&mut space.0);
+        assert!(control.push(SendAncillaryMessage::ScmRights(fds)));
+        rustix::net::sendmsg(
+            from,
+            &[IoSlice::new(bytes)],
+            &mut control,
+            SendFlags::empty(),
+        )
+        .unwrap();
+    }
+
+    #[test]
+    fn descriptors_come_in_with_their_read_and_go_back_with_a_send() {
+        let (peer, server) = UnixStream::pair().unwrap();
+        let mut file = tempfile::tempfile().unwrap();
+        file.write_all(b"0123456789").unwrap();
+        pass(&peer, b"hello", &[file.as_fd(), peer.as_fd()]);
+
+        let mut buf = [0u8; 64];
+        let mut got = recv(server.as_fd(), &mut buf, RecvFlags::empty(), 253, false).unwrap();
+        assert_eq!((got.len, got.fds.len(), got.truncated), (5, 2, false));
+        assert!(
+            got.fds.describe().starts_with("2 descriptors: file "),
+            "{}",
+            got.fds.describe()
+        );
+        assert!(got.fds.describe().ends_with(", socket (unix stream)"));
+
+        send(
+            server.as_fd(),
+            &[IoSlice::new(&buf[..5])],
+            &got.fds,
+            SendFlags::empty(),
+            None,
+        )
+        .unwrap();
+        got.fds.sent();
+        let back = recv(peer.as_fd(), &mut buf, RecvFlags::empty(), 253, false).unwrap();
+        assert_eq!(back.fds.len(), 2);
+        // The same open file description: moving one offset moves the other's.
+        let mut again = std::fs::File::from(back.fds.0[0].try_clone().unwrap());
+        again.seek(std::io::SeekFrom::Start(3)).unwrap();
+        let mut rest = String::new();
+        file.read_to_string(&mut rest).unwrap();
+        assert_eq!(rest, "3456789");
+    }
+
+    #[test]
+    fn a_read_without_room_is_truncated_and_says_so() {
+        let (peer, server) = UnixStream::pair().unwrap();
+        let file = tempfile::tempfile().unwrap();
+        pass(&peer, b"x", &[file.as_fd(), file.as_fd(), file.as_fd()]);
+        let mut buf = [0u8; 8];
+        let got = recv(server.as_fd(), &mut buf, RecvFlags::empty(), 1, false).unwrap();
+        assert_eq!(got.len, 1);
+        assert!(got.truncated);
+        assert!(got.fds.len() < 3);
+    }
+
+    #[test]
+    fn held_descriptors_are_counted_until_released() {
+        let (peer, server) = UnixStream::pair().unwrap();
+        let file = tempfile::tempfile().unwrap();
+        pass(&peer, b"x", &[file.as_fd(); 5]);
+        let mut buf = [0u8; 8];
+        let mut got = recv(server.as_fd(), &mut buf, RecvFlags::empty(), 253, false).unwrap();
+        assert_eq!(got.fds.len(), 5);
+        assert_eq!(got.fds.close(), 5);
+        assert!(got.fds.is_empty());
+    }
+}

@@ -1,0 +1,357 @@
+//! Descriptors passed over the socket (`SCM_RIGHTS`) come back with their echo, in every
+//! socket type and mode; bounded per connection and in total; truncation ends a connection
+//! with its error; nothing leaks. The peer is this test process, the server the real binary.
+
+use std::fs::File;
+use std::io::{Read, Seek, SeekFrom, Write};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::os::unix::net::{UnixDatagram, UnixStream};
+use std::time::{Duration, Instant};
+
+use bytes::BytesMut;
+use rustix::net::{AddressFamily, SocketFlags, SocketType};
+use tokio_util::codec::Decoder;
+use udsecho_harness::descriptors::{
+    read_stream_with_fds, recv_with_fds, same_open_file, send_with_fds,
+};
+use udsecho_harness::{Server, open_fds, short_temp_dir};
+use udsecho_proto::{ErrorCode, Frame, FrameCodec, Hello, PREAMBLE};
+
+const STOP: Duration = Duration::from_secs(10);
+
+/// The descriptors a test passes: a file with known contents, both ends of a pipe, a memfd,
+/// and one end of a socket pair (a socket passed over the socket).
+struct Kit {
+    file: File,
+    pipe: (OwnedFd, OwnedFd),
+    memfd: OwnedFd,
+    pair: (UnixStream, UnixStream),
+}
+
+impl Kit {
+    fn new() -> Kit {
+        let mut file = tempfile::tempfile().unwrap();
+        file.write_all(b"0123456789").unwrap();
+        file.seek(SeekFrom::Start(0)).unwrap();
+        let memfd =
+            rustix::fs::memfd_create("udsecho-test", rustix::fs::MemfdFlags::CLOEXEC).unwrap();
+        Kit {
+            file,
+            pipe: std::io::pipe()
+                .map(|(r, w)| (OwnedFd::from(r), OwnedFd::from(w)))
+                .unwrap(),
+            memfd,
+            pair: UnixStream::pair().unwrap(),
+        }
+    }
+
+    fn all(&self) -> Vec<BorrowedFd<'_>> {
+        vec![
+            self.file.as_fd(),
+            self.pipe.0.as_fd(),
+            self.memfd.as_fd(),
+            self.pair.0.as_fd(),
+        ]
+    }
+
+    /// What came back is what was sent, in order, and each works as the original does.
+    fn check(&self, back: &[OwnedFd]) {
+        let sent = self.all();
+        assert_eq!(back.len(), sent.len(), "every descriptor comes back");
+        for (i, (a, b)) in sent.iter().zip(back).enumerate() {
+            assert!(same_open_file(a, b), "descriptor {i} is the same open file");
+        }
+        // A read through the returned file moves the original's offset.
+        let mut again = File::from(back[0].try_clone().unwrap());
+        let mut first = [0u8; 3];
+        again.read_exact(&mut first).unwrap();
+        let mut rest = String::new();
+        (&self.file).read_to_string(&mut rest).unwrap();
+        (&self.file).seek(SeekFrom::Start(0)).unwrap();
+        assert_eq!((&first, rest.as_str()), (b"012", "3456789"));
+        // The returned socket still talks to its pair.
+        let mut returned = UnixStream::from(back[3].try_clone().unwrap());
+        returned.write_all(b"over the pair").unwrap();
+        let mut got = [0u8; 13];
+        (&self.pair.1).read_exact(&mut got).unwrap();
+        assert_eq!(&got, b"over the pair");
+    }
+}
+
+fn connect(server: &Server) -> UnixStream {
+    let stream = UnixStream::connect(server.socket()).unwrap();
+    stream.set_read_timeout(Some(STOP)).unwrap();
+    stream
+}
+
+#[test]
+fn raw_and_auto_streams_echo_descriptors_with_the_read_they_came_with() {
+    for mode in ["raw", "auto"] {
+        let server = Server::start(["--mode", mode]).unwrap();
+        let kit = Kit::new();
+        let stream = connect(&server);
+        send_with_fds(stream.as_fd(), b"first", &[], None).unwrap();
+        let (echo, fds) = read_stream_with_fds(stream.as_fd(), 5).unwrap();
+        assert_eq!((echo.as_slice(), fds.len()), (&b"first"[..], 0), "{mode}");
+        send_with_fds(stream.as_fd(), b"with four", &kit.all(), None).unwrap();
+        let (echo, fds) = read_stream_with_fds(stream.as_fd(), 9).unwrap();
+        assert_eq!(echo, b"with four", "{mode}");
+        assert!(
+            fds.iter().all(|(at, _)| *at == 0),
+            "{mode}: with the first byte"
+        );
+        let fds: Vec<OwnedFd> = fds.into_iter().map(|(_, fd)| fd).collect();
+        kit.check(&fds);
+    }
+}
+
+/// Reads frames (and the descriptors that came with their bytes) until `n` frames are in.
+fn read_frames(stream: &UnixStream, n: usize) -> (Vec<Frame>, Vec<OwnedFd>) {
+    let mut codec = FrameCodec::with_max_frame(u32::MAX);
+    let mut buf = BytesMut::new();
+    let mut frames = Vec::new();
+    let mut fds = Vec::new();
+    let mut chunk = vec![0u8; 64 * 1024];
+    while frames.len() < n {
+        while let Some(frame) = codec.decode(&mut buf).unwrap() {
+            frames.push(frame);
+        }
+        if frames.len() >= n {
+            break;
+        }
+        let got = recv_with_fds(stream.as_fd(), &mut chunk).unwrap();
+        if got.len == 0 {
+            break;
+        }
+        fds.extend(got.fds);
+        buf.extend_from_slice(&chunk[..got.len]);
+    }
+    (frames, fds)
+}
+
+fn encode(frame: &Frame) -> Vec<u8> {
+    let mut out = BytesMut::new();
+    frame.encode(&mut out, u32::MAX).unwrap();
+    out.to_vec()
+}
+
+fn framed_session(server: &Server) -> UnixStream {
+    let stream = connect(server);
+    let mut hello = PREAMBLE.to_vec();
+    hello.extend(encode(&Frame::Hello(Hello::new(1 << 20, "test"))));
+    send_with_fds(stream.as_fd(), &hello, &[], None).unwrap();
+    let (frames, _) = read_frames(&stream, 1);
+    assert!(matches!(frames[..], [Frame::Hello(_)]), "{frames:?}");
+    stream
+}
+
+#[test]
+fn framed_data_frames_bring_their_descriptors_back() {
+    for mode in ["auto", "framed"] {
+        let server = Server::start(["--mode", mode]).unwrap();
+        let kit = Kit::new();
+        let stream = framed_session(&server);
+        // A whole frame with its descriptors.
+        let frame = encode(&Frame::Data(b"one frame".as_slice().into()));
+        send_with_fds(stream.as_fd(), &frame, &kit.all(), None).unwrap();
+        let (frames, fds) = read_frames(&stream, 1);
+        assert_eq!(
+            frames,
+            [Frame::Data(b"one frame".as_slice().into())],
+            "{mode}"
+        );
+        kit.check(&fds);
+        // Descriptors on the bytes that end a frame come back with the echo of those bytes.
+        let frame = encode(&Frame::Data(b"split in two".as_slice().into()));
+        send_with_fds(stream.as_fd(), &frame[..8], &[], None).unwrap();
+        std::thread::sleep(Duration::from_millis(50));
+        send_with_fds(stream.as_fd(), &frame[8..], &kit.all(), None).unwrap();
+        let (frames, fds) = read_frames(&stream, 1);
+        assert_eq!(
+            frames,
+            [Frame::Data(b"split in two".as_slice().into())],
+            "{mode}"
+        );
+        kit.check(&fds);
+    }
+}
+
+fn socket_of(kind: SocketType) -> OwnedFd {
+    rustix::net::socket_with(AddressFamily::UNIX, kind, SocketFlags::CLOEXEC, None).unwrap()
+}
+
+#[test]
+fn a_seqpacket_message_and_an_empty_one_bring_their_descriptors_back() {
+    let server = Server::start(["--type", "seqpacket"]).unwrap();
+    let kit = Kit::new();
+    let socket = socket_of(SocketType::SEQPACKET);
+    rustix::net::connect(
+        &socket,
+        &rustix::net::SocketAddrUnix::new(server.socket()).unwrap(),
+    )
+    .unwrap();
+    rustix::net::sockopt::set_socket_timeout(
+        &socket,
+        rustix::net::sockopt::Timeout::Recv,
+        Some(STOP),
+    )
+    .unwrap();
+    send_with_fds(socket.as_fd(), b"a message", &kit.all(), None).unwrap();
+    send_with_fds(socket.as_fd(), b"", &kit.all()[..1], None).unwrap();
+    let mut buf = [0u8; 64];
+    let got = recv_with_fds(socket.as_fd(), &mut buf).unwrap();
+    assert_eq!(&buf[..got.len], b"a message");
+    kit.check(&got.fds);
+    let got = recv_with_fds(socket.as_fd(), &mut buf).unwrap();
+    assert_eq!(
+        (got.len, got.fds.len()),
+        (0, 1),
+        "the empty message and its descriptor"
+    );
+    assert!(same_open_file(&got.fds[0], &kit.file));
+}
+
+#[test]
+fn a_datagram_brings_its_descriptors_back_to_its_sender() {
+    let server = Server::start(["--type", "datagram"]).unwrap();
+    let dir = short_temp_dir();
+    let client = UnixDatagram::bind(dir.path().join("c.sock")).unwrap();
+    client.set_read_timeout(Some(STOP)).unwrap();
+    let kit = Kit::new();
+    send_with_fds(
+        client.as_fd(),
+        b"a datagram",
+        &kit.all(),
+        Some(server.socket()),
+    )
+    .unwrap();
+    let mut buf = [0u8; 64];
+    let got = recv_with_fds(client.as_fd(), &mut buf).unwrap();
+    assert_eq!(&buf[..got.len], b"a datagram");
+    kit.check(&got.fds);
+}
+
+/// Waits until the server's descriptor count is back to `baseline`.
+fn settles_to(server: &Server, baseline: usize) -> usize {
+    let started = Instant::now();
+    loop {
+        let now = open_fds(server.pid()).unwrap();
+        if now <= baseline || started.elapsed() > STOP {
+            return now;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn three_hundred_messages_with_three_descriptors_each_and_nothing_leaks() {
+    let server = Server::start(["--mode", "raw"]).unwrap();
+    let baseline = open_fds(server.pid()).unwrap();
+    let kit = Kit::new();
+    let three = &kit.all()[..3];
+    let stream = connect(&server);
+    for i in 0..300 {
+        let message = format!("message {i:03}");
+        send_with_fds(stream.as_fd(), message.as_bytes(), three, None).unwrap();
+        let (echo, fds) = read_stream_with_fds(stream.as_fd(), message.len()).unwrap();
+        assert_eq!(echo, message.as_bytes());
+        assert_eq!(fds.len(), 3, "message {i}");
+        for ((_, back), sent) in fds.iter().zip(three) {
+            assert!(same_open_file(back, sent), "message {i}");
+        }
+    }
+    drop(stream);
+    assert_eq!(settles_to(&server, baseline), baseline, "the count is back");
+}
+
+/// Peers that pass a message's worth of descriptors again and again and never read their
+/// echo cannot take the server's descriptors from everyone else: under a limit of 1,024 the
+/// server stops reading them (or refuses what it cannot take) and still accepts and serves.
+#[test]
+fn forty_peers_hoarding_descriptors_do_not_starve_a_well_behaved_one() {
+    let server = Server::builder()
+        .args(["--mode", "raw"])
+        .fd_limit(1024)
+        .start()
+        .unwrap();
+    let baseline = open_fds(server.pid()).unwrap();
+    let file = tempfile::tempfile().unwrap();
+    let offered = [file.as_fd(); 250];
+    let block = vec![b'h'; 64 * 1024];
+    let mut hoarders = Vec::new();
+    for _ in 0..40 {
+        let stream = connect(&server);
+        stream.set_nonblocking(true).unwrap();
+        for _ in 0..5 {
+            // A peer the server stops reading blocks here: that is the point.
+            let _ = send_with_fds(stream.as_fd(), &block, &offered, None);
+        }
+        hoarders.push(stream);
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    let held = open_fds(server.pid()).unwrap();
+    assert!(held < 1024, "{held} descriptors open");
+    // A new peer is accepted and served, byte for byte.
+    for _ in 0..3 {
+        let echo = udsecho_harness::raw_round_trip(server.socket(), b"still served", 4).unwrap();
+        assert_eq!(echo, b"still served");
+    }
+    assert!(!server.has_exited());
+    assert!(
+        !server.stderr().contains("accept"),
+        "no accept error: {}",
+        server.stderr()
+    );
+    drop(hoarders);
+    assert_eq!(settles_to(&server, baseline), baseline, "the count is back");
+}
+
+/// The kernel truncates what the server cannot take (`MSG_CTRUNC`): the connection gets its
+/// bytes back, then ends with an error (an Error frame in framed mode) and a log line.
+#[test]
+fn descriptors_the_server_cannot_take_end_that_connection_with_an_error() {
+    // 80 descriptors: the server keeps 64 in reserve, so a message of 40 cannot fit.
+    let server = Server::builder().fd_limit(80).start().unwrap();
+    let file = tempfile::tempfile().unwrap();
+    let forty = [file.as_fd(); 40];
+
+    let raw = connect(&server);
+    send_with_fds(raw.as_fd(), b"too many", &forty, None).unwrap();
+    let (echo, _) = read_stream_with_fds(raw.as_fd(), usize::MAX).unwrap();
+    assert_eq!(echo, b"too many", "the bytes come back, then the end");
+
+    let framed = framed_session(&server);
+    let frame = encode(&Frame::Data(b"too many".as_slice().into()));
+    send_with_fds(framed.as_fd(), &frame, &forty, None).unwrap();
+    let (frames, _) = read_frames(&framed, 2);
+    assert_eq!(frames[0], Frame::Data(b"too many".as_slice().into()));
+    assert!(
+        matches!(&frames[1], Frame::Error(e) if e.code == ErrorCode::DescriptorsTruncated),
+        "{frames:?}"
+    );
+    assert!(server.wait_stderr("could not take the descriptors", STOP));
+    // Others are served as before.
+    let echo = udsecho_harness::raw_round_trip(server.socket(), b"next", 4).unwrap();
+    assert_eq!(echo, b"next");
+}
+
+/// `-v` names what came: how many descriptors, and what each is.
+#[test]
+fn verbose_echo_lines_say_which_descriptors_came() {
+    let server = Server::start(["-v", "--mode", "raw"]).unwrap();
+    let kit = Kit::new();
+    let stream = connect(&server);
+    send_with_fds(stream.as_fd(), b"look\n", &kit.all(), None).unwrap();
+    let _ = read_stream_with_fds(stream.as_fd(), 5).unwrap();
+    assert!(
+        server.wait_stderr("echo: look [with 4 descriptors: file /tmp/", STOP)
+            || server.wait_stderr("echo: look [with 4 descriptors: file ", STOP),
+        "{}",
+        server.stderr()
+    );
+    let stderr = server.stderr();
+    assert!(
+        stderr.contains(", pipe, memfd udsecho-test, socket (unix stream)]"),
+        "{stderr}"
+    );
+}
