@@ -231,6 +231,12 @@ fn a_datagram_brings_its_descriptors_back_to_its_sender() {
     kit.check(&got.fds);
 }
 
+/// The server's descriptor count once the harness's readiness probe has been closed.
+fn baseline(server: &Server) -> usize {
+    std::thread::sleep(Duration::from_millis(200));
+    open_fds(server.pid()).unwrap()
+}
+
 /// Waits until the server's descriptor count is back to `baseline`.
 fn settles_to(server: &Server, baseline: usize) -> usize {
     let started = Instant::now();
@@ -246,7 +252,7 @@ fn settles_to(server: &Server, baseline: usize) -> usize {
 #[test]
 fn three_hundred_messages_with_three_descriptors_each_and_nothing_leaks() {
     let server = Server::start(["--mode", "raw"]).unwrap();
-    let baseline = open_fds(server.pid()).unwrap();
+    let baseline = baseline(&server);
     let kit = Kit::new();
     let three = &kit.all()[..3];
     let stream = connect(&server);
@@ -261,7 +267,11 @@ fn three_hundred_messages_with_three_descriptors_each_and_nothing_leaks() {
         }
     }
     drop(stream);
-    assert_eq!(settles_to(&server, baseline), baseline, "the count is back");
+    let settled = settles_to(&server, baseline);
+    assert!(
+        settled <= baseline,
+        "{settled} descriptors open, {baseline} before"
+    );
 }
 
 /// Peers that pass a message's worth of descriptors again and again and never read their
@@ -274,7 +284,7 @@ fn forty_peers_hoarding_descriptors_do_not_starve_a_well_behaved_one() {
         .fd_limit(1024)
         .start()
         .unwrap();
-    let baseline = open_fds(server.pid()).unwrap();
+    let baseline = baseline(&server);
     let file = tempfile::tempfile().unwrap();
     let offered = [file.as_fd(); 250];
     let block = vec![b'h'; 64 * 1024];
@@ -303,7 +313,11 @@ fn forty_peers_hoarding_descriptors_do_not_starve_a_well_behaved_one() {
         server.stderr()
     );
     drop(hoarders);
-    assert_eq!(settles_to(&server, baseline), baseline, "the count is back");
+    let settled = settles_to(&server, baseline);
+    assert!(
+        settled <= baseline,
+        "{settled} descriptors open, {baseline} before"
+    );
 }
 
 /// The kernel truncates what the server cannot take (`MSG_CTRUNC`): the connection gets its
