@@ -388,14 +388,12 @@ fn answer_queued(
         drops.passed_now = msg.fds.len();
         answer_one(socket, config, drops, names.as_mut(), buf, &mut msg);
         drops.passed_now = 0;
-        // Carried back by the reply, or counted by the drop report.
         msg.fds.close();
     }
     Ok(())
 }
 
-/// Answers one received datagram, or counts why not: `true` if the reply went out (carrying
-/// its descriptors).
+/// Answers one received datagram (its reply carrying its descriptors), or counts why not.
 fn answer_one(
     socket: &UnixDatagram,
     config: &Config,
@@ -403,15 +401,15 @@ fn answer_one(
     names: Option<&mut AbstractNames>,
     buf: &[u8],
     msg: &mut descriptors::Received,
-) -> bool {
+) {
     if msg.truncated {
         drops.dropped(Dropped::DescriptorsTruncated);
-        return false;
+        return;
     }
     let Some(cred) = msg.creds else {
         // SO_PASSCRED is set: the kernel attaches credentials to every datagram.
         drops.dropped(Dropped::Refused);
-        return false;
+        return;
     };
     let sender = msg
         .address
@@ -420,16 +418,16 @@ fn answer_one(
         .filter(|a| a.path().is_some() || a.abstract_name().is_some());
     let Some(sender) = sender else {
         drops.dropped(Dropped::Unnamed);
-        return false;
+        return;
     };
     let uid = cred.uid.as_raw();
     if !config.allow_uids.is_empty() && !config.allow_uids.contains(&uid) {
         drops.dropped(Dropped::Refused);
-        return false;
+        return;
     }
     if msg.cut {
         drops.dropped(Dropped::TooLarge);
-        return false;
+        return;
     }
     let datagram = &buf[..msg.len];
     if echo_log::enabled() {
@@ -440,7 +438,7 @@ fn answer_one(
         // Relative to the sender's working directory, which is not ours to resolve.
         Some(path) if !path.to_bytes().starts_with(b"/") => {
             drops.dropped(Dropped::RelativePath);
-            return false;
+            return;
         }
         Some(path) => reply_to_path(socket, datagram, &msg.fds, &path, uid),
         None if names.is_some_and(|names| {
@@ -449,7 +447,7 @@ fn answer_one(
         }) =>
         {
             drops.dropped(Dropped::ForeignName);
-            return false;
+            return;
         }
         None => descriptors::send(
             socket.as_fd(),
@@ -460,10 +458,7 @@ fn answer_one(
         ),
     };
     match sent {
-        Ok(_) => {
-            msg.fds.sent();
-            return true;
-        }
+        Ok(_) => msg.fds.sent(),
         Err(rustix::io::Errno::PERM) => drops.dropped(Dropped::Impostor),
         Err(rustix::io::Errno::AGAIN) if send_buffer_full(socket) => {
             drops.dropped(Dropped::BufferFull);
@@ -476,5 +471,4 @@ fn answer_one(
         Err(rustix::io::Errno::CONNREFUSED | rustix::io::Errno::NOENT) => {}
         Err(e) => tracing::debug!("answering a datagram: {e}"),
     }
-    false
 }
