@@ -319,6 +319,21 @@ pub(crate) struct Received {
     pub(crate) address: Option<rustix::net::SocketAddrAny>,
 }
 
+impl Received {
+    /// Whether this read proves the socket's queue empty, as a read returning EAGAIN would:
+    /// shorter than `asked`, and not stopped early by the kernel for a reason of its own —
+    /// after a chunk that carried descriptors, where the writer's credentials change (with
+    /// `SO_PASSCRED`), at a truncation. (A read also stops at an out-of-band mark: that
+    /// shows in the socket's readiness, not here, and is the caller's to rule out.)
+    pub(crate) fn emptied(&self, asked: usize) -> bool {
+        self.len > 0
+            && self.len < asked
+            && self.fds.is_empty()
+            && self.creds.is_none()
+            && !self.truncated
+    }
+}
+
 /// `recvmsg` into `buf`, with room for `room` descriptors (and credentials when `creds`).
 pub(crate) fn recv(
     fd: BorrowedFd<'_>,

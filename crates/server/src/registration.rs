@@ -5,7 +5,8 @@
 //! replacement is `unsafe`, which this workspace forbids. Here each `AsyncFd` owns its
 //! `OwnedFd`, and no code calls `get_mut` on it or replaces it, so the descriptor stays open
 //! exactly as long as it is registered. A stream connection is registered for readability
-//! only (a peer reading our echo then wakes nobody) until its first echo backs up.
+//! only (a peer reading our echo then wakes nobody), and for the priority readiness of an
+//! out-of-band byte, until its first echo backs up.
 
 use std::io;
 use std::os::fd::OwnedFd;

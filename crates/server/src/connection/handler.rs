@@ -37,6 +37,10 @@ const SEND_FLAGS: SendFlags = SendFlags::NOSIGNAL.union(SendFlags::DONTWAIT);
 /// Reads per wake-up before giving the other connections on this thread a turn.
 const READS_PER_TURN: usize = 16;
 
+/// What a stream connection is registered for to read: readability, and the out-of-band
+/// byte's priority readiness ([`Handler::may_stop_short`]).
+const READS: Interest = Interest::READABLE.add(Interest::PRIORITY);
+
 /// How the connection's bytes are read.
 #[derive(Debug)]
 enum Protocol {
@@ -194,7 +198,12 @@ pub(crate) fn serve(
         Mode::Raw => Protocol::Raw,
         Mode::Auto | Mode::Framed => Protocol::Detecting(Detector::new()),
     };
-    let mut handler = match crate::registration::register_for(socket, Interest::READABLE) {
+    // An out-of-band byte is read in its place, so it is echoed like any other (without
+    // this the kernel leaves it out of the stream and a plain read never sees it).
+    if let Err(e) = rustix::net::sockopt::set_socket_oobinline(&socket, true) {
+        tracing::debug!("SO_OOBINLINE: {e}");
+    }
+    let mut handler = match crate::registration::register_for(socket, READS) {
         Ok(stream) => Some(Handler {
             stream: Some(stream),
             watching_writes: false,
@@ -398,25 +407,43 @@ impl Handler {
                 }
                 let room = self.room();
                 // Always `recvmsg` with room for descriptors: a plain `recv` would make the
-                // kernel close any the peer passed.
+                // kernel close any the peer passed. Room for credentials too: a listener
+                // inherited with `SO_PASSCRED` passes it on, and credentials that find no
+                // room are a truncation.
                 let mut recv = |fd: &OwnedFd| {
                     descriptors::recv(
                         fd.as_fd(),
                         &mut scratch[..cap],
                         RecvFlags::DONTWAIT,
                         room,
-                        false,
+                        true,
                     )
                     .map_err(io::Error::from)
                 };
                 // While draining, read whatever the runtime believes: what FIONREAD counted is
                 // in the socket even if its readiness event has not been seen yet. Otherwise
                 // through `try_io`, which clears readiness on EAGAIN without losing an event
-                // that arrives meanwhile.
+                // that arrives meanwhile (it clears only what was seen before the read).
+                let mut short = None;
                 let received = if matches!(self.input, Input::Draining { .. }) {
                     recv(self.socket().get_ref())
                 } else {
-                    self.socket().try_io(Interest::READABLE, recv)
+                    let may_stop_short = self.may_stop_short();
+                    self.socket().try_io(Interest::READABLE, |fd| {
+                        let got = recv(fd)?;
+                        if !may_stop_short && got.emptied(cap) {
+                            // The read that found the queue empty: readiness is cleared as
+                            // for EAGAIN, saving the read that would return it.
+                            short = Some(got);
+                            return Err(io::ErrorKind::WouldBlock.into());
+                        }
+                        Ok(got)
+                    })
+                };
+                let emptied = short.is_some();
+                let received = match short {
+                    Some(got) => Ok(got),
+                    None => received,
                 };
                 let got = match received {
                     Ok(got) if got.len == 0 => {
@@ -461,10 +488,7 @@ impl Handler {
                 if let Some(ending) = plan.ending {
                     return Ok(Step::Stop(Last::Session(ending)));
                 }
-                // A short read does not prove the queue empty (a read stops at a chunk that
-                // carries descriptors, or at an out-of-band mark), so readiness is cleared
-                // only by the read that returns EAGAIN.
-                if !self.pending.is_empty() {
+                if emptied || !self.pending.is_empty() {
                     return Ok(Step::Again);
                 }
             }
@@ -630,10 +654,19 @@ impl Handler {
             .into_inner();
         self.stream = Some(crate::registration::register_for(
             fd,
-            Interest::READABLE | Interest::WRITABLE,
+            READS | Interest::WRITABLE,
         )?);
         self.watching_writes = true;
         Ok(())
+    }
+
+    /// Whether a short read may stop before the end of what is queued for a reason the read
+    /// itself does not show: an out-of-band byte waits (a read stops at its mark, and the
+    /// kernel reports the byte as priority readiness), or the peer half-closed (its EOF is
+    /// read anyway). Then readiness is cleared only by the read that returns EAGAIN.
+    fn may_stop_short(&self) -> bool {
+        // `try_io` calls the closure only if priority (or read-closed) readiness is set.
+        self.socket().try_io(Interest::PRIORITY, |_| Ok(())).is_ok()
     }
 
     /// Descriptors waiting for bytes to carry them back.

@@ -401,3 +401,33 @@ fn a_read_cut_short_by_passed_descriptors_loses_nothing() {
         assert_eq!(checksum(&echo), checksum(&data));
     }
 }
+
+/// An out-of-band byte (`send(MSG_OOB)`, Linux 5.15+) is echoed in its place, and the bytes
+/// after it are not left unread: a read stops at the out-of-band mark, so a short read there
+/// does not mean the socket is empty. The bytes are queued before the server accepts (the
+/// only slot is taken), so no readiness event comes after the first read to rescue them.
+#[test]
+fn an_out_of_band_byte_is_echoed_in_place_and_what_follows_it_too() {
+    use rustix::net::SendFlags;
+    let server = Server::start(["--mode", "raw", "--max-connections", "1"]).unwrap();
+    let first = connect(server.socket()).unwrap();
+    first
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    (&first).write_all(b"1").unwrap();
+    let mut one = [0u8; 1];
+    (&first).read_exact(&mut one).unwrap();
+
+    let peer = connect(server.socket()).unwrap();
+    peer.set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    rustix::net::send(&peer, b"abc", SendFlags::empty()).unwrap();
+    rustix::net::send(&peer, b"x", SendFlags::OOB).unwrap();
+    rustix::net::send(&peer, b"def", SendFlags::empty()).unwrap();
+    drop(first);
+    let mut echoed = [0u8; 7];
+    (&peer)
+        .read_exact(&mut echoed)
+        .expect("every byte echoed, the out-of-band one in its place");
+    assert_eq!(&echoed, b"abcxdef");
+}
