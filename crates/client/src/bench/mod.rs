@@ -11,6 +11,7 @@
 //! a flag that the first failure sets (so the others stop), and each thread's count for the
 //! progress bar, published every 100 ms.
 
+mod pingpong;
 mod shard;
 mod worker;
 

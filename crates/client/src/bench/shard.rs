@@ -8,6 +8,7 @@
 //! a ticker publishes the count for the progress bar and looks whether another thread failed.
 
 use std::cell::{Cell, RefCell};
+use std::os::fd::OwnedFd;
 use std::rc::Rc;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -19,6 +20,7 @@ use tokio::sync::{Semaphore, oneshot};
 use tokio::task::{JoinSet, LocalSet};
 use tokio::time::Instant;
 
+use super::pingpong;
 use super::worker::{Connection, Worker};
 use super::{BenchOptions, Shared, histogram, thread_lost};
 use crate::error::{ClientError, ErrorKind};
@@ -220,14 +222,33 @@ async fn drive(
         latencies: RefCell::new(histogram()),
     });
     let options = &plan.options;
+    let worker = |i: usize| Worker {
+        payload: Bytes::from(udsecho_payload(options.size, i as u64)),
+        deadline,
+        timeout: options.timeout,
+        tally: tally.clone(),
+    };
+    let publish = || {
+        progress.store(tally.round_trips.get(), Ordering::Relaxed);
+        // Another thread's error is the one reported; this thread just stops.
+        !plan.shared.failed.load(Ordering::Relaxed)
+    };
+    if !options.framed && plan.pipeline == 1 && options.socket_type == SocketType::Stream {
+        let mut sockets = Vec::with_capacity(conns.len());
+        for (i, conn) in conns {
+            sockets.push((plain_socket(conn, &plan.target)?, worker(i)));
+        }
+        return match pingpong::drive(sockets, publish) {
+            Ok(()) => Ok(tally.take()),
+            Err(kind) => {
+                plan.shared.failed.store(true, Ordering::Relaxed);
+                Err(kind.at(&plan.target))
+            }
+        };
+    }
     let mut running = JoinSet::new();
     for (i, conn) in conns {
-        let worker = Worker {
-            payload: Bytes::from(udsecho_payload(options.size, i as u64)),
-            deadline,
-            timeout: options.timeout,
-            tally: tally.clone(),
-        };
+        let worker = worker(i);
         let framed = options.framed;
         let pipeline = plan.pipeline;
         running.spawn_local(async move { worker.run(conn, framed, pipeline).await });
@@ -248,16 +269,29 @@ async fn drive(
                 }
             },
             _ = tick.tick() => {
-                progress.store(tally.round_trips.get(), Ordering::Relaxed);
-                if plan.shared.failed.load(Ordering::Relaxed) {
-                    // Another thread's error is the one reported; this thread just stops
-                    // (dropping `running` aborts its connections).
+                if !publish() {
+                    // Dropping `running` aborts this thread's connections.
                     return Ok(tally.take());
                 }
             }
         }
     }
     Ok(tally.take())
+}
+
+/// A stream connection taken out of the runtime, for [`pingpong`]'s own epoll set.
+fn plain_socket(conn: Connection, target: &Target) -> Result<OwnedFd, ClientError> {
+    let socket = match conn {
+        Connection::Stream(stream) => stream.into_std().map(OwnedFd::from),
+        Connection::Messages(_) => Err(std::io::Error::other("not a stream connection")),
+    };
+    socket.map_err(|source| {
+        ErrorKind::Io {
+            doing: "preparing a connection",
+            source,
+        }
+        .at(target)
+    })
 }
 
 /// A payload whose bytes differ per connection, so a crossed echo is caught.

@@ -60,7 +60,7 @@ impl Worker {
     }
 
     /// Counts a verified round trip sent at `sent_at`.
-    fn record(&self, sent_at: Instant) {
+    pub(super) fn record(&self, sent_at: Instant) {
         self.tally.record(sent_at.elapsed());
     }
 
@@ -79,13 +79,13 @@ impl Worker {
     }
 
     /// A transport failure while `doing`.
-    fn broken(&self, doing: &'static str, e: std::io::Error) -> ErrorKind {
+    pub(super) fn broken(&self, doing: &'static str, e: std::io::Error) -> ErrorKind {
         session::transport(doing, e, || {
             ErrorKind::closed_early("in the middle of the benchmark")
         })
     }
 
-    fn late(&self, waiting: &str) -> ErrorKind {
+    pub(super) fn late(&self, waiting: &str) -> ErrorKind {
         ErrorKind::timed_out(waiting, self.timeout)
     }
 
@@ -121,7 +121,7 @@ impl Worker {
 
     /// The server closed with `echoes` in the middle of a message: an Error frame there
     /// means a framed-only server, anything else a server that hung up.
-    fn cut_off(&self, echoes: &Echoes<'_>) -> ErrorKind {
+    pub(super) fn cut_off(&self, echoes: &Echoes) -> ErrorKind {
         if session::is_framed_refusal(&echoes.partial) {
             ErrorKind::FramedOnlyServer
         } else {
@@ -134,7 +134,7 @@ impl Worker {
     /// next echo instead of trying a `recv` that returns EAGAIN.
     async fn raw_ping_pong(self, mut stream: UnixStream) -> Result<(), ErrorKind> {
         let mut buf = vec![0u8; self.payload.len() + 1];
-        let mut echoes = Echoes::new(&self.payload);
+        let mut echoes = Echoes::new(self.payload.clone());
         let late = tokio::time::sleep_until(self.deadline + self.timeout);
         tokio::pin!(late);
         let mut n = 0;
@@ -198,7 +198,7 @@ impl Worker {
         let reader = async {
             let size = self.payload.len();
             let mut buf = vec![0u8; (size * depth).clamp(size, 256 * 1024) + 1];
-            let mut echoes = Echoes::new(&self.payload);
+            let mut echoes = Echoes::new(self.payload.clone());
             let late = tokio::time::sleep_until(self.deadline + self.timeout);
             tokio::pin!(late);
             loop {
@@ -372,8 +372,8 @@ impl Worker {
 
 /// A stream of echoes of one payload, checked byte for byte as reads bring them, however
 /// they are split.
-struct Echoes<'a> {
-    payload: &'a [u8],
+pub(super) struct Echoes {
+    payload: Bytes,
     /// Whole echoes received.
     done: u64,
     /// What has come of the echo in progress (at most the payload's length; kept to tell an
@@ -381,18 +381,23 @@ struct Echoes<'a> {
     partial: Vec<u8>,
 }
 
-impl<'a> Echoes<'a> {
-    fn new(payload: &'a [u8]) -> Echoes<'a> {
+impl Echoes {
+    pub(super) fn new(payload: Bytes) -> Echoes {
         Echoes {
+            partial: Vec::with_capacity(payload.len()),
             payload,
             done: 0,
-            partial: Vec::with_capacity(payload.len()),
         }
+    }
+
+    /// Whole echoes received so far.
+    pub(super) fn done(&self) -> u64 {
+        self.done
     }
 
     /// Checks `data`, which follows what came before, while at most `due` echoes in all are
     /// owed.
-    fn take(&mut self, mut data: &[u8], due: u64) -> Result<(), ErrorKind> {
+    pub(super) fn take(&mut self, mut data: &[u8], due: u64) -> Result<(), ErrorKind> {
         let size = self.payload.len();
         while !data.is_empty() {
             let index = self.done + 1;
@@ -414,7 +419,7 @@ impl<'a> Echoes<'a> {
                 } else {
                     ErrorKind::Mismatch {
                         index,
-                        sent: preview(self.payload),
+                        sent: preview(&self.payload),
                         received: preview(&self.partial),
                     }
                 });
@@ -437,8 +442,7 @@ mod tests {
 
     #[test]
     fn echoes_are_checked_however_they_are_split() {
-        let payload = b"abcdef";
-        let mut echoes = Echoes::new(payload);
+        let mut echoes = Echoes::new(Bytes::from_static(b"abcdef"));
         echoes.take(b"ab", 3).unwrap();
         echoes.take(b"cdefabcdefa", 3).unwrap();
         assert_eq!((echoes.done, echoes.partial.as_slice()), (2, &b"a"[..]));
@@ -454,7 +458,7 @@ mod tests {
 
     #[test]
     fn a_differing_byte_is_a_mismatch_on_its_message() {
-        let mut echoes = Echoes::new(b"abcdef");
+        let mut echoes = Echoes::new(Bytes::from_static(b"abcdef"));
         echoes.take(b"abcdefab", 2).unwrap();
         let e = echoes.take(b"cXef", 2).unwrap_err();
         assert_eq!(

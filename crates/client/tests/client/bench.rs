@@ -292,3 +292,60 @@ fn a_corrupted_echo_on_any_thread_fails_the_whole_bench() {
     let line = one_line(&out.stderr);
     assert!(line.contains("mismatch"), "{line}");
 }
+
+/// Raw ping-pong runs on each thread's own epoll loop; these hold it to what the task loops
+/// did. A message bigger than the socket buffers is written in pieces as the socket makes
+/// room, while its echo is read: every byte is counted once.
+#[test]
+fn raw_ping_pong_of_messages_bigger_than_the_socket_buffers_counts_every_byte() {
+    let (_dir, path, echoed) = counting_server(None);
+    let size = 1 << 20;
+    let report = json_report(
+        &path,
+        &["-c", "2", "--threads", "1", "-d", "300ms", "--size", "1MiB"],
+    );
+    let trips = report["round_trips"].as_u64().unwrap();
+    assert_eq!(echoed.load(Ordering::SeqCst), trips * size, "{report}");
+}
+
+#[test]
+fn raw_bench_gives_up_on_a_server_that_never_echoes() {
+    let (_dir, path) = crate::mute_server();
+    let out = client(&path)
+        .args(["--timeout", "1s", "bench", "-d", "5s"])
+        .timeout(Duration::from_secs(3))
+        .assert()
+        .code(1)
+        .get_output()
+        .clone();
+    assert_eq!(
+        one_line(&out.stderr),
+        format!(
+            "udsecho-client: {}: timed out after 1s waiting for the echo of message 1",
+            path.display()
+        )
+    );
+}
+
+#[test]
+fn raw_bench_reports_a_server_that_hangs_up_mid_echo() {
+    let (_dir, path) = fake_server(|mut stream| {
+        let mut buf = [0u8; 64];
+        // Half of the first echo, then gone.
+        if stream.read_exact(&mut buf).is_ok() {
+            let _ = stream.write_all(&buf[..32]);
+        }
+    });
+    let out = client(&path)
+        .args(["--timeout", "2s", "bench", "-d", "5s"])
+        .timeout(Duration::from_secs(4))
+        .assert()
+        .code(1)
+        .get_output()
+        .clone();
+    let line = one_line(&out.stderr);
+    assert!(
+        line.contains("closed") && line.contains("in the middle of the benchmark"),
+        "{line}"
+    );
+}
