@@ -1,6 +1,7 @@
 //! One benchmark thread: a current-thread tokio runtime (its own epoll set and timers) that
 //! connects its share of the connections, waits for the start, drives them, and hands back
-//! its count and its latency histogram.
+//! its count and its latency histogram. Raw stream ping-pong leaves the runtime once
+//! connected: [`pingpong`] drives those connections from one epoll loop, no task each.
 //!
 //! The thread talks to the coordinator ([`super::run`]) through three one-shot channels:
 //! connected (or why not), the start (its sender dropped means "close and end"), and the
