@@ -320,6 +320,58 @@ fn forty_peers_hoarding_descriptors_do_not_starve_a_well_behaved_one() {
     );
 }
 
+/// A connection that passes descriptors waits while a message's worth would not fit, and is
+/// served again as soon as room frees. Under a limit of 420, with 64 kept in reserve, 110
+/// open connections leave room for 246 descriptors: a first message with three is served (a
+/// read takes what fits), the next waits for room for 253, and goes on once ten connections
+/// close.
+#[test]
+fn a_passer_waiting_for_room_goes_on_when_room_frees() {
+    let server = Server::builder()
+        .args(["--mode", "raw"])
+        .fd_limit(420)
+        .start()
+        .unwrap();
+    let file = tempfile::tempfile().unwrap();
+    let three = [file.as_fd(); 3];
+    let mut idle: Vec<UnixStream> = (0..109).map(|_| connect(&server)).collect();
+    // Every one of them accepted: each has had a round trip.
+    for stream in &idle {
+        (&*stream).write_all(b".").unwrap();
+        let mut dot = [0u8; 1];
+        (&*stream).read_exact(&mut dot).unwrap();
+    }
+
+    let passer = connect(&server);
+    send_with_fds(passer.as_fd(), b"one", &three, None).unwrap();
+    let (echo, fds) = read_stream_with_fds(passer.as_fd(), 3).unwrap();
+    assert_eq!((echo.as_slice(), fds.len()), (&b"one"[..], 3));
+
+    // A message's worth does not fit: the passer's next message waits...
+    send_with_fds(passer.as_fd(), b"two", &three, None).unwrap();
+    passer
+        .set_read_timeout(Some(Duration::from_millis(500)))
+        .unwrap();
+    let mut buf = [0u8; 8];
+    let waited = recv_with_fds(passer.as_fd(), &mut buf);
+    assert!(
+        waited
+            .as_ref()
+            .is_err_and(|e| e.kind() == std::io::ErrorKind::WouldBlock),
+        "served without room for a message's worth: {:?}",
+        waited.map(|r| r.len)
+    );
+    // ...while others are served as ever...
+    let echo = udsecho_harness::raw_round_trip(server.socket(), b"others", 3).unwrap();
+    assert_eq!(echo, b"others");
+    // ...and goes on once connections close.
+    idle.truncate(99);
+    passer.set_read_timeout(Some(STOP)).unwrap();
+    let (echo, fds) = read_stream_with_fds(passer.as_fd(), 3).unwrap();
+    assert_eq!((echo.as_slice(), fds.len()), (&b"two"[..], 3));
+    assert!(fds.iter().all(|(_, fd)| same_open_file(fd, &file)));
+}
+
 /// The kernel truncates what the server cannot take (`MSG_CTRUNC`): the connection gets its
 /// bytes back, then ends with an error (an Error frame in framed mode) and a log line.
 #[test]
