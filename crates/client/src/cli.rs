@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use clap::parser::ValueSource;
 use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand, ValueEnum, ValueHint};
-use udsecho_client::{SocketType, Target, Transport};
+use udsecho_client::{FdSpec, Passing, SocketType, Target, Transport, report};
 
 use crate::generate::Docs;
 
@@ -64,8 +64,22 @@ pub(crate) struct Cli {
     #[arg(long, global = true, value_name = "DUR", default_value = "10s", value_parser = positive_duration)]
     timeout: Duration,
 
+    #[command(flatten)]
+    fds: FdArgs,
+
     #[command(subcommand)]
     command: Option<Command>,
+}
+
+/// `--fd`, on the pipe (with or without `pipe`) and on `send`.
+#[derive(Debug, Args)]
+pub(crate) struct FdArgs {
+    /// Pass this open file with each message (SCM_RIGHTS; repeatable, at most 253): PATH is
+    /// opened read-only; a number (all digits) is a descriptor this process inherited, as in
+    /// `5<file udsecho-client --fd 5` (a file named 3 is ./3). send checks that the same
+    /// open files come back with each echo; pipe closes what comes back
+    #[arg(long = "fd", value_name = "PATH|N", value_parser = FdSpec::parse, value_hint = ValueHint::FilePath)]
+    fds: Vec<FdSpec>,
 }
 
 /// The socket as a plain argument, as `nc -U SOCKET` takes it.
@@ -89,6 +103,8 @@ pub(crate) enum Command {
     Pipe {
         #[command(flatten)]
         path: SocketArg,
+        #[command(flatten)]
+        fds: FdArgs,
     },
     /// Send a message every interval and check each echo (the classic demo)
     Send {
@@ -103,6 +119,8 @@ pub(crate) enum Command {
         /// How many to send [default: until Ctrl-C]
         #[arg(short = 'n', long, value_name = "N", value_parser = parse_count)]
         count: Option<u64>,
+        #[command(flatten)]
+        fds: FdArgs,
     },
     /// Measure round trips/s, MB/s and latency against a server
     Bench {
@@ -222,6 +240,8 @@ pub(crate) struct Invocation {
     pub(crate) timeout: Duration,
     /// The socket given before any subcommand (`udsecho-client sned`), for the typo hint.
     pub(crate) socket_word: Option<String>,
+    /// What each message carries (`--fd`), opened or taken at startup.
+    pub(crate) descriptors: Passing,
 }
 
 impl Cli {
@@ -279,7 +299,9 @@ impl Cli {
         let positional = match &cli.command {
             None => &cli.path,
             Some(
-                Command::Pipe { path } | Command::Send { path, .. } | Command::Bench { path, .. },
+                Command::Pipe { path, .. }
+                | Command::Send { path, .. }
+                | Command::Bench { path, .. },
             ) => {
                 if cli.path.path.is_some() && path.path.is_some() {
                     usage_error("the socket is given twice, before and after the subcommand");
@@ -297,14 +319,36 @@ impl Cli {
             (None, Some(flag)) => Target::parse(flag),
             (None, None) => Target::default_path(),
         };
+        let descriptors = open_descriptors(&cli);
         Invocation {
             command: cli.command,
             target,
             transport,
             timeout: cli.timeout,
             socket_word: cli.path.path,
+            descriptors,
         }
     }
+}
+
+/// The `--fd` descriptors, in the order given (those before the subcommand first), opened
+/// now: a path that cannot be opened, or a number that is not open, is a usage error naming
+/// it and the OS's reason.
+fn open_descriptors(cli: &Cli) -> Passing {
+    let mut specs = cli.fds.fds.clone();
+    match &cli.command {
+        Some(Command::Pipe { fds, .. } | Command::Send { fds, .. }) => {
+            specs.extend(fds.fds.iter().cloned());
+        }
+        Some(Command::Bench { .. }) if !specs.is_empty() => {
+            usage_error("--fd goes with pipe and send; bench passes no descriptors")
+        }
+        Some(Command::Bench { .. }) | None => {}
+    }
+    if specs.is_empty() {
+        return Passing::none();
+    }
+    Passing::open(&specs).unwrap_or_else(|e| usage_error(&report(&e)))
 }
 
 /// Where `--socket` came from (a global flag lands in the subcommand's matches when given

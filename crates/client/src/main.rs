@@ -110,6 +110,7 @@ fn raw_pipe(runtime: &tokio::runtime::Runtime, cli: &Invocation) -> Result<(), C
     pipe::raw(
         stream,
         target,
+        &cli.descriptors,
         std::fs::File::from(stdin),
         std::fs::File::from(stdout),
     )
@@ -127,6 +128,7 @@ async fn run(cli: &Invocation) -> Result<(), ClientError> {
                     stream,
                     target,
                     cli.timeout,
+                    &cli.descriptors,
                     tokio::io::stdin(),
                     tokio::io::stdout(),
                 )
@@ -138,6 +140,7 @@ async fn run(cli: &Invocation) -> Result<(), ClientError> {
                     socket,
                     target,
                     cli.timeout,
+                    &cli.descriptors,
                     tokio::io::stdin(),
                     tokio::io::stdout(),
                 )
@@ -155,6 +158,7 @@ async fn run(cli: &Invocation) -> Result<(), ClientError> {
                 interval: *interval,
                 count: *count,
                 timeout: cli.timeout,
+                descriptors: cli.descriptors.clone(),
             };
             let ctrl_c = async {
                 if tokio::signal::ctrl_c().await.is_err() {
