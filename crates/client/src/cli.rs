@@ -19,7 +19,7 @@ use crate::generate::Docs;
 ///
 /// Exit status: 0 on success; 1 when the socket cannot be reached or the exchange fails (the
 /// message names the socket and the cause); 2 for bad flags; 3 when an echo differed from what
-/// was sent.
+/// was sent (its bytes, or the descriptors passed with --fd).
 #[derive(Debug, Parser)]
 #[command(
     name = "udsecho-client",
@@ -74,10 +74,12 @@ pub(crate) struct Cli {
 /// `--fd`, on the pipe (with or without `pipe`) and on `send`.
 #[derive(Debug, Args)]
 pub(crate) struct FdArgs {
-    /// Pass this open file with each message (SCM_RIGHTS; repeatable, at most 253): PATH is
-    /// opened read-only; a number (all digits) is a descriptor this process inherited, as in
-    /// `5<file udsecho-client --fd 5` (a file named 3 is ./3). send checks that the same
-    /// open files come back with each echo; pipe closes what comes back
+    /// Pass this open file with each message (SCM_RIGHTS; repeatable, at most 253)
+    ///
+    /// PATH is opened read-only; a number (all digits) is a descriptor this process
+    /// inherited, as in `udsecho-client SOCK --fd 5 5<file` (a file named 3 is ./3). send
+    /// checks that the same open files come back with each echo, in order; pipe closes what
+    /// comes back.
     #[arg(long = "fd", value_name = "PATH|N", value_parser = FdSpec::parse, value_hint = ValueHint::FilePath)]
     fds: Vec<FdSpec>,
 }
@@ -99,7 +101,8 @@ pub(crate) enum Command {
     /// each stdin line is sent as one Data frame and each echo printed as a line. With --type
     /// seqpacket each stdin read is one message; with --type datagram each line is one
     /// datagram, and it ends once stdin has ended and every reply has come (each due within
-    /// --timeout).
+    /// --timeout). With --fd each stdin read (each line, framed or datagram) carries those
+    /// descriptors; descriptors that come back are closed.
     Pipe {
         #[command(flatten)]
         path: SocketArg,
@@ -107,6 +110,10 @@ pub(crate) enum Command {
         fds: FdArgs,
     },
     /// Send a message every interval and check each echo (the classic demo)
+    ///
+    /// Prints `sent:` and `received:` lines and exits 3 if an echo differs. With --fd each
+    /// message carries those descriptors, and the same open files must come back with the
+    /// echoes, in order (exit 3 otherwise, naming the descriptor).
     Send {
         #[command(flatten)]
         path: SocketArg,
@@ -457,10 +464,16 @@ const EXIT_STATUS: [(&str, &str); 4] = [
     ),
     (
         "1",
-        "The socket cannot be reached (no such socket or directory, connection refused, permission denied, path too long, a server of another socket type, timed out), the server closed the connection early, went away or is in the other mode, a reply never came (datagrams can be dropped), or a protocol error. One line on stderr names the socket and the cause.",
+        "The socket cannot be reached (no such socket or directory, connection refused, permission denied, path too long, a server of another socket type, timed out), the server closed the connection early, went away or is in the other mode, a reply never came (datagrams can be dropped), the client's descriptor limit was reached by descriptors coming back (--fd), or a protocol error. One line on stderr names the socket and the cause.",
     ),
-    ("2", "Bad flags or values (usage error)."),
-    ("3", "An echo differed from what was sent."),
+    (
+        "2",
+        "Bad flags or values (usage error), also a --fd path that cannot be opened or a --fd number that is not open.",
+    ),
+    (
+        "3",
+        "An echo differed from what was sent: its bytes, or with --fd its descriptors (dropped, another open file, or more than were sent).",
+    ),
 ];
 
 /// What `--generate` makes the man pages and completions from.
