@@ -355,6 +355,7 @@ fn open_descriptors(cli: &Cli) -> Passing {
     if specs.is_empty() {
         return Passing::none();
     }
+    crate::raise_fd_limit();
     Passing::open(&specs).unwrap_or_else(|e| usage_error(&report(&e)))
 }
 

@@ -14,12 +14,13 @@ use udsecho_client::{ClientError, ErrorKind, SocketType, Transport, pipe, report
 
 use crate::cli::{Cli, Command, Invocation, did_you_mean};
 
-/// Lets bench open as many connections as the hard limit allows.
+/// Lets bench open as many connections as the hard limit allows, and `--fd` take back what
+/// it passes (a message's descriptors come back while the client still holds its own).
 ///
 /// The server and the test harness have their own: the three crates share no code but
 /// `udsecho-proto`, which holds no process code, and each wants something else (the server
 /// logs a failure, bench here ignores it, the harness asks root for 65,536).
-fn raise_fd_limit() {
+pub(crate) fn raise_fd_limit() {
     use rustix::process::{Resource, getrlimit, setrlimit};
     let mut limit = getrlimit(Resource::Nofile);
     if limit.current < limit.maximum {

@@ -89,6 +89,17 @@ fn send_with_fd_paths_gets_the_same_open_files_back_in_every_socket_type_and_mod
 }
 
 #[test]
+fn send_passes_253_descriptors_with_each_message_the_most_one_message_carries() {
+    let server = Server::start(Vec::<String>::new()).unwrap();
+    let mut cmd = client(server.socket());
+    cmd.args(["send", "-n", "2", "-i", "1ms"]);
+    for _ in 0..253 {
+        cmd.args(["--fd", "/dev/null"]);
+    }
+    cmd.assert().success().stderr("2 sent, 2 echoed intact\n");
+}
+
+#[test]
 fn the_pipe_passes_fd_paths_with_each_message_in_every_socket_type_and_mode() {
     let (_dir, [first, _]) = two_files();
     for (server_args, client_args) in TRANSPORTS {
@@ -178,6 +189,25 @@ fn an_fd_path_that_cannot_be_opened_is_a_usage_error_naming_it_and_why() {
     assert_eq!(
         stderr.lines().next(),
         Some("error: --fd /nonexistent/passed.txt: No such file or directory (os error 2)"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn more_fds_than_one_message_carries_is_a_usage_error() {
+    let mut cmd = bare_client();
+    cmd.args(["-s", "/nonexistent/never-used.sock", "send"]);
+    for _ in 0..254 {
+        cmd.args(["--fd", "/dev/null"]);
+    }
+    let out = cmd.assert().code(2).get_output().clone();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(
+        stderr.lines().next(),
+        Some(
+            "error: --fd is given 254 times; one message carries at most 253 descriptors \
+             (SCM_MAX_FD)"
+        ),
         "{stderr}"
     );
 }
