@@ -47,6 +47,10 @@ pub(crate) fn run() -> Result<(), String> {
         "udsecho-client send against socat UNIX-LISTEN,fork EXEC:cat",
         client_against_socat,
     );
+    s.run(
+        "udsecho-client send --fd against socat EXEC:cat: the dropped descriptor exits 3",
+        client_fd_against_socat,
+    );
     for kind in [Kind::Seqpacket, Kind::Datagram] {
         s.run(
             &format!(
@@ -239,18 +243,7 @@ fn client_binary_to_nc() -> Result<(), String> {
 }
 
 fn client_against_socat() -> Result<(), String> {
-    let dir = short_temp_dir();
-    let path = dir.path().join("socat.sock");
-    let listen = format!("UNIX-LISTEN:{},fork", path.display());
-    let mut socat = Command::new("socat")
-        .args([&listen, "EXEC:cat"])
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .map_err(|e| format!("cannot start socat: {e}"))?;
-    let result = (|| {
-        wait_for_socket(&path, Instant::now() + LIMIT, || false).map_err(|e| e.to_string())?;
+    with_socat_cat(|path| {
         let run = run_client(
             [
                 "--socket",
@@ -272,7 +265,55 @@ fn client_against_socat() -> Result<(), String> {
             run.stdout_text().matches("received: olá mundo").count() == 3,
             || run.stdout_text(),
         )
-    })();
+    })
+}
+
+/// socat, like nc, drops passed descriptors (its `read` makes the kernel close them): the
+/// bytes come back, the descriptor does not, and `send --fd` says so with exit 3.
+fn client_fd_against_socat() -> Result<(), String> {
+    with_socat_cat(|path| {
+        let run = run_client(
+            [
+                "--socket",
+                path.to_str().expect("UTF-8"),
+                "send",
+                "--count",
+                "1",
+                "--fd",
+                "/dev/null",
+            ],
+            b"",
+            LIMIT,
+        )
+        .map_err(|e| e.to_string())?;
+        ensure(run.status.code() == Some(3), || {
+            format!("client exited {:?}: {}", run.status, run.stderr)
+        })?;
+        ensure(
+            run.stderr.contains(
+                "descriptor mismatch on message 1: --fd /dev/null did not come back with the \
+                 echo (the server dropped it)",
+            ),
+            || run.stderr.clone(),
+        )
+    })
+}
+
+/// Runs `scenario` with `socat UNIX-LISTEN:PATH,fork EXEC:cat` serving PATH.
+fn with_socat_cat(scenario: impl FnOnce(&Path) -> Result<(), String>) -> Result<(), String> {
+    let dir = short_temp_dir();
+    let path = dir.path().join("socat.sock");
+    let listen = format!("UNIX-LISTEN:{},fork", path.display());
+    let mut socat = Command::new("socat")
+        .args([&listen, "EXEC:cat"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .map_err(|e| format!("cannot start socat: {e}"))?;
+    let result = wait_for_socket(&path, Instant::now() + LIMIT, || false)
+        .map_err(|e| e.to_string())
+        .and_then(|()| scenario(&path));
     child::kill(&mut socat);
     result
 }

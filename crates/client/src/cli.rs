@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use clap::parser::ValueSource;
 use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand, ValueEnum, ValueHint};
-use udsecho_client::{SocketType, Target, Transport};
+use udsecho_client::{FdSpec, Passing, SocketType, Target, Transport, report};
 
 use crate::generate::Docs;
 
@@ -19,7 +19,7 @@ use crate::generate::Docs;
 ///
 /// Exit status: 0 on success; 1 when the socket cannot be reached or the exchange fails (the
 /// message names the socket and the cause); 2 for bad flags; 3 when an echo differed from what
-/// was sent.
+/// was sent (its bytes, or the descriptors passed with --fd).
 #[derive(Debug, Parser)]
 #[command(
     name = "udsecho-client",
@@ -64,8 +64,24 @@ pub(crate) struct Cli {
     #[arg(long, global = true, value_name = "DUR", default_value = "10s", value_parser = positive_duration)]
     timeout: Duration,
 
+    #[command(flatten)]
+    fds: FdArgs,
+
     #[command(subcommand)]
     command: Option<Command>,
+}
+
+/// `--fd`, on the pipe (with or without `pipe`) and on `send`.
+#[derive(Debug, Args)]
+pub(crate) struct FdArgs {
+    /// Pass this open file with each message (SCM_RIGHTS; repeatable, at most 253)
+    ///
+    /// PATH is opened read-only; a number (all digits) is a descriptor this process
+    /// inherited, as in `udsecho-client SOCK --fd 5 5<file` (a file named 3 is ./3). send
+    /// checks that the same open files come back with each echo, in order; pipe closes what
+    /// comes back.
+    #[arg(long = "fd", value_name = "PATH|N", value_parser = FdSpec::parse, value_hint = ValueHint::FilePath)]
+    fds: Vec<FdSpec>,
 }
 
 /// The socket as a plain argument, as `nc -U SOCKET` takes it.
@@ -85,12 +101,19 @@ pub(crate) enum Command {
     /// each stdin line is sent as one Data frame and each echo printed as a line. With --type
     /// seqpacket each stdin read is one message; with --type datagram each line is one
     /// datagram, and it ends once stdin has ended and every reply has come (each due within
-    /// --timeout).
+    /// --timeout). With --fd each stdin read (each line, framed or datagram) carries those
+    /// descriptors; descriptors that come back are closed.
     Pipe {
         #[command(flatten)]
         path: SocketArg,
+        #[command(flatten)]
+        fds: FdArgs,
     },
     /// Send a message every interval and check each echo (the classic demo)
+    ///
+    /// Prints `sent:` and `received:` lines and exits 3 if an echo differs. With --fd each
+    /// message carries those descriptors, and the same open files must come back with the
+    /// echoes, in order (exit 3 otherwise, naming the descriptor).
     Send {
         #[command(flatten)]
         path: SocketArg,
@@ -103,6 +126,8 @@ pub(crate) enum Command {
         /// How many to send [default: until Ctrl-C]
         #[arg(short = 'n', long, value_name = "N", value_parser = parse_count)]
         count: Option<u64>,
+        #[command(flatten)]
+        fds: FdArgs,
     },
     /// Measure round trips/s, MB/s and latency against a server
     Bench {
@@ -222,6 +247,8 @@ pub(crate) struct Invocation {
     pub(crate) timeout: Duration,
     /// The socket given before any subcommand (`udsecho-client sned`), for the typo hint.
     pub(crate) socket_word: Option<String>,
+    /// What each message carries (`--fd`), opened or taken at startup.
+    pub(crate) descriptors: Passing,
 }
 
 impl Cli {
@@ -279,7 +306,9 @@ impl Cli {
         let positional = match &cli.command {
             None => &cli.path,
             Some(
-                Command::Pipe { path } | Command::Send { path, .. } | Command::Bench { path, .. },
+                Command::Pipe { path, .. }
+                | Command::Send { path, .. }
+                | Command::Bench { path, .. },
             ) => {
                 if cli.path.path.is_some() && path.path.is_some() {
                     usage_error("the socket is given twice, before and after the subcommand");
@@ -297,14 +326,37 @@ impl Cli {
             (None, Some(flag)) => Target::parse(flag),
             (None, None) => Target::default_path(),
         };
+        let descriptors = open_descriptors(&cli);
         Invocation {
             command: cli.command,
             target,
             transport,
             timeout: cli.timeout,
             socket_word: cli.path.path,
+            descriptors,
         }
     }
+}
+
+/// The `--fd` descriptors, in the order given (those before the subcommand first), opened
+/// now: a path that cannot be opened, or a number that is not open, is a usage error naming
+/// it and the OS's reason.
+fn open_descriptors(cli: &Cli) -> Passing {
+    let mut specs = cli.fds.fds.clone();
+    match &cli.command {
+        Some(Command::Pipe { fds, .. } | Command::Send { fds, .. }) => {
+            specs.extend(fds.fds.iter().cloned());
+        }
+        Some(Command::Bench { .. }) if !specs.is_empty() => {
+            usage_error("--fd goes with pipe and send; bench passes no descriptors")
+        }
+        Some(Command::Bench { .. }) | None => {}
+    }
+    if specs.is_empty() {
+        return Passing::none();
+    }
+    crate::raise_fd_limit();
+    Passing::open(&specs).unwrap_or_else(|e| usage_error(&report(&e)))
 }
 
 /// Where `--socket` came from (a global flag lands in the subcommand's matches when given
@@ -413,10 +465,16 @@ const EXIT_STATUS: [(&str, &str); 4] = [
     ),
     (
         "1",
-        "The socket cannot be reached (no such socket or directory, connection refused, permission denied, path too long, a server of another socket type, timed out), the server closed the connection early, went away or is in the other mode, a reply never came (datagrams can be dropped), or a protocol error. One line on stderr names the socket and the cause.",
+        "The socket cannot be reached (no such socket or directory, connection refused, permission denied, path too long, a server of another socket type, timed out), the server closed the connection early, went away or is in the other mode, a reply never came (datagrams can be dropped), the client's descriptor limit was reached by descriptors coming back (--fd), or a protocol error. One line on stderr names the socket and the cause.",
     ),
-    ("2", "Bad flags or values (usage error)."),
-    ("3", "An echo differed from what was sent."),
+    (
+        "2",
+        "Bad flags or values (usage error), also a --fd path that cannot be opened or a --fd number that is not open.",
+    ),
+    (
+        "3",
+        "An echo differed from what was sent: its bytes, or with --fd its descriptors (dropped, another open file, or more than were sent).",
+    ),
 ];
 
 /// What `--generate` makes the man pages and completions from.

@@ -144,6 +144,21 @@ pub enum ErrorKind {
         /// What came back (possibly shortened).
         received: String,
     },
+    /// The descriptors that came back (`--fd`) are not those sent: fewer, more, or other
+    /// open files.
+    #[error("descriptor mismatch on message {index}: {detail}")]
+    DescriptorMismatch {
+        /// Which message (from 1).
+        index: u64,
+        /// Which descriptor, and what happened to it.
+        detail: String,
+    },
+    /// The kernel closed descriptors the server sent back because the client could not take
+    /// them (`MSG_CTRUNC`): its own descriptor limit.
+    #[error(
+        "the client's descriptor limit was reached: the kernel closed descriptors the server sent back (raise `ulimit -n`)"
+    )]
+    DescriptorLimit,
     /// The server sent an Error frame.
     #[error("server error {code:?}: {message}")]
     Server {
@@ -210,11 +225,12 @@ impl ClientError {
         &self.kind
     }
 
-    /// The process exit status for this error: 3 when echoed data differed from what was
-    /// sent (the one failure that means the server is wrong), 1 for everything else.
+    /// The process exit status for this error: 3 when echoed data or descriptors differed
+    /// from what was sent (the one failure that means the server is wrong), 1 for everything
+    /// else.
     pub fn exit_code(&self) -> u8 {
         match self.kind {
-            ErrorKind::Mismatch { .. } => 3,
+            ErrorKind::Mismatch { .. } | ErrorKind::DescriptorMismatch { .. } => 3,
             _ => 1,
         }
     }
@@ -329,5 +345,21 @@ mod tests {
             3
         );
         assert_eq!(on(ErrorKind::FramedOnlyServer).exit_code(), 1);
+    }
+
+    #[test]
+    fn a_descriptor_mismatch_exits_3_and_the_client_s_own_limit_1() {
+        let mismatch = on(ErrorKind::DescriptorMismatch {
+            index: 2,
+            detail: "--fd /etc/hosts did not come back with the echo (the server dropped it)"
+                .into(),
+        });
+        assert_eq!(mismatch.exit_code(), 3);
+        assert_eq!(
+            report(&mismatch),
+            "/tmp/e.sock: descriptor mismatch on message 2: --fd /etc/hosts did not come back \
+             with the echo (the server dropped it)"
+        );
+        assert_eq!(on(ErrorKind::DescriptorLimit).exit_code(), 1);
     }
 }

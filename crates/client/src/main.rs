@@ -14,12 +14,13 @@ use udsecho_client::{ClientError, ErrorKind, SocketType, Transport, pipe, report
 
 use crate::cli::{Cli, Command, Invocation, did_you_mean};
 
-/// Lets bench open as many connections as the hard limit allows.
+/// Lets bench open as many connections as the hard limit allows, and `--fd` take back what
+/// it passes (a message's descriptors come back while the client still holds its own).
 ///
 /// The server and the test harness have their own: the three crates share no code but
 /// `udsecho-proto`, which holds no process code, and each wants something else (the server
 /// logs a failure, bench here ignores it, the harness asks root for 65,536).
-fn raise_fd_limit() {
+pub(crate) fn raise_fd_limit() {
     use rustix::process::{Resource, getrlimit, setrlimit};
     let mut limit = getrlimit(Resource::Nofile);
     if limit.current < limit.maximum {
@@ -110,6 +111,7 @@ fn raw_pipe(runtime: &tokio::runtime::Runtime, cli: &Invocation) -> Result<(), C
     pipe::raw(
         stream,
         target,
+        &cli.descriptors,
         std::fs::File::from(stdin),
         std::fs::File::from(stdout),
     )
@@ -127,6 +129,7 @@ async fn run(cli: &Invocation) -> Result<(), ClientError> {
                     stream,
                     target,
                     cli.timeout,
+                    &cli.descriptors,
                     tokio::io::stdin(),
                     tokio::io::stdout(),
                 )
@@ -138,6 +141,7 @@ async fn run(cli: &Invocation) -> Result<(), ClientError> {
                     socket,
                     target,
                     cli.timeout,
+                    &cli.descriptors,
                     tokio::io::stdin(),
                     tokio::io::stdout(),
                 )
@@ -155,6 +159,7 @@ async fn run(cli: &Invocation) -> Result<(), ClientError> {
                 interval: *interval,
                 count: *count,
                 timeout: cli.timeout,
+                descriptors: cli.descriptors.clone(),
             };
             let ctrl_c = async {
                 if tokio::signal::ctrl_c().await.is_err() {

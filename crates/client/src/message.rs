@@ -12,12 +12,13 @@
 //! anyone else could play tricks in.
 
 use std::io;
-use std::os::fd::OwnedFd;
+use std::os::fd::{AsFd, OwnedFd};
 
 use rustix::net::{RecvFlags, SendFlags};
 use tokio::io::Interest;
 use tokio::io::unix::AsyncFd;
 
+use crate::descriptors::{self, Inbox, Passing, Returned};
 use crate::error::ErrorKind;
 use crate::target::SocketType;
 
@@ -40,6 +41,11 @@ pub(crate) enum Received {
 pub struct MessageSocket {
     fd: AsyncFd<OwnedFd>,
     kind: SocketType,
+    /// What each message carries (`--fd`; none for bench and without the flag).
+    passing: Passing,
+    /// What receives brought back, until taken (only when `passing` is not empty: otherwise
+    /// receives make no room for descriptors and the kernel closes any that come).
+    inbox: Inbox,
 }
 
 impl MessageSocket {
@@ -53,7 +59,23 @@ impl MessageSocket {
         // Nothing here replaces it (`get_mut` is never used).
         #[allow(deprecated)]
         let fd = AsyncFd::with_interest(fd, Interest::READABLE | Interest::WRITABLE)?;
-        Ok(MessageSocket { fd, kind })
+        Ok(MessageSocket {
+            fd,
+            kind,
+            passing: Passing::none(),
+            inbox: Inbox::default(),
+        })
+    }
+
+    /// Every message sent from now on carries `passing`, and receives keep what comes back
+    /// (see [`MessageSocket::take_returned`]).
+    pub(crate) fn pass(&mut self, passing: Passing) {
+        self.passing = passing;
+    }
+
+    /// The descriptors receives brought back since the last call.
+    pub(crate) fn take_returned(&self) -> Returned {
+        self.inbox.take()
     }
 
     /// Seqpacket or datagram.
@@ -65,7 +87,12 @@ impl MessageSocket {
     pub(crate) async fn send(&self, message: &[u8]) -> io::Result<()> {
         self.fd
             .async_io(Interest::WRITABLE, |fd| {
-                rustix::net::send(fd, message, SendFlags::NOSIGNAL).map_err(io::Error::from)
+                if self.passing.is_empty() {
+                    rustix::net::send(fd, message, SendFlags::NOSIGNAL)
+                } else {
+                    descriptors::send(fd.as_fd(), message, &self.passing.fds())
+                }
+                .map_err(io::Error::from)
             })
             .await
             .map(drop)
@@ -76,27 +103,33 @@ impl MessageSocket {
     pub(crate) async fn recv(&self, buf: &mut [u8]) -> io::Result<Received> {
         let len = self
             .fd
-            .async_io(Interest::READABLE, |fd| {
-                rustix::net::recv(fd, &mut *buf, RecvFlags::TRUNC)
-                    .map(|(_, len)| len)
-                    .map_err(io::Error::from)
-            })
+            .async_io(Interest::READABLE, |fd| self.recv_now(fd, &mut *buf))
             .await?;
         Ok(self.received(len, buf.len()))
     }
 
     /// Receives one message into `buf` if one is queued now; `None` if none is.
     pub(crate) fn try_recv(&self, buf: &mut [u8]) -> io::Result<Option<Received>> {
-        let got = self.fd.try_io(Interest::READABLE, |fd| {
-            rustix::net::recv(fd, &mut *buf, RecvFlags::TRUNC)
-                .map(|(_, len)| len)
-                .map_err(io::Error::from)
-        });
+        let got = self
+            .fd
+            .try_io(Interest::READABLE, |fd| self.recv_now(fd, &mut *buf));
         match got {
             Ok(len) => Ok(Some(self.received(len, buf.len()))),
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(None),
             Err(e) => Err(e),
         }
+    }
+
+    /// One receive, the message's real length (`MSG_TRUNC`); descriptors to the inbox.
+    fn recv_now(&self, fd: &OwnedFd, buf: &mut [u8]) -> io::Result<usize> {
+        if self.passing.is_empty() {
+            return rustix::net::recv(fd, buf, RecvFlags::TRUNC)
+                .map(|(_, len)| len)
+                .map_err(io::Error::from);
+        }
+        let got = descriptors::recv(fd.as_fd(), buf, RecvFlags::TRUNC, true)?;
+        self.inbox.put(got.returned);
+        Ok(got.len)
     }
 
     fn received(&self, len: usize, room: usize) -> Received {

@@ -1,20 +1,23 @@
 //! Send mode: the classic demo loop. Send a message every interval, print what comes back,
 //! and check that every echo matches, each within `--timeout` of its sending. Over a stream
 //! the echo is cut back into messages; over seqpacket and datagram each reply is one
-//! message and must equal the message whole.
+//! message and must equal the message whole. With `--fd` every message carries the
+//! descriptors, and what comes back must be the same open files, in order, one set per echo
+//! (`descriptors::FdCheck`; exit 3 otherwise, as for bytes).
 
 use std::collections::VecDeque;
 use std::io::Write;
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::UnixStream;
 use tokio::time::{Instant, MissedTickBehavior};
 use udsecho_proto::{Frame, Goodbye, GoodbyeReason};
 
 use crate::connect::Connection;
+use crate::descriptors::{FdCheck, Passing};
 use crate::error::{ClientError, ErrorKind, preview};
+use crate::fd_stream::FdStream;
 use crate::message::{MessageSocket, Received};
 use crate::session;
 use crate::target::{SocketType, Target};
@@ -30,6 +33,8 @@ pub struct SendOptions {
     pub count: Option<u64>,
     /// How long the handshake, each send and each echo may take.
     pub timeout: Duration,
+    /// The descriptors each message carries (`--fd`), checked when they come back.
+    pub descriptors: Passing,
 }
 
 /// What happened, for the closing line.
@@ -121,7 +126,10 @@ pub async fn run(
             stream,
             framed: false,
         } => raw(stream, options, stop, out).await,
-        Connection::Messages(socket) => message_loop(&socket, options, stop, out).await,
+        Connection::Messages(mut socket) => {
+            socket.pass(options.descriptors.clone());
+            message_loop(&socket, options, stop, out).await
+        }
     };
     result.map_err(|kind| kind.at(target))
 }
@@ -220,7 +228,8 @@ async fn raw(
 ) -> Result<SendSummary, ErrorKind> {
     let mut checker = Checker::new(&options.message);
     let mut schedule = Schedule::new(options);
-    let (mut from_server, mut to_server) = stream.into_split();
+    let mut fds = FdCheck::new(options.descriptors.clone());
+    let stream = FdStream::new(stream, options.descriptors.clone());
     let mut buf = vec![0u8; 64 * 1024];
     tokio::pin!(stop);
     while !schedule.finished() {
@@ -229,7 +238,7 @@ async fn raw(
         tokio::select! {
             _ = schedule.ticker.tick(), if !done_sending => {
                 let index = schedule.sent + 1;
-                match tokio::time::timeout(options.timeout, to_server.write_all(&options.message)).await {
+                match tokio::time::timeout(options.timeout, stream.send_message(&options.message)).await {
                     Ok(Ok(())) => schedule.sent_one(out)?,
                     Ok(Err(e)) => return Err(session::transport("sending", e, || {
                         checker.closed(schedule.sent, "connection closed")
@@ -238,11 +247,13 @@ async fn raw(
                 }
             }
             () = &mut stop, if !schedule.stopped => schedule.stopped = true,
-            read = from_server.read(&mut buf) => match read {
+            read = stream.recv(&mut buf) => match read {
                 Ok(0) => return Err(checker.closed(schedule.sent, "connection closed")),
                 Ok(n) => {
+                    fds.returned(stream.take_returned(), schedule.sent)?;
                     let before = checker.received;
                     checker.feed(&buf[..n], out)?;
+                    fds.echoed(checker.received)?;
                     for _ in before..checker.received {
                         schedule.echoed();
                     }
@@ -257,7 +268,7 @@ async fn raw(
             }
         }
     }
-    let _ = to_server.shutdown().await;
+    let _ = stream.shutdown_write();
     Ok(schedule.summary(checker.received))
 }
 
@@ -268,6 +279,8 @@ async fn framed(
     out: &mut impl Write,
 ) -> Result<SendSummary, ErrorKind> {
     let mut checker = Checker::new(&options.message);
+    let mut fds = FdCheck::new(options.descriptors.clone());
+    let stream = FdStream::new(stream, options.descriptors.clone());
     let mut server = session::open(stream, options.timeout).await?;
     let mut schedule = Schedule::new(options);
     tokio::pin!(stop);
@@ -278,6 +291,7 @@ async fn framed(
             _ = schedule.ticker.tick(), if !done_sending => {
                 let index = schedule.sent + 1;
                 let data = Frame::Data(options.message.clone());
+                server.io().start_message();
                 match tokio::time::timeout(options.timeout, server.send(data)).await {
                     Ok(Ok(())) => schedule.sent_one(out)?,
                     Ok(Err(e)) => return Err(session::protocol(e)),
@@ -287,8 +301,10 @@ async fn framed(
             () = &mut stop, if !schedule.stopped => schedule.stopped = true,
             frame = server.next() => match frame {
                 Some(Ok(Frame::Data(echo))) => {
+                    fds.returned(server.io().take_returned(), schedule.sent)?;
                     schedule.echoed();
                     checker.check(&echo, out)?;
+                    fds.echoed(checker.received)?;
                 }
                 Some(Ok(Frame::Goodbye(bye))) => {
                     return Err(closed(schedule.sent, checker.received, &format!("Goodbye {:?}", bye.reason)));
@@ -316,6 +332,7 @@ async fn message_loop(
 ) -> Result<SendSummary, ErrorKind> {
     let mut checker = Checker::new(&options.message);
     let mut schedule = Schedule::new(options);
+    let mut fds = FdCheck::new(options.descriptors.clone());
     // Room for a reply somewhat longer than the message, so one that is too long shows as
     // a mismatch with its start.
     let mut buf = vec![0u8; options.message.len() + 64];
@@ -341,8 +358,10 @@ async fn message_loop(
             () = &mut stop, if !schedule.stopped => schedule.stopped = true,
             got = socket.recv(&mut buf) => match got {
                 Ok(Received::Message(n)) => {
+                    fds.returned(socket.take_returned(), schedule.sent)?;
                     schedule.echoed();
                     checker.check(&buf[..n], out)?;
+                    fds.echoed(checker.received)?;
                 }
                 Ok(Received::Truncated { len }) => {
                     return Err(ErrorKind::Mismatch {

@@ -9,7 +9,7 @@ use std::time::Duration;
 use bytes::BytesMut;
 use futures_core::Stream;
 use futures_sink::Sink;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::UnixStream;
 use tokio_util::codec::{Framed, FramedParts};
 use udsecho_proto::{
@@ -28,12 +28,20 @@ pub(crate) const AGENT: &str = concat!("udsecho-client/", env!("CARGO_PKG_VERSIO
 /// that `Framed` implements. (futures-util's `SinkExt` would need its `sink` feature, which
 /// nothing else in the server's build enables: the client and the server would then build
 /// tokio-util, the proto crate and their dependents twice over. See the root Cargo.toml.)
+///
+/// Over a plain `UnixStream` (bench), or an `FdStream` whose Data frames carry descriptors
+/// (`send` and the pipe).
 #[derive(Debug)]
-pub(crate) struct Session {
-    framed: Framed<UnixStream, FrameCodec>,
+pub(crate) struct Session<S = UnixStream> {
+    framed: Framed<S, FrameCodec>,
 }
 
-impl Session {
+impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
+    /// The stream under the codec.
+    pub(crate) fn io(&self) -> &S {
+        self.framed.get_ref()
+    }
+
     /// The next frame from the server; `None` when it closed between frames. Cancel-safe.
     pub(crate) async fn next(&mut self) -> Option<Result<Frame, ProtoError>> {
         poll_fn(|cx| Pin::new(&mut self.framed).poll_next(cx)).await
@@ -60,7 +68,10 @@ impl Session {
 /// Sends the preamble and Hello, checks the server's answer, and returns the session with
 /// the codec's limit set to what the server enforces. Gives up after `timeout` (a server that
 /// never answers, or sends part of a Hello).
-pub(crate) async fn open(stream: UnixStream, timeout: Duration) -> Result<Session, ErrorKind> {
+pub(crate) async fn open<S: AsyncRead + AsyncWrite + Unpin>(
+    stream: S,
+    timeout: Duration,
+) -> Result<Session<S>, ErrorKind> {
     tokio::time::timeout(timeout, handshake(stream))
         .await
         .unwrap_or_else(|_| {
@@ -71,7 +82,9 @@ pub(crate) async fn open(stream: UnixStream, timeout: Duration) -> Result<Sessio
         })
 }
 
-async fn handshake(mut stream: UnixStream) -> Result<Session, ErrorKind> {
+async fn handshake<S: AsyncRead + AsyncWrite + Unpin>(
+    mut stream: S,
+) -> Result<Session<S>, ErrorKind> {
     let gone = || ErrorKind::closed_early("before answering the Hello");
     let mut opening = BytesMut::from(&PREAMBLE[..]);
     Frame::Hello(Hello::new(DEFAULT_MAX_FRAME, AGENT))

@@ -1,5 +1,6 @@
 //! The framed pipe: each stdin line is a Data frame, each echo a line on stdout, in a framed
-//! session whose every wait for the server is bounded.
+//! session whose every wait for the server is bounded. With `--fd` each Data frame carries
+//! the descriptors, and what comes back is closed.
 
 use std::collections::VecDeque;
 use std::time::Duration;
@@ -9,18 +10,22 @@ use tokio::net::UnixStream;
 use tokio::time::Instant;
 use udsecho_proto::{Frame, Goodbye, GoodbyeReason};
 
+use crate::descriptors::Passing;
 use crate::error::{ClientError, ErrorKind};
+use crate::fd_stream::FdStream;
 use crate::session;
 use crate::target::Target;
 
 /// Framed pipe: each input line (without its newline) becomes a Data frame; each echoed
 /// payload is written as a line. On input EOF it sends Goodbye and waits for the server's.
 /// Every wait for the server (the handshake, each echo, the Goodbye) is bounded by
-/// `timeout`; waiting for input is not.
+/// `timeout`; waiting for input is not. With `passing` (`--fd`) each Data frame carries
+/// those descriptors; what comes back is closed.
 pub async fn framed<I, O>(
     stream: UnixStream,
     target: &Target,
     timeout: Duration,
+    passing: &Passing,
     input: I,
     output: O,
 ) -> Result<(), ClientError>
@@ -28,13 +33,14 @@ where
     I: AsyncRead + Unpin + Send + 'static,
     O: AsyncWrite + Unpin,
 {
+    let stream = FdStream::new(stream, passing.clone());
     framed_session(stream, timeout, input, output)
         .await
         .map_err(|kind| kind.at(target))
 }
 
 async fn framed_session<I, O>(
-    stream: UnixStream,
+    stream: FdStream,
     timeout: Duration,
     input: I,
     mut output: O,
@@ -83,6 +89,7 @@ where
         tokio::select! {
             line = lines.recv(), if goodbye_sent.is_none() => match line {
                 Some(Ok(line)) => {
+                    server.io().start_message();
                     let sent = tokio::time::timeout(timeout, server.send(Frame::Data(line.into()))).await;
                     match sent {
                         Ok(Ok(())) => in_flight.push_back(Instant::now()),
@@ -102,6 +109,9 @@ where
             },
             frame = server.next() => match frame {
                 Some(Ok(Frame::Data(payload))) => {
+                    if let Err(e) = server.io().take_returned().close() {
+                        break Err(e);
+                    }
                     in_flight.pop_front();
                     echoed += 1;
                     let written = async {

@@ -1,5 +1,6 @@
 //! The message pipe, seqpacket and datagram: one message per stdin read (seqpacket) or line
-//! (datagram), each reply printed as it comes; datagram keeps a window of replies due.
+//! (datagram), each reply printed as it comes; datagram keeps a window of replies due. With
+//! `--fd` each message carries the descriptors, and what comes back is closed.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -9,6 +10,7 @@ use tokio::io::{AsyncBufRead, AsyncBufReadExt, AsyncRead, AsyncWrite, AsyncWrite
 use tokio::sync::mpsc::error::TryRecvError;
 use tokio::time::Instant;
 
+use crate::descriptors::Passing;
 use crate::error::{ClientError, ErrorKind};
 use crate::message::{MessageSocket, Received};
 use crate::target::{SocketType, Target};
@@ -44,10 +46,13 @@ const DATAGRAM_WINDOW_BYTES: usize = 64 * 1024;
 ///   is not reading), and each reply is due within `timeout` of its datagram, else it is an
 ///   error saying how many are missing (datagrams can be dropped). It ends when input has
 ///   ended and every reply has come.
+/// - With `passing` (`--fd`) each message carries those descriptors; what comes back with
+///   the replies is closed.
 pub async fn messages<I, O>(
-    socket: MessageSocket,
+    mut socket: MessageSocket,
     target: &Target,
     timeout: Duration,
+    passing: &Passing,
     input: I,
     output: O,
 ) -> Result<(), ClientError>
@@ -55,6 +60,7 @@ where
     I: AsyncRead + Unpin + Send + 'static,
     O: AsyncWrite + Unpin,
 {
+    socket.pass(passing.clone());
     let result = match socket.kind() {
         SocketType::Datagram => datagram_session(socket, timeout, input, output).await,
         _ => seqpacket_session(Arc::new(socket), input, output).await,
@@ -87,6 +93,9 @@ where
             },
             got = socket.recv(&mut buf) => match got {
                 Ok(Received::Message(n)) => {
+                    if let Err(e) = socket.take_returned().close() {
+                        break Err(e);
+                    }
                     if let Err(e) = write_reply(&mut output, &buf[..n]).await {
                         break Err(ErrorKind::Stdout(e));
                     }
@@ -254,6 +263,9 @@ where
                     // Whatever else has come is printed with it, in one write.
                     let mut replies = buf[..n].to_vec();
                     let more = loop {
+                        if let Err(e) = socket.take_returned().close() {
+                            break Err(e);
+                        }
                         if replies.len() >= MESSAGE_CHUNK {
                             break Ok(());
                         }

@@ -1,16 +1,20 @@
 //! The raw pipe: stdin to a stream socket and the socket to stdout, binary-safe, on two
 //! blocking threads (see the module above for why). Its one piece of protocol knowledge: a
 //! framed-only server refuses raw bytes with one Error frame, which must be reported, not
-//! printed.
+//! printed. With `--fd` each stdin read goes out as one message carrying the descriptors, and
+//! what comes back is closed.
 
 use std::io::{Read, Write};
 use std::net::Shutdown;
+use std::os::fd::AsFd;
 use std::os::unix::net::UnixStream as StdUnixStream;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::thread;
 
+use rustix::net::RecvFlags;
 use udsecho_proto::{Kind, MAX_CONTROL_FRAME};
 
+use crate::descriptors::{self, Passing};
 use crate::error::{ClientError, ErrorKind};
 use crate::session;
 use crate::target::Target;
@@ -32,9 +36,13 @@ const CHUNK: usize = 256 * 1024;
 ///   [`ErrorKind::FramedOnlyServer`], not output. Only the server's first bytes are watched
 ///   for it, and only while they could be that frame and are not an echo of what was sent;
 ///   everything else passes through as it comes.
+/// - With `passing` (`--fd`), the first bytes of each read of `input` carry those
+///   descriptors; descriptors that come back are closed (the kernel closing some because the
+///   client is at its limit is [`ErrorKind::DescriptorLimit`]).
 pub fn raw<I, O>(
     stream: StdUnixStream,
     target: &Target,
+    passing: &Passing,
     input: I,
     mut output: O,
 ) -> Result<(), ClientError>
@@ -55,10 +63,11 @@ where
         .name("upload".to_owned())
         .spawn({
             let sent = sent.clone();
-            move || upload(input, to_server, &sent)
+            let passing = passing.clone();
+            move || upload(input, to_server, &passing, &sent)
         })
         .map_err(|e| io("starting the upload thread", e))?;
-    download(&stream, &mut output, &sent).map_err(fail)?;
+    download(&stream, &mut output, !passing.is_empty(), &sent).map_err(fail)?;
     // The server has finished sending. Like nc, keep sending until stdin ends: the server
     // may still be reading (a half-close, as `nc -N -lU` does).
     match upload.join() {
@@ -75,8 +84,10 @@ where
 fn upload(
     mut input: impl Read,
     mut socket: StdUnixStream,
+    passing: &Passing,
     first: &Mutex<Vec<u8>>,
 ) -> Result<u64, ErrorKind> {
+    let fds = passing.fds();
     let mut buf = vec![0u8; CHUNK];
     let mut sent = 0u64;
     loop {
@@ -91,7 +102,7 @@ fn upload(
             let room = REFUSAL_MAX - first.len();
             first.extend_from_slice(&buf[..n.min(room)]);
         }
-        socket.write_all(&buf[..n]).map_err(|e| {
+        send_read(&mut socket, &buf[..n], &fds).map_err(|e| {
             session::transport("sending", e, || {
                 ErrorKind::closed_early(if sent == 0 {
                     "it read nothing from stdin".to_owned()
@@ -114,18 +125,45 @@ fn upload(
     }
 }
 
+/// Writes one read of stdin, its first bytes carrying `fds` (none: a plain write).
+fn send_read(
+    socket: &mut StdUnixStream,
+    mut bytes: &[u8],
+    fds: &[std::os::fd::BorrowedFd<'_>],
+) -> std::io::Result<()> {
+    if !fds.is_empty() {
+        let n = loop {
+            match descriptors::send(socket.as_fd(), bytes, fds) {
+                Err(rustix::io::Errno::INTR) => {}
+                other => break other?,
+            }
+        };
+        bytes = &bytes[n..];
+    }
+    socket.write_all(bytes)
+}
+
 /// The socket to `output` until the server's EOF. The first bytes are held back while they
-/// may be a framed-only server's refusal (see [`may_be_refusal`]).
+/// may be a framed-only server's refusal (see [`may_be_refusal`]). With `room`, each read
+/// makes room for descriptors coming back, and closes them.
 fn download(
-    mut socket: &StdUnixStream,
+    socket: &StdUnixStream,
     output: &mut impl Write,
+    room: bool,
     sent: &Mutex<Vec<u8>>,
 ) -> Result<(), ErrorKind> {
     let mut buf = vec![0u8; CHUNK];
     // The server's first bytes, while they may still be a refusal.
     let mut first = Some(Vec::new());
     loop {
-        let n = match socket.read(&mut buf) {
+        let read = match descriptors::recv(socket.as_fd(), &mut buf, RecvFlags::empty(), room) {
+            Ok(got) => {
+                got.returned.close()?;
+                Ok(got.len)
+            }
+            Err(e) => Err(std::io::Error::from(e)),
+        };
+        let n = match read {
             Ok(0) => {
                 if let Some(held) = first.take() {
                     if is_refusal(&held, sent) {

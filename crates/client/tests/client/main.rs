@@ -5,6 +5,7 @@
 mod bench;
 mod connect;
 mod datagram;
+mod descriptors;
 mod docs;
 mod pipe;
 mod readme;

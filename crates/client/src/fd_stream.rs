@@ -1,0 +1,156 @@
+//! A stream socket whose messages carry descriptors (`--fd`): tokio's `UnixStream` with its
+//! reads and writes done by `recvmsg` and `sendmsg` (see `descriptors.rs`). The first write
+//! after [`FdStream::start_message`] carries the descriptors; every read keeps what comes
+//! back in an inbox for the caller to check or close. Without descriptors it reads and writes
+//! as a plain stream. `send` and the framed pipe use it (the framed codec runs on top of its
+//! `AsyncRead`/`AsyncWrite`); bench does not.
+
+use std::future::poll_fn;
+use std::io;
+use std::os::fd::AsFd;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::task::{Context, Poll, ready};
+
+use rustix::net::RecvFlags;
+use tokio::io::{AsyncRead, AsyncWrite, Interest, ReadBuf};
+use tokio::net::UnixStream;
+
+use crate::descriptors::{self, Inbox, Passing, Returned};
+
+/// A connected stream that passes [`Passing`] with each message.
+#[derive(Debug)]
+pub(crate) struct FdStream {
+    stream: UnixStream,
+    /// What each message carries (none: a plain stream).
+    passing: Passing,
+    /// The next write begins a message: it carries `passing`.
+    armed: AtomicBool,
+    /// What reads brought back, until taken.
+    inbox: Inbox,
+}
+
+impl FdStream {
+    pub(crate) fn new(stream: UnixStream, passing: Passing) -> FdStream {
+        FdStream {
+            stream,
+            passing,
+            armed: AtomicBool::new(false),
+            inbox: Inbox::default(),
+        }
+    }
+
+    /// The next bytes written begin a message: they carry the descriptors.
+    pub(crate) fn start_message(&self) {
+        if !self.passing.is_empty() {
+            self.armed.store(true, Ordering::Relaxed);
+        }
+    }
+
+    /// The descriptors reads brought back since the last call.
+    pub(crate) fn take_returned(&self) -> Returned {
+        self.inbox.take()
+    }
+
+    fn poll_recv(&self, cx: &mut Context<'_>, buf: &mut [u8]) -> Poll<io::Result<usize>> {
+        let room = !self.passing.is_empty();
+        loop {
+            ready!(self.stream.poll_read_ready(cx))?;
+            let got = self.stream.try_io(Interest::READABLE, || {
+                descriptors::recv(self.stream.as_fd(), buf, RecvFlags::empty(), room)
+                    .map_err(io::Error::from)
+            });
+            match got {
+                Ok(got) => {
+                    self.inbox.put(got.returned);
+                    return Poll::Ready(Ok(got.len));
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                Err(e) => return Poll::Ready(Err(e)),
+            }
+        }
+    }
+
+    fn poll_send(&self, cx: &mut Context<'_>, bytes: &[u8]) -> Poll<io::Result<usize>> {
+        loop {
+            ready!(self.stream.poll_write_ready(cx))?;
+            let armed = self.armed.load(Ordering::Relaxed);
+            let sent = self.stream.try_io(Interest::WRITABLE, || {
+                let fds = if armed {
+                    self.passing.fds()
+                } else {
+                    Vec::new()
+                };
+                descriptors::send(self.stream.as_fd(), bytes, &fds).map_err(io::Error::from)
+            });
+            match sent {
+                Ok(n) => {
+                    // The kernel took the descriptors with the first byte.
+                    if armed && n > 0 {
+                        self.armed.store(false, Ordering::Relaxed);
+                    }
+                    return Poll::Ready(Ok(n));
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                Err(e) => return Poll::Ready(Err(e)),
+            }
+        }
+    }
+
+    /// Reads what is there (waiting for something), keeping descriptors in the inbox.
+    /// Cancel-safe.
+    pub(crate) async fn recv(&self, buf: &mut [u8]) -> io::Result<usize> {
+        poll_fn(|cx| self.poll_recv(cx, buf)).await
+    }
+
+    /// Writes all of `bytes` as one message: the first write carries the descriptors.
+    pub(crate) async fn send_message(&self, mut bytes: &[u8]) -> io::Result<()> {
+        self.start_message();
+        while !bytes.is_empty() {
+            let n = poll_fn(|cx| self.poll_send(cx, bytes)).await?;
+            if n == 0 {
+                return Err(io::ErrorKind::WriteZero.into());
+            }
+            bytes = &bytes[n..];
+        }
+        Ok(())
+    }
+
+    /// Ends our side of the stream (a half-close).
+    pub(crate) fn shutdown_write(&self) -> io::Result<()> {
+        Ok(rustix::net::shutdown(
+            &self.stream,
+            rustix::net::Shutdown::Write,
+        )?)
+    }
+}
+
+impl AsyncRead for FdStream {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let n = ready!(self.poll_recv(cx, buf.initialize_unfilled()))?;
+        buf.advance(n);
+        Poll::Ready(Ok(()))
+    }
+}
+
+impl AsyncWrite for FdStream {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bytes: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        self.poll_send(cx, bytes)
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Poll::Ready(self.shutdown_write())
+    }
+}
