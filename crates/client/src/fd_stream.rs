@@ -131,7 +131,13 @@ impl AsyncRead for FdStream {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
-        let n = ready!(self.poll_recv(cx, buf.initialize_unfilled()))?;
+        let this = self.get_mut();
+        if this.passing.is_empty() {
+            // Nothing passed, so nothing comes back to keep: tokio's own read, which fills
+            // the caller's buffer without zeroing it first.
+            return Pin::new(&mut this.stream).poll_read(cx, buf);
+        }
+        let n = ready!(this.poll_recv(cx, buf.initialize_unfilled()))?;
         buf.advance(n);
         Poll::Ready(Ok(()))
     }
