@@ -291,13 +291,15 @@ struct Space([MaybeUninit<u8>; SPACE]);
 const SPACE: usize = rustix::cmsg_space!(ScmCredentials(1), ScmRights(MAX_PER_READ));
 const CREDS_SPACE: usize = rustix::cmsg_space!(ScmCredentials(1));
 
-/// The control space for `n` descriptors (`CMSG_SPACE(n * sizeof(int))`).
-const fn rights_space(n: usize) -> usize {
+/// The control length that takes exactly `n` descriptors (`CMSG_LEN(n * sizeof(int))`): the
+/// kernel fills what the buffer holds, so `CMSG_SPACE`'s padding would take a 254th after an
+/// odd number, and any room meant for credentials that do not come would take eight more.
+const fn rights_len(n: usize) -> usize {
     if n == 0 {
         0
     } else {
         let header = 16;
-        header + (n * 4).next_multiple_of(8)
+        header + n * 4
     }
 }
 
@@ -334,7 +336,8 @@ impl Received {
     }
 }
 
-/// `recvmsg` into `buf`, with room for `room` descriptors (and credentials when `creds`).
+/// `recvmsg` into `buf`, with room for exactly `room` descriptors (more are truncated), and for
+/// credentials when `creds` (only on a socket with `SO_PASSCRED`, where they always come).
 pub(crate) fn recv(
     fd: BorrowedFd<'_>,
     buf: &mut [u8],
@@ -343,7 +346,9 @@ pub(crate) fn recv(
     creds: bool,
 ) -> rustix::io::Result<Received> {
     let mut space = Space([MaybeUninit::uninit(); SPACE]);
-    let len = if creds { CREDS_SPACE } else { 0 } + rights_space(room.min(MAX_PER_READ));
+    // Credentials come first when asked for: callers ask only on sockets that pass them
+    // (`SO_PASSCRED`), so their room is never taken by descriptors.
+    let len = if creds { CREDS_SPACE } else { 0 } + rights_len(room.min(MAX_PER_READ));
     let mut control = RecvAncillaryBuffer::new(&mut space.0[..len]);
     let got = rustix::net::recvmsg(
         fd,

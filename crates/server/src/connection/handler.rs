@@ -203,6 +203,12 @@ pub(crate) fn serve(
     if let Err(e) = rustix::net::sockopt::set_socket_oobinline(&socket, true) {
         tracing::debug!("SO_OOBINLINE: {e}");
     }
+    // No credentials on stream reads: a connection inherits `SO_PASSCRED` from a listener
+    // handed over with it (systemd's `PassCredentials=`), and credentials nobody reads would
+    // take control-buffer room and split reads where the writer changes.
+    if let Err(e) = rustix::net::sockopt::set_socket_passcred(&socket, false) {
+        tracing::debug!("SO_PASSCRED: {e}");
+    }
     let mut handler = match crate::registration::register_for(socket, READS) {
         Ok(stream) => Some(Handler {
             stream: Some(stream),
@@ -407,16 +413,14 @@ impl Handler {
                 }
                 let room = self.room();
                 // Always `recvmsg` with room for descriptors: a plain `recv` would make the
-                // kernel close any the peer passed. Room for credentials too: a listener
-                // inherited with `SO_PASSCRED` passes it on, and credentials that find no
-                // room are a truncation.
+                // kernel close any the peer passed.
                 let mut recv = |fd: &OwnedFd| {
                     descriptors::recv(
                         fd.as_fd(),
                         &mut scratch[..cap],
                         RecvFlags::DONTWAIT,
                         room,
-                        true,
+                        false,
                     )
                     .map_err(io::Error::from)
                 };

@@ -372,6 +372,29 @@ fn a_passer_waiting_for_room_goes_on_when_room_frees() {
     assert!(fds.iter().all(|(_, fd)| same_open_file(fd, &file)));
 }
 
+/// A connection never holds more than one message's worth, however its descriptors arrive:
+/// one held with a detection prefix (no echo yet), then 253 more, is a truncation — the bytes
+/// come back with at most 253 descriptors, then the end and its log line — not an echo the
+/// kernel refuses (it took 254 before, and the echo failed with EINVAL, losing the bytes).
+#[test]
+fn a_prefix_holding_one_descriptor_and_a_full_message_more_is_a_truncation() {
+    let server = Server::start(["--mode", "auto"]).unwrap();
+    let file = tempfile::tempfile().unwrap();
+    let peer = connect(&server);
+    send_with_fds(peer.as_fd(), b"\0", &[file.as_fd()], None).unwrap();
+    std::thread::sleep(Duration::from_millis(100));
+    send_with_fds(peer.as_fd(), b"raw bytes", &[file.as_fd(); 253], None).unwrap();
+    let (echo, fds) = read_stream_with_fds(peer.as_fd(), usize::MAX).unwrap();
+    assert_eq!(echo, b"\0raw bytes", "every byte comes back");
+    assert!(fds.len() <= 253, "{} descriptors came back", fds.len());
+    assert!(server.wait_stderr("could not take the descriptors", STOP));
+    assert!(
+        !server.stderr().contains("Invalid argument"),
+        "{}",
+        server.stderr()
+    );
+}
+
 /// The kernel truncates what the server cannot take (`MSG_CTRUNC`): the connection gets its
 /// bytes back, then ends with an error (an Error frame in framed mode) and a log line.
 #[test]
