@@ -97,10 +97,13 @@ impl Drop for Counted {
 pub(crate) struct Waiter(Option<Pin<Box<Notified<'static>>>>);
 
 impl Waiter {
-    /// Ready once [`room`] is [`MAX_PER_READ`].
-    pub(crate) fn poll_room(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+    /// Ready once [`room`] holds `need` descriptors (at most [`MAX_PER_READ`]): as many as the
+    /// connection passed last time. A whole message's worth could never fit under a small
+    /// limit; a passer that sends more than last time finds its read truncated instead.
+    pub(crate) fn poll_room(&mut self, cx: &mut Context<'_>, need: usize) -> Poll<()> {
+        let need = need.min(MAX_PER_READ);
         loop {
-            if room() >= MAX_PER_READ {
+            if room() >= need {
                 self.stop();
                 return Poll::Ready(());
             }

@@ -135,9 +135,11 @@ struct Passing {
     /// at most one message's worth ([`MAX_PER_READ`]), and no read happens while the echo
     /// that carries them is pending.
     held: Passed,
-    /// Near the process's descriptor limit, this connection is not read until a message's
-    /// worth fits again (other connections are read as ever).
+    /// Near the process's descriptor limit, this connection is not read until as many as it
+    /// passed last fit again (other connections are read as ever).
     room: Waiter,
+    /// How many descriptors the last read that brought any brought.
+    last: usize,
 }
 
 /// No descriptors held.
@@ -299,8 +301,10 @@ impl Handler {
             // Draining reads what is already queued: no waiting.
             Input::Draining { .. } => {}
         }
+        // Not while draining: what was queued at the signal is read with the room there is.
         if let Some(passing) = &mut self.passing
-            && passing.room.poll_room(cx).is_pending()
+            && self.input == Input::Open
+            && passing.room.poll_room(cx, passing.last).is_pending()
         {
             return self.poll_deadline(cx);
         }
@@ -473,6 +477,7 @@ impl Handler {
                 let mut note = None;
                 if !got.fds.is_empty() {
                     let passing = self.passing.get_or_insert_with(Box::default);
+                    passing.last = got.fds.len();
                     passing.held.append(got.fds);
                     if echo_log::enabled() {
                         note = Some(passing.held.describe());

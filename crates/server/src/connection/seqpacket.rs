@@ -66,9 +66,9 @@ async fn run(fd: OwnedFd, settings: &Settings, shutdown: &Shutdown) -> io::Resul
     // Bytes still to read after the shutdown began: what was queued at that moment.
     let mut budget: Option<usize> = None;
     let mut active_at = Instant::now();
-    // Set once the peer passes descriptors: then, near the descriptor limit, it waits for
-    // room before the next message rather than have them truncated.
-    let mut passes = false;
+    // How many descriptors the peer passed last (0: never): near the descriptor limit, it
+    // waits for that much room before the next message rather than have them truncated.
+    let mut passed = 0;
     loop {
         if blocked {
             tokio::select! {
@@ -95,19 +95,22 @@ async fn run(fd: OwnedFd, settings: &Settings, shutdown: &Shutdown) -> io::Resul
                 () = idle(settings, active_at) => return Ok(close(&socket, End::Idle)),
             }
         }
-        if passes {
+        // Not while draining: what was queued at the signal is read with the room there is.
+        if passed > 0 && budget.is_none() {
             let mut waiter = Waiter::default();
             tokio::select! {
                 biased;
-                () = shutdown.forced() => return Ok(End::Cut),
-                () = std::future::poll_fn(|cx| waiter.poll_room(cx)) => {}
+                () = shutdown.begun() => {
+                    budget = Some(super::queued(socket.get_ref()));
+                }
+                () = std::future::poll_fn(|cx| waiter.poll_room(cx, passed)) => {}
                 () = idle(settings, active_at) => return Ok(close(&socket, End::Idle)),
             }
         }
         // Every queued message, a turn's worth at a time, until the queue is empty or an echo
         // backs up.
         for _ in 0..MESSAGES_PER_TURN {
-            match echo_one(&socket, &mut budget, &mut passes)? {
+            match echo_one(&socket, &mut budget, &mut passed)? {
                 Got::Message => active_at = Instant::now(),
                 Got::Blocked => {
                     blocked = true;
@@ -137,7 +140,7 @@ const MESSAGES_PER_TURN: usize = 64;
 fn echo_one(
     socket: &AsyncFd<OwnedFd>,
     budget: &mut Option<usize>,
-    passes: &mut bool,
+    passed: &mut usize,
 ) -> io::Result<Got> {
     let fd = socket.get_ref();
     SCRATCH.with_borrow_mut(|scratch| {
@@ -171,7 +174,9 @@ fn echo_one(
         if len == 0 && got.creds.is_none() && got.fds.is_empty() {
             return Ok(Got::Eof);
         }
-        *passes |= !got.fds.is_empty() || got.truncated;
+        if !got.fds.is_empty() || got.truncated {
+            *passed = got.fds.len().max(1);
+        }
         let own;
         let message: &[u8] = if len <= scratch.len() {
             &scratch[..len]

@@ -320,34 +320,40 @@ fn forty_peers_hoarding_descriptors_do_not_starve_a_well_behaved_one() {
     );
 }
 
-/// A connection that passes descriptors waits while a message's worth would not fit, and is
-/// served again as soon as room frees. Under a limit of 420, with 64 kept in reserve, 110
-/// open connections leave room for 246 descriptors: a first message with three is served (a
-/// read takes what fits), the next waits for room for 253, and goes on once ten connections
-/// close.
+/// A connection that passes descriptors waits while as many as it passed last would not fit,
+/// and is served again as soon as room frees. Under a limit of 180, with 64 kept in reserve,
+/// 110 open connections leave room for 6: a message with three is served; with four more
+/// connections open the next one waits (room for 2), and goes on once five close.
 #[test]
 fn a_passer_waiting_for_room_goes_on_when_room_frees() {
     let server = Server::builder()
         .args(["--mode", "raw"])
-        .fd_limit(420)
+        .fd_limit(180)
         .start()
         .unwrap();
     let file = tempfile::tempfile().unwrap();
     let three = [file.as_fd(); 3];
-    let mut idle: Vec<UnixStream> = (0..109).map(|_| connect(&server)).collect();
-    // Every one of them accepted: each has had a round trip.
-    for stream in &idle {
-        (&*stream).write_all(b".").unwrap();
-        let mut dot = [0u8; 1];
-        (&*stream).read_exact(&mut dot).unwrap();
-    }
+    // Connections surely accepted: each has had a round trip.
+    let open = |n: usize| -> Vec<UnixStream> {
+        (0..n)
+            .map(|_| {
+                let stream = connect(&server);
+                (&stream).write_all(b".").unwrap();
+                let mut dot = [0u8; 1];
+                (&stream).read_exact(&mut dot).unwrap();
+                stream
+            })
+            .collect()
+    };
+    let mut idle = open(109);
 
     let passer = connect(&server);
     send_with_fds(passer.as_fd(), b"one", &three, None).unwrap();
     let (echo, fds) = read_stream_with_fds(passer.as_fd(), 3).unwrap();
     assert_eq!((echo.as_slice(), fds.len()), (&b"one"[..], 3));
 
-    // A message's worth does not fit: the passer's next message waits...
+    // Three more do not fit now: the passer's next message waits...
+    idle.extend(open(4));
     send_with_fds(passer.as_fd(), b"two", &three, None).unwrap();
     passer
         .set_read_timeout(Some(Duration::from_millis(500)))
@@ -358,14 +364,14 @@ fn a_passer_waiting_for_room_goes_on_when_room_frees() {
         waited
             .as_ref()
             .is_err_and(|e| e.kind() == std::io::ErrorKind::WouldBlock),
-        "served without room for a message's worth: {:?}",
+        "served without room for what it passed last: {:?}",
         waited.map(|r| r.len)
     );
     // ...while others are served as ever...
     let echo = udsecho_harness::raw_round_trip(server.socket(), b"others", 3).unwrap();
     assert_eq!(echo, b"others");
     // ...and goes on once connections close.
-    idle.truncate(99);
+    idle.truncate(idle.len() - 5);
     passer.set_read_timeout(Some(STOP)).unwrap();
     let (echo, fds) = read_stream_with_fds(passer.as_fd(), 3).unwrap();
     assert_eq!((echo.as_slice(), fds.len()), (&b"two"[..], 3));
@@ -393,6 +399,56 @@ fn a_prefix_holding_one_descriptor_and_a_full_message_more_is_a_truncation() {
         "{}",
         server.stderr()
     );
+}
+
+/// Under a descriptor limit too small for a whole message's worth (300: 64 kept in reserve,
+/// 253 would never fit beside a few connections), a peer that passed one descriptor is still
+/// read: it waits for room for as many as it passed, not for 253 (it waited forever before).
+#[test]
+fn under_a_small_limit_a_peer_that_passed_one_descriptor_is_still_served() {
+    let short = Duration::from_secs(3);
+    let file = tempfile::tempfile().unwrap();
+    let stream_server = Server::builder()
+        .args(["--mode", "raw"])
+        .fd_limit(300)
+        .start()
+        .unwrap();
+    let peer = connect(&stream_server);
+    peer.set_read_timeout(Some(short)).unwrap();
+    send_with_fds(peer.as_fd(), b"one", &[file.as_fd()], None).unwrap();
+    let (echo, fds) = read_stream_with_fds(peer.as_fd(), 3).unwrap();
+    assert_eq!((echo.as_slice(), fds.len()), (&b"one"[..], 1));
+    (&peer).write_all(b"two").unwrap();
+    let mut two = [0u8; 3];
+    (&peer)
+        .read_exact(&mut two)
+        .expect("the next bytes are echoed too");
+    assert_eq!(&two, b"two");
+
+    let seqpacket_server = Server::builder()
+        .args(["--type", "seqpacket"])
+        .fd_limit(300)
+        .start()
+        .unwrap();
+    let socket = socket_of(SocketType::SEQPACKET);
+    rustix::net::connect(
+        &socket,
+        &rustix::net::SocketAddrUnix::new(seqpacket_server.socket()).unwrap(),
+    )
+    .unwrap();
+    rustix::net::sockopt::set_socket_timeout(
+        &socket,
+        rustix::net::sockopt::Timeout::Recv,
+        Some(short),
+    )
+    .unwrap();
+    send_with_fds(socket.as_fd(), b"one", &[file.as_fd()], None).unwrap();
+    send_with_fds(socket.as_fd(), b"two", &[], None).unwrap();
+    let mut buf = [0u8; 8];
+    let got = recv_with_fds(socket.as_fd(), &mut buf).unwrap();
+    assert_eq!((&buf[..got.len], got.fds.len()), (&b"one"[..], 1));
+    let got = recv_with_fds(socket.as_fd(), &mut buf).expect("the next message is echoed too");
+    assert_eq!(&buf[..got.len], b"two");
 }
 
 /// The kernel truncates what the server cannot take (`MSG_CTRUNC`): the connection gets its
