@@ -36,9 +36,14 @@ use tokio::sync::futures::Notified;
 /// can bring: a stream read stops after the first chunk that carries any.
 pub(crate) const MAX_PER_READ: usize = 253;
 
-/// Descriptors kept out of reach of passed ones: the server's own (listener, lock file,
-/// logging, a runtime's epoll set and waker per thread) and room to accept.
+/// Descriptors kept out of reach of passed ones besides the server's own ([`OWN`]): room to
+/// accept, to log, and for what serving opens on the way.
 const RESERVE: usize = 64;
+
+/// The server's own descriptors once it serves (listener, lock file, logging, each serving
+/// thread's epoll set and wakers: about four a thread, so 160 on a 40-core machine), counted
+/// by [`count_own`]; until then, a guess for one thread.
+static OWN: AtomicUsize = AtomicUsize::new(16);
 
 /// Descriptors received and not yet sent back or closed, in the whole process.
 static HELD: AtomicUsize = AtomicUsize::new(0);
@@ -61,9 +66,18 @@ fn limit() -> usize {
     })
 }
 
+/// Counts the server's own descriptors, once its serving threads have started and before it
+/// accepts: what passed descriptors must leave alone besides [`RESERVE`].
+pub(crate) fn count_own() {
+    match std::fs::read_dir("/proc/self/fd") {
+        Ok(dir) => OWN.store(dir.count(), SeqCst),
+        Err(e) => tracing::debug!("counting our own descriptors: {e}"),
+    }
+}
+
 /// How many descriptors a read may take now, at most [`MAX_PER_READ`].
 pub(crate) fn room() -> usize {
-    let used = RESERVE + CONNECTIONS.load(SeqCst) + HELD.load(SeqCst);
+    let used = RESERVE + OWN.load(SeqCst) + CONNECTIONS.load(SeqCst) + HELD.load(SeqCst);
     limit().saturating_sub(used).min(MAX_PER_READ)
 }
 

@@ -164,6 +164,7 @@ pub async fn run(
     // on them. A datagram socket or a single connection is served on this thread.
     let workers = matches!(socket, Socket::Stream(_) | Socket::Seqpacket(_))
         .then(|| Workers::start(config.threads.max(1)));
+    crate::descriptors::count_own();
     let threads = match workers.as_ref().map_or(1, Workers::len) {
         1 => String::new(),
         n => format!(", {n} threads"),

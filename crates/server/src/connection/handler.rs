@@ -416,6 +416,7 @@ impl Handler {
                     return Ok(Step::Again);
                 }
                 let room = self.room();
+                let held_before = self.held().len();
                 // Always `recvmsg` with room for descriptors: a plain `recv` would make the
                 // kernel close any the peer passed.
                 let mut recv = |fd: &OwnedFd| {
@@ -491,7 +492,7 @@ impl Handler {
                 }
                 self.send(chunk, &plan)?;
                 if got.truncated {
-                    let ending = self.truncated(room);
+                    let ending = self.truncated(room, held_before);
                     return Ok(Step::Stop(Last::Session(plan.ending.unwrap_or(ending))));
                 }
                 if let Some(ending) = plan.ending {
@@ -708,8 +709,8 @@ impl Handler {
 
     /// The kernel closed descriptors the peer passed with the last read (`MSG_CTRUNC`): the
     /// connection ends with an error saying why, and a log line.
-    fn truncated(&self, room: usize) -> Ending {
-        let held = self.held().len();
+    /// `room` is what the read could take; `held` what the connection held before it.
+    fn truncated(&self, room: usize, held: usize) -> Ending {
         let why = if held > 0 && room == MAX_PER_READ - held {
             format!("{held} it passed before were still waiting for an echo to carry them")
         } else if room < MAX_PER_READ {

@@ -321,14 +321,16 @@ fn forty_peers_hoarding_descriptors_do_not_starve_a_well_behaved_one() {
 }
 
 /// A connection that passes descriptors waits while as many as it passed last would not fit,
-/// and is served again as soon as room frees. Under a limit of 180, with 64 kept in reserve,
-/// 110 open connections leave room for 6: a message with three is served; with four more
-/// connections open the next one waits (room for 2), and goes on once five close.
+/// and is served again as soon as room frees. Under a limit of 400, less 64 kept in reserve
+/// and the server's own, idle connections are opened until about 6 are left: a message with
+/// three is served; with five more connections open the next one waits (about 1 left), and
+/// goes on once eight close.
 #[test]
 fn a_passer_waiting_for_room_goes_on_when_room_frees() {
+    let limit = 400;
     let server = Server::builder()
         .args(["--mode", "raw"])
-        .fd_limit(180)
+        .fd_limit(limit)
         .start()
         .unwrap();
     let file = tempfile::tempfile().unwrap();
@@ -345,7 +347,10 @@ fn a_passer_waiting_for_room_goes_on_when_room_frees() {
             })
             .collect()
     };
-    let mut idle = open(109);
+    // What the server has open is its own and its connections: the rest, less the reserve,
+    // is the room. The passer will be one more connection.
+    let own = baseline(&server);
+    let mut idle = open(usize::try_from(limit).unwrap() - 64 - own - 1 - 6);
 
     let passer = connect(&server);
     send_with_fds(passer.as_fd(), b"one", &three, None).unwrap();
@@ -353,7 +358,7 @@ fn a_passer_waiting_for_room_goes_on_when_room_frees() {
     assert_eq!((echo.as_slice(), fds.len()), (&b"one"[..], 3));
 
     // Three more do not fit now: the passer's next message waits...
-    idle.extend(open(4));
+    idle.extend(open(5));
     send_with_fds(passer.as_fd(), b"two", &three, None).unwrap();
     passer
         .set_read_timeout(Some(Duration::from_millis(500)))
@@ -371,7 +376,7 @@ fn a_passer_waiting_for_room_goes_on_when_room_frees() {
     let echo = udsecho_harness::raw_round_trip(server.socket(), b"others", 3).unwrap();
     assert_eq!(echo, b"others");
     // ...and goes on once connections close.
-    idle.truncate(idle.len() - 5);
+    idle.truncate(idle.len() - 8);
     passer.set_read_timeout(Some(STOP)).unwrap();
     let (echo, fds) = read_stream_with_fds(passer.as_fd(), 3).unwrap();
     assert_eq!((echo.as_slice(), fds.len()), (&b"two"[..], 3));
