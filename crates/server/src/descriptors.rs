@@ -221,8 +221,22 @@ impl Passed {
             if self.0.len() == 1 { "" } else { "s" }
         );
         for (i, fd) in self.0.iter().enumerate() {
+            if out.len() >= crate::echo_log::SHOWN {
+                // The note's size must not follow the peer's (253 long, escaped paths).
+                let _ = write!(out, ", and {} more", self.0.len() - i);
+                break;
+            }
             out.push_str(if i == 0 { " " } else { ", " });
+            let start = out.len();
             describe_one(fd.as_fd(), &mut out);
+            if out.len() - start > NAME_SHOWN {
+                let mut end = start + NAME_SHOWN;
+                while !out.is_char_boundary(end) {
+                    end -= 1;
+                }
+                out.truncate(end);
+                out.push_str("...");
+            }
         }
         out
     }
@@ -235,6 +249,9 @@ impl Drop for Passed {
 }
 
 /// One descriptor in words: its kind, and for a file its path (escaped like the bytes).
+/// The most of one descriptor's description a note shows (a path can be 4 KiB, escaped 4×).
+const NAME_SHOWN: usize = 160;
+
 fn describe_one(fd: BorrowedFd<'_>, out: &mut String) {
     use rustix::fs::FileType;
     let path = || {
@@ -478,6 +495,25 @@ mod tests {
         let mut rest = String::new();
         file.read_to_string(&mut rest).unwrap();
         assert_eq!(rest, "3456789");
+    }
+
+    /// Reviewer F8: 253 descriptors of a file whose name is 200 control characters made one
+    /// `-v` note of 4.7 MB. The note's size must not follow the peer's.
+    #[test]
+    fn a_note_on_many_long_named_descriptors_stays_short() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("\u{1}".repeat(200));
+        let file = std::fs::File::create(&path).unwrap();
+        let (peer, server) = UnixStream::pair().unwrap();
+        pass(&peer, b"x", &[file.as_fd(); MAX_PER_READ]);
+        let mut buf = [0u8; 8];
+        let got = recv(server.as_fd(), &mut buf, RecvFlags::empty(), 253, false).unwrap();
+        assert_eq!(got.fds.len(), MAX_PER_READ);
+        let note = got.fds.describe();
+        assert!(note.len() < 1024, "{} bytes: {note}", note.len());
+        assert!(note.starts_with("253 descriptors: file "), "{note}");
+        assert!(note.contains(r"\u{1}\u{1}"), "escaped: {note}");
+        assert!(note.ends_with(" more"), "{note}");
     }
 
     #[test]

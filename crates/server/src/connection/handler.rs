@@ -477,12 +477,13 @@ impl Handler {
                 self.input.consumed(n);
                 let mut note = None;
                 if !got.fds.is_empty() {
+                    if echo_log::enabled() {
+                        // What this read brought, not everything still held.
+                        note = Some(got.fds.describe());
+                    }
                     let passing = self.passing.get_or_insert_with(Box::default);
                     passing.last = got.fds.len();
                     passing.held.append(got.fds);
-                    if echo_log::enabled() {
-                        note = Some(passing.held.describe());
-                    }
                 }
                 let chunk = &scratch[..n];
                 let plan = self.plan(chunk, &mut note);
