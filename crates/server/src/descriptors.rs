@@ -152,6 +152,47 @@ impl Drop for Waiter {
     }
 }
 
+/// Closes `fds` away from the serving threads, counting them as held until they are closed.
+///
+/// Closing the last reference to what a peer passed runs that file's own close, which can
+/// wait as long as the peer likes: a TCP socket with `SO_LINGER` and unsent data waits out
+/// its linger time. On a serving thread that would stall every connection on it, so what
+/// the server closes unreturned — held descriptors, a connection socket whose queue may hold
+/// some — is closed on a thread of its own. The kernel defers that last close to the thread
+/// that dropped the reference, which is why dropping them elsewhere is enough.
+pub(crate) fn close_aside(fds: Vec<OwnedFd>) {
+    if !fds.is_empty() {
+        HELD.fetch_add(fds.len(), SeqCst);
+        Aside(fds).close();
+    }
+}
+
+/// Descriptors being closed aside: counted in [`HELD`] until they are closed.
+struct Aside(Vec<OwnedFd>);
+
+impl Aside {
+    /// On a new thread (closes are rare: a connection's abnormal end, a truncation, a
+    /// datagram's drop), so one that waits holds up no other; here if none can be started.
+    fn close(self) {
+        let started = std::thread::Builder::new()
+            .name("udsecho-close".to_owned())
+            .spawn(move || drop(self));
+        if let Err(e) = started {
+            // The closure, and so the descriptors, were dropped here.
+            tracing::debug!("closing passed descriptors on this thread: {e}");
+        }
+    }
+}
+
+impl Drop for Aside {
+    fn drop(&mut self) {
+        let n = self.0.len();
+        self.0.clear();
+        HELD.fetch_sub(n, SeqCst);
+        released();
+    }
+}
+
 /// Descriptors a peer passed, held until the bytes that carry them back are written.
 #[derive(Debug, Default)]
 pub(crate) struct Passed(Vec<OwnedFd>);
@@ -181,15 +222,21 @@ impl Passed {
         self.0.append(&mut more.0);
     }
 
-    /// The kernel holds its own references now (they are in the reply): ours close.
+    /// The kernel holds its own references now (they are in the reply): ours close, here (a
+    /// close that is not the last cannot wait).
     pub(crate) fn sent(&mut self) {
-        self.release();
+        let n = self.0.len();
+        if n > 0 {
+            self.0.clear();
+            HELD.fetch_sub(n, SeqCst);
+            released();
+        }
     }
 
     /// Closes them unreturned without a word, for a caller that reports them itself; how many.
     pub(crate) fn close(&mut self) -> usize {
         let n = self.0.len();
-        self.release();
+        self.release_aside();
         n
     }
 
@@ -200,16 +247,16 @@ impl Passed {
                 "closed {} passed descriptor(s) without returning them: {why}",
                 self.0.len()
             );
-            self.release();
+            self.release_aside();
         }
     }
 
-    fn release(&mut self) {
-        let n = self.0.len();
-        if n > 0 {
-            self.0.clear();
-            HELD.fetch_sub(n, SeqCst);
-            released();
+    /// Ours may be the last references: closed aside ([`close_aside`]), still counted until
+    /// they are.
+    fn release_aside(&mut self) {
+        let fds = std::mem::take(&mut self.0);
+        if !fds.is_empty() {
+            Aside(fds).close();
         }
     }
 

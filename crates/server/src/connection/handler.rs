@@ -242,7 +242,7 @@ pub(crate) fn serve(
 }
 
 impl Handler {
-    /// Serves the connection to the end and logs how it ended.
+    /// Serves the connection to the end, logs how it ended, and closes it.
     async fn run(&mut self) {
         tracing::debug!("open");
         let last = std::future::poll_fn(|cx| self.poll_serve(cx)).await;
@@ -257,6 +257,7 @@ impl Handler {
             Ok(end) => tracing::debug!(?end, "closed"),
             Err(e) => tracing::debug!("closed: {e}"),
         }
+        self.close_socket();
     }
 
     /// The reading phase: step until a step stops it.
@@ -669,6 +670,17 @@ impl Handler {
         )?);
         self.watching_writes = true;
         Ok(())
+    }
+
+    /// Closes the socket: away from this thread when input is still queued, or the peer has
+    /// passed descriptors, since what is queued may carry some whose last close could wait
+    /// (`descriptors::close_aside`).
+    fn close_socket(&mut self) {
+        if let Some(stream) = self.stream.take()
+            && (self.passing.is_some() || super::queued(stream.get_ref()) > 0)
+        {
+            descriptors::close_aside(vec![stream.into_inner()]);
+        }
     }
 
     /// Whether a short read may stop before the end of what is queued for a reason the read

@@ -36,9 +36,23 @@ pub(crate) async fn serve(
     let _slot = slot;
     let _counted = Counted::new();
     tracing::debug!("open");
-    match run(fd, &settings, &shutdown).await {
+    // Credentials on every message tell an empty message from the end of the stream.
+    let socket = rustix::net::sockopt::set_socket_passcred(&fd, true)
+        .map_err(io::Error::from)
+        .and_then(|()| crate::registration::register(fd));
+    let socket = match socket {
+        Ok(socket) => socket,
+        Err(e) => return tracing::debug!("closed: {e}"),
+    };
+    let mut passed = 0;
+    match run(&socket, &mut passed, &settings, &shutdown).await {
         Ok(end) => tracing::debug!(?end, "closed"),
         Err(e) => tracing::debug!("closed: {e}"),
+    }
+    // Messages still queued may carry descriptors whose last close could wait: see
+    // `descriptors::close_aside`.
+    if passed > 0 || super::queued(socket.get_ref()) > 0 {
+        descriptors::close_aside(vec![socket.into_inner()]);
     }
 }
 
@@ -58,17 +72,19 @@ enum Got {
     Empty,
 }
 
-async fn run(fd: OwnedFd, settings: &Settings, shutdown: &Shutdown) -> io::Result<End> {
-    // Credentials on every message tell an empty message from the end of the stream.
-    rustix::net::sockopt::set_socket_passcred(&fd, true)?;
-    let socket = crate::registration::register(fd)?;
+/// Serves `socket` to its end; `passed` is how many descriptors the peer passed last.
+async fn run(
+    socket: &AsyncFd<OwnedFd>,
+    passed: &mut usize,
+    settings: &Settings,
+    shutdown: &Shutdown,
+) -> io::Result<End> {
     let mut blocked = false;
     // Bytes still to read after the shutdown began: what was queued at that moment.
     let mut budget: Option<usize> = None;
     let mut active_at = Instant::now();
     // How many descriptors the peer passed last (0: never): near the descriptor limit, it
     // waits for that much room before the next message rather than have them truncated.
-    let mut passed = 0;
     loop {
         if blocked {
             tokio::select! {
@@ -76,12 +92,12 @@ async fn run(fd: OwnedFd, settings: &Settings, shutdown: &Shutdown) -> io::Resul
                 () = shutdown.forced() => return Ok(End::Cut),
                 // Readiness is cleared by the send that finds no room (`echo_one`).
                 ready = socket.writable() => ready?.retain_ready(),
-                () = idle(settings, active_at) => return Ok(close(&socket, End::Idle)),
+                () = idle(settings, active_at) => return Ok(close(socket, End::Idle)),
             }
             blocked = false;
         }
         if budget == Some(0) {
-            return Ok(close(&socket, End::Drained));
+            return Ok(close(socket, End::Drained));
         }
         if budget.is_none() {
             tokio::select! {
@@ -92,34 +108,34 @@ async fn run(fd: OwnedFd, settings: &Settings, shutdown: &Shutdown) -> io::Resul
                 }
                 // Readiness is cleared by the read that finds the queue empty (`echo_one`).
                 ready = socket.readable() => ready?.retain_ready(),
-                () = idle(settings, active_at) => return Ok(close(&socket, End::Idle)),
+                () = idle(settings, active_at) => return Ok(close(socket, End::Idle)),
             }
         }
         // Not while draining: what was queued at the signal is read with the room there is.
-        if passed > 0 && budget.is_none() {
+        if *passed > 0 && budget.is_none() {
             let mut waiter = Waiter::default();
             tokio::select! {
                 biased;
                 () = shutdown.begun() => {
                     budget = Some(super::queued(socket.get_ref()));
                 }
-                () = std::future::poll_fn(|cx| waiter.poll_room(cx, passed)) => {}
-                () = idle(settings, active_at) => return Ok(close(&socket, End::Idle)),
+                () = std::future::poll_fn(|cx| waiter.poll_room(cx, *passed)) => {}
+                () = idle(settings, active_at) => return Ok(close(socket, End::Idle)),
             }
         }
         // Every queued message, a turn's worth at a time, until the queue is empty or an echo
         // backs up.
         for _ in 0..MESSAGES_PER_TURN {
-            match echo_one(&socket, &mut budget, &mut passed)? {
+            match echo_one(socket, &mut budget, passed)? {
                 Got::Message => active_at = Instant::now(),
                 Got::Blocked => {
                     blocked = true;
                     break;
                 }
-                Got::Eof => return Ok(close(&socket, End::PeerDone)),
-                Got::Truncated => return Ok(close(&socket, End::Breach)),
+                Got::Eof => return Ok(close(socket, End::PeerDone)),
+                Got::Truncated => return Ok(close(socket, End::Breach)),
                 // Draining: an empty queue means everything sent before the signal is back.
-                Got::Empty if budget.is_some() => return Ok(close(&socket, End::Drained)),
+                Got::Empty if budget.is_some() => return Ok(close(socket, End::Drained)),
                 Got::Empty => break,
             }
         }

@@ -456,6 +456,50 @@ fn under_a_small_limit_a_peer_that_passed_one_descriptor_is_still_served() {
     assert_eq!(&buf[..got.len], b"two");
 }
 
+/// Closing the last reference to a passed TCP socket with `SO_LINGER` and unsent data waits
+/// out its linger time (the peer's choice). The server closes what it cannot return away from
+/// its serving threads: a bystander on the same, only, thread is answered at once (it waited
+/// the whole 8 s before).
+#[test]
+fn a_lingering_socket_the_server_closes_stalls_nobody() {
+    use rustix::net::sockopt;
+    let server = Server::start(["--mode", "auto", "--threads", "1"]).unwrap();
+    // A TCP connection whose unsent data cannot drain: the far end never reads.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    sockopt::set_socket_recv_buffer_size(&listener, 4096).unwrap();
+    let tcp = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+    sockopt::set_socket_send_buffer_size(&tcp, 4096).unwrap();
+    tcp.set_nonblocking(true).unwrap();
+    let chunk = [b'x'; 4096];
+    loop {
+        match (&tcp).write(&chunk) {
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+            Err(e) => panic!("filling the TCP connection: {e}"),
+        }
+    }
+    sockopt::set_socket_linger(&tcp, Some(Duration::from_secs(8))).unwrap();
+
+    let bystander = connect(&server);
+    let peer = connect(&server);
+    // Held with a detection prefix; then ours go, and the server's is the last reference.
+    send_with_fds(peer.as_fd(), b"\0", &[tcp.as_fd()], None).unwrap();
+    std::thread::sleep(Duration::from_millis(100));
+    drop(tcp);
+    drop(peer);
+    std::thread::sleep(Duration::from_millis(100));
+    let started = Instant::now();
+    (&bystander).write_all(b"ping").unwrap();
+    let mut echo = [0u8; 4];
+    (&bystander).read_exact(&mut echo).unwrap();
+    assert_eq!(&echo, b"ping");
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "the bystander waited {:?}",
+        started.elapsed()
+    );
+}
+
 /// The kernel truncates what the server cannot take (`MSG_CTRUNC`): the connection gets its
 /// bytes back, then ends with an error (an Error frame in framed mode) and a log line.
 #[test]

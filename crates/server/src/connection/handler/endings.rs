@@ -4,6 +4,7 @@
 //! `async` and boxed when they start, so an idle connection's task does not carry them.
 
 use std::io;
+use std::os::fd::AsFd;
 use std::time::Duration;
 
 use rustix::net::RecvFlags;
@@ -13,6 +14,7 @@ use super::{Handler, Last, Protocol};
 use crate::connection::SCRATCH;
 use crate::connection::framed;
 use crate::connection::plan::{End, Ending};
+use crate::descriptors;
 
 /// After our last frame (Error, Goodbye): how long, and how much, late input is read and
 /// dropped before closing, so the peer is not reset before it reads that frame.
@@ -168,11 +170,20 @@ impl Handler {
                 let Ok(mut ready) = self.socket().readable().await else {
                     return;
                 };
+                // `recvmsg`, so passed descriptors are taken and closed aside rather than
+                // closed by the kernel on this thread (see `descriptors::close_aside`).
                 let read = SCRATCH.with_borrow_mut(|scratch| {
                     ready.try_io(|fd| {
-                        rustix::net::recv(fd.get_ref(), &mut scratch[..], RecvFlags::DONTWAIT)
-                            .map(|(n, _)| n)
-                            .map_err(io::Error::from)
+                        let got = descriptors::recv(
+                            fd.get_ref().as_fd(),
+                            &mut scratch[..],
+                            RecvFlags::DONTWAIT,
+                            descriptors::room(),
+                            false,
+                        )?;
+                        let mut fds = got.fds;
+                        fds.lose("they came after the server's last frame");
+                        Ok(got.len)
                     })
                 });
                 let read = match read {
