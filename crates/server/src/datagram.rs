@@ -124,6 +124,11 @@ enum Dropped {
     /// The kernel refused the reply's descriptors: this user has too many in flight
     /// (`ETOOMANYREFS`, senders not reading their replies).
     TooManyInFlight,
+    /// The sender refuses passed descriptors (`SO_PASSRIGHTS` off: `EPERM`).
+    RightsRefused,
+    /// The sender was gone before the descriptors its datagram passed could go back (a
+    /// datagram without any is not counted: nothing of it is lost that the sender kept).
+    SenderGone,
 }
 
 impl Dropped {
@@ -157,6 +162,11 @@ impl Dropped {
                 "whose descriptors the kernel would not send back (too many in flight to \
                  senders that do not read)"
             }
+            Dropped::RightsRefused => {
+                "whose sender refuses passed descriptors (SO_PASSRIGHTS off), with the \
+                 descriptors it passed"
+            }
+            Dropped::SenderGone => "whose sender had gone before its descriptors could go back",
         }
     }
 }
@@ -164,7 +174,7 @@ impl Dropped {
 /// Counts unanswered datagrams and logs them at most once every [`REPORT_EVERY`].
 #[derive(Debug, Default)]
 struct DropLog {
-    counts: [u64; 11],
+    counts: [u64; 13],
     /// Descriptors that came with unanswered datagrams, closed.
     descriptors: u64,
     /// How many came with the datagram being answered now.
@@ -199,6 +209,8 @@ impl DropLog {
             Dropped::ReplyTooLarge,
             Dropped::DescriptorsTruncated,
             Dropped::TooManyInFlight,
+            Dropped::RightsRefused,
+            Dropped::SenderGone,
         ]
         .into_iter()
         .enumerate()
@@ -459,6 +471,9 @@ fn answer_one(
     };
     match sent {
         Ok(_) => msg.fds.sent(),
+        Err(rustix::io::Errno::PERM) if !msg.fds.is_empty() => {
+            drops.dropped(Dropped::RightsRefused);
+        }
         Err(rustix::io::Errno::PERM) => drops.dropped(Dropped::Impostor),
         Err(rustix::io::Errno::AGAIN) if send_buffer_full(socket) => {
             drops.dropped(Dropped::BufferFull);
@@ -467,7 +482,11 @@ fn answer_one(
         Err(rustix::io::Errno::MSGSIZE) => drops.dropped(Dropped::ReplyTooLarge),
         // The sender's user has too many descriptors in flight already.
         Err(rustix::io::Errno::TOOMANYREFS) => drops.dropped(Dropped::TooManyInFlight),
-        // The sender is gone (its address no longer exists): nothing to answer.
+        // The sender is gone (its address no longer exists): nothing to answer, but the
+        // descriptors it passed are closed with a word.
+        Err(rustix::io::Errno::CONNREFUSED | rustix::io::Errno::NOENT) if !msg.fds.is_empty() => {
+            drops.dropped(Dropped::SenderGone);
+        }
         Err(rustix::io::Errno::CONNREFUSED | rustix::io::Errno::NOENT) => {}
         Err(e) => tracing::debug!("answering a datagram: {e}"),
     }
