@@ -233,6 +233,12 @@ impl Passed {
         }
     }
 
+    /// Closes copies of descriptors still queued in the socket (a peeked message's): never the
+    /// last references, so closed here.
+    pub(crate) fn close_copies(&mut self) {
+        self.sent();
+    }
+
     /// Closes them unreturned without a word, for a caller that reports them itself; how many.
     pub(crate) fn close(&mut self) -> usize {
         let n = self.0.len();

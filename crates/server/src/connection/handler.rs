@@ -603,7 +603,13 @@ impl Handler {
         } else {
             &both[..]
         };
-        let sent = descriptors::send(fd, slices, self.held(), SEND_FLAGS, None);
+        let mut sent = descriptors::send(fd, slices, self.held(), SEND_FLAGS, None);
+        if let Err(e) = sent
+            && self.refused(e)
+        {
+            let fd = self.socket().get_ref().as_fd();
+            sent = descriptors::send(fd, slices, self.held(), SEND_FLAGS, None);
+        }
         let written = match sent {
             Ok(n) => n,
             Err(rustix::io::Errno::AGAIN) => 0,
@@ -646,6 +652,10 @@ impl Handler {
                     self.carried();
                     self.alive();
                 }
+                Ok(Err(e))
+                    if e.raw_os_error()
+                        .map(rustix::io::Errno::from_raw_os_error)
+                        .is_some_and(|e| self.refused(e)) => {}
                 Ok(Err(e)) => return Poll::Ready(Err(self.send_failed(e))),
                 Err(_would_block) => {}
             }
@@ -710,8 +720,24 @@ impl Handler {
         descriptors::room().min(MAX_PER_READ - self.held().len())
     }
 
-    /// A send failed. If it carried descriptors, say so: the kernel refuses them when the
-    /// server's user has too many in flight (`ETOOMANYREFS`, the peers not reading them).
+    /// The kernel refused the held descriptors (`ETOOMANYREFS`: this server's user has too
+    /// many in flight, to peers that do not read their echoes; it is one budget for the whole
+    /// user, so one such peer can cause it for everyone). They are closed with a log line and
+    /// the bytes go back without them (`true`: send again); the connection goes on.
+    fn refused(&mut self, e: rustix::io::Errno) -> bool {
+        if e != rustix::io::Errno::TOOMANYREFS || self.held().is_empty() {
+            return false;
+        }
+        if let Some(passing) = &mut self.passing {
+            passing.held.lose(
+                "the kernel would not send them back: this server's user has too many \
+                 descriptors in flight (peers that do not read their echoes)",
+            );
+        }
+        true
+    }
+
+    /// A send failed. If it carried descriptors, say so.
     fn send_failed(&mut self, e: io::Error) -> io::Error {
         if let Some(passing) = &mut self.passing {
             let why = format!("sending them back failed: {e}");

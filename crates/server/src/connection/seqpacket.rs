@@ -143,6 +143,9 @@ async fn run(
     }
 }
 
+/// `ETOOMANYREFS`, as the OS reports it.
+const TOO_MANY_REFS: i32 = rustix::io::Errno::TOOMANYREFS.raw_os_error();
+
 /// Messages read per wake-up before the other connections get a turn.
 const MESSAGES_PER_TURN: usize = 64;
 
@@ -203,21 +206,36 @@ fn echo_one(
             own = whole;
             &own
         };
-        let sent = socket.try_io(Interest::WRITABLE, |fd| {
-            descriptors::send(
-                fd.as_fd(),
-                &[io::IoSlice::new(message)],
-                &got.fds,
-                SendFlags::NOSIGNAL,
-                None,
-            )
-            .map_err(io::Error::from)
-        });
+        let send = |fds: &descriptors::Passed| {
+            socket.try_io(Interest::WRITABLE, |fd| {
+                descriptors::send(
+                    fd.as_fd(),
+                    &[io::IoSlice::new(message)],
+                    fds,
+                    SendFlags::NOSIGNAL,
+                    None,
+                )
+                .map_err(io::Error::from)
+            })
+        };
+        let mut sent = send(&got.fds);
+        // The kernel refused the descriptors (`ETOOMANYREFS`: this server's user has too many
+        // in flight, to peers that do not read; one budget for the whole user): they are
+        // closed with a log line, the message goes back without them, the connection goes on.
+        let refused = !got.fds.is_empty()
+            && matches!(&sent, Err(e) if e.raw_os_error() == Some(TOO_MANY_REFS));
+        if refused {
+            got.fds.lose(
+                "the kernel would not send them back: this server's user has too many \
+                 descriptors in flight (peers that do not read their echoes)",
+            );
+            sent = send(&got.fds);
+        }
         match sent {
             Ok(_) => {}
             // Our copies close; the message, with its originals, stays queued.
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                got.fds.close();
+                got.fds.close_copies();
                 return Ok(Got::Blocked);
             }
             Err(e) => {
@@ -233,7 +251,16 @@ fn echo_one(
         }
         got.fds.sent();
         // Echoed: now off the queue.
-        rustix::net::recv(fd, &mut [0u8; 0][..], RecvFlags::empty())?;
+        if refused {
+            // The originals may be the last references now: taken, and closed aside
+            // (`descriptors::close_aside`), not closed by the kernel on this thread.
+            let room = descriptors::room();
+            descriptors::recv(fd.as_fd(), &mut [], RecvFlags::empty(), room, true)?
+                .fds
+                .close();
+        } else {
+            rustix::net::recv(fd, &mut [0u8; 0][..], RecvFlags::empty())?;
+        }
         if let Some(left) = budget {
             *left = left.saturating_sub(len.max(1));
         }

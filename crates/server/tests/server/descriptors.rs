@@ -500,6 +500,43 @@ fn a_lingering_socket_the_server_closes_stalls_nobody() {
     );
 }
 
+/// When the server is not root, the kernel charges every descriptor in flight in its echoes
+/// to the server's user, up to its descriptor limit: a peer that passes many and never reads
+/// its echoes makes the kernel refuse (`ETOOMANYREFS`) the next peer's. That peer still gets
+/// its bytes back and keeps its connection; its descriptors are closed with a log line (the
+/// connection was ended, its bytes lost).
+#[test]
+fn descriptors_the_kernel_will_not_send_back_leave_the_bytes_and_the_connection() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = short_temp_dir();
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o1777)).unwrap();
+    let server = Server::builder()
+        .socket(dir.path().join("s.sock"))
+        .args(["--mode", "raw", "--threads", "1", "--socket-mode", "0666"])
+        .user(65534, 65534)
+        .fd_limit(1024)
+        .start()
+        .unwrap();
+    let file = tempfile::tempfile().unwrap();
+    let hoarder = connect(&server);
+    for _ in 0..5 {
+        send_with_fds(hoarder.as_fd(), b"A", &[file.as_fd(); 253], None).unwrap();
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    std::thread::sleep(Duration::from_millis(200));
+
+    let victim = connect(&server);
+    send_with_fds(victim.as_fd(), b"hello", &[file.as_fd()], None).unwrap();
+    let (echo, fds) = read_stream_with_fds(victim.as_fd(), 5).unwrap();
+    assert_eq!((echo.as_slice(), fds.len()), (&b"hello"[..], 0));
+    assert!(server.wait_stderr("the kernel would not send them back", STOP));
+    (&victim).write_all(b"again").unwrap();
+    let mut again = [0u8; 5];
+    (&victim).read_exact(&mut again).unwrap();
+    assert_eq!(&again, b"again");
+    drop(hoarder);
+}
+
 /// The kernel truncates what the server cannot take (`MSG_CTRUNC`): the connection gets its
 /// bytes back, then ends with an error (an Error frame in framed mode) and a log line.
 #[test]
