@@ -387,18 +387,18 @@ fn answer_queued(
         // spare (a datagram's are closed once its reply carries them, or it gets none).
         let room = descriptors::room();
         let received = socket.try_io(Interest::READABLE, || {
-            descriptors::recv(socket.as_fd(), buf, RecvFlags::DONTWAIT, room, true)
+            descriptors::recv_from(socket.as_fd(), buf, RecvFlags::DONTWAIT, room, true)
                 .map_err(io::Error::from)
         });
-        let mut msg = match received {
-            Ok(msg) => msg,
+        let (mut msg, from) = match received {
+            Ok(got) => got,
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
             Err(e) => return Err(e),
         };
         // Whatever happens to the datagram, its descriptors are accounted for: carried back,
         // or closed and counted in the drop report.
         drops.passed_now = msg.fds.len();
-        answer_one(socket, config, drops, names.as_mut(), buf, &mut msg);
+        answer_one(socket, config, drops, names.as_mut(), buf, &mut msg, from);
         drops.passed_now = 0;
         msg.fds.close();
     }
@@ -413,6 +413,7 @@ fn answer_one(
     names: Option<&mut AbstractNames>,
     buf: &[u8],
     msg: &mut descriptors::Received,
+    from: Option<rustix::net::SocketAddrAny>,
 ) {
     if msg.truncated {
         drops.dropped(Dropped::DescriptorsTruncated);
@@ -423,9 +424,7 @@ fn answer_one(
         drops.dropped(Dropped::Refused);
         return;
     };
-    let sender = msg
-        .address
-        .take()
+    let sender = from
         .and_then(|a| SocketAddrUnix::try_from(a).ok())
         .filter(|a| a.path().is_some() || a.abstract_name().is_some());
     let Some(sender) = sender else {

@@ -404,8 +404,6 @@ pub(crate) struct Received {
     pub(crate) truncated: bool,
     /// The datagram or record was longer than the buffer (`MSG_TRUNC`).
     pub(crate) cut: bool,
-    /// The sender's address (datagrams).
-    pub(crate) address: Option<rustix::net::SocketAddrAny>,
 }
 
 impl Received {
@@ -425,6 +423,9 @@ impl Received {
 
 /// `recvmsg` into `buf`, with room for exactly `room` descriptors (more are truncated), and for
 /// credentials when `creds` (only on a socket with `SO_PASSCRED`, where they always come).
+///
+/// The value is kept small (no sender address): it is moved out of every read of every
+/// connection. Datagrams, which need the address, use [`recv_from`].
 pub(crate) fn recv(
     fd: BorrowedFd<'_>,
     buf: &mut [u8],
@@ -432,6 +433,28 @@ pub(crate) fn recv(
     room: usize,
     creds: bool,
 ) -> rustix::io::Result<Received> {
+    recv_msg(fd, buf, flags, room, creds).map(|(received, _)| received)
+}
+
+/// [`recv`], and the sender's address.
+pub(crate) fn recv_from(
+    fd: BorrowedFd<'_>,
+    buf: &mut [u8],
+    flags: RecvFlags,
+    room: usize,
+    creds: bool,
+) -> rustix::io::Result<(Received, Option<rustix::net::SocketAddrAny>)> {
+    recv_msg(fd, buf, flags, room, creds)
+}
+
+#[inline(always)]
+fn recv_msg(
+    fd: BorrowedFd<'_>,
+    buf: &mut [u8],
+    flags: RecvFlags,
+    room: usize,
+    creds: bool,
+) -> rustix::io::Result<(Received, Option<rustix::net::SocketAddrAny>)> {
     let mut space = Space([MaybeUninit::uninit(); SPACE]);
     // Credentials come first when asked for: callers ask only on sockets that pass them
     // (`SO_PASSCRED`), so their room is never taken by descriptors.
@@ -447,7 +470,6 @@ pub(crate) fn recv(
         len: got.bytes,
         truncated: got.flags.contains(ReturnFlags::CTRUNC),
         cut: got.flags.contains(ReturnFlags::TRUNC),
-        address: got.address,
         ..Received::default()
     };
     let mut fds = Vec::new();
@@ -461,7 +483,7 @@ pub(crate) fn recv(
     if !fds.is_empty() {
         received.fds = Passed::take(fds);
     }
-    Ok(received)
+    Ok((received, got.address))
 }
 
 /// `sendmsg` of `bufs` carrying `fds` (none: a plain send of one buffer), to `to` if given.
