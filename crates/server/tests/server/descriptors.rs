@@ -176,15 +176,15 @@ fn framed_data_frames_bring_their_descriptors_back() {
     }
 }
 
-fn socket_of(kind: SocketType) -> OwnedFd {
-    rustix::net::socket_with(AddressFamily::UNIX, kind, SocketFlags::CLOEXEC, None).unwrap()
-}
-
-#[test]
-fn a_seqpacket_message_and_an_empty_one_bring_their_descriptors_back() {
-    let server = Server::start(["--type", "seqpacket"]).unwrap();
-    let kit = Kit::new();
-    let socket = socket_of(SocketType::SEQPACKET);
+/// A seqpacket socket connected to `server`, whose reads give up after `timeout`.
+fn seqpacket_peer(server: &Server, timeout: Duration) -> OwnedFd {
+    let socket = rustix::net::socket_with(
+        AddressFamily::UNIX,
+        SocketType::SEQPACKET,
+        SocketFlags::CLOEXEC,
+        None,
+    )
+    .unwrap();
     rustix::net::connect(
         &socket,
         &rustix::net::SocketAddrUnix::new(server.socket()).unwrap(),
@@ -193,9 +193,17 @@ fn a_seqpacket_message_and_an_empty_one_bring_their_descriptors_back() {
     rustix::net::sockopt::set_socket_timeout(
         &socket,
         rustix::net::sockopt::Timeout::Recv,
-        Some(STOP),
+        Some(timeout),
     )
     .unwrap();
+    socket
+}
+
+#[test]
+fn a_seqpacket_message_and_an_empty_one_bring_their_descriptors_back() {
+    let server = Server::start(["--type", "seqpacket"]).unwrap();
+    let kit = Kit::new();
+    let socket = seqpacket_peer(&server, STOP);
     send_with_fds(socket.as_fd(), b"a message", &kit.all(), None).unwrap();
     send_with_fds(socket.as_fd(), b"", &kit.all()[..1], None).unwrap();
     let mut buf = [0u8; 64];
@@ -435,18 +443,7 @@ fn under_a_small_limit_a_peer_that_passed_one_descriptor_is_still_served() {
         .fd_limit(300)
         .start()
         .unwrap();
-    let socket = socket_of(SocketType::SEQPACKET);
-    rustix::net::connect(
-        &socket,
-        &rustix::net::SocketAddrUnix::new(seqpacket_server.socket()).unwrap(),
-    )
-    .unwrap();
-    rustix::net::sockopt::set_socket_timeout(
-        &socket,
-        rustix::net::sockopt::Timeout::Recv,
-        Some(short),
-    )
-    .unwrap();
+    let socket = seqpacket_peer(&seqpacket_server, short);
     send_with_fds(socket.as_fd(), b"one", &[file.as_fd()], None).unwrap();
     send_with_fds(socket.as_fd(), b"two", &[], None).unwrap();
     let mut buf = [0u8; 8];
