@@ -54,7 +54,18 @@ impl fmt::Display for FdSpec {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             FdSpec::Inherited(n) => write!(f, "{n}"),
-            FdSpec::Path(path) => write!(f, "{}", path.display()),
+            // Escaped: a path's control characters must not start a line or drive a
+            // terminal in an error message.
+            FdSpec::Path(path) => {
+                for c in path.to_string_lossy().chars() {
+                    if c.is_control() {
+                        write!(f, "{}", c.escape_default())?;
+                    } else {
+                        write!(f, "{c}")?;
+                    }
+                }
+                Ok(())
+            }
         }
     }
 }
@@ -117,12 +128,12 @@ impl Passing {
         for (spec, fd) in specs.iter().zip(taken) {
             let fd = match (spec, fd) {
                 (_, Some(fd)) => fd,
-                (FdSpec::Path(path), None) => std::fs::File::open(path)
-                    .map(OwnedFd::from)
-                    .map_err(|source| FdError::Unusable {
+                (FdSpec::Path(path), None) => {
+                    open_read_only(path).map_err(|source| FdError::Unusable {
                         spec: spec.clone(),
                         source,
-                    })?,
+                    })?
+                }
                 (FdSpec::Inherited(n), None) => return Err(FdError::NotOpen(*n)),
             };
             passed.push(Passed {
@@ -306,6 +317,21 @@ impl Inbox {
     }
 }
 
+/// Opens `path` read-only, close-on-exec, without waiting: a FIFO's `open` would block until a
+/// writer came (before any `--timeout` applies), so it is opened non-blocking and the flag
+/// cleared on what is passed.
+fn open_read_only(path: &std::path::Path) -> io::Result<OwnedFd> {
+    use rustix::fs::{Mode, OFlags};
+    let fd = rustix::fs::open(
+        path,
+        OFlags::RDONLY | OFlags::CLOEXEC | OFlags::NONBLOCK,
+        Mode::empty(),
+    )?;
+    let flags = rustix::fs::fcntl_getfl(&fd)?;
+    rustix::fs::fcntl_setfl(&fd, flags - OFlags::NONBLOCK)?;
+    Ok(fd)
+}
+
 /// `send`'s check that the descriptors coming back are those sent: the n-th back is the same
 /// open file description as the n-th sent (`Passing` repeated once per message), no more come
 /// back than were sent, and every echoed message has brought its own.
@@ -323,14 +349,9 @@ impl FdCheck {
 
     /// Checks what came back with `sent` messages out, then closes it.
     pub(crate) fn returned(&mut self, returned: Returned, sent: u64) -> Result<(), ErrorKind> {
-        if returned.truncated {
-            return Err(ErrorKind::DescriptorLimit);
-        }
-        if returned.fds.is_empty() {
-            return Ok(());
-        }
         let per = self.passing.len() as u64;
         let total = self.back + returned.fds.len() as u64;
+        // More than were sent is the server's doing, even when they also overflowed our limit.
         if total > sent * per {
             return Err(ErrorKind::DescriptorMismatch {
                 index: (self.back / per.max(1) + 1).min(sent.max(1)),
@@ -340,6 +361,9 @@ impl FdCheck {
                     sent * per
                 ),
             });
+        }
+        if returned.truncated {
+            return Err(ErrorKind::DescriptorLimit);
         }
         for fd in returned.fds {
             let (ours, spec) = self.passing.get((self.back % per) as usize);
@@ -385,8 +409,11 @@ fn plural(n: u64) -> &'static str {
 }
 
 /// Are `a` and `b` the same open file description (not just the same file)? The status flags
-/// belong to the description: toggle `O_NONBLOCK` through one, look through the other, then
-/// put it back.
+/// belong to the description: both must show the same flags, and toggling `O_NONBLOCK`
+/// through one must show through the other; then it is put back. (Another description of the
+/// same file with the opposite flag would pass the toggle alone.) The toggle is seen, for that
+/// instant, by every process sharing the description. An `O_PATH` descriptor takes no status
+/// flags: for those the same file with the same flags is all that can be told.
 ///
 /// The harness has its own copy (`udsecho_harness::descriptors::same_open_file`): the client
 /// and the harness never depend on each other (the harness drives the built binaries from
@@ -400,15 +427,21 @@ pub(crate) fn same_open_file(a: impl AsFd, b: impl AsFd) -> bool {
     if (sa.st_dev, sa.st_ino) != (sb.st_dev, sb.st_ino) {
         return false;
     }
-    let Ok(before) = fcntl_getfl(a) else {
+    let (Ok(before), Ok(theirs)) = (fcntl_getfl(a), fcntl_getfl(b)) else {
         return false;
     };
+    if before != theirs {
+        return false;
+    }
+    if before.contains(OFlags::PATH) {
+        return true;
+    }
     if fcntl_setfl(a, before ^ OFlags::NONBLOCK).is_err() {
         return false;
     }
-    let seen = fcntl_getfl(b).map(|f| f.contains(OFlags::NONBLOCK));
-    let _ = fcntl_setfl(a, before);
-    seen == Ok(!before.contains(OFlags::NONBLOCK))
+    let seen = fcntl_getfl(b);
+    let restored = fcntl_setfl(a, before);
+    seen == Ok(before ^ OFlags::NONBLOCK) && restored.is_ok()
 }
 
 #[cfg(test)]
@@ -444,6 +477,78 @@ mod tests {
         assert!(same_open_file(&file, passing.get(0).0));
         let other = tempfile::tempfile().unwrap();
         assert!(!same_open_file(&other, passing.get(0).0));
+    }
+
+    /// Review F1: another open file of the same path whose `O_NONBLOCK` is the opposite of
+    /// ours passed the toggle alone (a server that reopens the path non-blocking).
+    #[test]
+    fn another_open_file_of_the_same_path_with_other_flags_is_not_the_same() {
+        use rustix::fs::{OFlags, fcntl_getfl, fcntl_setfl};
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("f");
+        std::fs::write(&path, b"x").unwrap();
+        let ours = std::fs::File::open(&path).unwrap();
+        let theirs = std::fs::File::open(&path).unwrap();
+        let flags = fcntl_getfl(&theirs).unwrap();
+        fcntl_setfl(&theirs, flags | OFlags::NONBLOCK).unwrap();
+        assert!(!same_open_file(&theirs, &ours));
+        assert!(!same_open_file(&ours, &theirs));
+        let dup = ours.as_fd().try_clone_to_owned().unwrap();
+        assert!(same_open_file(&dup, &ours));
+        assert_eq!(fcntl_getfl(&ours).unwrap(), flags, "the flags are put back");
+    }
+
+    /// Review F2: an `O_PATH` descriptor takes no status flags; the same one coming back was
+    /// called a different file.
+    #[test]
+    fn an_o_path_descriptor_that_comes_back_is_the_same() {
+        use rustix::fs::{Mode, OFlags};
+        let fd = rustix::fs::open("/etc", OFlags::PATH | OFlags::CLOEXEC, Mode::empty()).unwrap();
+        let back = fd.try_clone().unwrap();
+        assert!(same_open_file(&back, &fd));
+    }
+
+    /// Review F4: a FIFO's `open` waited for a writer, forever and before any `--timeout`.
+    #[test]
+    fn a_fifo_opens_at_once_and_is_passed_blocking() {
+        use rustix::fs::{Mode, OFlags};
+        let dir = tempfile::tempdir().unwrap();
+        let fifo = dir.path().join("fifo");
+        rustix::fs::mknodat(
+            rustix::fs::CWD,
+            &fifo,
+            rustix::fs::FileType::Fifo,
+            Mode::from_raw_mode(0o600),
+            0,
+        )
+        .unwrap();
+        let passing = Passing::open(&[FdSpec::Path(fifo)]).unwrap();
+        let flags = rustix::fs::fcntl_getfl(passing.get(0).0).unwrap();
+        assert!(!flags.contains(OFlags::NONBLOCK), "{flags:?}");
+    }
+
+    /// Review F5: a path's control characters reached stderr raw.
+    #[test]
+    fn a_path_is_named_with_its_control_characters_escaped() {
+        let spec = FdSpec::Path("/tmp/a\nb\u{1b}[2J".into());
+        assert_eq!(spec.to_string(), "/tmp/a\\nb\\u{1b}[2J");
+    }
+
+    /// Review F6: a server that floods descriptors past our limit was blamed on the limit
+    /// (exit 1) instead of being a mismatch (exit 3).
+    #[test]
+    fn more_than_were_sent_is_a_mismatch_even_when_they_overflowed_our_limit() {
+        let file = tempfile::tempfile().unwrap();
+        let passing = Passing::open(&[FdSpec::Inherited(file.as_raw_fd())]).unwrap();
+        let mut check = FdCheck::new(passing);
+        let flood = Returned {
+            fds: (0..3)
+                .map(|_| file.as_fd().try_clone_to_owned().unwrap())
+                .collect(),
+            truncated: true,
+        };
+        let err = check.returned(flood, 1).unwrap_err();
+        assert!(matches!(err, ErrorKind::DescriptorMismatch { .. }), "{err}");
     }
 
     #[test]

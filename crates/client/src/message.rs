@@ -101,11 +101,11 @@ impl MessageSocket {
     /// Receives one message into `buf`. Cancel-safe: a message is either received whole
     /// or left in the socket.
     pub(crate) async fn recv(&self, buf: &mut [u8]) -> io::Result<Received> {
-        let len = self
+        let (len, carried) = self
             .fd
             .async_io(Interest::READABLE, |fd| self.recv_now(fd, &mut *buf))
             .await?;
-        Ok(self.received(len, buf.len()))
+        Ok(self.received(len, carried, buf.len()))
     }
 
     /// Receives one message into `buf` if one is queued now; `None` if none is.
@@ -114,27 +114,31 @@ impl MessageSocket {
             .fd
             .try_io(Interest::READABLE, |fd| self.recv_now(fd, &mut *buf));
         match got {
-            Ok(len) => Ok(Some(self.received(len, buf.len()))),
+            Ok((len, carried)) => Ok(Some(self.received(len, carried, buf.len()))),
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(None),
             Err(e) => Err(e),
         }
     }
 
-    /// One receive, the message's real length (`MSG_TRUNC`); descriptors to the inbox.
-    fn recv_now(&self, fd: &OwnedFd, buf: &mut [u8]) -> io::Result<usize> {
+    /// One receive, the message's real length (`MSG_TRUNC`), and whether descriptors came
+    /// with it (they go to the inbox).
+    fn recv_now(&self, fd: &OwnedFd, buf: &mut [u8]) -> io::Result<(usize, bool)> {
         if self.passing.is_empty() {
             return rustix::net::recv(fd, buf, RecvFlags::TRUNC)
-                .map(|(_, len)| len)
+                .map(|(_, len)| (len, false))
                 .map_err(io::Error::from);
         }
         let got = descriptors::recv(fd.as_fd(), buf, RecvFlags::TRUNC, true)?;
+        let carried = !got.returned.fds.is_empty() || got.returned.truncated;
         self.inbox.put(got.returned);
-        Ok(got.len)
+        Ok((got.len, carried))
     }
 
-    fn received(&self, len: usize, room: usize) -> Received {
+    /// What a receive of `len` bytes was: an empty seqpacket read is the end of the stream,
+    /// unless descriptors came with it (an empty message carrying some; the end carries none).
+    fn received(&self, len: usize, carried: bool, room: usize) -> Received {
         match len {
-            0 if self.kind == SocketType::Seqpacket => Received::Closed,
+            0 if self.kind == SocketType::Seqpacket && !carried => Received::Closed,
             len if len > room => Received::Truncated { len },
             len => Received::Message(len),
         }
@@ -204,5 +208,36 @@ impl MessageSocket {
         rustix::net::sockopt::socket_send_buffer_size(self.fd.get_ref())
             .ok()
             .map(|size| size.saturating_sub(32))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::descriptors::FdSpec;
+
+    /// Review F7: an empty seqpacket message carrying descriptors was taken for the end of
+    /// the stream; the end never carries any.
+    #[tokio::test]
+    async fn an_empty_seqpacket_message_with_descriptors_is_a_message_not_the_end() {
+        use rustix::net::{AddressFamily, SocketFlags, SocketType as Kind};
+        let (ours, theirs) = rustix::net::socketpair(
+            AddressFamily::UNIX,
+            Kind::SEQPACKET,
+            SocketFlags::CLOEXEC | SocketFlags::NONBLOCK,
+            None,
+        )
+        .unwrap();
+        let mut socket = MessageSocket::new(ours, SocketType::Seqpacket).unwrap();
+        socket.pass(Passing::open(&[FdSpec::Path("/dev/null".into())]).unwrap());
+        let passing = Passing::open(&[FdSpec::Path("/dev/null".into())]).unwrap();
+        descriptors::send(theirs.as_fd(), b"", &passing.fds()).unwrap();
+        let mut buf = [0u8; 8];
+        let got = socket.recv(&mut buf).await.unwrap();
+        assert!(matches!(got, Received::Message(0)), "{got:?}");
+        assert_eq!(socket.take_returned().fds.len(), 1);
+        drop(theirs);
+        let end = socket.recv(&mut buf).await.unwrap();
+        assert!(matches!(end, Received::Closed), "{end:?}");
     }
 }

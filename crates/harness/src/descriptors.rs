@@ -107,13 +107,18 @@ pub fn same_open_file(a: impl AsFd, b: impl AsFd) -> bool {
     if (sa.st_dev, sa.st_ino) != (sb.st_dev, sb.st_ino) {
         return false;
     }
-    let Ok(before) = fcntl_getfl(a) else {
+    // Both must show the same flags first: another description of the same file with the
+    // opposite flag would pass the toggle alone.
+    let (Ok(before), Ok(theirs)) = (fcntl_getfl(a), fcntl_getfl(b)) else {
         return false;
     };
+    if before != theirs {
+        return false;
+    }
     if fcntl_setfl(a, before ^ OFlags::NONBLOCK).is_err() {
         return false;
     }
-    let seen = fcntl_getfl(b).map(|f| f.contains(OFlags::NONBLOCK));
+    let seen = fcntl_getfl(b);
     let _ = fcntl_setfl(a, before);
-    seen == Ok(!before.contains(OFlags::NONBLOCK))
+    seen == Ok(before ^ OFlags::NONBLOCK)
 }
