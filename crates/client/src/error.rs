@@ -144,6 +144,14 @@ pub enum ErrorKind {
         /// What came back (possibly shortened).
         received: String,
     },
+    /// Bytes came back that no message asked for: more than was sent.
+    #[error("the server sent back more than was sent: {received:?} after {after} whole echoes")]
+    Unasked {
+        /// Echoes received whole before them.
+        after: u64,
+        /// What came (possibly shortened).
+        received: String,
+    },
     /// The descriptors that came back (`--fd`) are not those sent: fewer, more, or other
     /// open files.
     #[error("descriptor mismatch on message {index}: {detail}")]
@@ -230,7 +238,9 @@ impl ClientError {
     /// else.
     pub fn exit_code(&self) -> u8 {
         match self.kind {
-            ErrorKind::Mismatch { .. } | ErrorKind::DescriptorMismatch { .. } => 3,
+            ErrorKind::Mismatch { .. }
+            | ErrorKind::Unasked { .. }
+            | ErrorKind::DescriptorMismatch { .. } => 3,
             _ => 1,
         }
     }

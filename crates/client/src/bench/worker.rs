@@ -402,9 +402,8 @@ impl Echoes {
         while !data.is_empty() {
             let index = self.done + 1;
             if self.done == due {
-                return Err(ErrorKind::Mismatch {
-                    index,
-                    sent: String::new(),
+                return Err(ErrorKind::Unasked {
+                    after: self.done,
                     received: preview(data),
                 });
             }
@@ -450,9 +449,9 @@ mod tests {
         assert_eq!(echoes.done, 3);
         // More than was sent.
         let extra = echoes.take(b"x", 3).unwrap_err();
-        assert!(
-            matches!(extra, ErrorKind::Mismatch { index: 4, .. }),
-            "{extra}"
+        assert_eq!(
+            extra.to_string(),
+            "the server sent back more than was sent: \"x\" after 3 whole echoes"
         );
     }
 
