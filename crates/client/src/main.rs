@@ -29,6 +29,29 @@ pub(crate) fn raise_fd_limit() {
     }
 }
 
+/// The fewest descriptors the client runs with: standard streams, the runtime's epoll set,
+/// waker and signal pipe, the socket, a pidfd, and a few spare. Below that tokio's signal
+/// handling panics instead of failing, so the client says so first.
+const FEWEST_DESCRIPTORS: u64 = 10;
+
+/// Raises a soft descriptor limit below [`FEWEST_DESCRIPTORS`] as far as the hard one allows;
+/// `Err` with the limit when that is still too few.
+fn enough_descriptors() -> Result<(), u64> {
+    use rustix::process::{Resource, getrlimit, setrlimit};
+    let mut limit = getrlimit(Resource::Nofile);
+    match limit.current {
+        Some(current) if current < FEWEST_DESCRIPTORS => {
+            let hard = limit.maximum.unwrap_or(u64::MAX);
+            if hard < FEWEST_DESCRIPTORS {
+                return Err(hard);
+            }
+            limit.current = Some(FEWEST_DESCRIPTORS);
+            setrlimit(Resource::Nofile, limit).map_err(|_| current)
+        }
+        _ => Ok(()),
+    }
+}
+
 fn main() -> ExitCode {
     // Release tooling only (`cargo xtask dist`): not a flag, so it is in no help text and no
     // completion.
@@ -46,6 +69,13 @@ fn main() -> ExitCode {
                 ExitCode::from(failed.status)
             }
         };
+    }
+    if let Err(limit) = enough_descriptors() {
+        eprintln!(
+            "udsecho-client: the descriptor limit ({limit}) is too low to run: it needs at least \
+             {FEWEST_DESCRIPTORS} (raise `ulimit -n`)"
+        );
+        return ExitCode::from(1);
     }
     let cli = Cli::parse_checked();
     let runtime = match tokio::runtime::Builder::new_multi_thread()

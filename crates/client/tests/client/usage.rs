@@ -235,3 +235,24 @@ fn a_mistyped_subcommand_is_still_a_socket_but_gets_a_hint() {
         assert!(!line.contains("did you mean"), "{other}: {line}");
     }
 }
+
+/// Under a descriptor limit too low to run, the client says so in one line and exits 1: tokio's
+/// signal handling panicked there before (review of #22, F8).
+#[test]
+fn a_descriptor_limit_too_low_to_run_is_one_line_not_a_panic() {
+    let out = assert_cmd::Command::new("prlimit")
+        .arg("--nofile=6")
+        .arg(udsecho_harness::binary("udsecho-client"))
+        .args(["--socket", "/nonexistent/x.sock", "send", "-m", "hi"])
+        .timeout(std::time::Duration::from_secs(10))
+        .assert()
+        .code(1)
+        .get_output()
+        .clone();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(
+        stderr.trim_end(),
+        "udsecho-client: the descriptor limit (6) is too low to run: it needs at least 10 \
+         (raise `ulimit -n`)"
+    );
+}
