@@ -751,7 +751,10 @@ impl Handler {
     /// `room` is what the read could take; `held` what the connection held before it.
     fn truncated(&self, room: usize, held: usize) -> Ending {
         let why = if held > 0 && room == MAX_PER_READ - held {
-            format!("{held} it passed before were still waiting for an echo to carry them")
+            format!(
+                "it already held {held} waiting for an echo to carry them, and a connection \
+                 holds at most {MAX_PER_READ}"
+            )
         } else if room < MAX_PER_READ {
             format!("it had room for {room} more (near its descriptor limit)")
         } else {
