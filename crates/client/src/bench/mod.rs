@@ -25,7 +25,7 @@ use serde::Serialize;
 use tokio::time::Instant;
 
 use crate::error::{ClientError, ErrorKind};
-use crate::target::{SocketType, Target};
+use crate::target::{Target, Transport};
 
 /// What `bench` is told to do.
 #[derive(Debug, Clone)]
@@ -39,10 +39,8 @@ pub struct BenchOptions {
     pub duration: Duration,
     /// Payload bytes per message.
     pub size: usize,
-    /// Frames instead of raw bytes (stream only).
-    pub framed: bool,
-    /// Stream, seqpacket or datagram.
-    pub socket_type: SocketType,
+    /// A raw or framed stream, seqpacket or datagram.
+    pub transport: Transport,
     /// Messages in flight per connection (1 = ping-pong).
     pub pipeline: usize,
     /// Limit for connecting and for any single echo.
@@ -222,8 +220,12 @@ pub async fn run(target: &Target, options: &BenchOptions) -> Result<BenchReport,
     }
     let us = |q: f64| merged.value_at_quantile(q) as f64 / 1000.0;
     Ok(BenchReport {
-        mode: if options.framed { "framed" } else { "raw" },
-        socket_type: options.socket_type.name(),
+        mode: if options.transport.is_framed() {
+            "framed"
+        } else {
+            "raw"
+        },
+        socket_type: options.transport.socket_type().name(),
         connections,
         threads,
         pipeline,

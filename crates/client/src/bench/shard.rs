@@ -25,7 +25,7 @@ use super::pingpong;
 use super::worker::{Connection, Worker};
 use super::{BenchOptions, Shared, histogram, thread_lost};
 use crate::error::{ClientError, ErrorKind};
-use crate::target::{SocketType, Target};
+use crate::target::{SocketType, Target, Transport};
 
 /// Connects in flight at once, over all threads: enough to be quick, few enough that the
 /// server's backlog keeps up.
@@ -156,7 +156,7 @@ async fn connect(plan: &Plan) -> Result<Vec<(usize, Connection)>, ClientError> {
         let target = plan.target.clone();
         let slots = slots.clone();
         let timeout = plan.options.timeout;
-        let kind = plan.options.socket_type;
+        let kind = plan.options.transport.socket_type();
         connecting.spawn_local(async move {
             let _slot = slots.acquire().await;
             let conn = match kind {
@@ -234,7 +234,7 @@ async fn drive(
         // Another thread's error is the one reported; this thread just stops.
         !plan.shared.failed.load(Ordering::Relaxed)
     };
-    if !options.framed && plan.pipeline == 1 && options.socket_type == SocketType::Stream {
+    if options.transport == (Transport::Stream { framed: false }) && plan.pipeline == 1 {
         let mut sockets = Vec::with_capacity(conns.len());
         for (i, conn) in conns {
             sockets.push((plain_socket(conn, &plan.target)?, worker(i)));
@@ -250,7 +250,7 @@ async fn drive(
     let mut running = JoinSet::new();
     for (i, conn) in conns {
         let worker = worker(i);
-        let framed = options.framed;
+        let framed = options.transport.is_framed();
         let pipeline = plan.pipeline;
         running.spawn_local(async move { worker.run(conn, framed, pipeline).await });
     }
