@@ -156,9 +156,11 @@ fn download(
     // The server's first bytes, while they may still be a refusal.
     let mut first = Some(Vec::new());
     loop {
+        // Descriptors lost on the way in are reported after this read's bytes are out.
+        let mut lost = Ok(());
         let read = match descriptors::recv(socket.as_fd(), &mut buf, RecvFlags::empty(), room) {
             Ok(got) => {
-                got.returned.close()?;
+                lost = got.returned.close();
                 Ok(got.len)
             }
             Err(e) => Err(std::io::Error::from(e)),
@@ -197,6 +199,13 @@ fn download(
                     first = None;
                 }
             }
+        }
+        if lost.is_err() {
+            if let Some(held) = first.take() {
+                output.write_all(&held).map_err(ErrorKind::Stdout)?;
+            }
+            output.flush().map_err(ErrorKind::Stdout)?;
+            return lost;
         }
     }
 }

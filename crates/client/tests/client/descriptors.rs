@@ -355,3 +355,30 @@ fn descriptors_the_client_cannot_take_back_are_an_error_that_says_so() {
         )
     );
 }
+
+/// The same in the raw pipe: the bytes that came with the descriptors the client could not
+/// take still reach stdout before the error (they were dropped before).
+#[test]
+fn the_pipe_writes_the_bytes_before_saying_descriptors_were_lost() {
+    let server = Server::start(Vec::<String>::new()).unwrap();
+    let socket = server.socket().to_str().unwrap();
+    let mut args = vec![socket];
+    for _ in 0..60 {
+        args.extend(["--fd", "/dev/null"]);
+    }
+    let out = client_in_bash("ulimit -n 90", Path::new("unused"), &args)
+        .write_stdin("every byte\n")
+        .assert()
+        .code(1)
+        .get_output()
+        .clone();
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "every byte\n");
+    assert!(
+        one_line(&out.stderr).ends_with(
+            "the client's descriptor limit was reached: the kernel \
+             closed descriptors the server sent back (raise `ulimit -n`)"
+        ),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
