@@ -534,6 +534,32 @@ fn descriptors_the_kernel_will_not_send_back_leave_the_bytes_and_the_connection(
     drop(hoarder);
 }
 
+/// The descriptors passed ones may not take include the server's own, which grow with its
+/// serving threads (an epoll set and wakers each, about 4): with 40 threads under a limit of
+/// 300, 64 kept in reserve and about 170 its own leave room for about 60, so 100 passed at
+/// once are a truncation. (With a flat reserve of 64 they were taken, and on a many-core
+/// machine hoarders could then use the descriptors `accept` needs.)
+#[test]
+fn the_server_keeps_its_own_descriptors_per_thread_out_of_reach() {
+    let server = Server::builder()
+        .args(["--mode", "raw", "--threads", "40"])
+        .fd_limit(300)
+        .start()
+        .unwrap();
+    let own = baseline(&server);
+    assert!(own > 160, "40 threads hold {own} descriptors");
+    let file = tempfile::tempfile().unwrap();
+    let peer = connect(&server);
+    send_with_fds(peer.as_fd(), b"hundred", &[file.as_fd(); 100], None).unwrap();
+    let (echo, fds) = read_stream_with_fds(peer.as_fd(), usize::MAX).unwrap();
+    assert_eq!(echo, b"hundred");
+    assert!(fds.len() < 100, "{} came back", fds.len());
+    assert!(server.wait_stderr("could not take the descriptors", STOP));
+    // Others are served as ever.
+    let echo = udsecho_harness::raw_round_trip(server.socket(), b"next", 4).unwrap();
+    assert_eq!(echo, b"next");
+}
+
 /// The kernel truncates what the server cannot take (`MSG_CTRUNC`): the connection gets its
 /// bytes back, then ends with an error (an Error frame in framed mode) and a log line.
 #[test]
