@@ -246,6 +246,22 @@ impl Passed {
         n
     }
 
+    /// If `e` is the kernel refusing to send them back (`ETOOMANYREFS`: this server's user has
+    /// too many descriptors in flight, to peers that do not read their echoes; one budget for
+    /// the whole user, so one such peer can cause it for everyone), closes them with a log
+    /// line and says so (`true`): the caller sends the bytes again without them, and the
+    /// connection goes on.
+    pub(crate) fn refused(&mut self, e: rustix::io::Errno) -> bool {
+        if e != rustix::io::Errno::TOOMANYREFS || self.0.is_empty() {
+            return false;
+        }
+        self.lose(
+            "the kernel would not send them back: this server's user has too many \
+             descriptors in flight (peers that do not read their echoes)",
+        );
+        true
+    }
+
     /// Closes them unreturned, saying why.
     pub(crate) fn lose(&mut self, why: &str) {
         if !self.0.is_empty() {

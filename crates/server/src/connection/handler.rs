@@ -207,7 +207,9 @@ pub(crate) fn serve(
     }
     // No credentials on stream reads: a connection inherits `SO_PASSCRED` from a listener
     // handed over with it (systemd's `PassCredentials=`), and credentials nobody reads would
-    // take control-buffer room and split reads where the writer changes.
+    // take control-buffer room and split reads where the writer changes. Per connection, not
+    // once on the listener: the flag is copied when the peer connects, so connections queued
+    // before a change to the listener (the one that started a socket-activated server) keep it.
     if let Err(e) = rustix::net::sockopt::set_socket_passcred(&socket, false) {
         tracing::debug!("SO_PASSCRED: {e}");
     }
@@ -720,21 +722,10 @@ impl Handler {
         descriptors::room().min(MAX_PER_READ - self.held().len())
     }
 
-    /// The kernel refused the held descriptors (`ETOOMANYREFS`: this server's user has too
-    /// many in flight, to peers that do not read their echoes; it is one budget for the whole
-    /// user, so one such peer can cause it for everyone). They are closed with a log line and
-    /// the bytes go back without them (`true`: send again); the connection goes on.
+    /// The kernel refused the held descriptors (`Passed::refused`): they are closed with a
+    /// log line, and `true` says to send the bytes again without them.
     fn refused(&mut self, e: rustix::io::Errno) -> bool {
-        if e != rustix::io::Errno::TOOMANYREFS || self.held().is_empty() {
-            return false;
-        }
-        if let Some(passing) = &mut self.passing {
-            passing.held.lose(
-                "the kernel would not send them back: this server's user has too many \
-                 descriptors in flight (peers that do not read their echoes)",
-            );
-        }
-        true
+        self.passing.as_mut().is_some_and(|p| p.held.refused(e))
     }
 
     /// A send failed. If it carried descriptors, say so.

@@ -72,7 +72,9 @@ enum Got {
     Empty,
 }
 
-/// Serves `socket` to its end; `passed` is how many descriptors the peer passed last.
+/// Serves `socket` to its end. `passed` is how many descriptors the peer passed last (0:
+/// never): near the descriptor limit it waits for that much room before the next message
+/// rather than have them truncated.
 async fn run(
     socket: &AsyncFd<OwnedFd>,
     passed: &mut usize,
@@ -83,8 +85,6 @@ async fn run(
     // Bytes still to read after the shutdown began: what was queued at that moment.
     let mut budget: Option<usize> = None;
     let mut active_at = Instant::now();
-    // How many descriptors the peer passed last (0: never): near the descriptor limit, it
-    // waits for that much room before the next message rather than have them truncated.
     loop {
         if blocked {
             tokio::select! {
@@ -142,9 +142,6 @@ async fn run(
         tokio::task::yield_now().await;
     }
 }
-
-/// `ETOOMANYREFS`, as the OS reports it.
-const TOO_MANY_REFS: i32 = rustix::io::Errno::TOOMANYREFS.raw_os_error();
 
 /// Messages read per wake-up before the other connections get a turn.
 const MESSAGES_PER_TURN: usize = 64;
@@ -219,16 +216,16 @@ fn echo_one(
             })
         };
         let mut sent = send(&got.fds);
-        // The kernel refused the descriptors (`ETOOMANYREFS`: this server's user has too many
-        // in flight, to peers that do not read; one budget for the whole user): they are
-        // closed with a log line, the message goes back without them, the connection goes on.
-        let refused = !got.fds.is_empty()
-            && matches!(&sent, Err(e) if e.raw_os_error() == Some(TOO_MANY_REFS));
+        // The kernel refused the descriptors (`Passed::refused`): the message goes back
+        // without them, and the connection goes on.
+        let refused = match &sent {
+            Err(e) => e
+                .raw_os_error()
+                .map(rustix::io::Errno::from_raw_os_error)
+                .is_some_and(|e| got.fds.refused(e)),
+            Ok(_) => false,
+        };
         if refused {
-            got.fds.lose(
-                "the kernel would not send them back: this server's user has too many \
-                 descriptors in flight (peers that do not read their echoes)",
-            );
             sent = send(&got.fds);
         }
         match sent {
