@@ -188,6 +188,13 @@ impl Drop for Aside {
     fn drop(&mut self) {
         let n = self.0.len();
         self.0.clear();
+        unhold(n);
+    }
+}
+
+/// `n` held descriptors are closed: uncounted, and whoever waits for room is told.
+fn unhold(n: usize) {
+    if n > 0 {
         HELD.fetch_sub(n, SeqCst);
         released();
     }
@@ -226,11 +233,8 @@ impl Passed {
     /// close that is not the last cannot wait).
     pub(crate) fn sent(&mut self) {
         let n = self.0.len();
-        if n > 0 {
-            self.0.clear();
-            HELD.fetch_sub(n, SeqCst);
-            released();
-        }
+        self.0.clear();
+        unhold(n);
     }
 
     /// Closes copies of descriptors still queued in the socket (a peeked message's): never the
@@ -449,22 +453,12 @@ pub(crate) fn recv(
     room: usize,
     creds: bool,
 ) -> rustix::io::Result<Received> {
-    recv_msg(fd, buf, flags, room, creds).map(|(received, _)| received)
+    recv_from(fd, buf, flags, room, creds).map(|(received, _)| received)
 }
 
 /// [`recv`], and the sender's address.
-pub(crate) fn recv_from(
-    fd: BorrowedFd<'_>,
-    buf: &mut [u8],
-    flags: RecvFlags,
-    room: usize,
-    creds: bool,
-) -> rustix::io::Result<(Received, Option<rustix::net::SocketAddrAny>)> {
-    recv_msg(fd, buf, flags, room, creds)
-}
-
 #[inline(always)]
-fn recv_msg(
+pub(crate) fn recv_from(
     fd: BorrowedFd<'_>,
     buf: &mut [u8],
     flags: RecvFlags,
