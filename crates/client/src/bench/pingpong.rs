@@ -63,35 +63,25 @@ pub(super) fn drive(
     let epoll =
         epoll::create(epoll::CreateFlags::CLOEXEC).map_err(failed("creating an epoll set"))?;
     let size = conns.first().map_or(0, |(_, w)| w.payload.len());
-    let mut conns: Vec<Option<Conn>> = conns
-        .into_iter()
-        .map(|(socket, worker)| {
-            Some(Conn {
-                socket,
-                echoes: Echoes::new(worker.payload.clone()),
-                worker,
-                sent: 0,
-                sent_at: Instant::now(),
-                written: 0,
-                watching_writes: false,
-            })
-        })
-        .collect();
-    for (token, conn) in conns.iter().enumerate() {
-        if let Some(conn) = conn {
-            epoll::add(&epoll, &conn.socket, data(token), epoll::EventFlags::IN)
-                .map_err(failed("registering a connection"))?;
-        }
-    }
-    let mut open = conns.len();
+    // Each connection registered and its first message sent; `None` once it has left.
+    let mut slots: Vec<Option<Conn>> = Vec::with_capacity(conns.len());
+    let mut open = 0;
     let now = Instant::now();
-    for (token, slot) in conns.iter_mut().enumerate() {
-        if let Some(conn) = slot
-            && !conn.next(&epoll, token, now)?
-        {
-            *slot = None;
-            open -= 1;
-        }
+    for (token, (socket, worker)) in conns.into_iter().enumerate() {
+        epoll::add(&epoll, &socket, data(token), epoll::EventFlags::IN)
+            .map_err(failed("registering a connection"))?;
+        let mut conn = Conn {
+            socket,
+            echoes: Echoes::new(worker.payload.clone()),
+            worker,
+            sent: 0,
+            sent_at: now,
+            written: 0,
+            watching_writes: false,
+        };
+        let started = conn.next(&epoll, token, now)?;
+        open += usize::from(started);
+        slots.push(started.then_some(conn));
     }
 
     let mut buf = vec![0u8; size.min(READ_MAX) + 1];
@@ -117,7 +107,7 @@ pub(super) fn drive(
         }
         for event in &events {
             let token = event.data.u64() as usize;
-            let Some(slot) = conns.get_mut(token) else {
+            let Some(slot) = slots.get_mut(token) else {
                 continue;
             };
             let Some(conn) = slot else {
@@ -142,7 +132,7 @@ pub(super) fn drive(
             if !tick() {
                 return Ok(());
             }
-            for conn in conns.iter().flatten() {
+            for conn in slots.iter().flatten() {
                 conn.check_timeout(now)?;
             }
             next_tick = now + TICK;
