@@ -13,7 +13,7 @@ use predicates::prelude::*;
 use udsecho_harness::Server;
 use udsecho_harness::descriptors::{recv_with_fds, send_with_fds};
 
-use crate::{LIMIT, bare_client, client, fake_server, one_line};
+use crate::{LIMIT, bare_client, client, fake_server, one_line, usage_error};
 
 /// The server flags and client flags of each socket type and mode.
 const TRANSPORTS: [(&[&str], &[&str]); 4] = [
@@ -178,14 +178,7 @@ fn a_descriptor_number_that_is_not_open_is_a_usage_error_naming_it() {
 
 #[test]
 fn an_fd_path_that_cannot_be_opened_is_a_usage_error_naming_it_and_why() {
-    let out = bare_client()
-        .args(["-s", "/nonexistent/never-used.sock", "pipe"])
-        .args(["--fd", "/nonexistent/passed.txt"])
-        .assert()
-        .code(2)
-        .get_output()
-        .clone();
-    let stderr = String::from_utf8_lossy(&out.stderr);
+    let stderr = usage_error(&["pipe", "--fd", "/nonexistent/passed.txt"]);
     assert_eq!(
         stderr.lines().next(),
         Some("error: --fd /nonexistent/passed.txt: No such file or directory (os error 2)"),
@@ -195,13 +188,11 @@ fn an_fd_path_that_cannot_be_opened_is_a_usage_error_naming_it_and_why() {
 
 #[test]
 fn more_fds_than_one_message_carries_is_a_usage_error() {
-    let mut cmd = bare_client();
-    cmd.args(["-s", "/nonexistent/never-used.sock", "send"]);
+    let mut args = vec!["send"];
     for _ in 0..254 {
-        cmd.args(["--fd", "/dev/null"]);
+        args.extend(["--fd", "/dev/null"]);
     }
-    let out = cmd.assert().code(2).get_output().clone();
-    let stderr = String::from_utf8_lossy(&out.stderr);
+    let stderr = usage_error(&args);
     assert_eq!(
         stderr.lines().next(),
         Some(
@@ -214,23 +205,10 @@ fn more_fds_than_one_message_carries_is_a_usage_error() {
 
 #[test]
 fn fd_is_refused_with_bench_and_help_says_how_to_name_a_file_called_3() {
-    let out = bare_client()
-        .args([
-            "-s",
-            "/nonexistent/never-used.sock",
-            "--fd",
-            "/dev/null",
-            "bench",
-        ])
-        .assert()
-        .code(2)
-        .get_output()
-        .clone();
+    let stderr = usage_error(&["--fd", "/dev/null", "bench"]);
     assert!(
-        String::from_utf8_lossy(&out.stderr)
-            .starts_with("error: --fd goes with pipe and send; bench passes no descriptors"),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+        stderr.starts_with("error: --fd goes with pipe and send; bench passes no descriptors"),
+        "{stderr}"
     );
     bare_client()
         .args(["send", "--help"])

@@ -22,6 +22,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use assert_cmd::Command;
+use predicates::prelude::*;
 
 /// How long any one client run may take before the test calls it hung.
 pub(crate) const LIMIT: Duration = Duration::from_secs(20);
@@ -33,6 +34,20 @@ pub(crate) fn bare_client() -> Command {
         .env_remove("RUST_LOG")
         .timeout(LIMIT);
     cmd
+}
+
+/// Runs the client with `args` (a socket that is never reached) and returns its stderr,
+/// checking the exit status is 2 and nothing panicked.
+pub(crate) fn usage_error(args: &[&str]) -> String {
+    let out = bare_client()
+        .args(["-s", "/nonexistent/never-used.sock"])
+        .args(args)
+        .assert()
+        .code(2)
+        .stderr(predicate::str::contains("panicked").not())
+        .get_output()
+        .clone();
+    String::from_utf8_lossy(&out.stderr).into_owned()
 }
 
 /// The client binary pointed at `socket` with `--socket`.

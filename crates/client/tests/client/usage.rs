@@ -1,23 +1,7 @@
 //! Flags that cannot work are usage errors (exit 2) with a line saying what is allowed;
 //! nothing panics.
 
-use predicates::prelude::*;
-
-use crate::bare_client;
-
-/// Runs the client with `args` (a socket that is never reached) and returns its stderr,
-/// checking the exit status is 2 and nothing panicked.
-fn usage_error(args: &[&str]) -> String {
-    let out = bare_client()
-        .args(["-s", "/nonexistent/never-used.sock"])
-        .args(args)
-        .assert()
-        .code(2)
-        .stderr(predicate::str::contains("panicked").not())
-        .get_output()
-        .clone();
-    String::from_utf8_lossy(&out.stderr).into_owned()
-}
+use crate::{bare_client, usage_error};
 
 /// The `error:` line of a clap usage error.
 fn error_line(stderr: &str) -> &str {
