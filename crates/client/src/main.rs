@@ -52,6 +52,13 @@ fn enough_descriptors() -> Result<(), u64> {
     }
 }
 
+/// Writes one line to stderr. A stderr nobody reads (a closed pipe) drops it: the exit status
+/// still says what happened, where `eprintln!` would panic.
+fn say(line: std::fmt::Arguments<'_>) {
+    use std::io::Write;
+    let _ = writeln!(std::io::stderr().lock(), "{line}");
+}
+
 fn main() -> ExitCode {
     // Release tooling only (`cargo xtask dist`): not a flag, so it is in no help text and no
     // completion.
@@ -65,16 +72,16 @@ fn main() -> ExitCode {
         return match generate::generate(&args, cli::docs()) {
             Ok(()) => ExitCode::SUCCESS,
             Err(failed) => {
-                eprintln!("udsecho-client: {}", failed.line);
+                say(format_args!("udsecho-client: {}", failed.line));
                 ExitCode::from(failed.status)
             }
         };
     }
     if let Err(limit) = enough_descriptors() {
-        eprintln!(
+        say(format_args!(
             "udsecho-client: the descriptor limit ({limit}) is too low to run: it needs at least \
              {FEWEST_DESCRIPTORS} (raise `ulimit -n`)"
-        );
+        ));
         return ExitCode::from(1);
     }
     let cli = Cli::parse_checked();
@@ -84,7 +91,9 @@ fn main() -> ExitCode {
     {
         Ok(runtime) => runtime,
         Err(e) => {
-            eprintln!("udsecho-client: cannot start the runtime: {e}");
+            say(format_args!(
+                "udsecho-client: cannot start the runtime: {e}"
+            ));
             return ExitCode::FAILURE;
         }
     };
@@ -111,7 +120,7 @@ fn main() -> ExitCode {
             {
                 line = format!("{word}: no such socket (did you mean '{meant}'?)");
             }
-            eprintln!("udsecho-client: {line}");
+            say(format_args!("udsecho-client: {line}"));
             ExitCode::from(e.exit_code())
         }
     }
@@ -267,7 +276,7 @@ fn print_summary(summary: &SendSummary) {
     } else {
         ""
     };
-    eprintln!(
+    say(format_args!(
         "{fresh_line}{} sent, {} echoed intact{}",
         summary.sent,
         summary.received,
@@ -276,5 +285,5 @@ fn print_summary(summary: &SendSummary) {
         } else {
             String::new()
         }
-    );
+    ));
 }

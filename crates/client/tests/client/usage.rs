@@ -240,3 +240,19 @@ fn a_descriptor_limit_too_low_to_run_is_one_line_not_a_panic() {
          (raise `ulimit -n`)"
     );
 }
+
+/// With stderr a pipe nobody reads (closed), an error still exits with its own status: the
+/// line that cannot be written is dropped, not a panic (exit 101).
+#[test]
+fn an_error_with_stderr_closed_exits_with_its_status_not_a_panic() {
+    use std::process::{Command, Stdio};
+    let (reader, writer) = std::io::pipe().unwrap();
+    drop(reader);
+    let status = Command::new(udsecho_harness::binary("udsecho-client"))
+        .args(["--socket", "/nonexistent/x.sock", "send", "-m", "hi"])
+        .stdout(Stdio::null())
+        .stderr(writer)
+        .status()
+        .unwrap();
+    assert_eq!(status.code(), Some(1));
+}
