@@ -469,7 +469,7 @@ fn answer_one(
         ),
     };
     match sent {
-        Ok(_) => msg.fds.sent(),
+        Ok(_) => msg.fds.returned(),
         Err(rustix::io::Errno::PERM) if !msg.fds.is_empty() => {
             drops.dropped(Dropped::RightsRefused);
         }

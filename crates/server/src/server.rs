@@ -328,21 +328,16 @@ impl Accepted {
         // Registered with that thread's reactor: its readiness events, and so the whole
         // connection, stay there.
         let _there = on.enter();
-        match self {
-            Accepted::Stream(stream) => {
-                let connection = connection::serve(stream, settings.clone(), shutdown, slot);
-                // The span costs memory in every task: only when it will be seen (-v).
-                if span.is_disabled() {
-                    tracker.spawn_on(connection, on);
-                } else {
-                    tracker.spawn_on(connection.instrument(span), on);
-                }
-            }
-            Accepted::Seqpacket(fd) => {
-                let connection =
-                    connection::seqpacket::serve(fd, settings.clone(), shutdown.clone(), slot);
-                tracker.spawn_on(connection.instrument(span), on);
-            }
+        let (fd, kind) = match self {
+            Accepted::Stream(fd) => (fd, connection::Kind::Stream),
+            Accepted::Seqpacket(fd) => (fd, connection::Kind::Seqpacket),
+        };
+        let connection = connection::serve(fd, kind, settings.clone(), shutdown, slot);
+        // The span costs memory in every task: only when it will be seen (-v).
+        if span.is_disabled() {
+            tracker.spawn_on(connection, on);
+        } else {
+            tracker.spawn_on(connection.instrument(span), on);
         }
     }
 }

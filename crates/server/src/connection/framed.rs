@@ -19,7 +19,7 @@ use udsecho_proto::{
     ProtoError,
 };
 
-use super::plan::{Before, Breach, Ending, Plan};
+use super::plan::{Before, Breach, End, Plan};
 
 /// Where the byte stream is, between two chunks.
 #[derive(Debug)]
@@ -126,7 +126,7 @@ impl Session {
                             }
                         }
                         // A client's Error means it is leaving; its payload is not judged.
-                        Ok(Some((Kind::Error, _))) => plan.ending = Some(Ending::PeerError),
+                        Ok(Some((Kind::Error, _))) => plan.ending = Some(End::PeerError),
                         Ok(Some((kind, len))) => {
                             self.at = At::Control {
                                 kind,
@@ -138,7 +138,7 @@ impl Session {
                                 plan.ending = self.control_complete(&mut plan);
                             }
                         }
-                        Err(breach) => plan.ending = Some(Ending::Breach(Box::new(breach))),
+                        Err(breach) => plan.ending = Some(End::Breach(Box::new(breach))),
                     }
                 }
                 At::Data { left } => {
@@ -200,13 +200,13 @@ impl Session {
     }
 
     /// A control frame is complete: answer a Hello, or say how the session ends.
-    fn control_complete(&mut self, plan: &mut Plan) -> Option<Ending> {
+    fn control_complete(&mut self, plan: &mut Plan) -> Option<End> {
         let At::Control { kind, body, .. } = std::mem::replace(&mut self.at, fresh()) else {
             unreachable!("called when a control frame completes");
         };
         let frame = match Frame::from_parts(kind, Bytes::from(body)) {
             Ok(frame) => frame,
-            Err(e) => return Some(Ending::Breach(Box::new(e.into()))),
+            Err(e) => return Some(End::Breach(Box::new(e.into()))),
         };
         match frame {
             Frame::Hello(hello) => match self.answer(&hello) {
@@ -214,9 +214,9 @@ impl Session {
                     plan.before = Before::Reply(answer);
                     None
                 }
-                Err(breach) => Some(Ending::Breach(Box::new(breach))),
+                Err(breach) => Some(End::Breach(Box::new(breach))),
             },
-            Frame::Goodbye(_) => Some(Ending::PeerGoodbye),
+            Frame::Goodbye(_) => Some(End::PeerGoodbye),
             Frame::Error(_) | Frame::Data(_) => {
                 unreachable!("only Hello and Goodbye are collected")
             }
@@ -298,7 +298,7 @@ mod tests {
 
     /// Feeds `input` in chunks of `sizes` (cycled) and returns everything sent back and how the
     /// session ended.
-    fn run(input: &[u8], sizes: &[usize], max_frame: u32) -> (Vec<u8>, Option<Ending>) {
+    fn run(input: &[u8], sizes: &[usize], max_frame: u32) -> (Vec<u8>, Option<End>) {
         let mut session = Session::new(max_frame, AGENT);
         let mut out = Vec::new();
         let mut pos = 0;
@@ -425,7 +425,7 @@ mod tests {
         for (name, input, code) in cases {
             for sizes in [&[1][..], &[usize::MAX]] {
                 match run(&input, sizes, 1 << 20).1 {
-                    Some(Ending::Breach(b)) => assert_eq!(b.code, code, "{name}"),
+                    Some(End::Breach(b)) => assert_eq!(b.code, code, "{name}"),
                     other => panic!("{name}: {other:?}"),
                 }
             }
@@ -440,7 +440,7 @@ mod tests {
         input.extend([0, 0, 0x13, 0x88, Kind::Error as u8]);
         let (out, ending) = run(&input, &[usize::MAX], 1 << 20);
         assert_eq!(out, answer(1 << 20));
-        assert!(matches!(ending, Some(Ending::PeerError)), "{ending:?}");
+        assert!(matches!(ending, Some(End::PeerError)), "{ending:?}");
     }
 
     /// PROTOCOL.md 4.2: control frames up to 4096 bytes pass whatever `--max-frame` or the
@@ -462,13 +462,13 @@ mod tests {
         input.extend(&bye);
         assert!(matches!(
             run(&input, &[usize::MAX], 16).1,
-            Some(Ending::PeerGoodbye)
+            Some(End::PeerGoodbye)
         ));
 
         let mut input = hello();
         input.extend(data(&[b'x'; 16]));
         match run(&input, &[usize::MAX], 16).1 {
-            Some(Ending::Breach(b)) => assert_eq!(b.code, ErrorCode::FrameTooLarge),
+            Some(End::Breach(b)) => assert_eq!(b.code, ErrorCode::FrameTooLarge),
             other => panic!("a 17-byte Data frame over a limit of 16: {other:?}"),
         }
     }
@@ -485,7 +485,7 @@ mod tests {
         expected.extend(data(b"one"));
         expected.extend(data(b"two"));
         assert_eq!(out, expected);
-        assert!(matches!(ending, Some(Ending::Breach(_))));
+        assert!(matches!(ending, Some(End::Breach(_))));
     }
 
     #[test]
@@ -498,13 +498,13 @@ mod tests {
         input.extend(data(b"after"));
         let (out, ending) = run(&input, &[2], 1024);
         assert!(out.ends_with(&data(b"last")));
-        assert!(matches!(ending, Some(Ending::PeerGoodbye)));
+        assert!(matches!(ending, Some(End::PeerGoodbye)));
     }
 
     #[test]
     fn the_preamble_is_not_the_scanners_business() {
         // The detector consumes it; fed to the scanner it is a frame with an absurd length.
         let (_, ending) = run(&PREAMBLE, &[usize::MAX], 1024);
-        assert!(matches!(ending, Some(Ending::Breach(b)) if b.code == ErrorCode::FrameTooLarge));
+        assert!(matches!(ending, Some(End::Breach(b)) if b.code == ErrorCode::FrameTooLarge));
     }
 }

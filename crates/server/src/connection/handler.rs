@@ -1,100 +1,68 @@
-//! The [`Handler`]: one stream connection's loop. It reads chunks into the thread's scratch
-//! buffer, asks the connection's protocol (detecting, raw or framed) for a [`Plan`], and writes
-//! the echo straight from the scratch buffer; only what the socket will not take is kept
-//! (`pending`), and nothing more is read until it is written. Each turn of the loop is a
-//! [`Step`]; when the reading phase stops, [`Last`] says what is left to say, and [`endings`]
-//! says it.
-
-mod endings;
+//! The [`Handler`]: one connection's loop, from its first read to its last word. It owns the
+//! connection's protocol (detecting, raw, framed, or seqpacket messages), how much input is
+//! left ([`Input`]), and the idle and detection-pause timers; the socket itself is the
+//! [`Peer`]'s, which it calls down to and never the other way round.
+//!
+//! Each turn it reads into the thread's scratch buffer, asks the protocol for a [`Plan`], and
+//! has the peer write the echo straight from the scratch buffer; while the peer has an echo
+//! backed up, nothing more is read. Each turn of the loop answers one [`Step`]; when reading
+//! stops, the [`End`] says what is left to say, and [`ending`] says it.
 
 use std::future::Future;
-use std::io::{self, IoSlice};
-use std::os::fd::{AsFd, OwnedFd};
+use std::io;
+use std::os::fd::OwnedFd;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll, ready};
+use std::task::{Context, Poll};
 
-use bytes::{Buf, BytesMut};
-use rustix::net::{RecvFlags, SendFlags};
-use tokio::io::Interest;
-use tokio::io::unix::AsyncFd;
 use tokio::sync::OwnedSemaphorePermit;
 use tokio::time::{Instant, Sleep};
 use tokio_util::sync::WaitForCancellationFutureOwned;
 
 use super::detect::{Detector, Verdict};
+use super::ending::{self, Output};
 use super::framed::Session;
-use super::plan::{Before, Breach, End, Ending, Plan};
+use super::input::Input;
+use super::peer::{Kind, Peeked, Peer, Sent};
+use super::plan::{Before, Breach, End, Plan};
 use super::{SCRATCH, Settings, raw};
 use crate::config::Mode;
-use crate::descriptors::{self, Counted, MAX_PER_READ, Passed, Waiter};
 use crate::echo_log;
 use crate::shutdown::Shutdown;
-
-/// Sends never raise SIGPIPE (a peer that left is an error, not a signal) and never block.
-const SEND_FLAGS: SendFlags = SendFlags::NOSIGNAL.union(SendFlags::DONTWAIT);
 
 /// Reads per wake-up before giving the other connections on this thread a turn.
 const READS_PER_TURN: usize = 16;
 
-/// What a stream connection is registered for to read: readability, and the out-of-band
-/// byte's priority readiness ([`Handler::may_stop_short`]).
-const READS: Interest = Interest::READABLE.add(Interest::PRIORITY);
+/// Seqpacket messages echoed per wake-up before the other connections get a turn.
+const MESSAGES_PER_TURN: usize = 64;
 
-/// How the connection's bytes are read.
+/// How the connection's input is read and answered.
 #[derive(Debug)]
 enum Protocol {
     /// Auto or forced-framed mode, before the first bytes decide.
     Detecting(Detector),
     Raw,
     Framed(Session),
+    /// A seqpacket peer: each message back whole, no framing, no detection.
+    Messages,
 }
 
 impl Protocol {
+    /// Where the output stands for a last frame of ours.
+    fn output(&self) -> Output {
+        match self {
+            Protocol::Framed(session) if session.bytes_to_boundary() > 0 => Output::MidFrame,
+            Protocol::Framed(_) => Output::AtBoundary,
+            _ => Output::Unframed,
+        }
+    }
+
     /// Bytes that must still be read before the output is at a frame boundary: nonzero only
     /// inside a Data frame whose first bytes have already been echoed.
     fn bytes_to_boundary(&self) -> usize {
         match self {
             Protocol::Framed(session) => session.bytes_to_boundary(),
             _ => 0,
-        }
-    }
-}
-
-/// How much of the peer's input is left: one type for every protocol.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Input {
-    /// Read as long as the peer sends.
-    Open,
-    /// Shutdown began: read at most `left` more bytes, what was queued at that moment, so a
-    /// peer that keeps writing cannot stretch the drain.
-    Draining { left: u32 },
-    /// Drained, but inside a Data frame already partly echoed: read exactly its `left`
-    /// remaining bytes (waiting for them if need be; `--shutdown-timeout` bounds that), so the
-    /// Goodbye lands on a frame boundary.
-    Finishing { left: u32 },
-    /// The peer half-closed.
-    Eof,
-    /// Everything due at shutdown has been read.
-    Drained,
-}
-
-impl Input {
-    /// How many bytes the next read may take.
-    fn cap(self, scratch: usize) -> usize {
-        match self {
-            Input::Open => scratch,
-            Input::Draining { left } | Input::Finishing { left } => {
-                usize::try_from(left).unwrap_or(usize::MAX).min(scratch)
-            }
-            Input::Eof | Input::Drained => 0,
-        }
-    }
-
-    fn consumed(&mut self, n: usize) {
-        if let Input::Draining { left } | Input::Finishing { left } = self {
-            // `n` is at most `cap`, which is at most `left`.
-            *left -= u32::try_from(n).unwrap_or(*left);
         }
     }
 }
@@ -109,57 +77,19 @@ enum Step {
     /// A turn's worth of reads is done: let the other connections on this thread run first.
     Yield,
     /// The reading phase is over, this way.
-    Stop(Last),
+    Stop(End),
 }
 
-/// How the reading phase ended, and so what is left to say before the close.
-#[derive(Debug)]
-enum Last {
-    /// A forced shutdown: nothing more, close now.
-    Cut,
-    /// The peer half-closed and everything it sent was echoed.
-    PeerDone,
-    /// Everything due at shutdown was echoed.
-    Drained,
-    /// Nothing moved for `--idle-timeout`.
-    Idle,
-    /// The protocol ended the session.
-    Session(Ending),
-}
-
-/// A connection that passes descriptors: what it passed that has not gone back yet, and its
-/// wait for room to take more. Allocated the first time the peer passes any.
-#[derive(Debug, Default)]
-struct Passing {
-    /// Descriptors from the last read(s), held until the next bytes written carry them back:
-    /// at most one message's worth ([`MAX_PER_READ`]), and no read happens while the echo
-    /// that carries them is pending.
-    held: Passed,
-    /// Near the process's descriptor limit, this connection is not read until as many as it
-    /// passed last fit again (other connections are read as ever).
-    room: Waiter,
-    /// How many descriptors the last read that brought any brought.
-    last: usize,
-}
-
-/// No descriptors held.
-static NOTHING_HELD: Passed = Passed::none();
-
-/// Owns one connection: its socket, its slot, what the server said, and the state of its echo.
+/// Owns one connection: its peer socket, its slot, what the server said, and the state of its
+/// input.
 ///
 /// The reading phase is a hand-written poll loop ([`Handler::poll_serve`]) rather than an
 /// `async fn`: then the task holds the handler and nothing else, which is what makes an idle
 /// connection cheap. The endings (last frame, linger) are `async` and boxed when they start.
 #[derive(Debug)]
 pub(crate) struct Handler {
-    /// The peer's socket. The handler owns it: dropping the handler closes the connection.
-    /// It is registered for readability only, so the peer reading our echo (which frees our
-    /// send buffer) wakes nobody; writability is added for the rest of the connection's life
-    /// the first time an echo backs up (`watching_writes`).
-    /// Always present: taken out only for the moment `watch_writes` re-registers it.
-    stream: Option<AsyncFd<OwnedFd>>,
-    /// Whether `stream` is registered for writability too.
-    watching_writes: bool,
+    /// The socket and what crosses it. Dropping the handler closes the connection.
+    peer: Peer,
     /// The server's settings, shared read-only by every connection.
     settings: Arc<Settings>,
     /// The server's shutdown, to watch its next stage.
@@ -173,50 +103,33 @@ pub(crate) struct Handler {
     timer: Option<Pin<Box<Sleep>>>,
     /// The connection's slot under `--max-connections`, given back when the handler drops.
     _slot: OwnedSemaphorePermit,
-    /// How bytes are read: detecting, raw or framed, with that protocol's state.
+    /// How input is read and answered, with that protocol's state.
     protocol: Protocol,
     /// How much input is left.
     input: Input,
-    /// Echo bytes the socket would not take yet. While not empty, nothing is read. Empty and
-    /// unallocated while the peer keeps up.
-    pending: BytesMut,
-    /// The last sign of life for `--idle-timeout`: any byte (raw), a complete frame (framed:
-    /// a frame trickled one byte at a time does not count), a byte of a backlog written out.
+    /// The last sign of life for `--idle-timeout`: any byte (raw), a message (seqpacket), a
+    /// complete frame (framed: a frame trickled one byte at a time does not count), a byte of
+    /// a backlog written out.
     active_at: Instant,
-    /// Descriptors the peer passed (none for most peers: no allocation until one comes).
-    passing: Option<Box<Passing>>,
-    /// The connection's share of the process's descriptors, counted while it lives.
-    _counted: Counted,
 }
 
-/// Serves one peer to the end, holding `slot` meanwhile, and logs how it ended.
+/// Serves one peer on a stream or seqpacket connection to the end, holding `slot` meanwhile,
+/// and logs how it ended.
 pub(crate) fn serve(
     socket: OwnedFd,
+    kind: Kind,
     settings: Arc<Settings>,
     shutdown: &Shutdown,
     slot: OwnedSemaphorePermit,
 ) -> impl Future<Output = ()> + Send + use<> {
-    let protocol = match settings.mode {
-        Mode::Raw => Protocol::Raw,
-        Mode::Auto | Mode::Framed => Protocol::Detecting(Detector::new()),
+    let protocol = match (kind, settings.mode) {
+        (Kind::Seqpacket, _) => Protocol::Messages,
+        (Kind::Stream, Mode::Raw) => Protocol::Raw,
+        (Kind::Stream, Mode::Auto | Mode::Framed) => Protocol::Detecting(Detector::new()),
     };
-    // An out-of-band byte is read in its place, so it is echoed like any other (without
-    // this the kernel leaves it out of the stream and a plain read never sees it).
-    if let Err(e) = rustix::net::sockopt::set_socket_oobinline(&socket, true) {
-        tracing::debug!("SO_OOBINLINE: {e}");
-    }
-    // No credentials on stream reads: a connection inherits `SO_PASSCRED` from a listener
-    // handed over with it (systemd's `PassCredentials=`), and credentials nobody reads would
-    // take control-buffer room and split reads where the writer changes. Per connection, not
-    // once on the listener: the flag is copied when the peer connects, so connections queued
-    // before a change to the listener (the one that started a socket-activated server) keep it.
-    if let Err(e) = rustix::net::sockopt::set_socket_passcred(&socket, false) {
-        tracing::debug!("SO_PASSCRED: {e}");
-    }
-    let mut handler = match crate::registration::register_for(socket, READS) {
-        Ok(stream) => Some(Handler {
-            stream: Some(stream),
-            watching_writes: false,
+    let mut handler = match Peer::new(socket, kind) {
+        Ok(peer) => Some(Handler {
+            peer,
             settings,
             shutdown: shutdown.clone(),
             stage: Box::pin(shutdown.begun_owned()),
@@ -224,13 +137,10 @@ pub(crate) fn serve(
             _slot: slot,
             protocol,
             input: Input::Open,
-            pending: BytesMut::new(),
             active_at: Instant::now(),
-            passing: None,
-            _counted: Counted::new(),
         }),
         Err(e) => {
-            tracing::debug!("closed: registering the socket: {e}");
+            tracing::debug!("closed: setting up the socket: {e}");
             None
         }
     };
@@ -244,26 +154,32 @@ pub(crate) fn serve(
 }
 
 impl Handler {
-    /// Serves the connection to the end, logs how it ended, and closes it.
+    /// Serves the connection to the end and logs how it ended. The socket closes when the
+    /// handler drops.
     async fn run(&mut self) {
         tracing::debug!("open");
-        let last = std::future::poll_fn(|cx| self.poll_serve(cx)).await;
-        let result = match last {
-            Ok(Last::Cut) => Ok(End::Cut),
-            Ok(last) => Box::pin(self.finish(last)).await,
+        let ended = match std::future::poll_fn(|cx| self.poll_serve(cx)).await {
+            // A detection prefix still held is the last of a raw peer's input.
+            Ok(End::Drained) => self.decide_raw().map(|e| e.unwrap_or(End::Drained)),
+            ended => ended,
+        };
+        let result = match ended {
+            Ok(end) => {
+                let output = self.protocol.output();
+                let idle = self.settings.idle_timeout;
+                let finish = ending::finish(&mut self.peer, end, output, idle, &self.shutdown);
+                Box::pin(finish).await
+            }
             Err(e) => Err(e),
         };
         match result {
-            Ok(End::Breach) => tracing::debug!("closed after a protocol error"),
-            Ok(End::Cut) => tracing::debug!("cut: shutdown timeout"),
-            Ok(end) => tracing::debug!(?end, "closed"),
+            Ok(end) => tracing::debug!("closed: {}", end.name()),
             Err(e) => tracing::debug!("closed: {e}"),
         }
-        self.close_socket();
     }
 
     /// The reading phase: step until a step stops it.
-    fn poll_serve(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<Last>> {
+    fn poll_serve(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<End>> {
         loop {
             match self.step(cx)? {
                 Step::Wait => return Poll::Pending,
@@ -273,7 +189,7 @@ impl Handler {
                     cx.waker().wake_by_ref();
                     return Poll::Pending;
                 }
-                Step::Stop(last) => return Poll::Ready(Ok(last)),
+                Step::Stop(end) => return Poll::Ready(Ok(end)),
             }
         }
     }
@@ -282,36 +198,42 @@ impl Handler {
     fn step(&mut self, cx: &mut Context<'_>) -> io::Result<Step> {
         if self.stage.as_mut().poll(cx).is_ready() {
             if self.shutdown.is_forced() {
-                return Ok(Step::Stop(Last::Cut));
+                return Ok(Step::Stop(End::Cut));
             }
             if self.input == Input::Open {
-                self.begin_drain();
+                self.input = Input::draining(self.peer.queued());
             }
             self.stage.set(self.shutdown.forced_owned());
             return Ok(Step::Again);
         }
-        if !self.pending.is_empty() && self.poll_flush(cx)?.is_pending() {
-            return self.poll_deadline(cx);
+        if self.peer.backed_up() {
+            match self.peer.poll_flush(cx)? {
+                Poll::Ready(moved) => {
+                    if moved {
+                        self.alive();
+                    }
+                }
+                Poll::Pending => return self.poll_deadline(cx),
+            }
         }
         match self.input {
-            Input::Eof => return Ok(Step::Stop(Last::PeerDone)),
-            Input::Drained => return Ok(Step::Stop(Last::Drained)),
-            Input::Open | Input::Finishing { .. } => match self.socket().poll_read_ready(cx) {
-                // Readiness is cleared by the read that finds the queue empty.
-                Poll::Ready(ready) => ready?.retain_ready(),
+            Input::Eof => return Ok(Step::Stop(End::PeerDone)),
+            Input::Drained => return Ok(Step::Stop(End::Drained)),
+            Input::Open | Input::Finishing { .. } => match self.peer.poll_read_ready(cx) {
+                Poll::Ready(ready) => ready?,
                 Poll::Pending => return self.poll_deadline(cx),
             },
             // Draining reads what is already queued: no waiting.
             Input::Draining { .. } => {}
         }
         // Not while draining: what was queued at the signal is read with the room there is.
-        if let Some(passing) = &mut self.passing
-            && self.input == Input::Open
-            && passing.room.poll_room(cx, passing.last).is_pending()
-        {
+        if self.input == Input::Open && self.peer.poll_room(cx).is_pending() {
             return self.poll_deadline(cx);
         }
-        self.read_burst()
+        match self.protocol {
+            Protocol::Messages => self.echo_messages(),
+            _ => self.read_burst(),
+        }
     }
 
     /// Checks the idle and detection-pause deadline; if it is still ahead, arms the timer.
@@ -321,18 +243,14 @@ impl Handler {
                 return Ok(Step::Wait);
             };
             if Instant::now() >= deadline {
-                if !self.prefix_expired() {
-                    // Bytes held while detecting are the peer's data: they go out first
-                    // (an idle timeout shorter than the detection pause must not eat them).
-                    if let Some(ending) = self.decide_raw()? {
-                        return Ok(Step::Stop(Last::Session(ending)));
-                    }
-                    return Ok(Step::Stop(Last::Idle));
-                }
-                // A strict prefix of the preamble, then silence: raw after all.
+                let paused = self.prefix_expired();
+                // Bytes held while detecting are the peer's data: they go out first (an idle
+                // timeout shorter than the detection pause must not eat them).
                 return Ok(match self.decide_raw()? {
-                    Some(ending) => Step::Stop(Last::Session(ending)),
-                    None => Step::Again,
+                    Some(end) => Step::Stop(end),
+                    // A strict prefix of the preamble, then silence: raw after all.
+                    None if paused => Step::Again,
+                    None => Step::Stop(End::Idle),
                 });
             }
             // The timer may be behind the deadline (activity moved it): it fires early and is
@@ -384,126 +302,106 @@ impl Handler {
         }
     }
 
-    /// Shutdown began: read what is queued in the socket now, and no more.
-    fn begin_drain(&mut self) {
-        self.input = Input::Draining {
-            // u32: what a socket buffer holds; "unknown" (usize::MAX) reads up to 4 GiB, as
-            // good as everything. Kept small: it is in every connection's handler.
-            left: u32::try_from(super::queued(self.socket().get_ref())).unwrap_or(u32::MAX),
-        };
-    }
-
     /// The drain budget is spent (or the socket is empty): finish the frame in progress, if
     /// any, then stop reading.
-    fn drain_spent(&mut self) {
-        self.input = match self.protocol.bytes_to_boundary() {
-            0 => Input::Drained,
-            // A Data frame's length is a u32, so what is left of one is too.
-            left => Input::Finishing {
-                left: u32::try_from(left).unwrap_or(u32::MAX),
-            },
-        };
+    fn drain_spent(&mut self) -> Step {
+        self.input = Input::drain_spent(self.protocol.bytes_to_boundary());
+        Step::Again
     }
 
-    /// Reads and echoes until the socket is empty, an echo backs up, the session ends, or a
-    /// turn's worth is done. All of it happens without yielding, so the thread's scratch
-    /// buffer is never held across an `.await`.
+    /// Reads and echoes stream input until the socket is empty, an echo backs up, the session
+    /// ends, or a turn's worth is done. All of it happens without yielding, so the thread's
+    /// scratch buffer is never held across an `.await`.
     fn read_burst(&mut self) -> io::Result<Step> {
         SCRATCH.with_borrow_mut(|scratch| {
             for _ in 0..READS_PER_TURN {
                 let cap = self.input.cap(scratch.len());
                 if cap == 0 {
-                    if matches!(self.input, Input::Draining { .. } | Input::Finishing { .. }) {
-                        self.drain_spent();
+                    if self.input.is_budgeted() {
+                        return Ok(self.drain_spent());
                     }
                     return Ok(Step::Again);
                 }
-                let room = self.room();
-                let held_before = self.held().len();
-                // Always `recvmsg` with room for descriptors: a plain `recv` would make the
-                // kernel close any the peer passed.
-                let mut recv = |fd: &OwnedFd| {
-                    descriptors::recv(
-                        fd.as_fd(),
-                        &mut scratch[..cap],
-                        RecvFlags::DONTWAIT,
-                        room,
-                        false,
-                    )
-                    .map_err(io::Error::from)
-                };
-                // While draining, read whatever the runtime believes: what FIONREAD counted is
-                // in the socket even if its readiness event has not been seen yet. Otherwise
-                // through `try_io`, which clears readiness on EAGAIN without losing an event
-                // that arrives meanwhile (it clears only what was seen before the read).
-                let mut short = None;
-                let received = if matches!(self.input, Input::Draining { .. }) {
-                    recv(self.socket().get_ref())
-                } else {
-                    let may_stop_short = self.may_stop_short();
-                    self.socket().try_io(Interest::READABLE, |fd| {
-                        let got = recv(fd)?;
-                        if !may_stop_short && got.emptied(cap) {
-                            // The read that found the queue empty: readiness is cleared as
-                            // for EAGAIN, saving the read that would return it.
-                            short = Some(got);
-                            return Err(io::ErrorKind::WouldBlock.into());
-                        }
-                        Ok(got)
-                    })
-                };
-                let emptied = short.is_some();
-                let received = match short {
-                    Some(got) => Ok(got),
-                    None => received,
-                };
-                let got = match received {
-                    Ok(got) if got.len == 0 => {
-                        self.input = Input::Eof;
-                        // A detection prefix still held is raw data (forced framed: a breach).
-                        return self.decide_raw().map(|ending| match ending {
-                            Some(ending) => Step::Stop(Last::Session(ending)),
-                            None => Step::Again,
-                        });
-                    }
-                    Ok(got) => got,
+                let read = match self
+                    .peer
+                    .read(&mut scratch[..cap], self.input.is_draining())
+                {
+                    Ok(read) => read,
                     Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                        if matches!(self.input, Input::Draining { .. }) {
+                        if self.input.is_draining() {
                             // Everything queued at the signal has been read.
-                            self.drain_spent();
+                            return Ok(self.drain_spent());
                         }
                         return Ok(Step::Again);
                     }
                     Err(e) => return Err(e),
                 };
-                let n = got.len;
-                self.input.consumed(n);
-                let mut note = None;
-                if !got.fds.is_empty() {
-                    if echo_log::enabled() {
-                        // What this read brought, not everything still held.
-                        note = Some(got.fds.describe());
-                    }
-                    let passing = self.passing.get_or_insert_with(Box::default);
-                    passing.last = got.fds.len();
-                    passing.held.append(got.fds);
+                if read.len == 0 {
+                    self.input = Input::Eof;
+                    // A detection prefix still held is raw data (forced framed: a breach).
+                    return Ok(self.decide_raw()?.map_or(Step::Again, Step::Stop));
                 }
-                let chunk = &scratch[..n];
+                self.input.consumed(read.len);
+                let mut note = read.note;
+                let chunk = &scratch[..read.len];
                 let plan = self.plan(chunk, &mut note);
                 if let Some(note) = note {
                     // Nothing of this read was shown (a control frame, a held prefix).
                     echo_log::log_with(&[], Some(&note));
                 }
-                self.send(chunk, &plan)?;
-                if got.truncated {
-                    let ending = self.truncated(room, held_before);
-                    return Ok(Step::Stop(Last::Session(plan.ending.unwrap_or(ending))));
+                self.peer
+                    .write(plan.before.as_slice(), &chunk[plan.echo.clone()])?;
+                if let Some(end) = plan.ending.or_else(|| read.truncated.map(|t| t.end())) {
+                    return Ok(Step::Stop(end));
                 }
-                if let Some(ending) = plan.ending {
-                    return Ok(Step::Stop(Last::Session(ending)));
-                }
-                if emptied || !self.pending.is_empty() {
+                if read.emptied || self.peer.backed_up() {
                     return Ok(Step::Again);
+                }
+            }
+            Ok(Step::Yield)
+        })
+    }
+
+    /// Echoes seqpacket messages, each whole, until the queue is empty, an echo backs up (the
+    /// message stays queued), or a turn's worth is done.
+    fn echo_messages(&mut self) -> io::Result<Step> {
+        SCRATCH.with_borrow_mut(|scratch| {
+            for _ in 0..MESSAGES_PER_TURN {
+                if self.input.is_budgeted() && self.input.cap(usize::MAX) == 0 {
+                    return Ok(self.drain_spent());
+                }
+                let draining = self.input.is_draining();
+                let (len, truncated, note) = match self.peer.peek_message(scratch, draining)? {
+                    Peeked::Message {
+                        len,
+                        truncated,
+                        note,
+                    } => (len, truncated, note),
+                    Peeked::Eof => return Ok(Step::Stop(End::PeerDone)),
+                    // Draining: an empty queue means everything sent before the signal is back.
+                    Peeked::Empty if draining => return Ok(self.drain_spent()),
+                    Peeked::Empty => return Ok(Step::Again),
+                };
+                let whole;
+                let message: &[u8] = if len <= scratch.len() {
+                    &scratch[..len]
+                } else {
+                    whole = self.peer.peek_whole(len)?;
+                    &whole
+                };
+                let refused = match self.peer.send_message(message)? {
+                    Sent::Echoed { refused } => refused,
+                    Sent::Blocked => return Ok(Step::Again),
+                };
+                if echo_log::enabled() {
+                    echo_log::log_with(&[message], note.as_deref());
+                }
+                // Echoed: now off the queue.
+                self.peer.take_message(refused)?;
+                self.input.consumed(len.max(1));
+                self.alive();
+                if let Some(truncation) = truncated {
+                    return Ok(Step::Stop(truncation.end()));
                 }
             }
             Ok(Step::Yield)
@@ -516,7 +414,7 @@ impl Handler {
     fn plan(&mut self, chunk: &[u8], note: &mut Option<String>) -> Plan {
         let logging = echo_log::enabled();
         match &mut self.protocol {
-            Protocol::Raw => {
+            Protocol::Raw | Protocol::Messages => {
                 self.alive();
                 if logging {
                     echo_log::log_with(&[chunk], note.take().as_deref());
@@ -539,22 +437,17 @@ impl Handler {
                 self.alive();
                 match verdict {
                     Verdict::Undecided => Plan::default(),
-                    Verdict::Raw { held } => match self.settings.mode {
-                        Mode::Framed => Plan {
-                            ending: Some(Ending::Breach(Box::new(Breach::not_framed()))),
-                            ..Plan::default()
-                        },
-                        _ => {
-                            self.protocol = Protocol::Raw;
-                            if logging {
-                                echo_log::log_with(
-                                    &[held.as_slice(), chunk],
-                                    note.take().as_deref(),
-                                );
-                            }
-                            raw::feed(chunk.len(), held)
-                        }
+                    Verdict::Raw { .. } if self.settings.mode == Mode::Framed => Plan {
+                        ending: Some(End::Breach(Box::new(Breach::not_framed()))),
+                        ..Plan::default()
                     },
+                    Verdict::Raw { held } => {
+                        self.protocol = Protocol::Raw;
+                        if logging {
+                            echo_log::log_with(&[held.as_slice(), chunk], note.take().as_deref());
+                        }
+                        raw::feed(chunk.len(), held)
+                    }
                     Verdict::Framed { at } => {
                         let session = Session::new(self.settings.max_frame, self.settings.agent);
                         self.protocol = Protocol::Framed(session);
@@ -569,7 +462,7 @@ impl Handler {
 
     /// Detection gives up (pause, EOF, shutdown) with bytes held: they are raw data, echoed
     /// now (forced framed mode: a breach). With nothing held there is nothing to decide.
-    fn decide_raw(&mut self) -> io::Result<Option<Ending>> {
+    fn decide_raw(&mut self) -> io::Result<Option<End>> {
         let Protocol::Detecting(detector) = &self.protocol else {
             return Ok(None);
         };
@@ -578,200 +471,20 @@ impl Handler {
             return Ok(None);
         }
         if self.settings.mode == Mode::Framed {
-            return Ok(Some(Ending::Breach(Box::new(Breach::not_framed()))));
+            return Ok(Some(End::Breach(Box::new(Breach::not_framed()))));
         }
         if echo_log::enabled() {
             echo_log::log(&[held.as_slice()]);
         }
         self.protocol = Protocol::Raw;
-        self.send(&[], &raw::feed(0, held))?;
+        self.peer.write(held.as_slice(), &[])?;
         Ok(None)
     }
-
-    /// Writes what `plan` says for `chunk` as far as the socket takes it; the rest goes to
-    /// `pending`. Called only while `pending` is empty.
-    fn send(&mut self, chunk: &[u8], plan: &Plan) -> io::Result<()> {
-        let before = plan.before.as_slice();
-        let echo = &chunk[plan.echo.clone()];
-        if before.is_empty() && echo.is_empty() {
-            return Ok(());
-        }
-        // Straight to the kernel, no readiness needed: EAGAIN only means "keep the rest".
-        // Descriptors held go with the first bytes written.
-        let fd = self.socket().get_ref().as_fd();
-        let both = [IoSlice::new(before), IoSlice::new(echo)];
-        let slices = if before.is_empty() {
-            &both[1..]
-        } else {
-            &both[..]
-        };
-        let mut sent = descriptors::send(fd, slices, self.held(), SEND_FLAGS, None);
-        if let Err(e) = sent
-            && self.refused(e)
-        {
-            let fd = self.socket().get_ref().as_fd();
-            sent = descriptors::send(fd, slices, self.held(), SEND_FLAGS, None);
-        }
-        let written = match sent {
-            Ok(n) => n,
-            Err(rustix::io::Errno::AGAIN) => 0,
-            Err(e) => return Err(self.send_failed(e.into())),
-        };
-        if written > 0 {
-            self.carried();
-        }
-        if written < before.len() {
-            self.pending.extend_from_slice(&before[written..]);
-            self.pending.extend_from_slice(echo);
-        } else if written - before.len() < echo.len() {
-            self.pending
-                .extend_from_slice(&echo[written - before.len()..]);
-        }
-        Ok(())
-    }
-
-    /// Writes `pending` out as far as the socket takes it; every byte written is a sign of
-    /// life. Ready once everything is out.
-    fn poll_flush(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        if !self.watching_writes {
-            self.watch_writes()?;
-        }
-        while !self.pending.is_empty() {
-            let mut ready = ready!(self.socket().poll_write_ready(cx))?;
-            let (pending, held) = (&self.pending, self.held());
-            match ready.try_io(|fd| {
-                descriptors::send(
-                    fd.get_ref().as_fd(),
-                    &[IoSlice::new(pending)],
-                    held,
-                    SEND_FLAGS,
-                    None,
-                )
-                .map_err(io::Error::from)
-            }) {
-                Ok(Ok(written)) => {
-                    self.pending.advance(written);
-                    self.carried();
-                    self.alive();
-                }
-                Ok(Err(e))
-                    if e.raw_os_error()
-                        .map(rustix::io::Errno::from_raw_os_error)
-                        .is_some_and(|e| self.refused(e)) => {}
-                Ok(Err(e)) => return Poll::Ready(Err(self.send_failed(e))),
-                Err(_would_block) => {}
-            }
-        }
-        // Give back the memory a slow reader made us hold.
-        self.pending = BytesMut::new();
-        Poll::Ready(Ok(()))
-    }
-
-    /// Registers the socket for writability too: an echo has backed up, so this peer reads
-    /// slower than it writes, and will likely do so again. The same descriptor is registered
-    /// again (no `dup`: it must work when descriptors have run out).
-    fn watch_writes(&mut self) -> io::Result<()> {
-        let fd = self
-            .stream
-            .take()
-            .expect("the socket is present outside watch_writes")
-            .into_inner();
-        self.stream = Some(crate::registration::register_for(
-            fd,
-            READS | Interest::WRITABLE,
-        )?);
-        self.watching_writes = true;
-        Ok(())
-    }
-
-    /// Closes the socket: away from this thread when input is still queued, or the peer has
-    /// passed descriptors, since what is queued may carry some whose last close could wait
-    /// (`descriptors::close_aside`).
-    fn close_socket(&mut self) {
-        if let Some(stream) = self.stream.take()
-            && (self.passing.is_some() || super::queued(stream.get_ref()) > 0)
-        {
-            descriptors::close_aside(vec![stream.into_inner()]);
-        }
-    }
-
-    /// Whether a short read may stop before the end of what is queued for a reason the read
-    /// itself does not show: an out-of-band byte waits (a read stops at its mark, and the
-    /// kernel reports the byte as priority readiness), or the peer half-closed (its EOF is
-    /// read anyway). Then readiness is cleared only by the read that returns EAGAIN.
-    fn may_stop_short(&self) -> bool {
-        // `try_io` calls the closure only if priority (or read-closed) readiness is set.
-        self.socket().try_io(Interest::PRIORITY, |_| Ok(())).is_ok()
-    }
-
-    /// Descriptors waiting for bytes to carry them back.
-    fn held(&self) -> &Passed {
-        self.passing.as_ref().map_or(&NOTHING_HELD, |p| &p.held)
-    }
-
-    /// Bytes went out, carrying the held descriptors: the kernel has its own references now.
-    fn carried(&mut self) {
-        if let Some(passing) = &mut self.passing {
-            passing.held.sent();
-        }
-    }
-
-    /// How many descriptors the next read may take: what the process can spare, and no more
-    /// than one message's worth with those already held.
-    fn room(&self) -> usize {
-        descriptors::room().min(MAX_PER_READ - self.held().len())
-    }
-
-    /// The kernel refused the held descriptors (`Passed::refused`): they are closed with a
-    /// log line, and `true` says to send the bytes again without them.
-    fn refused(&mut self, e: rustix::io::Errno) -> bool {
-        self.passing.as_mut().is_some_and(|p| p.held.refused(e))
-    }
-
-    /// A send failed. If it carried descriptors, say so.
-    fn send_failed(&mut self, e: io::Error) -> io::Error {
-        if let Some(passing) = &mut self.passing {
-            let why = format!("sending them back failed: {e}");
-            passing.held.lose(&why);
-        }
-        e
-    }
-
-    /// The kernel closed descriptors the peer passed with the last read (`MSG_CTRUNC`): the
-    /// connection ends with an error saying why, and a log line.
-    /// `room` is what the read could take; `held` what the connection held before it.
-    fn truncated(&self, room: usize, held: usize) -> Ending {
-        let why = if held > 0 && room == MAX_PER_READ - held {
-            format!(
-                "it already held {held} waiting for an echo to carry them, and a connection \
-                 holds at most {MAX_PER_READ}"
-            )
-        } else if room < MAX_PER_READ {
-            format!("it had room for {room} more (near its descriptor limit)")
-        } else {
-            "it reached its descriptor limit while taking them".to_owned()
-        };
-        let message =
-            format!("the server could not take the descriptors passed with this data: {why}");
-        tracing::warn!("{message}; ending the connection");
-        Ending::Truncated(Box::new(Breach {
-            code: udsecho_proto::ErrorCode::DescriptorsTruncated,
-            message,
-        }))
-    }
-
-    /// The registered socket.
-    fn socket(&self) -> &AsyncFd<OwnedFd> {
-        self.stream
-            .as_ref()
-            .expect("the socket is present outside watch_writes")
-    }
 }
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use bytes::Bytes;
+    use bytes::{Bytes, BytesMut};
     use std::time::Duration;
     use tokio::io::AsyncWriteExt;
     use tokio::net::UnixStream;
@@ -792,7 +505,7 @@ mod tests {
         let slot = Arc::new(tokio::sync::Semaphore::new(1))
             .try_acquire_owned()
             .unwrap();
-        let task = serve(a, settings, &Shutdown::new(), slot);
+        let task = serve(a, Kind::Stream, settings, &Shutdown::new(), slot);
         let (task, handler) = (std::mem::size_of_val(&task), std::mem::size_of::<Handler>());
         // 216: one word more (224) took the task's allocation past what 10,000 idle
         // connections may cost (memory.rs: 1,135 bytes each against 1,024).
@@ -825,7 +538,7 @@ mod tests {
         let slot = Arc::new(tokio::sync::Semaphore::new(1))
             .try_acquire_owned()
             .unwrap();
-        let task = tokio::spawn(serve(server, settings, &shutdown, slot));
+        let task = tokio::spawn(serve(server, Kind::Stream, settings, &shutdown, slot));
         (peer, task, shutdown)
     }
 

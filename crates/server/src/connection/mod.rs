@@ -2,11 +2,15 @@
 //!
 //! | file | holds |
 //! |---|---|
-//! | `handler.rs` | the [`Handler`](handler::Handler) of a stream connection: its state and its loop (read into the scratch buffer, ask the protocol, write, backpressure, the drain) |
-//! | `handler/endings.rs` | how a stream connection ends: Goodbye, Error, the half-close, the linger |
-//! | `plan.rs` | what the protocols answer the handler: a `Plan` per chunk, an `Ending`, a `Breach`; and how a connection `End`ed (a leaf) |
-//! | `detect.rs`, `raw.rs`, `framed.rs` | the protocols, as state machines over chunks: no socket, no buffer |
-//! | `seqpacket.rs` | one seqpacket connection: messages, not bytes |
+//! | `handler.rs` | the [`Handler`](handler::Handler): the connection's protocol, how much input is left, its timers, and its loop (read into the scratch buffer, ask the protocol, have the peer write, the drain) |
+//! | `peer.rs` | the [`Peer`](peer::Peer): the socket and everything that crosses it — reads with their descriptors, writes that carry them back, the backlog, the half-close, the close |
+//! | `ending.rs` | the last words: Goodbye, Error, the half-close, the linger |
+//! | `input.rs` | how much input is left (open, draining, finishing a frame, EOF, drained) |
+//! | `plan.rs` | what the protocols answer the handler: a `Plan` per chunk, a `Breach`, and how a connection `End`s (a leaf) |
+//! | `detect.rs`, `raw.rs`, `framed.rs` | the stream protocols, as state machines over chunks: no socket, no buffer |
+//!
+//! A seqpacket connection runs the same handler with its own protocol (`Messages`: each
+//! message back whole), so the drain, the idle timeout and backpressure exist once.
 //!
 //! Invariants:
 //! - **Nothing lost**: every byte read is either echoed (raw, Data frames, bytes held while
@@ -21,19 +25,22 @@
 //!   read stops being read from.
 
 mod detect;
+mod ending;
 mod framed;
 mod handler;
+mod input;
+mod passing;
+mod peer;
 mod plan;
 mod raw;
-pub(crate) mod seqpacket;
 
 use std::cell::RefCell;
-use std::os::fd::OwnedFd;
 use std::time::Duration;
 
 use crate::config::Mode;
 
 pub(crate) use self::handler::serve;
+pub(crate) use self::peer::Kind;
 
 /// Size of the per-thread scratch buffer reads land in.
 const SCRATCH_LEN: usize = 64 * 1024;
@@ -52,13 +59,4 @@ pub(crate) struct Settings {
     pub(crate) idle_timeout: Option<Duration>,
     /// Our name in the Hello answer.
     pub(crate) agent: &'static str,
-}
-
-/// What the peer has sent that is still queued in the socket: what a drain reads. If the
-/// kernel will not say, everything until the socket is empty.
-fn queued(socket: &OwnedFd) -> usize {
-    rustix::io::ioctl_fionread(socket)
-        .ok()
-        .and_then(|n| usize::try_from(n).ok())
-        .unwrap_or(usize::MAX)
 }

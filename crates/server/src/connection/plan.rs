@@ -1,5 +1,5 @@
 //! What the protocols tell the handler: for each chunk of input, a [`Plan`] (what goes back,
-//! and whether the session ends with it), and at the end of a connection, how it [`End`]ed.
+//! and whether the session ends with it), and how a connection [`End`]s.
 //!
 //! A leaf: the protocols (`detect`, `raw`, `framed`) and the handler meet here, and it imports
 //! nothing from the crate.
@@ -9,19 +9,42 @@ use std::ops::Range;
 use bytes::Bytes;
 use udsecho_proto::{ErrorCode, ProtoError};
 
-/// How a connection ended, for the log.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// How a connection ends: what its reading phase or its protocol decided, and so what is
+/// left to say before the close. One type from the protocol's verdict to the log line.
+#[derive(Debug)]
 pub(crate) enum End {
-    /// The peer closed (or said Goodbye) and got everything back.
-    PeerDone,
-    /// The server shut down and the connection was drained.
-    Drained,
-    /// Nothing moved for `--idle-timeout`.
-    Idle,
-    /// The peer broke the protocol and got an Error frame.
-    Breach,
-    /// The shutdown timeout passed (or a second signal came) before it was drained.
+    /// A forced shutdown (the shutdown timeout, or a second signal): close now.
     Cut,
+    /// The peer half-closed and everything it sent was echoed: close.
+    PeerDone,
+    /// Everything due at shutdown was echoed: close (raw), or Goodbye (framed).
+    Drained,
+    /// Nothing moved for `--idle-timeout`: Goodbye where a frame may start, else close.
+    Idle,
+    /// The peer said Goodbye: answer it, then close.
+    PeerGoodbye,
+    /// The peer sent an Error: it is leaving; so do we, without a word.
+    PeerError,
+    /// The peer broke a rule: Error frame, then close. Boxed: rare, and it would make every
+    /// `Plan` and the connection's future larger.
+    Breach(Box<Breach>),
+    /// The peer passed descriptors the server could not take (`MSG_CTRUNC`): the kernel closed
+    /// them. The bytes are echoed; then an Error frame where a frame may start (framed), and
+    /// close.
+    Truncated(Box<Breach>),
+}
+
+impl End {
+    /// The end's name in the `closed` log line.
+    pub(crate) fn name(&self) -> &'static str {
+        match self {
+            End::Cut => "cut: shutdown timeout",
+            End::PeerDone | End::PeerGoodbye | End::PeerError => "peer done",
+            End::Drained => "drained",
+            End::Idle => "idle timeout",
+            End::Breach(_) | End::Truncated(_) => "protocol error",
+        }
+    }
 }
 
 /// What to send back for one chunk of input: `before`, then the chunk's bytes in `echo`; and
@@ -30,7 +53,7 @@ pub(crate) enum End {
 pub(crate) struct Plan {
     pub(crate) before: Before,
     pub(crate) echo: Range<usize>,
-    pub(crate) ending: Option<Ending>,
+    pub(crate) ending: Option<End>,
 }
 
 /// Bytes that go out before a chunk's echo.
@@ -62,22 +85,6 @@ impl Before {
             Before::Reply(bytes) => bytes,
         }
     }
-}
-
-/// Why a framed session ends before its input does.
-#[derive(Debug)]
-pub(crate) enum Ending {
-    /// The peer said Goodbye: answer it, then close.
-    PeerGoodbye,
-    /// The peer sent an Error: it is leaving; so do we, without a word.
-    PeerError,
-    /// The peer broke a rule: Error frame, then close. Boxed: rare, and it would make every
-    /// `Plan` and the connection's future larger.
-    Breach(Box<Breach>),
-    /// The peer passed descriptors the server could not take (`MSG_CTRUNC`): the kernel closed
-    /// them. The bytes are echoed; then an Error frame where a frame may start (framed), and
-    /// close.
-    Truncated(Box<Breach>),
 }
 
 /// A broken protocol rule, as the Error frame will state it.

@@ -1,0 +1,248 @@
+//! The `recvmsg` and `sendmsg` that carry descriptors (`SCM_RIGHTS`) and credentials.
+
+use std::io::{IoSlice, IoSliceMut};
+use std::mem::MaybeUninit;
+use std::os::fd::{AsFd, BorrowedFd};
+
+use rustix::net::{
+    RecvAncillaryBuffer, RecvAncillaryMessage, RecvFlags, ReturnFlags, SendAncillaryBuffer,
+    SendAncillaryMessage, SendFlags, UCred,
+};
+
+use super::{MAX_PER_READ, Passed};
+
+/// Room for the control messages of one read: credentials and a message's worth of
+/// descriptors, aligned for `cmsghdr` so the whole buffer is usable.
+#[repr(C, align(8))]
+struct Space([MaybeUninit<u8>; SPACE]);
+
+const SPACE: usize = rustix::cmsg_space!(ScmCredentials(1), ScmRights(MAX_PER_READ));
+const CREDS_SPACE: usize = rustix::cmsg_space!(ScmCredentials(1));
+
+/// The control length that takes exactly `n` descriptors (`CMSG_LEN(n * sizeof(int))`): the
+/// kernel fills what the buffer holds, so `CMSG_SPACE`'s padding would take a 254th after an
+/// odd number, and any room meant for credentials that do not come would take eight more.
+const fn rights_len(n: usize) -> usize {
+    if n == 0 {
+        0
+    } else {
+        let header = 16;
+        header + n * 4
+    }
+}
+
+/// What one read brought besides its bytes.
+#[derive(Debug, Default)]
+pub(crate) struct Received {
+    /// Bytes read.
+    pub(crate) len: usize,
+    /// The descriptors that came with them.
+    pub(crate) fds: Passed,
+    /// The sender's credentials, when asked for (`SO_PASSCRED`).
+    pub(crate) creds: Option<UCred>,
+    /// The kernel closed descriptors that did not fit (`MSG_CTRUNC`): `room` was too small
+    /// for what the peer sent, or the process reached its limit while taking them.
+    pub(crate) truncated: bool,
+    /// The datagram or record was longer than the buffer (`MSG_TRUNC`).
+    pub(crate) cut: bool,
+}
+
+impl Received {
+    /// Whether this read proves the socket's queue empty, as a read returning EAGAIN would:
+    /// shorter than `asked`, and not stopped early by the kernel for a reason of its own —
+    /// after a chunk that carried descriptors, where the writer's credentials change (with
+    /// `SO_PASSCRED`), at a truncation. (A read also stops at an out-of-band mark: that
+    /// shows in the socket's readiness, not here, and is the caller's to rule out.)
+    pub(crate) fn emptied(&self, asked: usize) -> bool {
+        self.len > 0
+            && self.len < asked
+            && self.fds.is_empty()
+            && self.creds.is_none()
+            && !self.truncated
+    }
+}
+
+/// `recvmsg` into `buf`, with room for exactly `room` descriptors (more are truncated), and for
+/// credentials when `creds` (only on a socket with `SO_PASSCRED`, where they always come).
+///
+/// The value is kept small (no sender address): it is moved out of every read of every
+/// connection. Datagrams, which need the address, use [`recv_from`].
+pub(crate) fn recv(
+    fd: BorrowedFd<'_>,
+    buf: &mut [u8],
+    flags: RecvFlags,
+    room: usize,
+    creds: bool,
+) -> rustix::io::Result<Received> {
+    recv_from(fd, buf, flags, room, creds).map(|(received, _)| received)
+}
+
+/// [`recv`], and the sender's address.
+#[inline(always)]
+pub(crate) fn recv_from(
+    fd: BorrowedFd<'_>,
+    buf: &mut [u8],
+    flags: RecvFlags,
+    room: usize,
+    creds: bool,
+) -> rustix::io::Result<(Received, Option<rustix::net::SocketAddrAny>)> {
+    let mut space = Space([MaybeUninit::uninit(); SPACE]);
+    // Credentials come first when asked for: callers ask only on sockets that pass them
+    // (`SO_PASSCRED`), so their room is never taken by descriptors.
+    let len = if creds { CREDS_SPACE } else { 0 } + rights_len(room.min(MAX_PER_READ));
+    let mut control = RecvAncillaryBuffer::new(&mut space.0[..len]);
+    let got = rustix::net::recvmsg(
+        fd,
+        &mut [IoSliceMut::new(buf)],
+        &mut control,
+        flags | RecvFlags::CMSG_CLOEXEC,
+    )?;
+    let mut received = Received {
+        len: got.bytes,
+        truncated: got.flags.contains(ReturnFlags::CTRUNC),
+        cut: got.flags.contains(ReturnFlags::TRUNC),
+        ..Received::default()
+    };
+    let mut fds = Vec::new();
+    for message in control.drain() {
+        match message {
+            RecvAncillaryMessage::ScmRights(rights) => fds.extend(rights),
+            RecvAncillaryMessage::ScmCredentials(ucred) => received.creds = Some(ucred),
+            _ => {}
+        }
+    }
+    if !fds.is_empty() {
+        received.fds = Passed::take(fds);
+    }
+    Ok((received, got.address))
+}
+
+/// `sendmsg` of `bufs` carrying `fds` (none: a plain send of one buffer), to `to` if given.
+pub(crate) fn send(
+    fd: BorrowedFd<'_>,
+    bufs: &[IoSlice<'_>],
+    fds: &Passed,
+    flags: SendFlags,
+    to: Option<&rustix::net::SocketAddrUnix>,
+) -> rustix::io::Result<usize> {
+    if fds.is_empty() {
+        return match (bufs, to) {
+            ([one], None) => rustix::net::send(fd, one, flags),
+            ([one], Some(to)) => rustix::net::sendto(fd, one, flags, to),
+            (bufs, None) => {
+                rustix::net::sendmsg(fd, bufs, &mut SendAncillaryBuffer::default(), flags)
+            }
+            (bufs, Some(to)) => {
+                rustix::net::sendmsg_addr(fd, to, bufs, &mut SendAncillaryBuffer::default(), flags)
+            }
+        };
+    }
+    let borrowed: Vec<BorrowedFd<'_>> = fds.0.iter().map(|fd| fd.as_fd()).collect();
+    let mut space = Space([MaybeUninit::uninit(); SPACE]);
+    let mut control = SendAncillaryBuffer::new(&mut space.0);
+    let pushed = control.push(SendAncillaryMessage::ScmRights(&borrowed));
+    debug_assert!(pushed, "the buffer holds MAX_PER_READ descriptors");
+    match to {
+        None => rustix::net::sendmsg(fd, bufs, &mut control, flags),
+        Some(to) => rustix::net::sendmsg_addr(fd, to, bufs, &mut control, flags),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::{Read, Seek, Write};
+    use std::os::unix::net::UnixStream;
+
+    fn pass(from: &UnixStream, bytes: &[u8], fds: &[BorrowedFd<'_>]) {
+        let mut space = Space([MaybeUninit::uninit(); SPACE]);
+        let mut control = SendAncillaryBuffer::new(&mut space.0);
+        assert!(control.push(SendAncillaryMessage::ScmRights(fds)));
+        rustix::net::sendmsg(
+            from,
+            &[IoSlice::new(bytes)],
+            &mut control,
+            SendFlags::empty(),
+        )
+        .unwrap();
+    }
+
+    #[test]
+    fn descriptors_come_in_with_their_read_and_go_back_with_a_send() {
+        let (peer, server) = UnixStream::pair().unwrap();
+        let mut file = tempfile::tempfile().unwrap();
+        file.write_all(b"0123456789").unwrap();
+        pass(&peer, b"hello", &[file.as_fd(), peer.as_fd()]);
+
+        let mut buf = [0u8; 64];
+        let mut got = recv(server.as_fd(), &mut buf, RecvFlags::empty(), 253, false).unwrap();
+        assert_eq!((got.len, got.fds.len(), got.truncated), (5, 2, false));
+        assert!(
+            got.fds.describe().starts_with("2 descriptors: file "),
+            "{}",
+            got.fds.describe()
+        );
+        assert!(got.fds.describe().ends_with(", socket (unix stream)"));
+
+        send(
+            server.as_fd(),
+            &[IoSlice::new(&buf[..5])],
+            &got.fds,
+            SendFlags::empty(),
+            None,
+        )
+        .unwrap();
+        got.fds.returned();
+        let back = recv(peer.as_fd(), &mut buf, RecvFlags::empty(), 253, false).unwrap();
+        assert_eq!(back.fds.len(), 2);
+        // The same open file description: moving one offset moves the other's.
+        let mut again = std::fs::File::from(back.fds.0[0].try_clone().unwrap());
+        again.seek(std::io::SeekFrom::Start(3)).unwrap();
+        let mut rest = String::new();
+        file.read_to_string(&mut rest).unwrap();
+        assert_eq!(rest, "3456789");
+    }
+
+    /// Reviewer F8: 253 descriptors of a file whose name is 200 control characters made one
+    /// `-v` note of 4.7 MB. The note's size must not follow the peer's.
+    #[test]
+    fn a_note_on_many_long_named_descriptors_stays_short() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("\u{1}".repeat(200));
+        let file = std::fs::File::create(&path).unwrap();
+        let (peer, server) = UnixStream::pair().unwrap();
+        pass(&peer, b"x", &[file.as_fd(); MAX_PER_READ]);
+        let mut buf = [0u8; 8];
+        let got = recv(server.as_fd(), &mut buf, RecvFlags::empty(), 253, false).unwrap();
+        assert_eq!(got.fds.len(), MAX_PER_READ);
+        let note = got.fds.describe();
+        assert!(note.len() < 1024, "{} bytes: {note}", note.len());
+        assert!(note.starts_with("253 descriptors: file "), "{note}");
+        assert!(note.contains(r"\u{1}\u{1}"), "escaped: {note}");
+        assert!(note.ends_with(" more"), "{note}");
+    }
+
+    #[test]
+    fn a_read_without_room_is_truncated_and_says_so() {
+        let (peer, server) = UnixStream::pair().unwrap();
+        let file = tempfile::tempfile().unwrap();
+        pass(&peer, b"x", &[file.as_fd(), file.as_fd(), file.as_fd()]);
+        let mut buf = [0u8; 8];
+        let got = recv(server.as_fd(), &mut buf, RecvFlags::empty(), 1, false).unwrap();
+        assert_eq!(got.len, 1);
+        assert!(got.truncated);
+        assert!(got.fds.len() < 3);
+    }
+
+    #[test]
+    fn closing_what_a_read_brought_lets_all_of_it_go() {
+        let (peer, server) = UnixStream::pair().unwrap();
+        let file = tempfile::tempfile().unwrap();
+        pass(&peer, b"x", &[file.as_fd(); 5]);
+        let mut buf = [0u8; 8];
+        let mut got = recv(server.as_fd(), &mut buf, RecvFlags::empty(), 253, false).unwrap();
+        assert_eq!(got.fds.len(), 5);
+        got.fds.close();
+        assert!(got.fds.is_empty());
+    }
+}
