@@ -7,8 +7,8 @@ use std::time::Duration;
 use clap::parser::ValueSource;
 use clap::{ArgAction, CommandFactory, FromArgMatches, Parser, ValueEnum};
 use udsecho_server::{
-    Config, DEFAULT_MAX_CONNECTIONS, DEFAULT_SHUTDOWN_TIMEOUT, DEFAULT_SOCKET_MODE, Mode,
-    SocketAddress, SocketType,
+    Config, DEFAULT_BUSY_POLL, DEFAULT_MAX_CONNECTIONS, DEFAULT_SHUTDOWN_TIMEOUT,
+    DEFAULT_SOCKET_MODE, Mode, SocketAddress, SocketType,
 };
 
 use crate::generate::Docs;
@@ -87,6 +87,14 @@ pub(crate) struct Cli {
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..=1024))]
     threads: Option<u16>,
 
+    /// After its last echo, a serving thread keeps polling for new events this long at most
+    /// before it sleeps, so a client that waits for each answer gets the next one without a
+    /// wake-up (up to 1s; 0: sleep at once). The cost: up to this much of a core after each
+    /// burst of traffic, on the threads that served it; the window shrinks to nothing when
+    /// messages come farther apart, and an idle server never polls
+    #[arg(long, value_name = "DUR", default_value_t = DEFAULT_BUSY_POLL.into(), value_parser = parse_busy_poll)]
+    busy_poll: humantime::Duration,
+
     /// Log more: -v shows connections and each echo (`echo: ...`), -vv everything
     #[arg(short, long, action = ArgAction::Count, conflicts_with = "quiet")]
     verbose: u8,
@@ -132,6 +140,15 @@ fn parse_duration(s: &str) -> Result<Duration, String> {
 /// the default in `--help` as the config states it.
 fn parse_shutdown_timeout(s: &str) -> Result<humantime::Duration, String> {
     parse_duration(s).map(humantime::Duration::from)
+}
+
+/// `--busy-poll`: zero (off) up to a second.
+fn parse_busy_poll(s: &str) -> Result<humantime::Duration, String> {
+    let d = parse_duration(s)?;
+    if d > Duration::from_secs(1) {
+        return Err("must be at most 1s (0 turns polling off)".to_owned());
+    }
+    Ok(d.into())
 }
 
 fn parse_positive_duration(s: &str) -> Result<Duration, String> {
@@ -215,6 +232,7 @@ impl Cli {
         config.threads = self
             .threads
             .map_or_else(udsecho_server::default_threads, usize::from);
+        config.busy_poll = *self.busy_poll;
         config
     }
 

@@ -158,6 +158,12 @@ pub const DEFAULT_SOCKET_MODE: u32 = 0o600;
 /// Connections served at once unless `--max-connections` says otherwise.
 pub const DEFAULT_MAX_CONNECTIONS: u32 = 16_384;
 
+/// The longest a serving thread polls after its last echo unless `--busy-poll` says
+/// otherwise: long enough to catch the next message of a client that blocks for each answer
+/// (tens of microseconds on a busy machine), short enough to be nothing beside a wake-up's
+/// worth of work when nothing comes.
+pub const DEFAULT_BUSY_POLL: Duration = Duration::from_micros(100);
+
 /// How long a graceful shutdown may drain unless `--shutdown-timeout` says otherwise.
 pub const DEFAULT_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -187,6 +193,9 @@ pub struct Config {
     /// connections (the caller's thread is the first). [`Config::new`] gives 1; the binary's
     /// default is [`default_threads`].
     pub threads: usize,
+    /// How long a serving thread may keep polling for new events after its last echo before
+    /// it sleeps (the longest window; it adapts below that). Zero: it sleeps at once.
+    pub busy_poll: Duration,
 }
 
 impl Config {
@@ -203,6 +212,7 @@ impl Config {
             socket_mode: DEFAULT_SOCKET_MODE,
             allow_uids: Vec::new(),
             threads: 1,
+            busy_poll: DEFAULT_BUSY_POLL,
         }
     }
 }

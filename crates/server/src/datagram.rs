@@ -399,6 +399,7 @@ fn answer_queued(
         // or closed and counted in the drop report.
         drops.passed_now = msg.fds.len();
         answer_one(socket, config, drops, names.as_mut(), buf, &mut msg, from);
+        crate::busy_poll::worked();
         drops.passed_now = 0;
         msg.fds.close();
     }

@@ -19,6 +19,7 @@
 //! # Ok(()) }
 //! ```
 
+mod busy_poll;
 mod config;
 mod connection;
 mod datagram;
@@ -37,9 +38,9 @@ mod unix_diag;
 mod workers;
 
 pub use crate::config::{
-    Config, DEFAULT_MAX_CONNECTIONS, DEFAULT_SHUTDOWN_TIMEOUT, DEFAULT_SOCKET_MODE,
-    DEFAULT_SOCKET_NAME, MAX_SOCKET_PATH, Mode, SocketAddress, SocketType, default_socket_dir,
-    default_threads,
+    Config, DEFAULT_BUSY_POLL, DEFAULT_MAX_CONNECTIONS, DEFAULT_SHUTDOWN_TIMEOUT,
+    DEFAULT_SOCKET_MODE, DEFAULT_SOCKET_NAME, MAX_SOCKET_PATH, Mode, SocketAddress, SocketType,
+    default_socket_dir, default_threads,
 };
 pub use crate::listen_error::ListenError;
 pub use crate::listener::{Inherited, Listener};

@@ -163,7 +163,10 @@ pub async fn run(
     // The serving threads of a listener live until the drain is over: their connections are
     // on them. A datagram socket or a single connection is served on this thread.
     let workers = matches!(socket, Socket::Stream(_) | Socket::Seqpacket(_))
-        .then(|| Workers::start(config.threads.max(1)));
+        .then(|| Workers::start(config.threads.max(1), config.busy_poll));
+    // This thread serves too (its share of the connections, a datagram socket, or the one
+    // connection handed over): it polls after its echoes like the others.
+    let poller = tokio::spawn(crate::busy_poll::run(config.busy_poll));
     crate::descriptors::count_own();
     let threads = match workers.as_ref().map_or(1, Workers::len) {
         1 => String::new(),
@@ -239,6 +242,7 @@ pub async fn run(
         shutdown.force();
         tracker.wait().await;
     }
+    poller.abort();
     drop(workers);
     drop(owned_file);
     tracing::info!("stopped");

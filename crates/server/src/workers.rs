@@ -17,6 +17,7 @@
 use std::io;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::thread;
+use std::time::Duration;
 
 use tokio::runtime::Handle;
 use tokio_util::sync::CancellationToken;
@@ -33,13 +34,14 @@ pub(crate) struct Workers {
 }
 
 impl Workers {
-    /// The caller's thread and `threads - 1` more. A thread that cannot be started is logged
-    /// and left out: the others serve.
-    pub(crate) fn start(threads: usize) -> Workers {
+    /// The caller's thread and `threads - 1` more, each polling for `busy_poll` after its
+    /// last echo (`busy_poll`; the caller's own poller is the caller's to start). A thread
+    /// that cannot be started is logged and left out: the others serve.
+    pub(crate) fn start(threads: usize, busy_poll: Duration) -> Workers {
         let stop = CancellationToken::new();
         let mut handles = vec![Handle::current()];
         for index in 1..threads {
-            match spawn(index, stop.clone()) {
+            match spawn(index, stop.clone(), busy_poll) {
                 Ok(handle) => handles.push(handle),
                 Err(e) => {
                     tracing::warn!("cannot start serving thread {index}: {e}; serving on fewer");
@@ -73,15 +75,18 @@ impl Drop for Workers {
     }
 }
 
-/// Starts serving thread `index`: a current-thread runtime that runs whatever is spawned on
-/// it until `stop`.
-fn spawn(index: usize, stop: CancellationToken) -> io::Result<Handle> {
+/// Starts serving thread `index`: a current-thread runtime, with its poller, that runs
+/// whatever is spawned on it until `stop`.
+fn spawn(index: usize, stop: CancellationToken, busy_poll: Duration) -> io::Result<Handle> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
     let handle = runtime.handle().clone();
     thread::Builder::new()
         .name(format!("udsecho-{index}"))
-        .spawn(move || runtime.block_on(stop.cancelled()))?;
+        .spawn(move || {
+            runtime.spawn(crate::busy_poll::run(busy_poll));
+            runtime.block_on(stop.cancelled());
+        })?;
     Ok(handle)
 }

@@ -17,6 +17,9 @@ use crate::tools::root;
 pub(crate) enum Contender {
     Udsecho,
     Epoll,
+    /// The epoll reference polling for 50 µs after its last event before it sleeps: the
+    /// fastest possible answer to a client that blocks for each one.
+    EpollPolling,
     Tokio,
     Go,
     Socat,
@@ -49,6 +52,7 @@ impl Contender {
         match self {
             Contender::Udsecho => "udsecho",
             Contender::Epoll => "epoll reference",
+            Contender::EpollPolling => "epoll reference, polling 50 µs",
             Contender::Tokio => "plain tokio",
             Contender::Go => "Go tutorial",
             Contender::Socat => "socat fork EXEC:cat",
@@ -62,7 +66,7 @@ impl Contender {
     pub(crate) fn role(self) -> Role {
         match self {
             Contender::Udsecho | Contender::ClientPipe => Role::Ours,
-            Contender::Epoll | Contender::NcPipe => Role::Reference,
+            Contender::Epoll | Contender::EpollPolling | Contender::NcPipe => Role::Reference,
             Contender::Loopback => Role::Headroom,
             Contender::Tokio | Contender::Go | Contender::Socat | Contender::SocatPipe => {
                 Role::Peer
@@ -115,6 +119,18 @@ impl Setup {
                     list.push(Contender::SocatPipe);
                 }
             }
+            // The reference that polls comes first: it is the one ratios are taken against.
+            Load::Blocking { .. } => {
+                list.extend([
+                    Contender::Udsecho,
+                    Contender::EpollPolling,
+                    Contender::Epoll,
+                    Contender::Tokio,
+                ]);
+                if self.go_echo.is_some() {
+                    list.push(Contender::Go);
+                }
+            }
             Load::Pingpong { .. } | Load::Stream { .. } | Load::Idle { .. } => {
                 list.extend([Contender::Udsecho, Contender::Epoll, Contender::Tokio]);
                 if self.go_echo.is_some() {
@@ -157,15 +173,18 @@ impl Setup {
                 }
                 c
             }
-            (Contender::Epoll | Contender::Tokio, _) => {
-                let program = if who == Contender::Epoll {
-                    &self.epoll_echo
-                } else {
+            (Contender::Epoll | Contender::EpollPolling | Contender::Tokio, _) => {
+                let program = if who == Contender::Tokio {
                     &self.tokio_echo
+                } else {
+                    &self.epoll_echo
                 };
                 let mut c = Command::new(program);
                 if let Some(n) = &threads {
                     c.args(["--threads", n]);
+                }
+                if who == Contender::EpollPolling {
+                    c.args(["--spin", "50"]);
                 }
                 c.arg(socket);
                 c

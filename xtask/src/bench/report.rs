@@ -98,7 +98,7 @@ impl Measured {
 
 fn per_unit(cpu: &loadgen::report::CpuUse, load: Load) -> Option<f64> {
     match load {
-        Load::Pingpong { .. } => cpu.us_per_round_trip,
+        Load::Pingpong { .. } | Load::Blocking { .. } => cpu.us_per_round_trip,
         Load::Stream { .. } => cpu.s_per_gb,
         Load::Idle { .. } | Load::Pipe { .. } => None,
     }
@@ -153,8 +153,9 @@ impl Row {
 }
 
 /// Columns of the server tables, in order.
-const SERVERS: [Contender; 5] = [
+const SERVERS: [Contender; 6] = [
     Contender::Udsecho,
+    Contender::EpollPolling,
     Contender::Epoll,
     Contender::Tokio,
     Contender::Go,
@@ -270,8 +271,9 @@ impl Results {
             md,
             "Machine: {}. Command: `{}`: {runs}. Load: `loadgen` (xtask/fixtures/loadgen), one \
              thread and one epoll set, every echoed byte verified; it shares the machine with \
-             the server. Ratios are udsecho ÷ the epoll reference and udsecho ÷ the best \
-             peer (plain tokio, Go, socat); whether above 1 is good depends on the table.\n",
+             the server. Ratios are udsecho ÷ the epoll reference (in the blocking-client rows, \
+             the reference that polls for 50 µs before it sleeps) and udsecho ÷ the best peer \
+             (plain tokio, Go, socat); whether above 1 is good depends on the table.\n",
             self.machine, self.command
         );
         md += &self.throughput_table();
@@ -345,7 +347,10 @@ impl Results {
     fn latency_table(&self) -> String {
         let mut t = Table::new(self.server_head(&["scenario"], &["p99 ÷ reference"]), 1);
         for row in self.server_rows() {
-            if !matches!(row.scenario.load, Load::Pingpong { .. }) {
+            if !matches!(
+                row.scenario.load,
+                Load::Pingpong { .. } | Load::Blocking { .. }
+            ) {
                 continue;
             }
             let pick = |f: fn(&loadgen::report::Latency) -> f64| {

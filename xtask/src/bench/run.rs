@@ -72,12 +72,16 @@ fn loadgen(
         }
     }
     let ms = |d: Duration| format!("{}ms", d.as_millis());
+    let window = match load {
+        Load::Blocking { every_ms: Some(_) } => plan.trickle_window,
+        _ => plan.window,
+    };
     cmd.args([
         "--json",
         "--warmup",
         &ms(plan.warmup),
         "--duration",
-        &ms(plan.window),
+        &ms(window),
     ]);
     let (mode, connections, size) = match load {
         Load::Pingpong {
@@ -92,6 +96,13 @@ fn loadgen(
             }
             ("pingpong", connections, size)
         }
+        Load::Blocking { every_ms } => {
+            cmd.arg("--blocking");
+            if let Some(every) = every_ms {
+                cmd.args(["--every", &format!("{every}ms")]);
+            }
+            ("pingpong", 1, 64)
+        }
         Load::Stream { connections, write } => ("stream", connections, write),
         Load::Idle { connections } => ("idle", connections, 1),
         Load::Pipe { .. } => return Err("the pipe scenario has no load generator".to_owned()),
@@ -105,7 +116,7 @@ fn loadgen(
         &size.to_string(),
     ]);
     // Connecting 10,000 sockets and the settle pauses come on top of the window.
-    let within = plan.warmup + plan.window + Duration::from_secs(120);
+    let within = plan.warmup + window + Duration::from_secs(120);
     let out =
         child::output_within(&mut cmd, b"", within).map_err(|e| format!("load generator: {e}"))?;
     if !out.status.success() {

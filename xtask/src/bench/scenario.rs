@@ -21,6 +21,10 @@ pub(crate) struct Plan {
     pub(crate) socat_max_connections: usize,
     /// Bytes piped through each client in the pipe scenario.
     pub(crate) pipe_bytes: u64,
+    /// The measured window of the trickle scenario (one round trip per millisecond: long
+    /// enough for thousands of samples).
+    #[serde(serialize_with = "seconds")]
+    pub(crate) trickle_window: Duration,
     pub(crate) quick: bool,
 }
 
@@ -38,6 +42,7 @@ impl Plan {
                 max_connections: 2_000,
                 socat_max_connections: 100,
                 pipe_bytes: 128 << 20,
+                trickle_window: Duration::from_secs(1),
                 quick,
             }
         } else {
@@ -48,6 +53,7 @@ impl Plan {
                 max_connections: 10_000,
                 socat_max_connections: 1_000,
                 pipe_bytes: 1 << 30,
+                trickle_window: Duration::from_secs(10),
                 quick,
             }
         }
@@ -71,6 +77,10 @@ pub(crate) enum Load {
     Idle { connections: usize },
     /// `head -c BYTES /dev/zero | CLIENT > /dev/null` against the epoll reference.
     Pipe { bytes: u64 },
+    /// One connection, a client that blocks in `read` for each 64-byte echo (the way most
+    /// programs talk): back to back, or one round trip every `every_ms` milliseconds (a
+    /// trickle).
+    Blocking { every_ms: Option<u64> },
 }
 
 /// One scenario: a name for people and the load.
@@ -107,6 +117,12 @@ impl Scenario {
             ),
             Load::Idle { connections } => format!("{} idle", count(connections, "connection")),
             Load::Pipe { bytes: n } => format!("pipe {} through the client", bytes(n)),
+            Load::Blocking { every_ms: None } => {
+                "blocking client 64 B, 1 connection".to_owned()
+            }
+            Load::Blocking {
+                every_ms: Some(ms),
+            } => format!("trickle: blocking client 64 B every {ms} ms, 1 connection"),
         };
         Scenario { name, load }
     }
@@ -114,7 +130,7 @@ impl Scenario {
     /// The unit of the headline figure.
     pub(crate) fn unit(&self) -> &'static str {
         match self.load {
-            Load::Pingpong { pipeline: 1, .. } => "round trips/s",
+            Load::Pingpong { pipeline: 1, .. } | Load::Blocking { .. } => "round trips/s",
             Load::Pingpong { .. } => "frames/s",
             Load::Stream { .. } | Load::Pipe { .. } => "MB/s",
             Load::Idle { .. } => "KiB server RSS per connection",
@@ -129,7 +145,7 @@ impl Scenario {
     /// The unit of CPU per unit of work, where the bench measures it.
     pub(crate) fn cpu_unit(&self) -> Option<&'static str> {
         match self.load {
-            Load::Pingpong { .. } => Some("CPU µs per round trip"),
+            Load::Pingpong { .. } | Load::Blocking { .. } => Some("CPU µs per round trip"),
             Load::Stream { .. } => Some("CPU-s per GB"),
             Load::Idle { .. } | Load::Pipe { .. } => None,
         }
@@ -141,7 +157,7 @@ impl Scenario {
             Load::Pingpong { connections, .. }
             | Load::Stream { connections, .. }
             | Load::Idle { connections } => connections,
-            Load::Pipe { .. } => 1,
+            Load::Pipe { .. } | Load::Blocking { .. } => 1,
         }
     }
 }
@@ -163,6 +179,8 @@ pub(crate) fn all(plan: &Plan) -> Vec<Scenario> {
     };
     [
         pingpong(1, 64),
+        Load::Blocking { every_ms: None },
+        Load::Blocking { every_ms: Some(1) },
         pingpong(100, 64),
         pingpong(1_000, 64),
         pingpong(most, 64),

@@ -26,6 +26,7 @@ use super::input::Input;
 use super::peer::{Kind, Peeked, Peer, Sent};
 use super::plan::{Before, Breach, End, Plan};
 use super::{SCRATCH, Settings, raw};
+use crate::busy_poll;
 use crate::config::Mode;
 use crate::echo_log;
 use crate::shutdown::Shutdown;
@@ -342,6 +343,7 @@ impl Handler {
                     return Ok(self.decide_raw()?.map_or(Step::Again, Step::Stop));
                 }
                 self.input.consumed(read.len);
+                busy_poll::worked();
                 let mut note = read.note;
                 let chunk = &scratch[..read.len];
                 let plan = self.plan(chunk, &mut note);
@@ -399,6 +401,7 @@ impl Handler {
                 // Echoed: now off the queue.
                 self.peer.take_message(refused)?;
                 self.input.consumed(len.max(1));
+                busy_poll::worked();
                 self.alive();
                 if let Some(truncation) = truncated {
                     return Ok(Step::Stop(truncation.end()));
