@@ -441,6 +441,23 @@ pub fn rss_kib(pid: u32) -> io::Result<u64> {
         .ok_or_else(|| io::Error::other(format!("no VmRSS for pid {pid}")))
 }
 
+/// The CPU time process `pid` has used so far, all its threads (user + system, from
+/// `/proc/PID/stat`; in clock ticks of 10 ms).
+pub fn cpu_time(pid: u32) -> io::Result<Duration> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
+    // The command name (field 2) may hold spaces and parentheses: count from after its last ')'.
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .map(|(_, rest)| rest.split_whitespace().collect())
+        .unwrap_or_default();
+    let tick = |i: usize| fields.get(i).and_then(|f| f.parse::<u64>().ok());
+    // utime and stime are fields 14 and 15: the 12th and 13th after the name.
+    match (tick(11), tick(12)) {
+        (Some(user), Some(system)) => Ok(Duration::from_millis((user + system) * 10)),
+        _ => Err(io::Error::other(format!("no CPU times in /proc/{pid}/stat"))),
+    }
+}
+
 /// How many descriptors process `pid` has open.
 pub fn open_fds(pid: u32) -> io::Result<usize> {
     Ok(std::fs::read_dir(format!("/proc/{pid}/fd"))?.count())

@@ -23,6 +23,8 @@ fn help_lists_every_flag_with_its_default() {
         "--shutdown-timeout",
         "--socket-mode",
         "--allow-uid",
+        "--busy-poll",
+        "[default: 100us]",
         "--verbose",
         "--quiet",
         "Exit status",
@@ -65,6 +67,11 @@ fn bad_flag_values_exit_2_with_a_hint() {
         .assert()
         .code(2)
         .stderr(predicate::str::contains("octal"));
+    server()
+        .args(["--busy-poll", "2s"])
+        .assert()
+        .code(2)
+        .stderr(predicate::str::contains("at most 1s"));
 }
 
 #[test]

@@ -3,6 +3,7 @@
 //! `arbitrary_input`, which runs the library in-process.
 
 mod arbitrary_input;
+mod busy_poll;
 mod cli;
 mod descriptors;
 mod echo;
