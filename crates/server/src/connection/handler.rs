@@ -29,7 +29,7 @@ use super::{SCRATCH, Settings, raw};
 use crate::busy_poll;
 use crate::config::Mode;
 use crate::echo_log;
-use crate::shutdown::Shutdown;
+use crate::shutdown::{Shutdown, Stage};
 
 /// Reads per wake-up before giving the other connections on this thread a turn.
 const READS_PER_TURN: usize = 16;
@@ -95,10 +95,14 @@ pub(crate) struct Handler {
     settings: Arc<Settings>,
     /// The server's shutdown, to watch its next stage.
     shutdown: Shutdown,
-    /// Resolves at the next shutdown stage that concerns this connection: the graceful one
-    /// while input is open (begin the drain), then the forced one (stop at once). One
-    /// registered waiter for the connection's life, not one per read.
+    /// Wakes the connection at the next shutdown stage that concerns it: the graceful one
+    /// (begin the drain), then the forced one (stop at once). Polled once per stage, to
+    /// register the task's waker; every turn reads the stage itself from one atomic.
     stage: Pin<Box<WaitForCancellationFutureOwned>>,
+    /// Whether `stage` has registered the waker for the next stage.
+    armed: bool,
+    /// The shutdown stage this connection has acted on.
+    seen: Stage,
     /// The idle and detection-pause deadline, made on first need. It may fire early (it is
     /// not moved on every byte); the real deadline is checked when it does.
     timer: Option<Pin<Box<Sleep>>>,
@@ -134,6 +138,8 @@ pub(crate) fn serve(
             settings,
             shutdown: shutdown.clone(),
             stage: Box::pin(shutdown.begun_owned()),
+            armed: false,
+            seen: Stage::Serving,
             timer: None,
             _slot: slot,
             protocol,
@@ -197,14 +203,22 @@ impl Handler {
 
     /// One step of the reading phase: follow the shutdown, flush, wait, read and echo.
     fn step(&mut self, cx: &mut Context<'_>) -> io::Result<Step> {
-        if self.stage.as_mut().poll(cx).is_ready() {
-            if self.shutdown.is_forced() {
+        if !self.armed {
+            // Registered before the stage is read, so no stage is missed.
+            let _ = self.stage.as_mut().poll(cx);
+            self.armed = true;
+        }
+        let stage = self.shutdown.stage();
+        if stage > self.seen {
+            if stage == Stage::Immediate {
                 return Ok(Step::Stop(End::Cut));
             }
+            self.seen = stage;
             if self.input == Input::Open {
                 self.input = Input::draining(self.peer.queued());
             }
             self.stage.set(self.shutdown.forced_owned());
+            self.armed = false;
             return Ok(Step::Again);
         }
         if self.peer.backed_up() {
