@@ -25,8 +25,7 @@ pub use crate::packets::{
 pub use crate::peers::{FramedPeer, StreamingPeer, connect, raw_round_trip, wait_for_socket};
 pub use crate::process::{
     ClientRun, Server, ServerBuilder, cpu_time, open_fds, output_within, raise_fd_limit, rss_kib,
-    run_client,
-    signal, wait_timeout,
+    run_client, signal, wait_timeout,
 };
 pub use crate::shells::{Shell, complete, render_man};
 pub use rustix::process::Signal;

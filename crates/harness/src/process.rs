@@ -454,7 +454,9 @@ pub fn cpu_time(pid: u32) -> io::Result<Duration> {
     // utime and stime are fields 14 and 15: the 12th and 13th after the name.
     match (tick(11), tick(12)) {
         (Some(user), Some(system)) => Ok(Duration::from_millis((user + system) * 10)),
-        _ => Err(io::Error::other(format!("no CPU times in /proc/{pid}/stat"))),
+        _ => Err(io::Error::other(format!(
+            "no CPU times in /proc/{pid}/stat"
+        ))),
     }
 }
 

@@ -117,12 +117,10 @@ impl Scenario {
             ),
             Load::Idle { connections } => format!("{} idle", count(connections, "connection")),
             Load::Pipe { bytes: n } => format!("pipe {} through the client", bytes(n)),
-            Load::Blocking { every_ms: None } => {
-                "blocking client 64 B, 1 connection".to_owned()
+            Load::Blocking { every_ms: None } => "blocking client 64 B, 1 connection".to_owned(),
+            Load::Blocking { every_ms: Some(ms) } => {
+                format!("trickle: blocking client 64 B every {ms} ms, 1 connection")
             }
-            Load::Blocking {
-                every_ms: Some(ms),
-            } => format!("trickle: blocking client 64 B every {ms} ms, 1 connection"),
         };
         Scenario { name, load }
     }

@@ -39,7 +39,10 @@ fn a_thread_that_echoed_polls_for_its_window_then_sleeps() {
     let _open = connect(server.socket()).unwrap();
     echo_a_little(&server);
     let polling = cpu_over(&server, Duration::from_millis(900));
-    assert!(polling >= Duration::from_millis(20), "it polled: {polling:?}");
+    assert!(
+        polling >= Duration::from_millis(20),
+        "it polled: {polling:?}"
+    );
     assert!(
         polling <= Duration::from_millis(700),
         "the poll is bounded by its window: {polling:?} in 900 ms"
@@ -52,7 +55,9 @@ fn a_thread_that_echoed_polls_for_its_window_then_sleeps() {
 #[test]
 fn an_idle_server_never_polls() {
     let server = Server::start(["--threads", "2"]).unwrap();
-    let open: Vec<_> = (0..100).map(|_| connect(server.socket()).unwrap()).collect();
+    let open: Vec<_> = (0..100)
+        .map(|_| connect(server.socket()).unwrap())
+        .collect();
     echo_a_little(&server);
     thread::sleep(Duration::from_millis(200));
     let used = cpu_over(&server, Duration::from_secs(2));
