@@ -1,7 +1,9 @@
 //! The results of a bench run and their two forms: `results.md` for people (tables with
 //! medians, ranges and ratios) and `results.json` for tools (serde, every run's full report).
-//! The tables carry every figure; there is no chart (#19 dropped the hand-written SVG).
+//! Both are built from one list of the figures a run yields ([`Figure`]): a table shows one
+//! figure (or, for latency, three), and the JSON lists them all. There is no chart.
 
+use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
 use serde::Serialize;
@@ -60,39 +62,79 @@ impl Stats {
     }
 }
 
-/// The figures one run yields.
-impl Measured {
-    /// The headline: round trips/s, MB/s, or KiB per idle connection.
-    fn headline(&self, load: Load) -> Option<f64> {
-        match (self, load) {
-            (Measured::Pipe(p), _) => Some(p.mb_per_sec),
-            (Measured::Load(r), Load::Idle { .. }) => r.idle.as_ref().map(|i| i.kib_per_connection),
-            (Measured::Load(r), Load::Stream { .. }) => Some(r.mb_per_sec),
-            (Measured::Load(r), _) => Some(r.round_trips_per_sec),
+/// A figure one run yields. The tables show them and `results.json` lists every one, both
+/// from this one list, so the two forms cannot disagree.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub(crate) enum Figure {
+    /// Round trips/s, MB/s, or KiB per idle connection: the scenario's unit.
+    Headline,
+    /// The server's CPU per round trip (µs) or per GB (s).
+    ServerCpu,
+    /// The generator's CPU per unit, as the server's.
+    GeneratorCpu,
+    /// Cores the generator kept busy in the window.
+    GeneratorCores,
+    /// Latency percentiles, µs.
+    P50,
+    P99,
+    P999,
+}
+
+impl Figure {
+    const ALL: [Figure; 7] = [
+        Figure::Headline,
+        Figure::ServerCpu,
+        Figure::GeneratorCpu,
+        Figure::GeneratorCores,
+        Figure::P50,
+        Figure::P99,
+        Figure::P999,
+    ];
+
+    /// This figure of one run of a scenario with `load`, where it has one.
+    fn of(self, m: &Measured, load: Load) -> Option<f64> {
+        let report = || match m {
+            Measured::Load(r) => Some(&**r),
+            Measured::Pipe(_) => None,
+        };
+        let latency = || report()?.latency_us.as_ref();
+        match self {
+            Figure::Headline => match (m, load) {
+                (Measured::Pipe(p), _) => Some(p.mb_per_sec),
+                (Measured::Load(r), Load::Idle { .. }) => {
+                    r.idle.as_ref().map(|i| i.kib_per_connection)
+                }
+                (Measured::Load(r), Load::Stream { .. }) => Some(r.mb_per_sec),
+                (Measured::Load(r), _) => Some(r.round_trips_per_sec),
+            },
+            Figure::ServerCpu => per_unit(report()?.server.as_ref()?, load),
+            Figure::GeneratorCpu => per_unit(&report()?.generator, load),
+            Figure::GeneratorCores => {
+                let r = report()?;
+                (r.seconds > 0.0).then_some(r.generator.cores)
+            }
+            Figure::P50 => latency().map(|l| l.p50),
+            Figure::P99 => latency().map(|l| l.p99),
+            Figure::P999 => latency().map(|l| l.p999),
         }
     }
 
+    /// Whether a larger value is better in `scenario` (decides the best peer).
+    fn higher_is_better(self, scenario: &Scenario) -> bool {
+        match self {
+            Figure::Headline => scenario.higher_is_better(),
+            _ => false,
+        }
+    }
+}
+
+impl Measured {
     fn report(&self) -> Option<&loadgen::report::Report> {
         match self {
             Measured::Load(r) => Some(r),
             Measured::Pipe(_) => None,
         }
-    }
-
-    /// Server CPU per unit of work (µs per round trip, or CPU-s per GB for streams).
-    fn server_cpu(&self, load: Load) -> Option<f64> {
-        per_unit(self.report()?.server.as_ref()?, load)
-    }
-
-    /// The generator's CPU per unit of work.
-    fn generator_cpu(&self, load: Load) -> Option<f64> {
-        per_unit(&self.report()?.generator, load)
-    }
-
-    /// Cores the generator kept busy in the window.
-    fn generator_cores(&self) -> Option<f64> {
-        let r = self.report()?;
-        (r.seconds > 0.0).then_some(r.generator.cores)
     }
 }
 
@@ -107,6 +149,11 @@ fn per_unit(cpu: &loadgen::report::CpuUse, load: Load) -> Option<f64> {
 impl Column {
     fn stats(&self, f: impl Fn(&Measured) -> Option<f64>) -> Option<Stats> {
         Stats::of(self.runs.iter().filter_map(f).collect())
+    }
+
+    /// `figure` over this column's runs of a scenario with `load`.
+    fn figure(&self, figure: Figure, load: Load) -> Option<Stats> {
+        self.stats(|m| figure.of(m, load))
     }
 }
 
@@ -123,6 +170,15 @@ impl Row {
 
     fn median_of(&self, column: &Column, f: &impl Fn(&Measured) -> Option<f64>) -> Option<f64> {
         column.stats(f).map(|s| s.median)
+    }
+
+    /// Ours ÷ the reference and ours ÷ the best peer, of `figure`.
+    fn figure_ratios(&self, figure: Figure) -> (Option<f64>, Option<f64>) {
+        let load = self.scenario.load;
+        self.ratios(
+            |m| figure.of(m, load),
+            figure.higher_is_better(&self.scenario),
+        )
     }
 
     /// Ours ÷ the reference, and ours ÷ the best peer, of the figure `f` (`higher`: whether
@@ -294,53 +350,50 @@ impl Results {
             .collect()
     }
 
-    fn throughput_table(&self) -> String {
+    /// A table of one figure: a row per scenario that has it, a column per server, and the
+    /// two ratios.
+    fn figure_table(
+        &self,
+        figure: Figure,
+        unit: impl Fn(&Scenario) -> Option<&'static str>,
+        title_and_intro: &str,
+    ) -> String {
         let mut t = Table::new(
             self.server_head(&["scenario", "unit"], &["÷ reference", "÷ best peer"]),
             2,
         );
         for row in self.server_rows() {
+            let Some(unit) = unit(&row.scenario) else {
+                continue;
+            };
             let load = row.scenario.load;
-            let f = |m: &Measured| m.headline(load);
-            let mut cells = vec![row.scenario.name.clone(), row.scenario.unit().to_owned()];
+            let mut cells = vec![row.scenario.name.clone(), unit.to_owned()];
             for s in self.servers() {
-                cells.push(self.cell(row.column(s).and_then(|c| c.stats(f))));
+                cells.push(self.cell(row.column(s).and_then(|c| c.figure(figure, load))));
             }
-            let (to_ref, to_best) = row.ratios(f, row.scenario.higher_is_better());
+            let (to_ref, to_best) = row.figure_ratios(figure);
             cells.extend([ratio(to_ref), ratio(to_best)]);
             t.rows.push(cells);
         }
-        format!(
+        format!("{title_and_intro}\n\n{}\n", t.render())
+    }
+
+    fn throughput_table(&self) -> String {
+        self.figure_table(
+            Figure::Headline,
+            |s| Some(s.unit()),
             "## Throughput and memory\n\nRound trips/s and MB/s: higher is better. KiB per idle \
-             connection: lower is better.\n\n{}\n",
-            t.render()
+             connection: lower is better.",
         )
     }
 
     fn cpu_table(&self) -> String {
-        let mut t = Table::new(
-            self.server_head(&["scenario", "unit"], &["÷ reference", "÷ best peer"]),
-            2,
-        );
-        for row in self.server_rows() {
-            let load = row.scenario.load;
-            let Some(unit) = row.scenario.cpu_unit() else {
-                continue;
-            };
-            let f = |m: &Measured| m.server_cpu(load);
-            let mut cells = vec![row.scenario.name.clone(), unit.to_owned()];
-            for s in self.servers() {
-                cells.push(self.cell(row.column(s).and_then(|c| c.stats(f))));
-            }
-            let (to_ref, to_best) = row.ratios(f, false);
-            cells.extend([ratio(to_ref), ratio(to_best)]);
-            t.rows.push(cells);
-        }
-        format!(
+        self.figure_table(
+            Figure::ServerCpu,
+            Scenario::cpu_unit,
             "## Server CPU per unit of work\n\nThe server's user + system time (all threads and \
              children, from /proc/PID/stat) over the measured window, per round trip or per \
-             GB echoed. Lower is better.\n\n{}\n",
-            t.render()
+             GB echoed. Lower is better.",
         )
     }
 
@@ -353,27 +406,25 @@ impl Results {
             ) {
                 continue;
             }
-            let pick = |f: fn(&loadgen::report::Latency) -> f64| {
-                move |m: &Measured| m.report()?.latency_us.as_ref().map(f)
-            };
+            let load = row.scenario.load;
             let mut cells = vec![row.scenario.name.clone()];
             for s in self.servers() {
                 let Some(c) = row.column(s) else {
                     cells.push("—".to_owned());
                     continue;
                 };
-                let m = |f| {
-                    c.stats(pick(f))
+                let m = |figure| {
+                    c.figure(figure, load)
                         .map_or("—".to_owned(), |s| number(s.median))
                 };
                 cells.push(format!(
                     "{} / {} / {}",
-                    m(|l| l.p50),
-                    m(|l| l.p99),
-                    m(|l| l.p999)
+                    m(Figure::P50),
+                    m(Figure::P99),
+                    m(Figure::P999)
                 ));
             }
-            cells.push(ratio(row.ratios(pick(|l| l.p99), false).0));
+            cells.push(ratio(row.figure_ratios(Figure::P99).0));
             t.rows.push(cells);
         }
         format!(
@@ -410,10 +461,14 @@ impl Results {
                 row.column(who).and_then(|c| c.stats(f)).map(|s| s.median)
             };
             // Per run: the generator's CPU per unit over the server's, then the median.
-            let relative =
-                |who: Contender| med(who, &|m| Some(m.generator_cpu(load)? / m.server_cpu(load)?));
+            let relative = |who: Contender| {
+                med(who, &|m| {
+                    Some(Figure::GeneratorCpu.of(m, load)? / Figure::ServerCpu.of(m, load)?)
+                })
+            };
             let show = |v: Option<f64>| v.map_or("—".to_owned(), number);
-            let headline = |m: &Measured| m.headline(load);
+            let headline = |m: &Measured| Figure::Headline.of(m, load);
+            let cores = |m: &Measured| Figure::GeneratorCores.of(m, load);
             let alone = med(Contender::Loopback, &headline);
             let fastest = SERVERS
                 .into_iter()
@@ -421,9 +476,9 @@ impl Results {
                 .reduce(f64::max);
             t.rows.push(vec![
                 row.scenario.name.clone(),
-                show(med(Contender::Udsecho, &|m| m.generator_cores())),
+                show(med(Contender::Udsecho, &cores)),
                 ratio(relative(Contender::Udsecho)),
-                show(med(Contender::Epoll, &|m| m.generator_cores())),
+                show(med(Contender::Epoll, &cores)),
                 ratio(relative(Contender::Epoll)),
                 alone.map_or("—".to_owned(), |a| {
                     format!("{} {}", number(a), row.scenario.unit())
@@ -463,12 +518,17 @@ impl Results {
             .chain(["÷ nc".to_owned(), "÷ socat".to_owned()])
             .collect();
         let mut t = Table::new(head, 2);
-        let f = |m: &Measured| m.headline(row.scenario.load);
+        let load = row.scenario.load;
         let mut cells = vec![row.scenario.name.clone(), "MB/s".to_owned()];
         for c in &clients {
-            cells.push(self.cell(row.column(*c).and_then(|c| c.stats(f))));
+            cells.push(
+                self.cell(
+                    row.column(*c)
+                        .and_then(|c| c.figure(Figure::Headline, load)),
+                ),
+            );
         }
-        let (to_nc, to_socat) = row.ratios(f, true);
+        let (to_nc, to_socat) = row.figure_ratios(Figure::Headline);
         cells.extend([ratio(to_nc), ratio(to_socat)]);
         t.rows.push(cells);
         format!(
@@ -524,16 +584,20 @@ impl Results {
         }
     }
 
+    /// Every figure of every column, with the ratios of the ones the tables compare: built
+    /// from [`Figure::ALL`], as the tables are.
     pub(crate) fn json(&self) -> Result<String, String> {
         #[derive(Serialize)]
         struct JsonColumn<'a> {
             name: &'static str,
             role: Role,
-            headline: Option<Stats>,
-            server_cpu_per_unit: Option<Stats>,
-            generator_cpu_per_unit: Option<Stats>,
-            p99_us: Option<Stats>,
+            figures: BTreeMap<Figure, Stats>,
             runs: &'a [Measured],
+        }
+        #[derive(Serialize)]
+        struct Ratios {
+            to_reference: Option<f64>,
+            to_best_peer: Option<f64>,
         }
         #[derive(Serialize)]
         struct JsonRow<'a> {
@@ -542,8 +606,7 @@ impl Results {
             unit: &'static str,
             higher_is_better: bool,
             cpu_unit: Option<&'static str>,
-            ratio_to_reference: Option<f64>,
-            ratio_to_best_peer: Option<f64>,
+            ratios: BTreeMap<Figure, Ratios>,
             columns: Vec<JsonColumn<'a>>,
         }
         #[derive(Serialize)]
@@ -558,27 +621,36 @@ impl Results {
             .iter()
             .map(|row| {
                 let load = row.scenario.load;
-                let higher = row.scenario.higher_is_better();
-                let (ratio_to_reference, ratio_to_best_peer) =
-                    row.ratios(|m| m.headline(load), higher);
+                let ratios = [Figure::Headline, Figure::ServerCpu, Figure::P99]
+                    .into_iter()
+                    .map(|figure| {
+                        let (to_reference, to_best_peer) = row.figure_ratios(figure);
+                        (
+                            figure,
+                            Ratios {
+                                to_reference,
+                                to_best_peer,
+                            },
+                        )
+                    })
+                    .collect();
                 JsonRow {
                     name: &row.scenario.name,
                     load,
                     unit: row.scenario.unit(),
-                    higher_is_better: higher,
+                    higher_is_better: row.scenario.higher_is_better(),
                     cpu_unit: row.scenario.cpu_unit(),
-                    ratio_to_reference,
-                    ratio_to_best_peer,
+                    ratios,
                     columns: row
                         .columns
                         .iter()
                         .map(|c| JsonColumn {
                             name: c.contender.name(),
                             role: c.contender.role(),
-                            headline: c.stats(|m| m.headline(load)),
-                            server_cpu_per_unit: c.stats(|m| m.server_cpu(load)),
-                            generator_cpu_per_unit: c.stats(|m| m.generator_cpu(load)),
-                            p99_us: c.stats(|m| m.report()?.latency_us.as_ref().map(|l| l.p99)),
+                            figures: Figure::ALL
+                                .into_iter()
+                                .filter_map(|f| Some((f, c.figure(f, load)?)))
+                                .collect(),
                             runs: &c.runs,
                         })
                         .collect(),
