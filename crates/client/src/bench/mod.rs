@@ -93,37 +93,13 @@ pub struct Latency {
 
 /// How many threads `bench` uses when `--threads` is not given: every core the process was
 /// given, or half the machine when it was given all of it — the rule the server uses for its
-/// own threads.
+/// own threads ([`udsecho_unix::threads::default_threads`]).
 ///
 /// A Unix socket's server is always on the same machine: a generator busy on every core
 /// would take the cores the server under test needs (on 2 cores, one each). When the cores
 /// were chosen (`taskset`, a cpuset), they were chosen for the generator: it uses them all.
 pub fn default_threads() -> usize {
-    let given = std::thread::available_parallelism().map_or(1, usize::from);
-    threads_for(given, online_cores())
-}
-
-/// [`default_threads`] for `given` cores out of `online`.
-fn threads_for(given: usize, online: Option<usize>) -> usize {
-    match online {
-        Some(online) if given < online => given,
-        _ => (given / 2).max(1),
-    }
-}
-
-/// The machine's online cores, from `/sys/devices/system/cpu/online` (`0-3,8-11`).
-fn online_cores() -> Option<usize> {
-    let list = std::fs::read_to_string("/sys/devices/system/cpu/online").ok()?;
-    list.trim().split(',').try_fold(0, |count, range| {
-        let (first, last) = match range.split_once('-') {
-            Some((a, b)) => (a.parse::<usize>().ok()?, b.parse::<usize>().ok()?),
-            None => {
-                let cpu = range.parse::<usize>().ok()?;
-                (cpu, cpu)
-            }
-        };
-        Some(count + last.checked_sub(first)? + 1)
-    })
+    udsecho_unix::threads::default_threads()
 }
 
 fn histogram() -> Histogram<u64> {
@@ -266,19 +242,4 @@ fn progress_bar(duration: Duration) -> indicatif::ProgressBar {
 /// Whether a progress bar makes sense: only when a person watches stdout.
 pub fn stdout_is_terminal() -> bool {
     std::io::stdout().is_terminal()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn chosen_cores_are_all_used_and_a_whole_machine_is_halved() {
-        assert_eq!(threads_for(8, Some(16)), 8);
-        assert_eq!(threads_for(16, Some(16)), 8);
-        assert_eq!(threads_for(2, Some(2)), 1);
-        assert_eq!(threads_for(1, Some(1)), 1);
-        assert_eq!(threads_for(4, None), 2);
-        assert!(default_threads() >= 1);
-    }
 }
