@@ -4,15 +4,20 @@
 //!
 //! The connections are spread over `--threads` threads the way the server spreads its own
 //! (thread-per-core): each thread (`shard`) is a current-thread tokio runtime with its own
-//! epoll set, connects its share (connection `i` on thread `i % N`) and drives it
-//! (`worker`: one task per connection). Nothing crosses threads on the data path: each
+//! epoll set, connects its share (connection `i` on thread `i % N`) and drives it: `worker`,
+//! one task per connection, or `pingpong`, one epoll loop for raw ping-pong. Each connection
+//! gets a `Load` (what to send, until when, its thread's `tally`); the raw loops check what
+//! comes back with `Echoes`. Nothing crosses threads on the data path: each
 //! thread counts its round trips and records their latencies in a histogram of its own,
 //! merged here once every thread is done. Between threads there is only the start signal,
 //! a flag that the first failure sets (so the others stop), and each thread's count for the
 //! progress bar, published every 100 ms.
 
+mod echoes;
+mod load;
 mod pingpong;
 mod shard;
+mod tally;
 mod worker;
 
 use std::io::IsTerminal;
@@ -20,7 +25,6 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
-use hdrhistogram::Histogram;
 use serde::Serialize;
 use tokio::time::Instant;
 
@@ -102,11 +106,6 @@ pub fn default_threads() -> usize {
     udsecho_unix::threads::default_threads()
 }
 
-fn histogram() -> Histogram<u64> {
-    // 1 ns to 100 s at 3 significant digits.
-    Histogram::new_with_bounds(1, 100_000_000_000, 3).expect("static histogram bounds are valid")
-}
-
 /// What every thread shares: whether one of them has failed.
 #[derive(Debug)]
 struct Shared {
@@ -170,7 +169,7 @@ pub async fn run(target: &Target, options: &BenchOptions) -> Result<BenchReport,
         })
     });
 
-    let mut merged = histogram();
+    let mut merged = tally::histogram();
     let mut round_trips = 0;
     for shard in shards {
         match shard.finished().await {
