@@ -65,7 +65,9 @@ pub fn requested(args: &[OsString]) -> Option<Vec<String>> {
 pub fn generate(args: &[String], docs: Docs) -> Result<(), Failed> {
     let name = docs.command.get_name().to_owned();
     let written = match (args, docs.man_pages) {
-        ([what, dir], _) if what == "man" => man_pages(Path::new(dir), &docs),
+        ([what, dir], _) if what == "man" => {
+            man_pages(Path::new(dir), &docs, &mut std::io::stdout().lock())
+        }
         ([what], Some(pages)) if what == "man" => {
             return Err(Failed {
                 line: format!(
@@ -86,7 +88,9 @@ pub fn generate(args: &[String], docs: Docs) -> Result<(), Failed> {
     })
 }
 
-fn man_pages(dir: &Path, docs: &Docs) -> std::io::Result<()> {
+/// Writes the pages into `dir`, and each one's path as a line to `listing` (stdout: a reader
+/// that went away is an error to report, not a panic).
+fn man_pages(dir: &Path, docs: &Docs, listing: &mut impl Write) -> std::io::Result<()> {
     let mut command = docs.command.clone().disable_help_subcommand(true);
     command.build();
     let source = format!(
@@ -113,7 +117,7 @@ fn man_pages(dir: &Path, docs: &Docs) -> std::io::Result<()> {
         roff_section(&mut out, "EXIT STATUS", docs.exit_status)?;
         man.render_version_section(&mut out)?;
         out.flush()?;
-        println!("{}", path.display());
+        writeln!(listing, "{}", path.display())?;
     }
     Ok(())
 }
@@ -152,4 +156,91 @@ fn completions(shell: &str, mut command: clap::Command) -> std::io::Result<()> {
         );
     }
     std::io::stdout().write_all(script.as_bytes())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn docs() -> Docs {
+        let command = clap::Command::new("udsecho-demo")
+            .version("1.2.3")
+            // As every binary's does: each page has a VERSION section.
+            .propagate_version(true)
+            .about("A demo")
+            .subcommand(clap::Command::new("send").about("Sends"));
+        Docs {
+            completion: command.clone(),
+            command,
+            man_pages: Some("udsecho-demo.1"),
+            environment: &[("UDSECHO_SOCKET", "The socket.")],
+            exit_status: &[("2", "Bad flags.")],
+        }
+    }
+
+    #[test]
+    fn a_page_for_the_command_and_each_subcommand_is_written_and_listed() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut listing = Vec::new();
+        man_pages(dir.path(), &docs(), &mut listing).unwrap();
+        let listing = String::from_utf8(listing).unwrap();
+        let names: Vec<&str> = listing.lines().collect();
+        let expected = [
+            dir.path().join("udsecho-demo.1"),
+            dir.path().join("udsecho-demo-send.1"),
+        ];
+        assert_eq!(
+            names,
+            expected
+                .iter()
+                .map(|p| p.to_str().unwrap())
+                .collect::<Vec<_>>()
+        );
+        let page = std::fs::read_to_string(&expected[0]).unwrap();
+        let environment = ".SH \"ENVIRONMENT\"\n.TP\n\\fBUDSECHO_SOCKET\\fR\nThe socket.\n";
+        assert!(page.contains(environment), "{page}");
+        assert!(page.contains(".SH \"EXIT STATUS\""), "{page}");
+        assert!(page.contains("\"udsecho-demo 1.2.3\""), "{page}");
+        assert!(page.ends_with("v1.2.3\n"), "{page}");
+    }
+
+    #[test]
+    fn a_listing_nobody_reads_is_an_error() {
+        struct Gone;
+        impl Write for Gone {
+            fn write(&mut self, _: &[u8]) -> std::io::Result<usize> {
+                Err(std::io::ErrorKind::BrokenPipe.into())
+            }
+            fn flush(&mut self) -> std::io::Result<()> {
+                Ok(())
+            }
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let err = man_pages(dir.path(), &docs(), &mut Gone).unwrap_err();
+        assert_eq!(err.kind(), std::io::ErrorKind::BrokenPipe);
+    }
+
+    #[test]
+    fn man_without_a_directory_is_a_usage_error_naming_the_pages() {
+        let failed = generate(&["man".to_owned()], docs()).unwrap_err();
+        assert_eq!(failed.status, 2);
+        assert_eq!(
+            failed.line,
+            "--generate man needs a directory: udsecho-demo --generate man DIR (it writes \
+             udsecho-demo.1 there)"
+        );
+        let failed = generate(&["tcsh".to_owned()], docs()).unwrap_err();
+        assert_eq!(failed.status, 1);
+        assert!(failed.line.starts_with("--generate: "), "{}", failed.line);
+    }
+
+    #[test]
+    fn roff_text_is_escaped() {
+        let mut out = Vec::new();
+        roff_section(&mut out, "X", &[("-a", ".starts with a dot \\ and a-dash")]).unwrap();
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            ".SH \"X\"\n.TP\n\\fB\\-a\\fR\n\\&.starts with a dot \\e and a\\-dash\n"
+        );
+    }
 }
