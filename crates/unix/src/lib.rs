@@ -16,6 +16,8 @@
 //! what comes back, an error message) stays in the binary. The crate knows no protocol:
 //! that is `udsecho-proto`, which in turn knows no sockets.
 
+#![warn(missing_docs)]
+
 pub mod fd_limit;
 pub mod generate;
 pub mod passing;
