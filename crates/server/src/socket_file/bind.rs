@@ -14,7 +14,7 @@ use super::directory::check_parent;
 use super::lock::PathLock;
 use super::probe::{Probe, live_server_at, probe};
 use super::{Created, SocketFile};
-use crate::config::SocketType;
+use crate::config::{MAX_SOCKET_PATH, SocketType};
 use crate::listen_error::ListenError;
 
 /// Binds a socket of type `kind` at `path` with permission bits `mode` (listening, unless it
@@ -26,7 +26,7 @@ pub(crate) async fn bind(
     kind: SocketType,
 ) -> Result<(OwnedFd, SocketFile), ListenError> {
     let len = path.as_os_str().len();
-    if len > crate::MAX_SOCKET_PATH {
+    if len > MAX_SOCKET_PATH {
         return Err(ListenError::TooLong {
             path: path.to_owned(),
             len,
