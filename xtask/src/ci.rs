@@ -1,6 +1,6 @@
 //! `cargo xtask ci`: everything CI checks, in order, stopping at the first failure: fmt,
 //! clippy, tests, the proto examples, `udsecho-conformance` against both release binaries, a
-//! dist build (completions, man pages), `cargo package` of the three published crates, a
+//! dist build (completions, man pages), `cargo package` of the four published crates, a
 //! quick benchmark run (smoke only, figures not judged), e2e, nc-compat and a 20-second soak.
 //! The list is [`STEPS`].
 
@@ -36,6 +36,8 @@ pub(crate) const STEPS: [Step; 11] = [
             "--no-verify",
             "-p",
             "udsecho-proto",
+            "-p",
+            "udsecho-unix",
             "-p",
             "udsecho-server",
             "-p",

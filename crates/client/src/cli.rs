@@ -8,8 +8,8 @@ use std::time::Duration;
 use clap::parser::ValueSource;
 use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand, ValueEnum, ValueHint};
 use udsecho_client::{FdSpec, Passing, SocketType, Target, Transport, report};
-
-use crate::generate::Docs;
+use udsecho_unix::fd_limit::{Wanted, raise_fd_limit};
+use udsecho_unix::generate::Docs;
 
 /// A client for udsecho (and any `nc -U` peer): pipe, send, bench.
 ///
@@ -355,7 +355,9 @@ fn open_descriptors(cli: &Cli) -> Passing {
     if specs.is_empty() {
         return Passing::none();
     }
-    crate::raise_fd_limit();
+    // Room to take back what is passed while still holding our own (a message's descriptors
+    // come back before the client lets go of its copies).
+    let _ = raise_fd_limit(Wanted::Hard);
     Passing::open(&specs).unwrap_or_else(|e| usage_error(&report(&e)))
 }
 

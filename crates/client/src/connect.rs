@@ -4,15 +4,16 @@
 //! directory's safety, and which type the server really listens with.
 
 use std::io;
-use std::os::fd::OwnedFd;
 use std::time::Duration;
 
-use rustix::net::{AddressFamily, SocketAddrUnix, SocketFlags};
+use rustix::net::SocketAddrUnix;
 use tokio::net::UnixStream;
+use udsecho_unix::socket::socket;
+use udsecho_unix::socket_dir::{default_socket_dir, private_dir_problem};
 
 use crate::error::{ClientError, ErrorKind};
 use crate::message::MessageSocket;
-use crate::target::{SocketType, Target, Transport, default_socket_dir};
+use crate::target::{SocketType, Target, Transport};
 
 /// A connection opened for a [`Transport`].
 #[derive(Debug)]
@@ -119,21 +120,17 @@ impl Target {
     /// connection the server sees open and close at once (only ever on this error path).
     fn probe_type(&self, not: SocketType) -> Option<SocketType> {
         let addr = self.address().ok()?;
-        [
-            SocketType::Stream,
-            SocketType::Seqpacket,
-            SocketType::Datagram,
-        ]
-        .into_iter()
-        .filter(|&kind| kind != not)
-        .find(|&kind| {
-            socket(kind).is_ok_and(|fd| {
-                matches!(
-                    rustix::net::connect(&fd, &addr),
-                    Ok(()) | Err(rustix::io::Errno::AGAIN)
-                )
+        SocketType::ALL
+            .into_iter()
+            .filter(|&kind| kind != not)
+            .find(|&kind| {
+                socket(kind).is_ok_and(|fd| {
+                    matches!(
+                        rustix::net::connect(&fd, &addr),
+                        Ok(()) | Err(rustix::io::Errno::AGAIN)
+                    )
+                })
             })
-        })
     }
 
     async fn connect_once(&self) -> io::Result<UnixStream> {
@@ -199,44 +196,15 @@ impl Target {
         if path.parent() != Some(dir.as_path()) {
             return Ok(());
         }
-        match private_dir_problem(&dir) {
+        // A missing directory is fine here: connecting then says "no such socket".
+        let Ok(meta) = std::fs::symlink_metadata(&dir) else {
+            return Ok(());
+        };
+        match private_dir_problem(&meta) {
             None => Ok(()),
             Some(why) => Err(ErrorKind::UnsafeDirectory { dir, why }.at(self)),
         }
     }
-}
-
-/// What makes `dir` unfit to hold our socket, if it exists: a link, not a directory, another
-/// owner, or access for group or others. A missing directory is fine here: connecting then
-/// says "no such socket".
-fn private_dir_problem(dir: &std::path::Path) -> Option<String> {
-    use std::os::unix::fs::MetadataExt;
-    let meta = std::fs::symlink_metadata(dir).ok()?;
-    let euid = rustix::process::geteuid().as_raw();
-    if meta.file_type().is_symlink() {
-        Some("is a symbolic link".to_owned())
-    } else if !meta.is_dir() {
-        Some("is not a directory".to_owned())
-    } else if meta.uid() != euid {
-        Some(format!("is owned by uid {}, not by uid {euid}", meta.uid()))
-    } else if meta.mode() & 0o077 != 0 {
-        Some(format!("has mode {:04o}, not 0700", meta.mode() & 0o7777))
-    } else {
-        None
-    }
-}
-
-/// A non-blocking, close-on-exec Unix socket of `kind`.
-///
-/// The server opens its sockets the same way (`socket_file::new_socket`); the binaries share
-/// no crate that holds socket code.
-fn socket(kind: SocketType) -> io::Result<OwnedFd> {
-    Ok(rustix::net::socket_with(
-        AddressFamily::UNIX,
-        kind.raw(),
-        SocketFlags::CLOEXEC | SocketFlags::NONBLOCK,
-        None,
-    )?)
 }
 
 fn is_socket(path: &std::path::Path) -> bool {

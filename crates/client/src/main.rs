@@ -2,7 +2,6 @@
 //! the command line asks for over its transport, and prints the error chain once.
 
 mod cli;
-mod generate;
 
 use std::io::{IsTerminal, Write};
 use std::os::fd::AsFd;
@@ -11,23 +10,10 @@ use std::process::ExitCode;
 use udsecho_client::bench::{self, BenchOptions};
 use udsecho_client::send::{self, SendOptions, SendSummary};
 use udsecho_client::{ClientError, ErrorKind, SocketType, Transport, pipe, report};
+use udsecho_unix::fd_limit::{Wanted, raise_fd_limit};
+use udsecho_unix::generate;
 
 use crate::cli::{Cli, Command, Invocation, did_you_mean};
-
-/// Lets bench open as many connections as the hard limit allows, and `--fd` take back what
-/// it passes (a message's descriptors come back while the client still holds its own).
-///
-/// The server and the test harness have their own: the three crates share no code but
-/// `udsecho-proto`, which holds no process code, and each wants something else (the server
-/// logs a failure, bench here ignores it, the harness asks root for 65,536).
-pub(crate) fn raise_fd_limit() {
-    use rustix::process::{Resource, getrlimit, setrlimit};
-    let mut limit = getrlimit(Resource::Nofile);
-    if limit.current < limit.maximum {
-        limit.current = limit.maximum;
-        let _ = setrlimit(Resource::Nofile, limit);
-    }
-}
 
 /// The fewest descriptors the client runs with: standard streams, the runtime's epoll set,
 /// waker and signal pipe, the socket, a pidfd, and a few spare. Below that tokio's signal
@@ -37,18 +23,10 @@ const FEWEST_DESCRIPTORS: u64 = 10;
 /// Raises a soft descriptor limit below [`FEWEST_DESCRIPTORS`] as far as the hard one allows;
 /// `Err` with the limit when that is still too few.
 fn enough_descriptors() -> Result<(), u64> {
-    use rustix::process::{Resource, getrlimit, setrlimit};
-    let mut limit = getrlimit(Resource::Nofile);
-    match limit.current {
-        Some(current) if current < FEWEST_DESCRIPTORS => {
-            let hard = limit.maximum.unwrap_or(u64::MAX);
-            if hard < FEWEST_DESCRIPTORS {
-                return Err(hard);
-            }
-            limit.current = Some(FEWEST_DESCRIPTORS);
-            setrlimit(Resource::Nofile, limit).map_err(|_| current)
-        }
-        _ => Ok(()),
+    match raise_fd_limit(Wanted::AtLeast(FEWEST_DESCRIPTORS)) {
+        Ok(Some(limit)) if limit < FEWEST_DESCRIPTORS => Err(limit),
+        Ok(_) => Ok(()),
+        Err(e) => Err(e.limit.unwrap_or(u64::MAX)),
     }
 }
 
@@ -64,11 +42,7 @@ fn main() -> ExitCode {
     // completion.
     // `args_os`: a path that is not UTF-8 must not panic before clap can say so.
     let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
-    if args.get(1).is_some_and(|a| a == "--generate") {
-        let args: Vec<String> = args[2..]
-            .iter()
-            .map(|a| a.to_string_lossy().into_owned())
-            .collect();
+    if let Some(args) = generate::requested(&args) {
         return match generate::generate(&args, cli::docs()) {
             Ok(()) => ExitCode::SUCCESS,
             Err(failed) => {
@@ -220,7 +194,8 @@ async fn run(cli: &Invocation) -> Result<(), ClientError> {
             json,
             ..
         }) => {
-            raise_fd_limit();
+            // As many connections as the hard limit allows; fewer is what bench reports.
+            let _ = raise_fd_limit(Wanted::Hard);
             let options = BenchOptions {
                 connections: *connections as usize,
                 threads: threads.map_or_else(bench::default_threads, |n| n as usize),

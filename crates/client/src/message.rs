@@ -51,14 +51,9 @@ pub struct MessageSocket {
 impl MessageSocket {
     /// Wraps a connected, non-blocking socket of type `kind`.
     pub(crate) fn new(fd: OwnedFd, kind: SocketType) -> io::Result<MessageSocket> {
-        // tokio 1.54 deprecated the safe constructors because a `T: AsRawFd` in general may
-        // not own its descriptor, or may return another one later (tokio#8587); the
-        // replacement, `register_with_interest`, is `unsafe`, which the workspace forbids.
-        // An `OwnedFd` meets that contract by construction: it owns one open descriptor,
-        // always returns it, and closes it only on drop, after the registration is gone.
-        // Nothing here replaces it (`get_mut` is never used).
-        #[allow(deprecated)]
-        let fd = AsyncFd::with_interest(fd, Interest::READABLE | Interest::WRITABLE)?;
+        // Nothing here replaces the descriptor (`get_mut` is never used): see
+        // `udsecho_unix::registration` for why that makes the registration sound.
+        let fd = udsecho_unix::registration::register(fd)?;
         Ok(MessageSocket {
             fd,
             kind,

@@ -5,8 +5,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{Args, CommandFactory, Parser, Subcommand};
-
-use crate::generate::Docs;
+use udsecho_unix::generate::Docs;
 
 /// Checks an implementation of udsecho's wire protocol (PROTOCOL.md) against its rules.
 ///
@@ -134,14 +133,5 @@ mod tests {
     #[test]
     fn the_cli_is_consistent() {
         Cli::command().debug_assert();
-    }
-
-    /// `generate.rs` is one file kept in three binary crates (its `//!` says why): this
-    /// crate, unpublished, checks the copies have not drifted.
-    #[test]
-    fn the_generate_file_is_the_same_in_every_binary() {
-        let ours = include_str!("generate.rs");
-        assert_eq!(ours, include_str!("../../server/src/generate.rs"));
-        assert_eq!(ours, include_str!("../../client/src/generate.rs"));
     }
 }

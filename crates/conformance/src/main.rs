@@ -4,7 +4,6 @@
 mod case;
 mod cli;
 mod client;
-mod generate;
 mod report;
 mod server;
 mod target;
@@ -16,6 +15,7 @@ use std::process::ExitCode;
 use std::time::Instant;
 
 use clap::{CommandFactory, Parser};
+use udsecho_unix::generate;
 
 use crate::case::{Case, Outcome, Verdict, select};
 use crate::cli::{Cli, Common, Mode};

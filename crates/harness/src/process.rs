@@ -468,28 +468,8 @@ pub fn open_fds(pid: u32) -> io::Result<usize> {
 /// Raises this process's open-file limit (children inherit it), so a test can hold thousands
 /// of connections: to 65536 where allowed (root may raise the hard limit), else the soft limit
 /// to the hard one.
-///
-/// The server and the client binaries each have their own (the harness may use no server or
-/// client internals, and `udsecho-proto` holds no process code); this one also raises the
-/// hard limit when it can.
 pub fn raise_fd_limit() {
-    use rustix::process::{Resource, Rlimit, getrlimit, setrlimit};
-    const WANTED: u64 = 65_536;
-    let limit = getrlimit(Resource::Nofile);
-    if limit.current.is_some_and(|c| c >= WANTED) {
-        return;
-    }
-    let raised = Rlimit {
-        current: Some(WANTED),
-        maximum: Some(limit.maximum.map_or(WANTED, |m| m.max(WANTED))),
-    };
-    if setrlimit(Resource::Nofile, raised).is_err() && limit.current < limit.maximum {
-        let _ = setrlimit(
-            Resource::Nofile,
-            Rlimit {
-                current: limit.maximum,
-                maximum: limit.maximum,
-            },
-        );
-    }
+    use udsecho_unix::fd_limit::{Wanted, raise_fd_limit};
+    // A test that needs more than it got says so itself, with what it could not open.
+    let _ = raise_fd_limit(Wanted::BeyondHard(65_536));
 }

@@ -10,8 +10,7 @@ use udsecho_server::{
     Config, DEFAULT_BUSY_POLL, DEFAULT_MAX_CONNECTIONS, DEFAULT_SHUTDOWN_TIMEOUT,
     DEFAULT_SOCKET_MODE, Mode, SocketAddress, SocketType,
 };
-
-use crate::generate::Docs;
+use udsecho_unix::generate::Docs;
 
 /// A Unix-domain-socket echo server.
 ///

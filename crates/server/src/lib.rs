@@ -29,7 +29,6 @@ mod listen_error;
 mod listener;
 pub mod logging;
 mod notify;
-mod registration;
 mod server;
 mod shutdown;
 mod signals;

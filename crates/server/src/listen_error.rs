@@ -1,7 +1,7 @@
 //! Why the server could not start listening ([`ListenError`]), and the one path helper its
 //! messages share with the code that raises them. A leaf: `listener` (sockets handed over,
-//! abstract names) and `socket_file` (the socket file's lifecycle) both raise these errors,
-//! and neither imports the other for them.
+//! abstract names) and `socket_file` (the socket file's lifecycle) both raise these errors;
+//! `socket_file` imports nothing from `listener`.
 
 use std::io;
 use std::path::{Path, PathBuf};
@@ -139,6 +139,24 @@ impl ListenError {
                 source,
             },
         }
+    }
+
+    /// An error creating a name next to `socket` (the lock file, the socket file): when the
+    /// directory is what refuses this user, the message names it.
+    pub(crate) fn creating(socket: &Path, op: &'static str, e: io::Error) -> ListenError {
+        use rustix::fs::Access;
+        let dir = parent(socket);
+        if e.kind() == io::ErrorKind::PermissionDenied
+            && dir.is_dir()
+            && rustix::fs::access(dir, Access::WRITE_OK | Access::EXEC_OK).is_err()
+        {
+            return ListenError::DirectoryNotWritable {
+                path: socket.to_owned(),
+                dir: dir.to_owned(),
+                op,
+            };
+        }
+        ListenError::io(socket, op, e)
     }
 }
 

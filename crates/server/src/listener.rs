@@ -8,9 +8,10 @@ use std::path::PathBuf;
 use tokio::io::unix::AsyncFd;
 use tokio::net::UnixDatagram;
 
+use udsecho_unix::registration::register;
+
 use crate::config::{MAX_SOCKET_PATH, SocketAddress, SocketType};
 use crate::listen_error::ListenError;
-use crate::registration::register;
 use crate::socket_file::{self, SocketFile};
 
 /// What the server serves: a socket that takes connections, a datagram socket, or one
@@ -125,16 +126,12 @@ impl Listener {
             }
         }
         let family = i32::from(rustix::net::AddressFamily::UNIX.as_raw());
-        for kind in [
-            SocketType::Stream,
-            SocketType::Seqpacket,
-            SocketType::Datagram,
-        ] {
+        for kind in SocketType::ALL {
             // Each try validates the family and type; a mismatch leaves the descriptor.
             let raw_kind = i32::try_from(kind.raw().as_raw()).unwrap_or(-1);
             match fds.take_custom::<OwnedFd>(0, family, raw_kind, "Unix socket") {
                 Ok(Some(fd)) => {
-                    let listening = kind != SocketType::Datagram
+                    let listening = kind.connects()
                         && rustix::net::sockopt::socket_acceptconn(&fd)
                             .map_err(|e| ListenError::Activation(e.into()))?;
                     let name = systemd_name(&fd);
@@ -194,16 +191,11 @@ impl Listener {
         }
         let raw =
             rustix::net::sockopt::socket_type(&fd).map_err(|e| not_a_socket(e.to_string()))?;
-        let kind = [
-            SocketType::Stream,
-            SocketType::Seqpacket,
-            SocketType::Datagram,
-        ]
-        .into_iter()
-        .find(|k| k.raw() == raw)
-        .ok_or_else(|| not_a_socket("standard input is an unsupported socket type".to_owned()))?;
-        let listening = kind != SocketType::Datagram
-            && rustix::net::sockopt::socket_acceptconn(&fd).unwrap_or(false);
+        let kind = SocketType::from_raw(raw).ok_or_else(|| {
+            not_a_socket("standard input is an unsupported socket type".to_owned())
+        })?;
+        let listening =
+            kind.connects() && rustix::net::sockopt::socket_acceptconn(&fd).unwrap_or(false);
         rustix::io::ioctl_fionbio(&fd, true).map_err(|e| not_a_socket(e.to_string()))?;
         let socket = Socket::new(fd, kind, listening).map_err(|e| not_a_socket(e.to_string()))?;
         Ok(Listener {
@@ -259,7 +251,7 @@ fn bind_abstract(name: &str, kind: SocketType) -> Result<Listener, ListenError> 
     }
     let addr = rustix::net::SocketAddrUnix::new_abstract_name(name.as_bytes())
         .map_err(|e| io_err("naming the abstract socket", e.into()))?;
-    let fd = socket_file::new_socket(kind).map_err(|e| io_err("creating the socket", e))?;
+    let fd = socket_file::serving_socket(kind).map_err(|e| io_err("creating the socket", e))?;
     rustix::net::bind(&fd, &addr).map_err(|e| {
         if e == rustix::io::Errno::ADDRINUSE {
             ListenError::InUse(display.clone())
@@ -267,7 +259,7 @@ fn bind_abstract(name: &str, kind: SocketType) -> Result<Listener, ListenError> 
             io_err("binding", e.into())
         }
     })?;
-    socket_file::listen(&fd, kind).map_err(|e| io_err("listening", e))?;
+    udsecho_unix::socket::listen(&fd, kind).map_err(|e| io_err("listening", e))?;
     let socket = Socket::new(fd, kind, true).map_err(|e| io_err("registering", e))?;
     Ok(Listener {
         socket,

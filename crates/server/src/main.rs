@@ -2,7 +2,6 @@
 //! library.
 
 mod cli;
-mod generate;
 
 use std::io::Write;
 use std::process::ExitCode;
@@ -11,6 +10,8 @@ use udsecho_server::logging::{self, Sink};
 use udsecho_server::{
     Inherited, ListenError, Listener, ServeError, Shutdown, Signals, SocketAddress,
 };
+use udsecho_unix::fd_limit::{Wanted, raise_fd_limit};
+use udsecho_unix::generate;
 
 use crate::cli::Cli;
 
@@ -27,33 +28,12 @@ enum Failure {
     Signals(std::io::Error),
 }
 
-/// Lets the server hold as many connections as the hard limit allows (the soft limit is
-/// often 1024).
-///
-/// The client and the test harness have their own: the three crates share no code but
-/// `udsecho-proto`, which holds no process code, and each wants something else (the server
-/// logs a failure, the client's bench ignores it, the harness asks root for 65,536).
-fn raise_fd_limit() {
-    use rustix::process::{Resource, getrlimit, setrlimit};
-    let mut limit = getrlimit(Resource::Nofile);
-    if limit.current < limit.maximum {
-        limit.current = limit.maximum;
-        if let Err(e) = setrlimit(Resource::Nofile, limit) {
-            tracing::debug!("could not raise the open-file limit: {e}");
-        }
-    }
-}
-
 fn main() -> ExitCode {
     // Release tooling only (`cargo xtask dist`): not a flag, so it is in no help text and no
     // completion.
     // `args_os`: a path that is not UTF-8 must not panic before clap can say so.
     let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
-    if args.get(1).is_some_and(|a| a == "--generate") {
-        let args: Vec<String> = args[2..]
-            .iter()
-            .map(|a| a.to_string_lossy().into_owned())
-            .collect();
+    if let Some(args) = generate::requested(&args) {
         return match generate::generate(&args, cli::docs()) {
             Ok(()) => ExitCode::SUCCESS,
             Err(failed) if failed.status == 2 => {
@@ -69,7 +49,10 @@ fn main() -> ExitCode {
     // explicit mode (the lock file is 0600, the default directory 0700).
     rustix::process::umask(rustix::fs::Mode::empty());
     let log = logging::init(cli.log_filter(), Sink::detect());
-    raise_fd_limit();
+    // As many connections as the hard limit allows (the soft limit is often 1024).
+    if let Err(e) = raise_fd_limit(Wanted::Hard) {
+        tracing::debug!("could not raise the open-file limit: {}", e.errno);
+    }
     let result = start(&cli);
     // Queued log lines go out before the final line, so it is the last thing printed.
     drop(log);

@@ -4,15 +4,20 @@
 //!
 //! The connections are spread over `--threads` threads the way the server spreads its own
 //! (thread-per-core): each thread (`shard`) is a current-thread tokio runtime with its own
-//! epoll set, connects its share (connection `i` on thread `i % N`) and drives it
-//! (`worker`: one task per connection). Nothing crosses threads on the data path: each
+//! epoll set, connects its share (connection `i` on thread `i % N`) and drives it: `worker`,
+//! one task per connection, or `pingpong`, one epoll loop for raw ping-pong. Each connection
+//! gets a `Load` (what to send, until when, its thread's `tally`); the raw loops check what
+//! comes back with `Echoes`. Nothing crosses threads on the data path: each
 //! thread counts its round trips and records their latencies in a histogram of its own,
 //! merged here once every thread is done. Between threads there is only the start signal,
 //! a flag that the first failure sets (so the others stop), and each thread's count for the
 //! progress bar, published every 100 ms.
 
+mod echoes;
+mod load;
 mod pingpong;
 mod shard;
+mod tally;
 mod worker;
 
 use std::io::IsTerminal;
@@ -20,7 +25,6 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
-use hdrhistogram::Histogram;
 use serde::Serialize;
 use tokio::time::Instant;
 
@@ -93,42 +97,13 @@ pub struct Latency {
 
 /// How many threads `bench` uses when `--threads` is not given: every core the process was
 /// given, or half the machine when it was given all of it — the rule the server uses for its
-/// own threads.
+/// own threads ([`udsecho_unix::threads::default_threads`]).
 ///
 /// A Unix socket's server is always on the same machine: a generator busy on every core
 /// would take the cores the server under test needs (on 2 cores, one each). When the cores
 /// were chosen (`taskset`, a cpuset), they were chosen for the generator: it uses them all.
 pub fn default_threads() -> usize {
-    let given = std::thread::available_parallelism().map_or(1, usize::from);
-    threads_for(given, online_cores())
-}
-
-/// [`default_threads`] for `given` cores out of `online`.
-fn threads_for(given: usize, online: Option<usize>) -> usize {
-    match online {
-        Some(online) if given < online => given,
-        _ => (given / 2).max(1),
-    }
-}
-
-/// The machine's online cores, from `/sys/devices/system/cpu/online` (`0-3,8-11`).
-fn online_cores() -> Option<usize> {
-    let list = std::fs::read_to_string("/sys/devices/system/cpu/online").ok()?;
-    list.trim().split(',').try_fold(0, |count, range| {
-        let (first, last) = match range.split_once('-') {
-            Some((a, b)) => (a.parse::<usize>().ok()?, b.parse::<usize>().ok()?),
-            None => {
-                let cpu = range.parse::<usize>().ok()?;
-                (cpu, cpu)
-            }
-        };
-        Some(count + last.checked_sub(first)? + 1)
-    })
-}
-
-fn histogram() -> Histogram<u64> {
-    // 1 ns to 100 s at 3 significant digits.
-    Histogram::new_with_bounds(1, 100_000_000_000, 3).expect("static histogram bounds are valid")
+    udsecho_unix::threads::default_threads()
 }
 
 /// What every thread shares: whether one of them has failed.
@@ -194,7 +169,7 @@ pub async fn run(target: &Target, options: &BenchOptions) -> Result<BenchReport,
         })
     });
 
-    let mut merged = histogram();
+    let mut merged = tally::histogram();
     let mut round_trips = 0;
     for shard in shards {
         match shard.finished().await {
@@ -266,19 +241,4 @@ fn progress_bar(duration: Duration) -> indicatif::ProgressBar {
 /// Whether a progress bar makes sense: only when a person watches stdout.
 pub fn stdout_is_terminal() -> bool {
     std::io::stdout().is_terminal()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn chosen_cores_are_all_used_and_a_whole_machine_is_halved() {
-        assert_eq!(threads_for(8, Some(16)), 8);
-        assert_eq!(threads_for(16, Some(16)), 8);
-        assert_eq!(threads_for(2, Some(2)), 1);
-        assert_eq!(threads_for(1, Some(1)), 1);
-        assert_eq!(threads_for(4, None), 2);
-        assert!(default_threads() >= 1);
-    }
 }

@@ -20,7 +20,8 @@ use rustix::io::Errno;
 use rustix::net::{RecvFlags, SendFlags};
 use tokio::time::Instant;
 
-use super::worker::{Echoes, Worker};
+use super::echoes::Echoes;
+use super::load::Load;
 use crate::error::ErrorKind;
 
 /// How often the loop checks `--timeout` and lets its thread publish progress.
@@ -35,7 +36,7 @@ const EVENTS: usize = 1024;
 /// One connection's place in the loop.
 struct Conn {
     socket: OwnedFd,
-    worker: Worker,
+    load: Load,
     echoes: Echoes,
     /// Messages sent so far; the last one is in flight.
     sent: u64,
@@ -46,12 +47,12 @@ struct Conn {
     watching_writes: bool,
 }
 
-/// Drives `conns` (each socket with its worker) until their deadline: every connection sends
+/// Drives `conns` (each socket with its load) until their deadline: every connection sends
 /// its next message as soon as the echo of the last is in and checked, and closes once the
 /// deadline has passed. `tick` runs every 100 ms and returns `false` to stop early (another
 /// thread failed). Fails on the first bad echo, broken connection or `--timeout`.
 pub(super) fn drive(
-    conns: Vec<(OwnedFd, Worker)>,
+    conns: Vec<(OwnedFd, Load)>,
     mut tick: impl FnMut() -> bool,
 ) -> Result<(), ErrorKind> {
     let failed = |doing: &'static str| {
@@ -62,18 +63,18 @@ pub(super) fn drive(
     };
     let epoll =
         epoll::create(epoll::CreateFlags::CLOEXEC).map_err(failed("creating an epoll set"))?;
-    let size = conns.first().map_or(0, |(_, w)| w.payload.len());
+    let size = conns.first().map_or(0, |(_, load)| load.payload.len());
     // Each connection registered and its first message sent; `None` once it has left.
     let mut slots: Vec<Option<Conn>> = Vec::with_capacity(conns.len());
     let mut open = 0;
     let now = Instant::now();
-    for (token, (socket, worker)) in conns.into_iter().enumerate() {
+    for (token, (socket, load)) in conns.into_iter().enumerate() {
         epoll::add(&epoll, &socket, data(token), epoll::EventFlags::IN)
             .map_err(failed("registering a connection"))?;
         let mut conn = Conn {
             socket,
-            echoes: Echoes::new(worker.payload.clone()),
-            worker,
+            echoes: Echoes::new(load.payload.clone()),
+            load,
             sent: 0,
             sent_at: now,
             written: 0,
@@ -148,7 +149,7 @@ fn data(token: usize) -> epoll::EventData {
 impl Conn {
     /// Sends the next message, or, past the deadline, leaves the loop (`false`).
     fn next(&mut self, epoll: &OwnedFd, token: usize, now: Instant) -> Result<bool, ErrorKind> {
-        if now >= self.worker.deadline {
+        if now >= self.load.deadline {
             return Ok(false);
         }
         self.sent += 1;
@@ -160,14 +161,14 @@ impl Conn {
 
     /// Writes what is left of the message in flight; a full socket is watched for room.
     fn write(&mut self, epoll: &OwnedFd, token: usize) -> Result<(), ErrorKind> {
-        let payload = &self.worker.payload;
+        let payload = &self.load.payload;
         while self.written < payload.len() {
             let flags = SendFlags::NOSIGNAL | SendFlags::DONTWAIT;
             match rustix::net::send(&self.socket, &payload[self.written..], flags) {
                 Ok(n) => self.written += n,
                 Err(Errno::INTR) => {}
                 Err(Errno::AGAIN) => return self.watch_writes(epoll, token, true),
-                Err(e) => return Err(self.worker.broken("sending", e.into())),
+                Err(e) => return Err(self.load.broken("sending", e.into())),
             }
         }
         self.watch_writes(epoll, token, false)
@@ -204,10 +205,10 @@ impl Conn {
         let n = match rustix::net::recv(&self.socket, &mut *buf, RecvFlags::DONTWAIT) {
             Ok((n, _)) => n,
             Err(Errno::AGAIN | Errno::INTR) => return Ok(true),
-            Err(e) => return Err(self.worker.broken("receiving", e.into())),
+            Err(e) => return Err(self.load.broken("receiving", e.into())),
         };
         if n == 0 {
-            return Err(self.worker.cut_off(&self.echoes));
+            return Err(self.load.cut_off(&self.echoes));
         }
         self.echoes.take(&buf[..n], self.sent)?;
         self.maybe_next(epoll, token)
@@ -216,25 +217,23 @@ impl Conn {
     /// Once the message in flight is written and its echo is in: counts the round trip and
     /// sends the next (or leaves, past the deadline).
     fn maybe_next(&mut self, epoll: &OwnedFd, token: usize) -> Result<bool, ErrorKind> {
-        if self.echoes.done() < self.sent || self.written < self.worker.payload.len() {
+        if self.echoes.done() < self.sent || self.written < self.load.payload.len() {
             return Ok(true);
         }
-        self.worker.record(self.sent_at);
+        self.load.record(self.sent_at);
         self.next(epoll, token, Instant::now())
     }
 
     /// `--timeout` counts from when the message in flight was sent.
     fn check_timeout(&self, now: Instant) -> Result<(), ErrorKind> {
-        if now.duration_since(self.sent_at) < self.worker.timeout {
+        if now.duration_since(self.sent_at) < self.load.timeout {
             return Ok(());
         }
         let n = self.sent;
-        Err(self
-            .worker
-            .late(&if self.written < self.worker.payload.len() {
-                format!("sending message {n}")
-            } else {
-                format!("waiting for the echo of message {n}")
-            }))
+        Err(self.load.late(&if self.written < self.load.payload.len() {
+            format!("sending message {n}")
+        } else {
+            format!("waiting for the echo of message {n}")
+        }))
     }
 }

@@ -5,10 +5,9 @@
 //!
 //! The thread talks to the coordinator ([`super::run`]) through three one-shot channels:
 //! connected (or why not), the start (its sender dropped means "close and end"), and the
-//! result. While it runs, its connections share only this thread's [`Tally`]; every 100 ms
+//! result. While it runs, its connections share only this thread's `Tally`; every 100 ms
 //! a ticker publishes the count for the progress bar and looks whether another thread failed.
 
-use std::cell::{Cell, RefCell};
 use std::os::fd::OwnedFd;
 use std::rc::Rc;
 use std::sync::Arc;
@@ -16,16 +15,16 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
-use hdrhistogram::Histogram;
 use tokio::sync::{Semaphore, oneshot};
 use tokio::task::{JoinSet, LocalSet};
 use tokio::time::Instant;
 
-use super::pingpong;
-use super::worker::{Connection, Worker};
-use super::{BenchOptions, Shared, histogram, thread_lost};
+use super::load::Load;
+use super::tally::{Tallied, Tally};
+use super::{BenchOptions, Shared, pingpong, thread_lost, worker};
+use crate::connect::Connection;
 use crate::error::{ClientError, ErrorKind};
-use crate::target::{SocketType, Target, Transport};
+use crate::target::{Target, Transport};
 
 /// Connects in flight at once, over all threads: enough to be quick, few enough that the
 /// server's backlog keeps up.
@@ -50,12 +49,6 @@ pub(super) struct Handle {
     start: Option<oneshot::Sender<Instant>>,
     finished: oneshot::Receiver<Result<Tallied, ClientError>>,
     progress: Arc<AtomicU64>,
-}
-
-/// What a thread measured.
-pub(super) struct Tallied {
-    pub(super) round_trips: u64,
-    pub(super) latencies: Histogram<u64>,
 }
 
 impl Handle {
@@ -156,16 +149,10 @@ async fn connect(plan: &Plan) -> Result<Vec<(usize, Connection)>, ClientError> {
         let target = plan.target.clone();
         let slots = slots.clone();
         let timeout = plan.options.timeout;
-        let kind = plan.options.transport.socket_type();
+        let transport = plan.options.transport;
         connecting.spawn_local(async move {
             let _slot = slots.acquire().await;
-            let conn = match kind {
-                SocketType::Stream => target.connect(timeout).await.map(Connection::Stream),
-                _ => target
-                    .connect_messages(kind, timeout)
-                    .await
-                    .map(Connection::Messages),
-            };
+            let conn = target.open(transport, timeout).await;
             conn.map(|c| (i, c))
         });
     }
@@ -186,30 +173,6 @@ fn task_failed(target: &Target, e: tokio::task::JoinError) -> ClientError {
     .at(target)
 }
 
-/// What this thread's connections share, and nothing else does: no atomics, no locks.
-#[derive(Debug)]
-pub(super) struct Tally {
-    round_trips: Cell<u64>,
-    latencies: RefCell<Histogram<u64>>,
-}
-
-impl Tally {
-    /// Counts one round trip that took `latency`.
-    pub(super) fn record(&self, latency: Duration) {
-        self.round_trips.set(self.round_trips.get() + 1);
-        let ns = u64::try_from(latency.as_nanos()).unwrap_or(u64::MAX).max(1);
-        // Out-of-range samples (over 100 s) are dropped, not fatal.
-        let _ = self.latencies.borrow_mut().record(ns);
-    }
-
-    fn take(&self) -> Tallied {
-        Tallied {
-            round_trips: self.round_trips.get(),
-            latencies: self.latencies.replace(histogram()),
-        }
-    }
-}
-
 /// Runs this thread's connections until `deadline`, or until one of them (here or on another
 /// thread) fails.
 async fn drive(
@@ -218,26 +181,23 @@ async fn drive(
     deadline: Instant,
     progress: &AtomicU64,
 ) -> Result<Tallied, ClientError> {
-    let tally = Rc::new(Tally {
-        round_trips: Cell::new(0),
-        latencies: RefCell::new(histogram()),
-    });
+    let tally = Rc::new(Tally::new());
     let options = &plan.options;
-    let worker = |i: usize| Worker {
+    let load = |i: usize| Load {
         payload: Bytes::from(udsecho_payload(options.size, i as u64)),
         deadline,
         timeout: options.timeout,
         tally: tally.clone(),
     };
     let publish = || {
-        progress.store(tally.round_trips.get(), Ordering::Relaxed);
+        progress.store(tally.round_trips(), Ordering::Relaxed);
         // Another thread's error is the one reported; this thread just stops.
         !plan.shared.failed.load(Ordering::Relaxed)
     };
     if options.transport == (Transport::Stream { framed: false }) && plan.pipeline == 1 {
         let mut sockets = Vec::with_capacity(conns.len());
         for (i, conn) in conns {
-            sockets.push((plain_socket(conn, &plan.target)?, worker(i)));
+            sockets.push((plain_socket(conn, &plan.target)?, load(i)));
         }
         return match pingpong::drive(sockets, publish) {
             Ok(()) => Ok(tally.take()),
@@ -249,10 +209,9 @@ async fn drive(
     }
     let mut running = JoinSet::new();
     for (i, conn) in conns {
-        let worker = worker(i);
-        let framed = options.transport.is_framed();
+        let load = load(i);
         let pipeline = plan.pipeline;
-        running.spawn_local(async move { worker.run(conn, framed, pipeline).await });
+        running.spawn_local(worker::run(load, conn, pipeline));
     }
     let mut tick = tokio::time::interval(Duration::from_millis(100));
     loop {
@@ -283,7 +242,7 @@ async fn drive(
 /// A stream connection taken out of the runtime, for [`pingpong`]'s own epoll set.
 fn plain_socket(conn: Connection, target: &Target) -> Result<OwnedFd, ClientError> {
     let socket = match conn {
-        Connection::Stream(stream) => stream.into_std().map(OwnedFd::from),
+        Connection::Stream { stream, .. } => stream.into_std().map(OwnedFd::from),
         Connection::Messages(_) => Err(std::io::Error::other("not a stream connection")),
     };
     socket.map_err(|source| {

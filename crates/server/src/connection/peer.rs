@@ -127,7 +127,7 @@ impl Peer {
             }
         };
         Ok(Peer {
-            socket: Some(crate::registration::register_for(fd, interest)?),
+            socket: Some(udsecho_unix::registration::register_for(fd, interest)?),
             kind,
             watching_writes: false,
             blocked: false,
@@ -465,7 +465,7 @@ impl Peer {
             Kind::Stream => STREAM_READS,
             Kind::Seqpacket => Interest::READABLE,
         };
-        self.socket = Some(crate::registration::register_for(
+        self.socket = Some(udsecho_unix::registration::register_for(
             fd,
             reads | Interest::WRITABLE,
         )?);

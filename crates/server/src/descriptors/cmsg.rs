@@ -1,42 +1,20 @@
-//! The `recvmsg` and `sendmsg` that carry descriptors (`SCM_RIGHTS`) and credentials.
+//! The `recvmsg` and `sendmsg` that carry descriptors and credentials: `udsecho-unix`'s, with
+//! what a read brings counted in the server's tally from the moment it arrives ([`Passed`]).
 
-use std::io::{IoSlice, IoSliceMut};
-use std::mem::MaybeUninit;
+use std::io::IoSlice;
 use std::os::fd::{AsFd, BorrowedFd};
 
-use rustix::net::{
-    RecvAncillaryBuffer, RecvAncillaryMessage, RecvFlags, ReturnFlags, SendAncillaryBuffer,
-    SendAncillaryMessage, SendFlags, UCred,
-};
+use rustix::net::{RecvFlags, SendFlags, SocketAddrAny, SocketAddrUnix, UCred};
+use udsecho_unix::passing;
 
-use super::{MAX_PER_READ, Passed};
-
-/// Room for the control messages of one read: credentials and a message's worth of
-/// descriptors, aligned for `cmsghdr` so the whole buffer is usable.
-#[repr(C, align(8))]
-struct Space([MaybeUninit<u8>; SPACE]);
-
-const SPACE: usize = rustix::cmsg_space!(ScmCredentials(1), ScmRights(MAX_PER_READ));
-const CREDS_SPACE: usize = rustix::cmsg_space!(ScmCredentials(1));
-
-/// The control length that takes exactly `n` descriptors (`CMSG_LEN(n * sizeof(int))`): the
-/// kernel fills what the buffer holds, so `CMSG_SPACE`'s padding would take a 254th after an
-/// odd number, and any room meant for credentials that do not come would take eight more.
-const fn rights_len(n: usize) -> usize {
-    if n == 0 {
-        0
-    } else {
-        let header = 16;
-        header + n * 4
-    }
-}
+use super::Passed;
 
 /// What one read brought besides its bytes.
 #[derive(Debug, Default)]
 pub(crate) struct Received {
     /// Bytes read.
     pub(crate) len: usize,
-    /// The descriptors that came with them.
+    /// The descriptors that came with them, counted as held.
     pub(crate) fds: Passed,
     /// The sender's credentials, when asked for (`SO_PASSCRED`).
     pub(crate) creds: Option<UCred>,
@@ -62,7 +40,7 @@ impl Received {
     }
 }
 
-/// `recvmsg` into `buf`, with room for exactly `room` descriptors (more are truncated), and for
+/// `recvmsg` into `buf`, with room for `room` descriptors (more are truncated), and for
 /// credentials when `creds` (only on a socket with `SO_PASSCRED`, where they always come).
 ///
 /// The value is kept small (no sender address): it is moved out of every read of every
@@ -85,36 +63,21 @@ pub(crate) fn recv_from(
     flags: RecvFlags,
     room: usize,
     creds: bool,
-) -> rustix::io::Result<(Received, Option<rustix::net::SocketAddrAny>)> {
-    let mut space = Space([MaybeUninit::uninit(); SPACE]);
-    // Credentials come first when asked for: callers ask only on sockets that pass them
-    // (`SO_PASSCRED`), so their room is never taken by descriptors.
-    let len = if creds { CREDS_SPACE } else { 0 } + rights_len(room.min(MAX_PER_READ));
-    let mut control = RecvAncillaryBuffer::new(&mut space.0[..len]);
-    let got = rustix::net::recvmsg(
-        fd,
-        &mut [IoSliceMut::new(buf)],
-        &mut control,
-        flags | RecvFlags::CMSG_CLOEXEC,
-    )?;
-    let mut received = Received {
-        len: got.bytes,
-        truncated: got.flags.contains(ReturnFlags::CTRUNC),
-        cut: got.flags.contains(ReturnFlags::TRUNC),
-        ..Received::default()
+) -> rustix::io::Result<(Received, Option<SocketAddrAny>)> {
+    let (got, from) = passing::recv_from(fd, buf, flags, room, creds)?;
+    let fds = if got.fds.is_empty() {
+        Passed::none()
+    } else {
+        Passed::take(got.fds)
     };
-    let mut fds = Vec::new();
-    for message in control.drain() {
-        match message {
-            RecvAncillaryMessage::ScmRights(rights) => fds.extend(rights),
-            RecvAncillaryMessage::ScmCredentials(ucred) => received.creds = Some(ucred),
-            _ => {}
-        }
-    }
-    if !fds.is_empty() {
-        received.fds = Passed::take(fds);
-    }
-    Ok((received, got.address))
+    let received = Received {
+        len: got.len,
+        fds,
+        creds: got.creds,
+        truncated: got.truncated,
+        cut: got.cut,
+    };
+    Ok((received, from))
 }
 
 /// `sendmsg` of `bufs` carrying `fds` (none: a plain send of one buffer), to `to` if given.
@@ -123,46 +86,29 @@ pub(crate) fn send(
     bufs: &[IoSlice<'_>],
     fds: &Passed,
     flags: SendFlags,
-    to: Option<&rustix::net::SocketAddrUnix>,
+    to: Option<&SocketAddrUnix>,
 ) -> rustix::io::Result<usize> {
     if fds.is_empty() {
-        return match (bufs, to) {
-            ([one], None) => rustix::net::send(fd, one, flags),
-            ([one], Some(to)) => rustix::net::sendto(fd, one, flags, to),
-            (bufs, None) => {
-                rustix::net::sendmsg(fd, bufs, &mut SendAncillaryBuffer::default(), flags)
-            }
-            (bufs, Some(to)) => {
-                rustix::net::sendmsg_addr(fd, to, bufs, &mut SendAncillaryBuffer::default(), flags)
-            }
-        };
+        return passing::send(fd, bufs, &[], flags, to);
     }
     let borrowed: Vec<BorrowedFd<'_>> = fds.0.iter().map(|fd| fd.as_fd()).collect();
-    let mut space = Space([MaybeUninit::uninit(); SPACE]);
-    let mut control = SendAncillaryBuffer::new(&mut space.0);
-    let pushed = control.push(SendAncillaryMessage::ScmRights(&borrowed));
-    debug_assert!(pushed, "the buffer holds MAX_PER_READ descriptors");
-    match to {
-        None => rustix::net::sendmsg(fd, bufs, &mut control, flags),
-        Some(to) => rustix::net::sendmsg_addr(fd, to, bufs, &mut control, flags),
-    }
+    passing::send(fd, bufs, &borrowed, flags, to)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::descriptors::MAX_PER_READ;
     use std::io::{Read, Seek, Write};
     use std::os::unix::net::UnixStream;
 
     fn pass(from: &UnixStream, bytes: &[u8], fds: &[BorrowedFd<'_>]) {
-        let mut space = Space([MaybeUninit::uninit(); SPACE]);
-        let mut control = SendAncillaryBuffer::new(&mut space.0);
-        assert!(control.push(SendAncillaryMessage::ScmRights(fds)));
-        rustix::net::sendmsg(
-            from,
+        passing::send(
+            from.as_fd(),
             &[IoSlice::new(bytes)],
-            &mut control,
+            fds,
             SendFlags::empty(),
+            None,
         )
         .unwrap();
     }

@@ -37,4 +37,4 @@ pub(crate) use self::tally::{Counted, Waiter, count_own, room};
 
 /// The most descriptors one message carries (Linux's `SCM_MAX_FD`), and so the most one read
 /// can bring: a stream read stops after the first chunk that carries any.
-pub(crate) const MAX_PER_READ: usize = 253;
+pub(crate) const MAX_PER_READ: usize = udsecho_unix::passing::MAX_FDS;

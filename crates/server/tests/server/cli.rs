@@ -139,6 +139,29 @@ fn generate_man_without_a_directory_says_what_it_needs() {
     );
 }
 
+/// `--generate man DIR` lists the pages it wrote on stdout; with nobody reading (a closed
+/// pipe) it panicked (`println!`, exit 101) instead of saying so.
+#[test]
+fn generate_man_into_a_closed_pipe_is_one_line_not_a_panic() {
+    let dir = tempfile::tempdir().unwrap();
+    let (reader, writer) = std::io::pipe().unwrap();
+    drop(reader);
+    let out = std::process::Command::new(udsecho_harness::binary("udsecho-server"))
+        .args(["--generate", "man"])
+        .arg(dir.path())
+        .stdout(writer)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert!(
+        stderr.starts_with("udsecho-server: --generate: "),
+        "{stderr}"
+    );
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+}
+
 #[test]
 fn zero_limits_say_what_is_allowed() {
     server()
