@@ -152,6 +152,16 @@ pub(crate) enum Command {
         /// the cores given, or half the machine when given all of it]
         #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=1024))]
         threads: Option<u32>,
+        /// Be a client that blocks in `read` for each echo (write, then sleep until the echo
+        /// is back), the way most programs talk to a socket: one thread per connection, raw
+        /// stream ping-pong only
+        #[arg(long, conflicts_with = "threads")]
+        blocking: bool,
+        /// Poll the sockets this long after the last event before sleeping, so the figures
+        /// are the server's, not this client's wake-ups (raw stream ping-pong; costs a core
+        /// per thread while it runs) [default: 0, sleep at once]
+        #[arg(long, value_name = "DUR", value_parser = parse_busy_poll)]
+        busy_poll: Option<Duration>,
         /// Print the result as JSON
         #[arg(long)]
         json: bool,
@@ -196,6 +206,16 @@ fn positive_duration(s: &str) -> Result<Duration, String> {
     } else {
         Ok(d)
     }
+}
+
+/// `bench --busy-poll`: 0 (off) up to a second, as the server takes it.
+fn parse_busy_poll(s: &str) -> Result<Duration, String> {
+    let d = humantime::parse_duration(s)
+        .map_err(|e| format!("{e} (write durations like 50us, 1ms)"))?;
+    if d > Duration::from_secs(1) {
+        return Err("must be at most 1s (0 turns polling off)".to_owned());
+    }
+    Ok(d)
 }
 
 fn parse_size(s: &str) -> Result<usize, String> {
@@ -291,6 +311,30 @@ impl Cli {
                 "--framed contradicts --mode raw: bench speaks one or the other (--framed is \
                  --mode framed; drop one of them)",
             );
+        }
+        if let Some(Command::Bench {
+            blocking,
+            busy_poll,
+            pipeline,
+            connections,
+            ..
+        }) = &cli.command
+        {
+            let raw_stream = !framed && cli.socket_type == TypeArg::Stream && *pipeline == 1;
+            if (*blocking || busy_poll.is_some()) && !raw_stream {
+                usage_error(&format!(
+                    "{} applies to raw stream ping-pong only (no --framed, --type or \
+                     --pipeline)",
+                    if *blocking {
+                        "--blocking"
+                    } else {
+                        "--busy-poll"
+                    }
+                ));
+            }
+            if *blocking && *connections > 1024 {
+                usage_error("--blocking runs a thread per connection: at most 1024 connections");
+            }
         }
         let transport = match cli.socket_type {
             TypeArg::Stream => Transport::Stream { framed },

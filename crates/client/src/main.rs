@@ -191,6 +191,8 @@ async fn run(cli: &Invocation) -> Result<(), ClientError> {
             size,
             pipeline,
             threads,
+            blocking,
+            busy_poll,
             json,
             ..
         }) => {
@@ -198,13 +200,20 @@ async fn run(cli: &Invocation) -> Result<(), ClientError> {
             let _ = raise_fd_limit(Wanted::Hard);
             let options = BenchOptions {
                 connections: *connections as usize,
-                threads: threads.map_or_else(bench::default_threads, |n| n as usize),
+                threads: match (*blocking, threads) {
+                    // A blocking client is a thread per connection.
+                    (true, _) => *connections as usize,
+                    (false, Some(n)) => *n as usize,
+                    (false, None) => bench::default_threads(),
+                },
                 duration: *duration,
                 size: *size,
                 transport: cli.transport,
                 pipeline: *pipeline as usize,
                 timeout: cli.timeout,
                 progress: bench::stdout_is_terminal() && !json,
+                blocking: *blocking,
+                busy_poll: busy_poll.unwrap_or_default(),
             };
             let report = bench::run(target, &options).await?;
             let mut out = std::io::stdout();
@@ -213,10 +222,16 @@ async fn run(cli: &Invocation) -> Result<(), ClientError> {
                     .map_err(std::io::Error::other)
                     .and_then(|()| writeln!(out))
             } else {
-                let what = match socket_type {
+                let mut what = match socket_type {
                     SocketType::Stream => format!("{} mode", report.mode),
                     other => other.to_string(),
                 };
+                if report.blocking {
+                    what.push_str(", blocking client");
+                }
+                if report.busy_poll_us > 0 {
+                    what.push_str(&format!(", polling {} µs", report.busy_poll_us));
+                }
                 writeln!(
                     out,
                     "{what}, {} connection{}, {} thread{}, pipeline {}, {} B messages, {:.1} s\n\

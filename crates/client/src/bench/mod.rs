@@ -13,6 +13,7 @@
 //! a flag that the first failure sets (so the others stop), and each thread's count for the
 //! progress bar, published every 100 ms.
 
+mod blocking;
 mod echoes;
 mod load;
 mod pingpong;
@@ -51,6 +52,12 @@ pub struct BenchOptions {
     pub timeout: Duration,
     /// Draw a progress bar (on a terminal).
     pub progress: bool,
+    /// Each connection a client that blocks in `read` for each echo, on a thread of its own
+    /// (raw stream ping-pong; `threads` should equal `connections`).
+    pub blocking: bool,
+    /// How long the client polls its sockets after the last event before it sleeps (raw
+    /// stream ping-pong; zero: it sleeps at once).
+    pub busy_poll: Duration,
 }
 
 /// The result, as printed and as `--json`.
@@ -66,6 +73,10 @@ pub struct BenchReport {
     pub threads: usize,
     /// Messages in flight per connection.
     pub pipeline: usize,
+    /// Whether each connection was a client blocking in `read` for each echo.
+    pub blocking: bool,
+    /// How long the client polled after its last event before sleeping, in µs (0: it did not).
+    pub busy_poll_us: u64,
     /// Payload bytes per message.
     pub size: usize,
     /// Measured time, in seconds.
@@ -204,6 +215,8 @@ pub async fn run(target: &Target, options: &BenchOptions) -> Result<BenchReport,
         connections,
         threads,
         pipeline,
+        blocking: options.blocking,
+        busy_poll_us: u64::try_from(options.busy_poll.as_micros()).unwrap_or(u64::MAX),
         size: options.size,
         seconds,
         round_trips,

@@ -21,7 +21,7 @@ use tokio::time::Instant;
 
 use super::load::Load;
 use super::tally::{Tallied, Tally};
-use super::{BenchOptions, Shared, pingpong, thread_lost, worker};
+use super::{BenchOptions, Shared, blocking, pingpong, thread_lost, worker};
 use crate::connect::Connection;
 use crate::error::{ClientError, ErrorKind};
 use crate::target::{Target, Transport};
@@ -199,7 +199,12 @@ async fn drive(
         for (i, conn) in conns {
             sockets.push((plain_socket(conn, &plan.target)?, load(i)));
         }
-        return match pingpong::drive(sockets, publish) {
+        let driven = if options.blocking {
+            blocking::drive(sockets, publish, options.busy_poll)
+        } else {
+            pingpong::drive(sockets, publish, options.busy_poll)
+        };
+        return match driven {
             Ok(()) => Ok(tally.take()),
             Err(kind) => {
                 plan.shared.failed.store(true, Ordering::Relaxed);

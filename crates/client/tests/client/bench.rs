@@ -349,3 +349,87 @@ fn raw_bench_reports_a_server_that_hangs_up_mid_echo() {
         "{line}"
     );
 }
+
+/// `--blocking` (a client that sleeps in `read` for each echo, a thread per connection) and
+/// `--busy-poll` (the client polls before it sleeps) keep every promise of the event loop:
+/// each round trip counted once, every byte checked, a silent server and a hang-up reported.
+#[test]
+fn a_blocking_or_polling_client_counts_every_round_trip_once() {
+    for flags in [
+        &["--blocking"][..],
+        &["--blocking", "--busy-poll", "200us"],
+        &["--busy-poll", "200us"],
+    ] {
+        let (_dir, path, echoed) = counting_server(None);
+        let mut args = vec!["-c", "3", "-d", "200ms", "--size", "100"];
+        args.extend_from_slice(flags);
+        let report = json_report(&path, &args);
+        let trips = report["round_trips"].as_u64().unwrap();
+        assert!(trips > 0, "{flags:?}: {report}");
+        assert_eq!(echoed.load(Ordering::SeqCst), trips * 100, "{flags:?}");
+        let blocking = flags.contains(&"--blocking");
+        assert_eq!(report["blocking"], blocking, "{report}");
+        assert_eq!(report["threads"], if blocking { 3 } else { 1 }, "{report}");
+        assert_eq!(report["busy_poll_us"], u64::from(flags.len() > 1) * 200);
+    }
+}
+
+#[test]
+fn a_blocking_client_reports_a_corrupted_echo_a_silent_server_and_a_hang_up() {
+    let (_dir, path, _) = counting_server(Some(0));
+    let out = client(&path)
+        .args(["bench", "--blocking", "-d", "5s"])
+        .assert()
+        .code(3)
+        .get_output()
+        .clone();
+    assert!(one_line(&out.stderr).contains("mismatch"));
+
+    let (_dir, path) = crate::mute_server();
+    let out = client(&path)
+        .args(["--timeout", "1s", "bench", "--blocking", "-d", "5s"])
+        .timeout(Duration::from_secs(3))
+        .assert()
+        .code(1)
+        .get_output()
+        .clone();
+    assert_eq!(
+        one_line(&out.stderr),
+        format!(
+            "udsecho-client: {}: timed out after 1s waiting for the echo of message 1",
+            path.display()
+        )
+    );
+
+    let (_dir, path) = fake_server(|mut stream| {
+        let mut buf = [0u8; 64];
+        if stream.read_exact(&mut buf).is_ok() {
+            let _ = stream.write_all(&buf[..32]);
+        }
+    });
+    let out = client(&path)
+        .args(["--timeout", "2s", "bench", "--blocking", "-d", "5s"])
+        .timeout(Duration::from_secs(4))
+        .assert()
+        .code(1)
+        .get_output()
+        .clone();
+    let line = one_line(&out.stderr);
+    assert!(line.contains("in the middle of the benchmark"), "{line}");
+}
+
+#[test]
+fn blocking_and_busy_poll_are_for_raw_stream_ping_pong() {
+    for flags in [
+        &["--blocking", "--framed"][..],
+        &["--busy-poll", "50us", "--pipeline", "4"],
+        &["--blocking", "--threads", "2"],
+        &["--busy-poll", "2s"],
+    ] {
+        client(std::path::Path::new("/nonexistent/x.sock"))
+            .arg("bench")
+            .args(flags)
+            .assert()
+            .code(2);
+    }
+}
