@@ -9,7 +9,6 @@
 
 use std::os::unix::net::UnixListener;
 use std::process::ExitStatus;
-use std::thread;
 use std::time::{Duration, Instant};
 
 use crate::case::{Case, GRACE, Verdict};
@@ -142,7 +141,7 @@ impl Run {
         }
         for chunk in bytes.chunks(piece) {
             self.conn.send(chunk)?;
-            thread::sleep(Duration::from_millis(2));
+            self.conn.pause(Duration::from_millis(2));
         }
         Ok(())
     }

@@ -341,9 +341,14 @@ impl Conn {
     pub(crate) fn trickle(&mut self, bytes: &[u8], gap: Duration) -> Result<(), String> {
         for b in bytes {
             self.send(std::slice::from_ref(b))?;
-            std::thread::sleep(gap);
+            self.pause(gap);
         }
         Ok(())
+    }
+
+    /// Sleeps for `wait`, or until the case's deadline if that comes first.
+    pub(crate) fn pause(&self, wait: Duration) {
+        std::thread::sleep(wait.min(self.deadline.saturating_duration_since(Instant::now())));
     }
 
     /// Sends the frames `frame(0)`, `frame(1)`, … without reading, until the peer stops

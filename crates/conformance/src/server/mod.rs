@@ -137,7 +137,7 @@ pub(crate) fn pump(
             .shutdown(std::net::Shutdown::Write)
             .map_err(|e| e.to_string())
     });
-    thread::sleep(read_after.min(deadline.saturating_duration_since(Instant::now())));
+    conn.pause(read_after);
     let mut got = Vec::new();
     while got.len() < expected_len {
         let part = conn.raw(expected_len - got.len())?;

@@ -448,7 +448,7 @@ fn shutdown_drains(ctx: &mut ServerCtx) -> Verdict {
         let frame = |i: u64| wire::data(&payload(1000, i));
         let sent = conn.stuff(frame, STUFF_LIMIT, Duration::from_millis(200))?;
         ctx.terminate()?;
-        thread::sleep(Duration::from_millis(300));
+        conn.pause(Duration::from_millis(300));
         for i in 0..sent {
             match conn.next()? {
                 Got::Frame {
@@ -500,7 +500,7 @@ fn shutdown_mid_frame(ctx: &mut ServerCtx) -> Verdict {
         } = half;
         ctx.terminate()?;
         // Time for the server to see the signal while the frame is still unfinished.
-        thread::sleep(Duration::from_millis(200));
+        conn.pause(Duration::from_millis(200));
         let writer = conn.try_clone().map_err(|e| e.to_string())?;
         let rest = frame[sent..].to_vec();
         let (timeout, deadline) = (conn.timeout, conn.deadline);
