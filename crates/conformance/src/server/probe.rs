@@ -4,7 +4,7 @@
 //! Only what the server was seen doing counts. An Error frame or a close in answer to raw
 //! bytes is what a framed-only server may do (PROTOCOL.md §1): its raw cases are then
 //! UNIMPLEMENTED without being run. Its own preamble and Hello echoed back is what a raw
-//! echo server does (forced raw mode, §8 S7; nc, socat, the Go tutorial): its framed cases
+//! echo server does (forced raw mode, §8 S7; socat EXEC:cat, the Go tutorial): its framed cases
 //! are UNIMPLEMENTED at once instead of each waiting for a Hello that never comes. Silence,
 //! or anything else, proves no absence: the cases run and judge it (and the cases that need
 //! a session fail at once when a Hello got no answer at all).
