@@ -38,18 +38,16 @@ pub(crate) struct Cli {
 pub(crate) enum Mode {
     /// Test a server implementation (the runner is its client)
     Server {
-        /// A server already listening on this socket; all cases share it (4/shutdown-drains
-        /// needs --cmd and is not run)
+        /// A server already listening on this socket; all cases share it (the shutdown cases
+        /// signal the server: they need --cmd and are not run)
         #[arg(short, long, value_name = "PATH", required_unless_present_any = ["cmd", "list"], conflicts_with = "cmd")]
         socket: Option<PathBuf>,
         /// A command that serves on `{sock}`, started afresh for each case, run by `sh -c`,
         /// e.g. 'udsecho-server --socket {sock}'; SIGTERM must start its graceful shutdown
         #[arg(long, value_name = "COMMAND")]
         cmd: Option<String>,
-        /// Hold the server to these optional behaviours: each case that finds one absent
-        /// (UNIMPLEMENTED) or not done as recommended (NON-STRICT) fails. framed: the framed
-        /// session; raw: raw mode and auto detection; drain: graceful shutdown on SIGTERM;
-        /// cut-through: Data echoed as it arrives
+        /// Hold the server to these optional behaviours: a case that finds one absent
+        /// (UNIMPLEMENTED) or not done as recommended (NON-STRICT) fails
         #[arg(long, value_name = "FEATURE", value_delimiter = ',')]
         require: Vec<Feature>,
         /// Require every optional behaviour (--require framed,raw,drain,cut-through): the

@@ -10,7 +10,7 @@ use std::process::Stdio;
 use std::time::Duration;
 
 use common::{
-    client_cmd, example, hostile_cmd, kill_leftovers, run_cases, run_runner, server_cmd, set, token,
+    Token, client_cmd, example, hostile_cmd, kill_leftovers, run_cases, run_runner, server_cmd, set,
 };
 
 /// With `--timeout 1s`: the most one case may take (1 s, the runner's 3 s of grace, and
@@ -23,8 +23,8 @@ const RUN_LIMIT: Duration = Duration::from_secs(60);
 
 /// Runs the runner (`side` mode) against `hostile SIDE MODE`, on `cases` if given; the run,
 /// and the word the target's processes carry on their command lines.
-fn against(side: &str, mode: &str, cases: Option<&str>) -> (common::Run, String) {
-    let word = token(mode);
+fn against(side: &str, mode: &str, cases: Option<&str>) -> (common::Run, Token) {
+    let word = Token::new(mode);
     let cmd = hostile_cmd(side, mode, &word);
     let mut args = vec![side, "--cmd", &cmd];
     if let Some(cases) = cases {
@@ -33,8 +33,8 @@ fn against(side: &str, mode: &str, cases: Option<&str>) -> (common::Run, String)
     (run_cases(&args, RUN_LIMIT), word)
 }
 
-fn no_leftovers(word: &str) {
-    let left = kill_leftovers(word);
+fn no_leftovers(word: &Token) {
+    let left = kill_leftovers(&word.0);
     assert!(left.is_empty(), "processes left behind: {left:#?}");
 }
 
@@ -247,7 +247,7 @@ fn a_client_that_exits_0_without_connecting_is_named_as_such() {
 /// `--require framed` (or `--strict`) makes them failures.
 #[test]
 fn a_raw_echo_server_is_recognised_at_once() {
-    let word = token("echo");
+    let word = Token::new("echo");
     let cmd = hostile_cmd("server", "echo", &word);
     let run = run_cases(&["server", "--cmd", &cmd], RUN_LIMIT);
     assert_eq!(run.code, Some(0), "{}", run.text());

@@ -36,16 +36,30 @@ pub fn client_cmd(bug: &str) -> String {
 }
 
 /// `hostile server|client MODE {sock} TOKEN`.
-pub fn hostile_cmd(side: &str, mode: &str, token: &str) -> String {
+pub fn hostile_cmd(side: &str, mode: &str, token: &Token) -> String {
     format!(
-        "{} {side} {mode} {{sock}} {token}",
-        example("hostile").display()
+        "{} {side} {mode} {{sock}} {}",
+        example("hostile").display(),
+        token.0
     )
 }
 
-/// A word no other test uses, to find a run's processes in the process table.
-pub fn token(name: &str) -> String {
-    format!("hostile-{name}-{}", std::process::id())
+/// A word no other test uses, put on a target's command line to find its processes in the
+/// process table; whatever still carries it is killed when this is dropped, even when the
+/// test failed first (a runner killed at its limit leaves its target behind).
+#[derive(Debug)]
+pub struct Token(pub String);
+
+impl Token {
+    pub fn new(name: &str) -> Token {
+        Token(format!("hostile-{name}-{}", std::process::id()))
+    }
+}
+
+impl Drop for Token {
+    fn drop(&mut self) {
+        kill_leftovers(&self.0);
+    }
 }
 
 /// What one run of the runner did.
