@@ -45,6 +45,17 @@ pub(crate) enum Need {
     Signal,
 }
 
+impl Need {
+    /// Its name in the JSON report.
+    pub(crate) fn name(self) -> &'static str {
+        match self {
+            Need::Framed => "framed",
+            Need::Raw => "raw",
+            Need::Signal => "signal",
+        }
+    }
+}
+
 /// What a case found.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum Verdict {
@@ -125,6 +136,7 @@ pub(crate) struct Case<Ctx> {
 pub(crate) struct Outcome {
     pub(crate) id: &'static str,
     pub(crate) description: &'static str,
+    pub(crate) needs: &'static [Need],
     pub(crate) verdict: Verdict,
     pub(crate) duration: Duration,
 }

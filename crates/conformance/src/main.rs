@@ -223,6 +223,7 @@ fn run_cases<Ctx>(
         let outcome = Outcome {
             id: case.id,
             description: case.description,
+            needs: case.needs,
             verdict,
             duration: start.elapsed(),
         };

@@ -129,6 +129,7 @@ pub(crate) fn json(path: &Path, run: Run<'_>, outcomes: &[Outcome]) -> io::Resul
                 "description": o.description,
                 "verdict": o.verdict.word(),
                 "detail": o.verdict.detail().map(printable),
+                "needs": o.needs.iter().map(|n| n.name()).collect::<Vec<_>>(),
                 "duration_ms": o.duration.as_millis() as u64,
             })
         })
@@ -220,6 +221,7 @@ mod tests {
         Outcome {
             id,
             description: "d",
+            needs: &[],
             verdict,
             duration: Duration::from_millis(3),
         }

@@ -120,7 +120,8 @@ impl Run {
             .unwrap_or_default()
     }
 
-    fn cases(&self) -> impl Iterator<Item = &serde_json::Value> {
+    /// The cases of the JSON report.
+    pub fn cases(&self) -> impl Iterator<Item = &serde_json::Value> {
         self.json.as_ref().unwrap_or_else(|| {
             panic!(
                 "no JSON; exit {:?}\nstdout:\n{}\nstderr:\n{}",
