@@ -101,6 +101,20 @@ pub(crate) fn ensure_nc_and_socat() -> Result<(), String> {
     .into_iter()
     .flatten()
     .collect();
+    install(&missing, "nc-compat")?;
+    if nc_is_openbsd() {
+        Ok(())
+    } else {
+        Err(
+            "`nc` is still not OpenBSD netcat; run `sudo update-alternatives --config nc`"
+                .to_owned(),
+        )
+    }
+}
+
+/// Installs the Debian packages `missing` with apt-get, saying so (`who` needs them), when
+/// this user can (root, or password-less sudo); otherwise an error with the command to run.
+fn install(missing: &[&str], who: &str) -> Result<(), String> {
     if missing.is_empty() {
         return Ok(());
     }
@@ -114,15 +128,18 @@ pub(crate) fn ensure_nc_and_socat() -> Result<(), String> {
             .is_ok_and(|s| s.success());
     if !have("apt-get") || !(root || sudo) {
         return Err(format!(
-            "nc-compat needs {}: install them with `{manual}`",
+            "{who} needs {}: install with `{manual}`",
             missing.join(" and ")
         ));
     }
-    eprintln!("xtask: installing {} with apt-get", missing.join(" "));
+    eprintln!(
+        "xtask: installing {} with apt-get ({who} needs it)",
+        missing.join(" ")
+    );
     let prefix: &[&str] = if root { &[] } else { &["sudo", "-n"] };
     for step in [
         vec!["apt-get", "update", "-qq"],
-        [vec!["apt-get", "install", "-y", "-qq"], missing.clone()].concat(),
+        [vec!["apt-get", "install", "-y", "-qq"], missing.to_vec()].concat(),
     ] {
         let argv: Vec<&str> = prefix.iter().copied().chain(step).collect();
         let status = Command::new(argv[0])
@@ -137,12 +154,40 @@ pub(crate) fn ensure_nc_and_socat() -> Result<(), String> {
             ));
         }
     }
-    if nc_is_openbsd() {
-        Ok(())
+    Ok(())
+}
+
+/// Builds the tutorial's Go echo server (`xtask/fixtures/go-echo`) into `out_dir` with the
+/// system Go, installing golang-go first where this user can (`who` needs it).
+pub(crate) fn build_go(out_dir: &Path, who: &str) -> Result<PathBuf, String> {
+    let works = |go: &str| {
+        Command::new(go)
+            .arg("version")
+            .output()
+            .is_ok_and(|o| o.status.success())
+    };
+    let find = || ["go", "/usr/lib/go/bin/go"].into_iter().find(|g| works(g));
+    let go = match find() {
+        Some(go) => go,
+        None => {
+            install(&["golang-go"], who)?;
+            find().ok_or("golang-go is installed but `go version` does not run")?
+        }
+    };
+    let binary = out_dir.join("go-echo");
+    let status = Command::new(go)
+        .args(["build", "-o"])
+        .arg(&binary)
+        .arg(root().join("xtask/fixtures/go-echo/main.go"))
+        .env("GOCACHE", out_dir.join("go-cache"))
+        .env("GO111MODULE", "off")
+        .status()
+        .map_err(|e| format!("cannot run {go}: {e}"))?;
+    if status.success() {
+        Ok(binary)
     } else {
-        Err(
-            "`nc` is still not OpenBSD netcat; run `sudo update-alternatives --config nc`"
-                .to_owned(),
-        )
+        Err(format!(
+            "`{go} build` of xtask/fixtures/go-echo failed ({status})"
+        ))
     }
 }

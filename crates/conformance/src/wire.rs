@@ -2,7 +2,9 @@
 //!
 //! Frames the runner *sends* are built here byte by byte (sometimes deliberately wrong); frames
 //! it *receives* are cut and decoded here too, strictly, without `udsecho-proto`'s decoder: a
-//! lenient decoder must not hide a wrong implementation. Every read is bounded by a deadline.
+//! lenient decoder must not hide a wrong implementation. Every wait is bounded twice: by
+//! `--timeout` (the longest the peer may stay silent) and by the case's deadline (however the
+//! peer trickles, the case ends).
 
 use std::io::{self, Read, Write};
 use std::net::Shutdown;
@@ -194,8 +196,10 @@ pub(crate) enum Got {
     Eof,
     /// The peer closed inside a frame; these are its bytes.
     Partial(Vec<u8>),
-    /// Nothing more arrived before the deadline; these bytes of a frame had.
+    /// Nothing more arrived within the timeout; these bytes of a frame had.
     Timeout(Vec<u8>),
+    /// The case's time ran out (the peer may still be sending); these bytes had arrived.
+    OutOfTime(Vec<u8>),
 }
 
 impl Got {
@@ -226,8 +230,61 @@ impl Got {
             Got::Partial(bytes) => format!("[{}] then end of stream inside a frame", hex(bytes)),
             Got::Timeout(bytes) if bytes.is_empty() => "nothing (timed out)".to_owned(),
             Got::Timeout(bytes) => format!("[{}] then nothing more (timed out)", hex(bytes)),
+            Got::OutOfTime(bytes) if bytes.is_empty() => {
+                "nothing before the case's time ran out (--timeout plus 3 s)".to_owned()
+            }
+            Got::OutOfTime(bytes) => format!(
+                "[{}] and no end before the case's time ran out (--timeout plus 3 s)",
+                hex(bytes)
+            ),
         }
     }
+}
+
+/// Writes all of `bytes` to `stream`: each write may wait up to `timeout` for the peer to
+/// take something, all of them together until `deadline`.
+pub(crate) fn write_until(
+    mut stream: &UnixStream,
+    bytes: &[u8],
+    timeout: Duration,
+    deadline: Instant,
+) -> Result<(), String> {
+    let mut at = 0;
+    while at < bytes.len() {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err(format!(
+                "sending {} bytes: the case's time ran out after the peer had taken {at}",
+                bytes.len()
+            ));
+        }
+        stream
+            .set_write_timeout(Some(left.min(timeout)))
+            .map_err(|e| e.to_string())?;
+        match stream.write(&bytes[at..]) {
+            Ok(0) => return Err("sending: the socket takes nothing more".to_owned()),
+            Ok(n) => at += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                ) && Instant::now() < deadline =>
+            {
+                return Err(format!(
+                    "sending {} bytes: the peer read nothing for {timeout:?} (it had taken {at})",
+                    bytes.len()
+                ));
+            }
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                ) => {}
+            Err(e) => return Err(format!("sending [{}]: {e}", hex(&bytes[at..]))),
+        }
+    }
+    Ok(())
 }
 
 /// A stream connection to the peer under test, with deadlines on every wait.
@@ -238,20 +295,31 @@ pub(crate) struct Conn {
     buf: Vec<u8>,
     /// The longest a single wait may take.
     pub(crate) timeout: Duration,
+    /// When the case's time is up: no wait goes past it.
+    pub(crate) deadline: Instant,
     /// The body length above which a received frame is refused (what we told the peer).
     pub(crate) accept_max: u32,
     eof: bool,
+    /// The last wait ended at the case's deadline, not at a timeout.
+    out_of_time: bool,
 }
 
 impl Conn {
-    pub(crate) fn new(stream: UnixStream, timeout: Duration) -> Self {
+    pub(crate) fn new(stream: UnixStream, timeout: Duration, deadline: Instant) -> Self {
         Conn {
             stream,
             buf: Vec::new(),
             timeout,
+            deadline,
             accept_max: udsecho_proto::DEFAULT_MAX_FRAME,
             eof: false,
+            out_of_time: false,
         }
+    }
+
+    /// Where a wait starting now ends: after the timeout, or at the case's deadline.
+    fn until(&self, wait: Duration) -> Instant {
+        (Instant::now() + wait).min(self.deadline)
     }
 
     /// Another handle on the same socket (for a writer thread).
@@ -259,28 +327,76 @@ impl Conn {
         self.stream.try_clone()
     }
 
-    /// Writes all of `bytes`, within the timeout.
+    /// Whether the peer has closed its side (or reset).
+    pub(crate) fn eof(&self) -> bool {
+        self.eof
+    }
+
+    /// Writes all of `bytes`, each wait within the timeout, all before the deadline.
     pub(crate) fn send(&mut self, bytes: &[u8]) -> Result<(), String> {
-        self.stream
-            .set_write_timeout(Some(self.timeout))
-            .map_err(|e| e.to_string())?;
-        self.stream.write_all(bytes).map_err(|e| match e.kind() {
-            io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut => format!(
-                "sending {} bytes: the peer read nothing for {:?}",
-                bytes.len(),
-                self.timeout
-            ),
-            _ => format!("sending [{}]: {e}", hex(bytes)),
-        })
+        write_until(&self.stream, bytes, self.timeout, self.deadline)
     }
 
     /// Writes `bytes` one at a time, `gap` apart.
     pub(crate) fn trickle(&mut self, bytes: &[u8], gap: Duration) -> Result<(), String> {
         for b in bytes {
             self.send(std::slice::from_ref(b))?;
-            std::thread::sleep(gap);
+            self.pause(gap);
         }
         Ok(())
+    }
+
+    /// Sleeps for `wait`, or until the case's deadline if that comes first.
+    pub(crate) fn pause(&self, wait: Duration) {
+        std::thread::sleep(wait.min(self.deadline.saturating_duration_since(Instant::now())));
+    }
+
+    /// Sends the frames `frame(0)`, `frame(1)`, … without reading, until the peer stops
+    /// taking them (no room for the next one for `stall`), `limit` bytes, or the deadline;
+    /// returns how many it took. Each is sent whole or not at all: Linux queues a write on a
+    /// Unix stream socket that is under half its send buffer as one piece, and a
+    /// non-blocking one that does not fit is refused whole.
+    pub(crate) fn stuff(
+        &mut self,
+        frame: impl Fn(u64) -> Vec<u8>,
+        limit: usize,
+        stall: Duration,
+    ) -> Result<u64, String> {
+        self.stream
+            .set_nonblocking(true)
+            .map_err(|e| e.to_string())?;
+        let (mut sent, mut bytes, mut blocked_since) = (0, 0, None);
+        let result = loop {
+            if bytes >= limit || Instant::now() >= self.deadline {
+                break Ok(sent);
+            }
+            let next = frame(sent);
+            match (&self.stream).write(&next) {
+                Ok(n) if n == next.len() => {
+                    (sent, bytes, blocked_since) = (sent + 1, bytes + n, None);
+                }
+                Ok(n) => {
+                    break Err(format!(
+                        "the socket took {n} bytes of a {}-byte frame: the runner cannot tell \
+                         what was queued (a kernel that splits small writes)",
+                        next.len()
+                    ));
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    let since = *blocked_since.get_or_insert_with(Instant::now);
+                    if since.elapsed() >= stall {
+                        break Ok(sent);
+                    }
+                    std::thread::sleep(Duration::from_millis(5));
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => break Err(format!("sending frame {}: {e}", sent + 1)),
+            }
+        };
+        self.stream
+            .set_nonblocking(false)
+            .map_err(|e| e.to_string())?;
+        result
     }
 
     /// Shuts down the write side: the peer reads end of stream.
@@ -290,13 +406,20 @@ impl Conn {
             .map_err(|e| format!("half-closing: {e}"))
     }
 
-    /// Reads once, waiting until `deadline`. `Ok(false)` at end of stream or on timeout.
-    fn fill(&mut self, deadline: Instant) -> Result<bool, String> {
+    /// Shuts down both sides (a writer thread blocked on this socket returns at once).
+    pub(crate) fn cut(&self) {
+        let _ = self.stream.shutdown(Shutdown::Both);
+    }
+
+    /// Reads once, waiting until `until`. `Ok(false)` at end of stream or on timeout.
+    fn fill(&mut self, until: Instant) -> Result<bool, String> {
+        self.out_of_time = false;
         if self.eof {
             return Ok(false);
         }
-        let left = deadline.saturating_duration_since(Instant::now());
+        let left = until.saturating_duration_since(Instant::now());
         if left.is_zero() {
+            self.out_of_time = until >= self.deadline;
             return Ok(false);
         }
         self.stream
@@ -318,6 +441,7 @@ impl Conn {
                     io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
                 ) =>
             {
+                self.out_of_time = until >= self.deadline;
                 Ok(false)
             }
             Err(e) if e.kind() == io::ErrorKind::Interrupted => Ok(true),
@@ -341,20 +465,23 @@ impl Conn {
         Ok(true)
     }
 
-    fn ended_at(&mut self, deadline: Instant) -> Got {
+    /// What stopped a read short: the end of the stream, or a timeout (of the wait or of
+    /// the case); the bytes read so far go with it.
+    fn ended(&mut self) -> Got {
         let bytes = std::mem::take(&mut self.buf);
-        match (self.eof, bytes.is_empty(), Instant::now() >= deadline) {
-            (true, true, _) => Got::Eof,
-            (true, false, _) => Got::Partial(bytes),
+        match (self.eof, bytes.is_empty()) {
+            (true, true) => Got::Eof,
+            (true, false) => Got::Partial(bytes),
+            _ if self.out_of_time => Got::OutOfTime(bytes),
             _ => Got::Timeout(bytes),
         }
     }
 
     /// The next frame, the end of the stream, or a timeout.
     pub(crate) fn next(&mut self) -> Result<Got, String> {
-        let deadline = Instant::now() + self.timeout;
+        let deadline = self.until(self.timeout);
         if !self.want(4, deadline)? {
-            return Ok(self.ended_at(deadline));
+            return Ok(self.ended());
         }
         let len = u32::from_be_bytes([self.buf[0], self.buf[1], self.buf[2], self.buf[3]]);
         if len == 0 {
@@ -372,7 +499,7 @@ impl Conn {
         }
         let total = 4 + len as usize;
         if !self.want(total, deadline)? {
-            return Ok(self.ended_at(deadline));
+            return Ok(self.ended());
         }
         let rest = self.buf.split_off(total);
         let whole = std::mem::replace(&mut self.buf, rest);
@@ -384,19 +511,30 @@ impl Conn {
 
     /// Up to `n` raw bytes (raw mode), or fewer if the stream ends or the deadline passes.
     pub(crate) fn raw(&mut self, n: usize) -> Result<Vec<u8>, String> {
-        let deadline = Instant::now() + self.timeout;
-        self.want(n, deadline)?;
+        self.want(n, self.until(self.timeout))?;
         let rest = self.buf.split_off(self.buf.len().min(n));
         Ok(std::mem::replace(&mut self.buf, rest))
     }
 
-    /// Waits up to `wait` for any byte; returns what arrived (possibly nothing).
+    /// Waits up to `wait` for any byte; returns what arrived (possibly nothing: see
+    /// [`Conn::eof`] for why).
     pub(crate) fn peek_for(&mut self, wait: Duration) -> Result<&[u8], String> {
-        let deadline = Instant::now() + wait;
         if self.buf.is_empty() {
-            self.fill(deadline)?;
+            self.fill(self.until(wait))?;
         }
         Ok(&self.buf)
+    }
+
+    /// The first `n` bytes to come, without consuming them (fewer if the stream ends, or
+    /// nothing more comes within the timeout).
+    pub(crate) fn peek_n(&mut self, n: usize) -> Result<&[u8], String> {
+        self.want(n, self.until(self.timeout))?;
+        Ok(&self.buf[..self.buf.len().min(n)])
+    }
+
+    /// Whether the last wait ran into the case's deadline.
+    pub(crate) fn out_of_time(&self) -> bool {
+        self.out_of_time
     }
 
     /// Expects each item in turn.
@@ -558,7 +696,11 @@ mod tests {
     #[test]
     fn frames_split_across_reads_are_reassembled() {
         let (a, mut b) = UnixStream::pair().unwrap();
-        let mut conn = Conn::new(a, Duration::from_secs(5));
+        let mut conn = Conn::new(
+            a,
+            Duration::from_secs(5),
+            Instant::now() + Duration::from_secs(9),
+        );
         let bytes = data(b"abc");
         let writer = std::thread::spawn(move || {
             for byte in bytes {
@@ -574,8 +716,51 @@ mod tests {
     #[test]
     fn a_silent_peer_is_a_timeout_not_a_hang() {
         let (a, _b) = UnixStream::pair().unwrap();
-        let mut conn = Conn::new(a, Duration::from_millis(50));
+        let mut conn = Conn::new(
+            a,
+            Duration::from_millis(50),
+            Instant::now() + Duration::from_secs(9),
+        );
         let err = conn.expect(&[Expect::Goodbye(0)]).unwrap_err();
         assert!(err.contains("timed out"), "{err}");
+    }
+
+    /// A peer that sends a byte well within each timeout still cannot keep a case going.
+    #[test]
+    fn a_trickling_peer_runs_into_the_case_deadline() {
+        let (a, mut b) = UnixStream::pair().unwrap();
+        let start = Instant::now();
+        let mut conn = Conn::new(
+            a,
+            Duration::from_millis(500),
+            start + Duration::from_millis(300),
+        );
+        let writer = std::thread::spawn(move || {
+            while b.write_all(&[0]).is_ok() {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        });
+        let got = conn.raw(1 << 20).unwrap();
+        assert!(!got.is_empty() && got.len() < 1 << 20);
+        assert!(conn.out_of_time());
+        assert!(start.elapsed() < Duration::from_millis(450));
+        let err = conn.expect(&[Expect::Eof]).unwrap_err();
+        assert!(err.contains("time ran out"), "{err}");
+        drop(conn);
+        writer.join().unwrap();
+    }
+
+    #[test]
+    fn a_peer_that_stops_reading_cannot_hold_a_send_past_the_deadline() {
+        let (a, _b) = UnixStream::pair().unwrap();
+        let start = Instant::now();
+        let mut conn = Conn::new(
+            a,
+            Duration::from_secs(5),
+            start + Duration::from_millis(200),
+        );
+        let err = conn.send(&vec![0; 16 << 20]).unwrap_err();
+        assert!(err.contains("time ran out"), "{err}");
+        assert!(start.elapsed() < Duration::from_secs(1));
     }
 }
