@@ -310,13 +310,7 @@ fn nc_listen_flag_on_the_client_says_what_to_type_instead() {
 #[test]
 fn a_mistyped_subcommand_followed_by_a_socket_gets_the_hint() {
     for (typo, meant) in [("sned", "send"), ("bnech", "bench"), ("piep", "pipe")] {
-        let out = bare_client()
-            .args([typo, "/tmp/echo.sock"])
-            .assert()
-            .code(2)
-            .get_output()
-            .clone();
-        let stderr = String::from_utf8_lossy(&out.stderr);
+        let stderr = usage_error(&[typo, "/tmp/echo.sock"]);
         assert!(
             error_line(&stderr).contains(&format!("did you mean '{meant}'?")),
             "{typo}: {stderr}"
