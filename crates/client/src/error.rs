@@ -316,6 +316,11 @@ pub fn report(error: &dyn Error) -> String {
     line
 }
 
+/// Why a server may close a connection at once, before reading: the likely causes, named
+/// where a client sees only the close.
+pub(crate) const TURNED_AWAY: &str = "it may refuse this user (as udsecho-server --allow-uid \
+                                      does) or be at a connection limit";
+
 /// Bytes for an error message, from about `from` on: text (valid UTF-8 without control
 /// characters other than tab and newlines) quoted with Rust's escapes, anything else in hex
 /// (`hex 3f a0 12`), never lossily decoded (random payload read as UTF-8 is mojibake). Over

@@ -15,7 +15,7 @@ use rustix::net::RecvFlags;
 use udsecho_proto::{Kind, MAX_CONTROL_FRAME, PREAMBLE};
 
 use crate::descriptors::{self, Passing};
-use crate::error::{ClientError, ErrorKind};
+use crate::error::{ClientError, ErrorKind, TURNED_AWAY};
 use crate::session;
 use crate::target::Target;
 
@@ -220,11 +220,6 @@ fn download(
         }
     }
 }
-
-/// Why a server may close a connection at once, before reading: the likely causes, named
-/// where a client sees only the close.
-const TURNED_AWAY: &str = "it may refuse this user (as udsecho-server --allow-uid does) or be \
-                           at a connection limit";
 
 /// What one Error frame in answer to raw bytes means: a framed-only server, unless what was
 /// sent began with the framed preamble, which makes a server in auto mode read a framed
