@@ -48,7 +48,7 @@ pub(crate) fn run() -> Result<(), String> {
             ));
         }
     }
-    let go = build_go(&reports, "the conformance check of the Go tutorial server")?;
+    let go = build_go(&reports)?;
     ensure_nc_and_socat()?;
     let others = [
         ("go-echo", format!("{} {{sock}}", go.display())),

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use clap::parser::ValueSource;
 use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand, ValueEnum, ValueHint};
-use udsecho_client::{FdSpec, Passing, SocketType, Target, Transport, report};
+use udsecho_client::{FdSpec, Passing, SocketType, Target, Transport, bench, report};
 use udsecho_unix::fd_limit::{Wanted, raise_fd_limit};
 use udsecho_unix::generate::Docs;
 
@@ -16,6 +16,10 @@ use udsecho_unix::generate::Docs;
 /// With no subcommand it is a pipe, like `nc -U SOCKET`: stdin goes to the socket and the
 /// socket to stdout; on stdin EOF it half-closes, prints the rest of the echo, and exits when
 /// the server closes.
+///
+/// nc's habits are accepted: -U (the socket is always a Unix socket) and -N (the pipe
+/// half-closes on stdin EOF anyway) change nothing, so `udsecho-client -NU SOCKET` is
+/// `udsecho-client SOCKET`; -l is answered with what to run instead (udsecho-server).
 ///
 /// Exit status: 0 on success; 1 when the socket cannot be reached or the exchange fails (the
 /// message names the socket and the cause); 2 for bad flags; 3 when an echo differed from what
@@ -64,11 +68,35 @@ pub(crate) struct Cli {
     #[arg(long, global = true, value_name = "DUR", default_value = "10s", value_parser = positive_duration)]
     timeout: Duration,
 
+    /// Show every byte sent and received on stderr, as hex and text with its offset (like
+    /// socat -x -v); stdout stays the echo. For the pipe and send, not bench
+    #[arg(long, global = true)]
+    trace: bool,
+
+    #[command(flatten)]
+    nc: NcHabits,
+
     #[command(flatten)]
     fds: FdArgs,
 
     #[command(subcommand)]
     command: Option<Command>,
+}
+
+/// nc's flags, as someone coming from `nc -U` types them: accepted where they mean what the
+/// client does anyway, answered with what to type where they do not (`-l`). Hidden: the
+/// long help and the README say so once.
+#[derive(Debug, Args)]
+pub(crate) struct NcHabits {
+    /// nc -U: the socket is a Unix socket (it always is)
+    #[arg(short = 'U', global = true, hide = true)]
+    unix: bool,
+    /// nc -N: half-close on stdin EOF (the pipe always does)
+    #[arg(short = 'N', global = true, hide = true)]
+    half_close: bool,
+    /// nc -l: listen (the server's job)
+    #[arg(short = 'l', global = true, hide = true)]
+    listen: bool,
 }
 
 /// `--fd`, on the pipe (with or without `pipe`) and on `send`.
@@ -130,6 +158,11 @@ pub(crate) enum Command {
         fds: FdArgs,
     },
     /// Measure round trips/s, MB/s and latency against a server
+    ///
+    /// MB/s counts the payload echoed back (round trips × --size, in 10^6 bytes a second);
+    /// as much again went to the server. Ctrl-C stops early and prints what was measured so
+    /// far. A server run with -v logs every echo: against it the figures measure its logging
+    /// (udsecho-server -v serves about 9× fewer round trips), so benchmark it without -v.
     Bench {
         #[command(flatten)]
         path: SocketArg,
@@ -165,6 +198,10 @@ pub(crate) enum Command {
         /// Print the result as JSON
         #[arg(long)]
         json: bool,
+        /// Print a line every DUR on stderr: the round trips/s and MB/s of that interval
+        /// (instead of the progress bar)
+        #[arg(short, long, value_name = "DUR", value_parser = report_interval)]
+        interval: Option<Duration>,
     },
 }
 
@@ -214,6 +251,18 @@ fn parse_busy_poll(s: &str) -> Result<Duration, String> {
         .map_err(|e| format!("{e} (write durations like 50us, 1ms)"))?;
     if d > Duration::from_secs(1) {
         return Err("must be at most 1s (0 turns polling off)".to_owned());
+    }
+    Ok(d)
+}
+
+/// `bench --interval`: no shorter than the threads count ([`bench::COUNTED_EVERY`]).
+fn report_interval(s: &str) -> Result<Duration, String> {
+    let d = positive_duration(s)?;
+    if d < bench::COUNTED_EVERY {
+        return Err(format!(
+            "at least {} (the threads count every {0})",
+            humantime::format_duration(bench::COUNTED_EVERY)
+        ));
     }
     Ok(d)
 }
@@ -269,6 +318,8 @@ pub(crate) struct Invocation {
     pub(crate) socket_word: Option<String>,
     /// What each message carries (`--fd`), opened or taken at startup.
     pub(crate) descriptors: Passing,
+    /// `--trace`: every byte sent and received, on stderr.
+    pub(crate) trace: bool,
 }
 
 impl Cli {
@@ -278,6 +329,19 @@ impl Cli {
             .try_get_matches()
             .unwrap_or_else(|e| hint_at_the_right_flag(e).exit());
         let mut cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
+        if cli.nc.listen {
+            usage_error(
+                "-l: udsecho-client connects, it does not listen; to serve a socket run \
+                 `udsecho-server -s SOCK` (add --once to serve one peer and exit, as nc -lU \
+                 does)",
+            );
+        }
+        if cli.trace && matches!(cli.command, Some(Command::Bench { .. })) {
+            usage_error(
+                "--trace goes with the pipe and send; bench would trace every round trip \
+                 (use the pipe or send to see the bytes)",
+            );
+        }
         if cli.datagram {
             if cli.socket_type != TypeArg::Datagram
                 && type_source(&matches) == Some(ValueSource::CommandLine)
@@ -378,6 +442,7 @@ impl Cli {
             timeout: cli.timeout,
             socket_word: cli.path.path,
             descriptors,
+            trace: cli.trace,
         }
     }
 }
@@ -438,6 +503,9 @@ fn hint_at_the_right_flag(error: clap::Error) -> clap::Error {
     let Some(ContextValue::String(flag)) = error.get(ContextKind::InvalidArg) else {
         return error;
     };
+    if let Some(hint) = mistyped_subcommand_before(flag) {
+        return Cli::command().error(ErrorKind::InvalidSubcommand, hint);
+    }
     let flag = flag.split('=').next().unwrap_or(flag);
     let subcommand = std::env::args().skip(1).find_map(|a| match a.as_str() {
         "send" | "bench" | "pipe" => Some(a),
@@ -464,6 +532,23 @@ fn hint_at_the_right_flag(error: clap::Error) -> clap::Error {
             subcommand.as_deref().unwrap_or("the pipe")
         ),
     )
+}
+
+/// `udsecho-client sned /tmp/echo.sock`: clap takes `sned` for the socket and then finds a
+/// second word it has no place for. When that word (`unexpected`) follows one close to a
+/// subcommand, the typo is the reason: say which subcommand was meant.
+fn mistyped_subcommand_before(unexpected: &str) -> Option<String> {
+    if unexpected.starts_with('-') {
+        return None;
+    }
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let at = args.iter().position(|a| a == unexpected)?;
+    let word = args[..at].last()?;
+    let meant = did_you_mean(word)?;
+    Some(format!(
+        "'{word}' is not a subcommand and the socket is one word, so '{unexpected}' has no \
+         place (did you mean '{meant}'?)"
+    ))
 }
 
 /// The subcommand `word` was probably meant to be, when it names no socket: within two

@@ -98,7 +98,7 @@ impl Setup {
             tokio_echo: udsecho_harness::binary("tokio-echo"),
             loadgen: udsecho_harness::binary("loadgen"),
             // Without Go (and no way to install it), the Go column is left out.
-            go_echo: crate::tools::build_go(out_dir, "the bench's Go peer").ok(),
+            go_echo: crate::tools::build_go(out_dir).ok(),
             socat: nc_and_socat || crate::tools::have("socat"),
             nc: nc_and_socat,
         }
