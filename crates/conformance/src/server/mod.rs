@@ -5,6 +5,7 @@ mod detect;
 mod frames;
 mod probe;
 mod session;
+mod shutdown;
 mod vectors;
 
 use std::os::unix::net::UnixStream;
