@@ -385,16 +385,19 @@ impl Handler {
     fn echo_messages(&mut self) -> io::Result<Step> {
         SCRATCH.with_borrow_mut(|scratch| {
             for _ in 0..MESSAGES_PER_TURN {
-                if self.input.is_budgeted() && self.input.cap(usize::MAX) == 0 {
-                    return Ok(self.drain_spent());
-                }
+                // The drain's budget counts bytes (what the kernel says is queued), and an
+                // empty message has none: once it is spent, only empty messages are still
+                // taken (those queued at the signal; a peer sending empty ones without end
+                // is stopped by `--shutdown-timeout`).
+                let spent = self.input.is_budgeted() && self.input.cap(usize::MAX) == 0;
                 let draining = self.input.is_draining();
                 let (len, truncated, note) = match self.peer.peek_message(scratch, draining)? {
                     Peeked::Message {
                         len,
                         truncated,
                         note,
-                    } => (len, truncated, note),
+                    } if !spent || len == 0 => (len, truncated, note),
+                    Peeked::Message { .. } => return Ok(self.drain_spent()),
                     Peeked::Eof => return Ok(Step::Stop(End::PeerDone)),
                     // Draining: an empty queue means everything sent before the signal is back.
                     Peeked::Empty if draining => return Ok(self.drain_spent()),
@@ -416,7 +419,7 @@ impl Handler {
                 }
                 // Echoed: now off the queue.
                 self.peer.take_message(refused)?;
-                self.input.consumed(len.max(1));
+                self.input.consumed(len);
                 busy_poll::worked();
                 self.alive();
                 if let Some(truncation) = truncated {

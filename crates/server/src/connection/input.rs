@@ -62,8 +62,7 @@ impl Input {
         matches!(self, Input::Draining { .. } | Input::Finishing { .. })
     }
 
-    /// `n` bytes were read (a seqpacket message counts at least one, so empty messages
-    /// spend the budget too).
+    /// `n` bytes were read.
     pub(crate) fn consumed(&mut self, n: usize) {
         if let Input::Draining { left } | Input::Finishing { left } = self {
             *left = left.saturating_sub(u32::try_from(n).unwrap_or(u32::MAX));

@@ -81,6 +81,44 @@ fn seqpacket_drains_on_sigterm_and_removes_its_file() {
     assert!(!server.socket().exists());
 }
 
+/// Empty seqpacket messages are messages too: those queued at the signal are echoed, and do
+/// not use up the drain's budget of the messages behind them (the kernel's byte count of the
+/// queue does not see them).
+#[test]
+fn seqpacket_drain_echoes_empty_messages_and_those_behind_them() {
+    let mut server = Server::start(["--type", "seqpacket"]).unwrap();
+    let fd = seqpacket(server.socket());
+    // Room for everything below without the peer blocking (root, as the tests run).
+    rustix::net::sockopt::set_socket_send_buffer_size_force(&fd, 8 << 20).unwrap();
+    let mut sent: Vec<Vec<u8>> = (0..10u8).map(|i| payload(60_000, i)).collect();
+    sent.extend(std::iter::repeat_n(Vec::new(), 20));
+    sent.extend([b"T1".to_vec(), b"T2".to_vec(), b"T3".to_vec()]);
+    for message in &sent {
+        rustix::net::send(&fd, message, SendFlags::empty()).unwrap();
+    }
+    // Nothing is read yet: the server's echoes back up and the rest stays queued at the
+    // signal.
+    std::thread::sleep(Duration::from_millis(300));
+    server.signal(Signal::TERM).unwrap();
+    assert!(server.wait_stderr("draining", STOP), "{}", server.stderr());
+    for (i, message) in sent.iter().enumerate() {
+        let mut buf = vec![0u8; 128 * 1024];
+        let got = rustix::net::recv(&fd, &mut buf[..], RecvFlags::empty());
+        let n = got
+            .unwrap_or_else(|e| panic!("message {i} of {}: {e}\n{}", sent.len(), server.stderr()))
+            .0;
+        assert!(
+            buf[..n] == message[..],
+            "message {i} of {}: {} bytes, expected {}",
+            sent.len(),
+            n,
+            message.len()
+        );
+    }
+    let status = server.wait_exit(STOP).unwrap();
+    assert!(status.success(), "{}", server.stderr());
+}
+
 /// A bound datagram client, like `nc -uU` or `socat UNIX-SENDTO:...,bind=...`.
 fn bound_client(dir: &Path) -> UnixDatagram {
     let client = UnixDatagram::bind(dir.join("client.sock")).unwrap();
