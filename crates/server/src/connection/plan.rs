@@ -13,7 +13,8 @@ use udsecho_proto::{ErrorCode, ProtoError};
 /// left to say before the close. One type from the protocol's verdict to the log line.
 #[derive(Debug)]
 pub(crate) enum End {
-    /// A forced shutdown (the shutdown timeout, or a second signal): close now.
+    /// A forced shutdown (`--shutdown-timeout` passed, a second signal, SIGQUIT): close now.
+    /// The server logs which, once; each connection says `cut: forced shutdown`.
     Cut,
     /// The peer half-closed and everything it sent was echoed: close.
     PeerDone,
@@ -38,7 +39,7 @@ impl End {
     /// The end's name in the `closed` log line.
     pub(crate) fn name(&self) -> &'static str {
         match self {
-            End::Cut => "cut: shutdown timeout",
+            End::Cut => "cut: forced shutdown",
             End::PeerDone | End::PeerGoodbye | End::PeerError => "peer done",
             End::Drained => "drained",
             End::Idle => "idle timeout",

@@ -37,7 +37,7 @@ fn sighup_drains_and_removes_the_socket_like_sigterm() {
 
 #[test]
 fn sigquit_cuts_every_connection_at_once_and_still_cleans_up() {
-    let mut server = Server::start(["--shutdown-timeout", "60s"]).unwrap();
+    let mut server = Server::start(["--shutdown-timeout", "60s", "-v"]).unwrap();
     let path = server.socket().to_owned();
     // A peer that never reads would hold a graceful drain for the full 60 s.
     let mut stuck = connect(&path).unwrap();
@@ -51,6 +51,10 @@ fn sigquit_cuts_every_connection_at_once_and_still_cleans_up() {
     assert!(status.success(), "{status}: {}", server.stderr());
     assert!(started.elapsed() < Duration::from_secs(5), "no drain wait");
     assert!(!path.exists(), "socket file removed");
+    // Its log names what cut it: not the 60 s timeout.
+    let log = server.stderr();
+    assert!(log.contains("closed: cut: forced shutdown"), "{log}");
+    assert!(!log.contains("cut: shutdown timeout"), "{log}");
 }
 
 #[test]
