@@ -110,33 +110,17 @@ impl Window {
     }
 }
 
-/// This thread's poller, for the life of the thread's runtime; `max` zero: none.
+/// This thread's poller, for the life of the thread's runtime; `max` zero: none. It starts
+/// asleep: a thread that has served nothing does not poll.
 pub(crate) async fn run(max: Duration) {
     if max.is_zero() {
         return;
     }
     let mut window = Window::new(max);
     let mut seen = echoes();
-    let mut last = Instant::now();
+    // When this thread last echoed, as far as the poller saw; none before the first echo.
+    let mut last: Option<Instant> = None;
     loop {
-        // Poll: each yield lets the runtime poll its epoll set without blocking and run what
-        // that woke, then comes back here. Every echo moves the window's end.
-        let mut until = last + window.current();
-        while !window.current().is_zero() {
-            tokio::task::yield_now().await;
-            for _ in 0..PAUSES {
-                std::hint::spin_loop();
-            }
-            let now = Instant::now();
-            let count = echoes();
-            if count != seen {
-                seen = count;
-                last = now;
-                until = now + window.current();
-            } else if now >= until {
-                break;
-            }
-        }
         // Sleep until the next echo on this thread.
         std::future::poll_fn(|cx| {
             if echoes() != seen {
@@ -147,9 +131,29 @@ pub(crate) async fn run(max: Duration) {
         })
         .await;
         seen = echoes();
-        let now = Instant::now();
-        window.adapt(now - last);
-        last = now;
+        let mut echoed = Instant::now();
+        if let Some(before) = last {
+            window.adapt(echoed - before);
+        }
+        // Poll: each yield lets the runtime poll its epoll set without blocking and run what
+        // that woke, then comes back here. Every echo moves the window's end.
+        let mut until = echoed + window.current();
+        while !window.current().is_zero() {
+            tokio::task::yield_now().await;
+            for _ in 0..PAUSES {
+                std::hint::spin_loop();
+            }
+            let now = Instant::now();
+            let count = echoes();
+            if count != seen {
+                seen = count;
+                echoed = now;
+                until = now + window.current();
+            } else if now >= until {
+                break;
+            }
+        }
+        last = Some(echoed);
     }
 }
 
@@ -203,6 +207,23 @@ mod tests {
         let mut window = Window::new(Duration::ZERO);
         window.adapt(Duration::from_nanos(1));
         assert_eq!(window.current(), Duration::ZERO);
+    }
+
+    /// A thread that has served nothing yet does not poll: the poller starts asleep.
+    #[tokio::test]
+    async fn a_new_poller_sleeps_until_the_first_echo() {
+        let poller = tokio::spawn(run(Duration::from_secs(1)));
+        for _ in 0..3 {
+            tokio::task::yield_now().await;
+        }
+        let asleep = ACTIVITY.with(|a| {
+            let waker = a.sleeper.take();
+            let asleep = waker.is_some();
+            a.sleeper.set(waker);
+            asleep
+        });
+        poller.abort();
+        assert!(asleep, "a poller with no echo yet sleeps");
     }
 
     /// The poller sleeps until an echo on its thread, then polls; an idle thread is left

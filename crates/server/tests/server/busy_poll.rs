@@ -64,3 +64,12 @@ fn an_idle_server_never_polls() {
     assert!(used <= Duration::from_millis(20), "{used:?} in 2 s");
     drop(open);
 }
+
+/// A server that has served nothing does not poll, whatever its window: no thread starts by
+/// polling.
+#[test]
+fn a_server_that_has_served_nothing_does_not_poll() {
+    let server = Server::start(["--busy-poll", "1s", "--threads", "2"]).unwrap();
+    let used = cpu_over(&server, Duration::from_millis(1500));
+    assert!(used <= Duration::from_millis(100), "{used:?} in 1.5 s");
+}
