@@ -29,7 +29,7 @@ use std::task::{Poll, Waker};
 use std::time::{Duration, Instant};
 
 /// The shortest window worth polling, and where a window grows from.
-const GROW_FROM: Duration = Duration::from_micros(10);
+const SHORTEST: Duration = crate::config::MIN_BUSY_POLL;
 
 /// Spin-wait hints between two looks at the epoll set (about a microsecond): a sibling
 /// hyperthread keeps its share of the core, and the epoll set's lock, which every wake-up of
@@ -94,15 +94,15 @@ impl Window {
 
     /// The thread polled for the current window, slept, and the next echo came `idle` after
     /// the last one. If a window of at most `max` would have caught it, grow (doubling from
-    /// [`GROW_FROM`]); if it came later than that, polling was wasted: shrink (halving, to
-    /// zero below [`GROW_FROM`]).
+    /// [`SHORTEST`]); if it came later than that, polling was wasted: shrink (halving, to
+    /// zero below [`SHORTEST`]).
     pub(crate) fn adapt(&mut self, idle: Duration) {
         if idle <= self.current {
             return;
         }
         self.current = if idle <= self.max {
-            (self.current * 2).max(GROW_FROM).min(self.max)
-        } else if self.current / 2 < GROW_FROM {
+            (self.current * 2).max(SHORTEST).min(self.max)
+        } else if self.current / 2 < SHORTEST {
             Duration::ZERO
         } else {
             self.current / 2
@@ -196,7 +196,7 @@ mod tests {
         }
         assert_eq!(window.current(), Duration::ZERO);
         window.adapt(Duration::from_micros(30));
-        assert_eq!(window.current(), GROW_FROM);
+        assert_eq!(window.current(), SHORTEST);
         window.adapt(Duration::from_micros(30));
         window.adapt(Duration::from_micros(30));
         assert!(window.current() >= Duration::from_micros(30), "{window:?}");

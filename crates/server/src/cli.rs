@@ -8,7 +8,7 @@ use clap::parser::ValueSource;
 use clap::{ArgAction, CommandFactory, FromArgMatches, Parser, ValueEnum};
 use udsecho_server::{
     Config, DEFAULT_BUSY_POLL, DEFAULT_MAX_CONNECTIONS, DEFAULT_SHUTDOWN_TIMEOUT,
-    DEFAULT_SOCKET_MODE, Mode, SocketAddress, SocketType,
+    DEFAULT_SOCKET_MODE, MIN_BUSY_POLL, Mode, SocketAddress, SocketType,
 };
 use udsecho_unix::generate::Docs;
 
@@ -198,11 +198,17 @@ fn parse_shutdown_timeout(s: &str) -> Result<humantime::Duration, String> {
     parse_duration(s).map(humantime::Duration::from)
 }
 
-/// `--busy-poll`: zero (off) up to a second.
+/// `--busy-poll`: zero (off), or from the shortest window worth polling up to a second.
 fn parse_busy_poll(s: &str) -> Result<humantime::Duration, String> {
     let d = parse_duration(s)?;
     if d > Duration::from_secs(1) {
         return Err("must be at most 1s (0 turns polling off)".to_owned());
+    }
+    if !d.is_zero() && d < MIN_BUSY_POLL {
+        return Err(format!(
+            "must be 0 (off) or at least {} (a shorter window turns itself off)",
+            humantime::Duration::from(MIN_BUSY_POLL)
+        ));
     }
     Ok(d.into())
 }

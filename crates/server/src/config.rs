@@ -92,6 +92,10 @@ pub const DEFAULT_MAX_CONNECTIONS: u32 = 16_384;
 /// worth of work when nothing comes.
 pub const DEFAULT_BUSY_POLL: Duration = Duration::from_micros(100);
 
+/// The shortest `--busy-poll` window worth polling (besides 0, off): a window adapts in
+/// steps of this, and one shorter would turn itself off after the first message.
+pub const MIN_BUSY_POLL: Duration = Duration::from_micros(10);
+
 /// How long a graceful shutdown may drain unless `--shutdown-timeout` says otherwise.
 pub const DEFAULT_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(5);
 

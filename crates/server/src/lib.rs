@@ -38,8 +38,8 @@ mod workers;
 
 pub use crate::config::{
     Config, DEFAULT_BUSY_POLL, DEFAULT_MAX_CONNECTIONS, DEFAULT_SHUTDOWN_TIMEOUT,
-    DEFAULT_SOCKET_MODE, DEFAULT_SOCKET_NAME, MAX_SOCKET_PATH, Mode, SocketAddress, SocketType,
-    default_socket_dir, default_threads,
+    DEFAULT_SOCKET_MODE, DEFAULT_SOCKET_NAME, MAX_SOCKET_PATH, MIN_BUSY_POLL, Mode, SocketAddress,
+    SocketType, default_socket_dir, default_threads,
 };
 pub use crate::listen_error::ListenError;
 pub use crate::listener::{Inherited, Listener};

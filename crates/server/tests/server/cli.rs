@@ -72,6 +72,13 @@ fn bad_flag_values_exit_2_with_a_hint() {
         .assert()
         .code(2)
         .stderr(predicate::str::contains("at most 1s"));
+    // Shorter than the shortest window worth polling would be off after the first message,
+    // silently: say so instead.
+    server()
+        .args(["--busy-poll", "1ns"])
+        .assert()
+        .code(2)
+        .stderr(predicate::str::contains("0 (off) or at least 10us"));
 }
 
 #[test]
