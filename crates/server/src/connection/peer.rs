@@ -277,6 +277,9 @@ impl Peer {
     pub(crate) fn send_message(&mut self, message: &[u8]) -> io::Result<Sent> {
         let slices = [IoSlice::new(message)];
         let mut sent = self.send_now(&slices);
+        if sent == Err(rustix::io::Errno::MSGSIZE) && self.make_room_for(message.len()) {
+            sent = self.send_now(&slices);
+        }
         let mut refused = false;
         if let Err(e) = sent
             && self.passing.refused(e)
@@ -297,6 +300,23 @@ impl Peer {
             }
             Err(e) => Err(self.passing.send_failed(e.into())),
         }
+    }
+
+    /// A message longer than the socket's send buffer cannot be sent at all (`EMSGSIZE`), and
+    /// the peer could send it only because it raised its own: raise ours to match (the kernel
+    /// caps both at `net.core.wmem_max`, so a peer without privilege never outgrows it).
+    /// False if it is as large as it gets already.
+    fn make_room_for(&self, len: usize) -> bool {
+        let fd = self.socket().get_ref();
+        let before = rustix::net::sockopt::socket_send_buffer_size(fd).unwrap_or(0);
+        // The kernel doubles what is asked (for its bookkeeping) and wants a little more than
+        // the message: ask for the message and a margin.
+        let _ = rustix::net::sockopt::set_socket_send_buffer_size(fd, len + 4096);
+        let after = rustix::net::sockopt::socket_send_buffer_size(fd).unwrap_or(0);
+        tracing::debug!(
+            "send buffer raised from {before} to {after} bytes for a {len}-byte message"
+        );
+        after > before
     }
 
     /// Takes the echoed message off the queue. `refused`: its descriptors did not go back,

@@ -81,6 +81,32 @@ fn seqpacket_drains_on_sigterm_and_removes_its_file() {
     assert!(!server.socket().exists());
 }
 
+/// A peer may raise its send buffer (up to `net.core.wmem_max`, no privilege needed) and send
+/// a message larger than the server's socket sends by default: it comes back whole, not as a
+/// reset.
+#[test]
+fn a_seqpacket_message_larger_than_the_servers_send_buffer_comes_back_whole() {
+    let server = Server::start(["--type", "seqpacket"]).unwrap();
+    let fd = seqpacket(server.socket());
+    rustix::net::sockopt::set_socket_send_buffer_size(&fd, 1 << 20).unwrap();
+    let room = rustix::net::sockopt::socket_send_buffer_size(&fd).unwrap();
+    let default = std::fs::read_to_string("/proc/sys/net/core/wmem_default")
+        .map(|s| s.trim().parse::<usize>().unwrap())
+        .unwrap_or(212_992);
+    // Larger than the server's default send buffer, and still what this peer can send.
+    let len = (default + 50_000).min(room - 1024);
+    assert!(len > default, "wmem_max too small here to try: {room}");
+    let message = payload(len, 9);
+    rustix::net::send(&fd, &message, SendFlags::empty()).unwrap();
+    let mut buf = vec![0u8; len + 1];
+    let got = rustix::net::recv(&fd, &mut buf[..], RecvFlags::empty());
+    let n = got
+        .unwrap_or_else(|e| panic!("{len} bytes: {e}\n{}", server.stderr()))
+        .0;
+    assert_eq!(n, len, "{}", server.stderr());
+    assert!(buf[..n] == message[..]);
+}
+
 /// Empty seqpacket messages are messages too: those queued at the signal are echoed, and do
 /// not use up the drain's budget of the messages behind them (the kernel's byte count of the
 /// queue does not see them).
