@@ -19,8 +19,8 @@
 //!
 //! The window adapts like KVM's halt-polling ([`Window`]): it grows when the next message came
 //! soon after the thread gave up (a longer poll would have caught it) and shrinks when it came
-//! much later than the longest window (polling was wasted), down to nothing. So an idle server
-//! never polls, a trickle of messages farther apart than the window costs only the wake-ups it
+//! later than the longest window could reach (polling was wasted), down to nothing. A poller
+//! starts asleep. So an idle server never polls, a trickle of messages farther apart than the window costs only the wake-ups it
 //! always cost, and a thread polls only after work of its own: one busy connection on a
 //! 64-thread server keeps one core polling, not 64.
 

@@ -92,9 +92,10 @@ pub(crate) struct Cli {
 
     /// After its last echo, a serving thread keeps polling for new events this long at most
     /// before it sleeps, so a client that waits for each answer gets the next one without a
-    /// wake-up (up to 1s; 0: sleep at once). The cost: up to this much of a core after each
-    /// burst of traffic, on the threads that served it; the window shrinks to nothing when
-    /// messages come farther apart, and an idle server never polls
+    /// wake-up (10us to 1s; 0: sleep at once). The cost: up to a core per thread while its
+    /// clients send within the window, and this much after each burst; the window shrinks to
+    /// nothing when messages come farther apart, and an idle server never polls. Use 0 when
+    /// serving threads and the clients' threads together outnumber the cores
     #[arg(long, value_name = "DUR", default_value_t = DEFAULT_BUSY_POLL.into(), value_parser = parse_busy_poll)]
     busy_poll: humantime::Duration,
 

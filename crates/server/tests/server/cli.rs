@@ -24,7 +24,7 @@ fn help_lists_every_flag_with_its_default() {
         "--socket-mode",
         "--allow-uid",
         "--busy-poll",
-        "[default: 100us]",
+        "[default: 50us]",
         "--verbose",
         "--quiet",
         "Exit status",
