@@ -1,10 +1,11 @@
 //! Logging that can never hurt the server.
 //!
 //! - **Never fatal, never blocking.** Log lines go through a bounded queue to a writer thread
-//!   (`tracing-appender`, lossy): a stderr that is closed (EPIPE, EBADF), full (ENOSPC) or a
-//!   pipe nobody reads drops lines and nothing else. The writer swallows its own errors, so
+//!   (`queue.rs`, lossy): a stderr that is closed (EPIPE, EBADF), full (ENOSPC) or a pipe
+//!   nobody reads drops lines and nothing else. The writer swallows its own errors, so
 //!   nothing ever reports a failed log write by writing to stderr again (what made
-//!   `tracing-subscriber` panic on a closed pipe).
+//!   `tracing-subscriber` panic on a closed pipe). A writer thread the system will not
+//!   create is the one error: [`init`] returns it, and the binary says so in one line.
 //! - **Colour only on a terminal**, and never when `NO_COLOR` is set.
 //! - **Under systemd** (`JOURNAL_STREAM` names our stderr) each line starts with its syslog
 //!   priority (`<6>`, `<4>`...), which journald turns into the record's priority, and carries
@@ -12,8 +13,9 @@
 
 use std::io::{self, IsTerminal, Write};
 
+mod queue;
+
 use tracing::{Level, Subscriber};
-use tracing_appender::non_blocking::{NonBlockingBuilder, WorkerGuard};
 use tracing_subscriber::fmt::format::Writer;
 use tracing_subscriber::fmt::{FmtContext, FormatEvent, FormatFields};
 use tracing_subscriber::registry::LookupSpan;
@@ -21,11 +23,11 @@ use tracing_subscriber::registry::LookupSpan;
 /// Lines queued for stderr before new ones are dropped.
 const QUEUED_LINES: usize = 4096;
 
-/// Keeps the log writer thread alive; dropping it flushes what is queued (briefly).
+/// Dropping it writes out what is queued (waiting a moment at most): keep it until the end.
 #[derive(Debug)]
-#[must_use = "logging stops when the guard is dropped"]
+#[must_use = "queued lines may be lost unless the guard is kept until the end"]
 pub struct LogGuard {
-    _worker: Option<WorkerGuard>,
+    _flusher: Option<queue::Flusher>,
 }
 
 /// Where stderr goes, which decides the line format.
@@ -132,17 +134,14 @@ where
 }
 
 /// Installs the global subscriber: `RUST_LOG` if set, else `default_filter` (e.g. `info`).
-pub fn init(default_filter: &str, sink: Sink) -> LogGuard {
+/// Fails only if the log writer's thread cannot be started.
+pub fn init(default_filter: &str, sink: Sink) -> io::Result<LogGuard> {
     if sink == Sink::Off {
-        return LogGuard { _worker: None };
+        return Ok(LogGuard { _flusher: None });
     }
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_filter));
-    let (writer, guard) = NonBlockingBuilder::default()
-        .lossy(true)
-        .buffered_lines_limit(QUEUED_LINES)
-        .thread_name("udsecho-log")
-        .finish(LossyStderr);
+    let (writer, flusher) = queue::start(QUEUED_LINES, LossyStderr)?;
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(writer)
@@ -159,7 +158,7 @@ pub fn init(default_filter: &str, sink: Sink) -> LogGuard {
     } else {
         builder.init();
     }
-    LogGuard {
-        _worker: Some(guard),
-    }
+    Ok(LogGuard {
+        _flusher: Some(flusher),
+    })
 }
