@@ -148,17 +148,21 @@ fn notify_socket_may_be_an_abstract_name() {
     assert!(stopping.lines().any(|l| l == "STOPPING=1"), "{stopping:?}");
 }
 
+/// The Python interpreter for hostile peers: the system's where there is one, since another
+/// user may not reach a per-user install (pyenv under /root).
+pub(crate) fn python3() -> &'static str {
+    if Path::new("/usr/bin/python3").exists() {
+        "/usr/bin/python3"
+    } else {
+        "python3"
+    }
+}
+
 /// Runs a Python snippet (the peers here need what std cannot do: a chosen abstract name
 /// inside another network namespace, a relative bind). `prefix` goes before `python3`
 /// (`unshare -r -n`); `cwd` is its working directory.
 fn python(prefix: &[&str], cwd: &Path, script: &str) -> std::process::Output {
-    // The system's interpreter where there is one: another user may not reach a per-user
-    // install (pyenv under /root).
-    let python3 = if Path::new("/usr/bin/python3").exists() {
-        "/usr/bin/python3"
-    } else {
-        "python3"
-    };
+    let python3 = python3();
     let (program, args) = match prefix.split_first() {
         Some((first, rest)) => (*first, [rest, &[python3, "-c", script]].concat()),
         None => (python3, vec!["-c", script]),
@@ -175,7 +179,7 @@ fn python(prefix: &[&str], cwd: &Path, script: &str) -> std::process::Output {
 }
 
 /// Can this machine make a network namespace without privilege (`unshare -r -n`)?
-fn user_namespaces_work() -> bool {
+pub(crate) fn user_namespaces_work() -> bool {
     Command::new("unshare")
         .args(["-r", "-n", "true"])
         .stderr(Stdio::null())
@@ -247,7 +251,7 @@ fn a_reply_never_goes_to_an_abstract_name_from_another_network_namespace() {
     assert!(
         server
             .stderr()
-            .contains("from an abstract address that is not the sender's own"),
+            .contains("whose sender's abstract address is another user's socket"),
         "the drop is counted and said: {}",
         server.stderr()
     );

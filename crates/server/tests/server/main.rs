@@ -5,6 +5,7 @@
 mod arbitrary_input;
 mod busy_poll;
 mod cli;
+mod datagram_senders;
 mod descriptors;
 mod echo;
 mod hostile_neighbours;
