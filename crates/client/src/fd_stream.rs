@@ -90,6 +90,7 @@ impl FdStream {
             });
             match got {
                 Ok(got) => {
+                    crate::trace::received(&buf[..got.len]);
                     if self.inbox.put(got.returned) {
                         return Poll::Ready(Ok(got.len));
                     }
@@ -121,6 +122,7 @@ impl FdStream {
                     if armed && n > 0 {
                         self.armed.store(false, Ordering::Relaxed);
                     }
+                    crate::trace::sent(&bytes[..n]);
                     return Poll::Ready(Ok(n));
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
@@ -167,7 +169,10 @@ impl AsyncRead for FdStream {
         if this.passing.is_empty() {
             // Nothing passed, so nothing comes back to keep: tokio's own read, which fills
             // the caller's buffer without zeroing it first.
-            return Pin::new(&mut this.stream).poll_read(cx, buf);
+            let before = buf.filled().len();
+            ready!(Pin::new(&mut this.stream).poll_read(cx, buf))?;
+            crate::trace::received(&buf.filled()[before..]);
+            return Poll::Ready(Ok(()));
         }
         let n = ready!(this.poll_recv(cx, buf.initialize_unfilled()))?;
         buf.advance(n);

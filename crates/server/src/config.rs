@@ -124,6 +124,10 @@ pub struct Config {
     /// How long a serving thread may keep polling for new events after its last echo before
     /// it sleeps (the longest window; it adapts below that). Zero: it sleeps at once.
     pub busy_poll: Duration,
+    /// Serve one connection, then stop accepting and exit when it ends (`--once`, as `nc
+    /// -lU` without `-k`). Stream and seqpacket listeners only: a datagram socket has no
+    /// connections (the binary refuses the combination).
+    pub once: bool,
 }
 
 impl Config {
@@ -141,6 +145,7 @@ impl Config {
             allow_uids: Vec::new(),
             threads: 1,
             busy_poll: DEFAULT_BUSY_POLL,
+            once: false,
         }
     }
 }

@@ -48,7 +48,7 @@ fn main() -> ExitCode {
     // would only narrow it behind the user's back. The server creates no other file without an
     // explicit mode (the lock file is 0600, the default directory 0700).
     rustix::process::umask(rustix::fs::Mode::empty());
-    let log = match logging::init(cli.log_filter(), Sink::detect()) {
+    let log = match logging::init(cli.log_filter(), Sink::detect(), cli.timestamps()) {
         Ok(log) => log,
         Err(e) => {
             return fail(&format!(

@@ -50,10 +50,13 @@ struct Conn {
 /// Drives `conns` (each socket with its load) until their deadline: every connection sends
 /// its next message as soon as the echo of the last is in and checked, and closes once the
 /// deadline has passed. `tick` runs every 100 ms and returns `false` to stop early (another
-/// thread failed). Fails on the first bad echo, broken connection or `--timeout`.
+/// thread failed). With `busy_poll`, the loop polls (`epoll_wait` with a zero timeout) for
+/// that long after its last event before it sleeps. Fails on the first bad echo, broken
+/// connection or `--timeout`.
 pub(super) fn drive(
     conns: Vec<(OwnedFd, Load)>,
     mut tick: impl FnMut() -> bool,
+    busy_poll: Duration,
 ) -> Result<(), ErrorKind> {
     let failed = |doing: &'static str| {
         move |e: Errno| ErrorKind::Io {
@@ -88,11 +91,16 @@ pub(super) fn drive(
     let mut buf = vec![0u8; size.min(READ_MAX) + 1];
     let mut events = Vec::with_capacity(EVENTS);
     let mut next_tick = Instant::now() + TICK;
+    let mut last_event = Instant::now();
     while open > 0 {
-        // At most a tick, so under a second.
-        let wait = next_tick
-            .saturating_duration_since(Instant::now())
-            .min(TICK);
+        // At most a tick, so under a second; nothing while polling.
+        let wait = if !busy_poll.is_zero() && last_event.elapsed() < busy_poll {
+            Duration::ZERO
+        } else {
+            next_tick
+                .saturating_duration_since(Instant::now())
+                .min(TICK)
+        };
         let wait = Timespec {
             tv_sec: 0,
             tv_nsec: wait.subsec_nanos().into(),
@@ -105,6 +113,9 @@ pub(super) fn drive(
         ) {
             Ok(_) | Err(Errno::INTR) => {}
             Err(e) => return Err(failed("waiting for echoes")(e)),
+        }
+        if !busy_poll.is_zero() && !events.is_empty() {
+            last_event = Instant::now();
         }
         for event in &events {
             let token = event.data.u64() as usize;
