@@ -533,7 +533,10 @@ fn a_framed_flood_of_descriptors_is_stopped_at_the_first_one() {
     );
     assert!(started.elapsed() < Duration::from_secs(4), "{:?}", started.elapsed());
 
-    // The framed pipe holds none of them: its open descriptors stay far below the 10,120.
+    // The framed pipe keeps none of them: its open descriptors stay far below the 10,120 it
+    // held before. Each read's 253 are closed on a thread of their own, which on a busy
+    // machine lags the reads by a few batches (700 to 1,025 seen on two cores): ten reads'
+    // worth is the bound.
     let (_dir, path) = flooding_server();
     let mut pipe = std::process::Command::new(udsecho_harness::binary("udsecho-client"))
         .arg("--socket")
@@ -558,5 +561,5 @@ fn a_framed_flood_of_descriptors_is_stopped_at_the_first_one() {
     }
     let _ = pipe.kill();
     let _ = pipe.wait();
-    assert!(most < 600, "the framed pipe held {most} descriptors");
+    assert!(most < 2_530, "the framed pipe held {most} descriptors");
 }
