@@ -154,7 +154,9 @@ impl ServerBuilder {
         if let Some((program, args)) = self.wrapper.split_first() {
             let inner = cmd;
             cmd = Command::new(program);
-            cmd.args(args).arg(inner.get_program()).args(inner.get_args());
+            cmd.args(args)
+                .arg(inner.get_program())
+                .args(inner.get_args());
         }
         if self.fd_limit.is_some() || self.process_limit.is_some() {
             let inner = cmd;

@@ -102,9 +102,7 @@ impl Diag {
         let mut found = None;
         match self.answers(|d| found = Some(d)) {
             Ok(()) => Ok(found),
-            Err(e) if e.raw_os_error() == Some(rustix::io::Errno::NOENT.raw_os_error()) => {
-                Ok(None)
-            }
+            Err(e) if e.raw_os_error() == Some(rustix::io::Errno::NOENT.raw_os_error()) => Ok(None),
             Err(e) => Err(e),
         }
     }
@@ -251,10 +249,7 @@ mod tests {
         connected.connect_addr(&addr).unwrap();
         let mut diag = Diag::open().unwrap();
 
-        let ours = diag
-            .socket(inode(&connected), show::PEER)
-            .unwrap()
-            .unwrap();
+        let ours = diag.socket(inode(&connected), show::PEER).unwrap().unwrap();
         assert_eq!(ours.peer, Some(inode(&bound)));
         let theirs = diag
             .socket(inode(&bound), show::NAME | show::UID)

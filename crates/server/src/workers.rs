@@ -126,9 +126,11 @@ fn spawn(index: usize, stop: CancellationToken, busy_poll: Duration) -> io::Resu
             runtime.spawn(crate::busy_poll::run(busy_poll));
             runtime.block_on(stop.cancelled());
         })?;
-    handle_rx
-        .recv()
-        .unwrap_or_else(|_| Err(io::Error::other("the thread ended before its runtime started")))
+    handle_rx.recv().unwrap_or_else(|_| {
+        Err(io::Error::other(
+            "the thread ended before its runtime started",
+        ))
+    })
 }
 
 /// How many more serving threads the descriptor limit allows: a thread is started only while

@@ -454,7 +454,17 @@ fn a_lingering_socket_handed_back_does_not_hold_the_client_past_its_timeout() {
     let (_dir, path) = lingering_server();
     let started = std::time::Instant::now();
     let out = client(&path)
-        .args(["--timeout", "3s", "send", "-n", "1", "-m", "hi", "--fd", "/dev/null"])
+        .args([
+            "--timeout",
+            "3s",
+            "send",
+            "-n",
+            "1",
+            "-m",
+            "hi",
+            "--fd",
+            "/dev/null",
+        ])
         .assert()
         .code(3)
         .get_output()
@@ -480,7 +490,11 @@ fn a_lingering_socket_handed_back_does_not_hold_the_client_past_its_timeout() {
         .args(["--fd", "/dev/null"])
         .assert()
         .code(3);
-    assert!(started.elapsed() < within, "framed send took {:?}", started.elapsed());
+    assert!(
+        started.elapsed() < within,
+        "framed send took {:?}",
+        started.elapsed()
+    );
     // The raw pipe closes what comes back, then ends at the server's EOF.
     let (_dir, path) = lingering_server();
     let started = std::time::Instant::now();
@@ -490,7 +504,11 @@ fn a_lingering_socket_handed_back_does_not_hold_the_client_past_its_timeout() {
         .assert()
         .success()
         .stdout("hi\n");
-    assert!(started.elapsed() < within, "the pipe took {:?}", started.elapsed());
+    assert!(
+        started.elapsed() < within,
+        "the pipe took {:?}",
+        started.elapsed()
+    );
 }
 
 /// What a server that floods descriptors does after the first Data frame: announces an echo
@@ -531,7 +549,11 @@ fn a_framed_flood_of_descriptors_is_stopped_at_the_first_one() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    assert!(started.elapsed() < Duration::from_secs(4), "{:?}", started.elapsed());
+    assert!(
+        started.elapsed() < Duration::from_secs(4),
+        "{:?}",
+        started.elapsed()
+    );
 
     // The framed pipe keeps none of them: its open descriptors stay far below the 10,120 it
     // held before. Each read's 253 are closed on a thread of their own, which on a busy

@@ -400,5 +400,11 @@ fn reply(
     fds: &descriptors::Passed,
     to: &SocketAddrUnix,
 ) -> rustix::io::Result<usize> {
-    descriptors::send(socket.as_fd(), &[IoSlice::new(datagram)], fds, SEND, Some(to))
+    descriptors::send(
+        socket.as_fd(),
+        &[IoSlice::new(datagram)],
+        fds,
+        SEND,
+        Some(to),
+    )
 }

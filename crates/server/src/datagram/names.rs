@@ -362,9 +362,7 @@ mod tests {
         let name = format!("udsecho-names-connected-{}", std::process::id());
         let server = bound(&format!("{name}-server"));
         let client = bound(&name);
-        client
-            .connect_addr(&server.local_addr().unwrap())
-            .unwrap();
+        client.connect_addr(&server.local_addr().unwrap()).unwrap();
         let mut names = AbstractNames::default();
         assert_eq!(names.holder(name.as_bytes(), me), Holder::Sender);
         names.users.get_mut(&me).unwrap().budget = -1_000_000_000;
@@ -395,7 +393,11 @@ mod tests {
             );
         }
         assert!(names.probes <= MAX_PROBES);
-        assert_eq!(names.users[&(me + 7)].probed.len(), 1, "the other uid's probe stays");
+        assert_eq!(
+            names.users[&(me + 7)].probed.len(),
+            1,
+            "the other uid's probe stays"
+        );
         drop(polite);
     }
 }

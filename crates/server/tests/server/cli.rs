@@ -184,7 +184,10 @@ fn help_gives_the_range_of_threads() {
         .split_whitespace()
         .collect::<Vec<_>>()
         .join(" ");
-    assert!(threads.contains("1 to 1024"), "--threads in --help: {threads}");
+    assert!(
+        threads.contains("1 to 1024"),
+        "--threads in --help: {threads}"
+    );
     server()
         .args(["--threads", "1025"])
         .assert()

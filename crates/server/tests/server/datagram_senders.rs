@@ -145,7 +145,10 @@ fn sigquit_and_the_shutdown_timeout_end_a_long_datagram_drain() {
         .spawn()
         .unwrap();
     let sent = output_within(sender, LIMIT).unwrap();
-    let queued: u32 = String::from_utf8_lossy(&sent.stdout).trim().parse().unwrap_or(0);
+    let queued: u32 = String::from_utf8_lossy(&sent.stdout)
+        .trim()
+        .parse()
+        .unwrap_or(0);
     assert!(queued > 10_000, "{queued} datagrams queued");
     server.signal(Signal::TERM).unwrap();
     server.signal(Signal::CONT).unwrap();
@@ -284,7 +287,9 @@ while True:
 /// came back. `connected`: its socket is connected to the server (as udsecho-client's is).
 fn polite(server: &Path, name: &str, connected: bool, run: Duration) -> u64 {
     let socket = abstract_socket(name);
-    socket.set_read_timeout(Some(Duration::from_secs(1))).unwrap();
+    socket
+        .set_read_timeout(Some(Duration::from_secs(1)))
+        .unwrap();
     if connected {
         socket.connect(server).unwrap();
     }
@@ -388,7 +393,11 @@ fn only_datagrams_that_are_answered_get_an_echo_line() {
     let mut buf = [0u8; 64];
     let n = polite.recv(&mut buf).unwrap();
     assert_eq!(&buf[..n], b"answered");
-    assert!(server.wait_stderr("echo: answered", LIMIT), "{}", server.stderr());
+    assert!(
+        server.wait_stderr("echo: answered", LIMIT),
+        "{}",
+        server.stderr()
+    );
     assert!(server.stop(Signal::TERM, LIMIT).unwrap().success());
     let log = server.stderr();
     assert!(log.contains("dropped 1 datagram"), "{log}");

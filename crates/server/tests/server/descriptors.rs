@@ -549,7 +549,10 @@ fn the_server_keeps_its_own_descriptors_per_thread_out_of_reach() {
         .unwrap();
     let own = baseline(&server);
     // More than 136 of its own leave room for fewer than 100 (300 - 64 - own - the peer's).
-    assert!((137..=150).contains(&own), "the threads hold {own} descriptors");
+    assert!(
+        (137..=150).contains(&own),
+        "the threads hold {own} descriptors"
+    );
     let file = tempfile::tempfile().unwrap();
     let peer = connect(&server);
     send_with_fds(peer.as_fd(), b"hundred", &[file.as_fd(); 100], None).unwrap();
