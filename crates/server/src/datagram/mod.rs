@@ -322,7 +322,7 @@ fn answer_one(
         drops.dropped(Dropped::Unnamed);
         return;
     };
-    let uid = cred.uid.as_raw();
+    let uid = cred.uid;
     if !config.allow_uids.is_empty() && !config.allow_uids.contains(&uid) {
         drops.dropped(Dropped::Refused);
         return;

@@ -239,6 +239,43 @@ fn a_datagram_brings_its_descriptors_back_to_its_sender() {
     kit.check(&got.fds);
 }
 
+/// Datagrams and seqpacket messages are read with their senders' credentials, and their
+/// descriptors come as numbers that the reading thread takes over through a socket pair of
+/// its own (`udsecho-unix`'s `passing`): 200 of each, with three descriptors, leave nothing
+/// open but that pair.
+#[test]
+fn descriptors_read_with_credentials_leave_nothing_open() {
+    for kind in ["datagram", "seqpacket"] {
+        let server = Server::start(["--type", kind, "--threads", "1"]).unwrap();
+        let baseline = baseline(&server);
+        let kit = Kit::new();
+        let three = &kit.all()[..3];
+        let dir = short_temp_dir();
+        let socket = if kind == "datagram" {
+            let client = UnixDatagram::bind(dir.path().join("c.sock")).unwrap();
+            client.set_read_timeout(Some(STOP)).unwrap();
+            OwnedFd::from(client)
+        } else {
+            seqpacket_peer(&server, STOP)
+        };
+        let to = (kind == "datagram").then(|| server.socket());
+        let mut buf = [0u8; 64];
+        for i in 0..200 {
+            let message = format!("message {i:03}");
+            send_with_fds(socket.as_fd(), message.as_bytes(), three, to).unwrap();
+            let got = recv_with_fds(socket.as_fd(), &mut buf).unwrap();
+            assert_eq!(&buf[..got.len], message.as_bytes(), "{kind}");
+            assert_eq!(got.fds.len(), 3, "{kind}: message {i}");
+        }
+        drop(socket);
+        let settled = settles_to(&server, baseline + 2);
+        assert!(
+            settled <= baseline + 2,
+            "{kind}: {settled} descriptors open, {baseline} before"
+        );
+    }
+}
+
 /// The server's descriptor count once the harness's readiness probe has been closed.
 fn baseline(server: &Server) -> usize {
     std::thread::sleep(Duration::from_millis(200));
