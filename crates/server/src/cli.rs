@@ -88,7 +88,7 @@ pub(crate) struct Cli {
     /// epoll set (thread-per-core); fewer serve, with a warning, when the system will not
     /// create more or they would leave less than half of the descriptor limit to connections
     /// [default: one per core this process may run on, as taskset, cpusets or systemd's
-    /// CPUAffinity= allow]
+    /// CPUAffinity= allow; half the machine when that is all of it]
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..=1024))]
     threads: Option<u16>,
 
