@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use rustix::process::Signal;
 use udsecho_harness::{Server, output_within, short_temp_dir};
 
-use crate::hostile_peers::{python3, user_namespaces_work};
+use crate::hostile_peers::{python3, the_sender_ran_and_nothing_reached, user_namespaces_work};
 
 const LIMIT: Duration = Duration::from_secs(10);
 
@@ -205,18 +205,7 @@ fn a_name_that_changed_hands_is_checked_again_for_every_datagram() {
         .unwrap();
     attacker.stdin.take().unwrap().write_all(b"go\n").unwrap();
     let out = output_within(attacker, LIMIT).unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let mut buf = [0u8; 256];
-    if let Ok(n) = victim.recv(&mut buf) {
-        panic!(
-            "root's @{name} got {:?} from the server",
-            String::from_utf8_lossy(&buf[..n])
-        );
-    }
+    the_sender_ran_and_nothing_reached(&out, &victim, &format!("root's @{name}"));
     assert!(server.stop(Signal::TERM, LIMIT).unwrap().success());
     let log = server.stderr();
     // The first line at once, the rest in the summary (1 + 9).

@@ -7,14 +7,12 @@
 //! own user is root in there, so `--allow-uid 0` admits the test. Where user namespaces are
 //! off, the tests say so and return.
 
-use std::os::fd::OwnedFd;
 use std::os::unix::net::UnixDatagram;
 use std::time::Duration;
 
-use rustix::net::{AddressFamily, RecvFlags, SendFlags, SocketAddrUnix, SocketFlags, SocketType};
 use udsecho_harness::{Server, raw_round_trip, short_temp_dir};
 
-use crate::hostile_peers::user_namespaces_work;
+use crate::hostile_peers::{an_empty_message_comes_back_then_the_end, user_namespaces_work};
 
 const LIMIT: Duration = Duration::from_secs(10);
 
@@ -94,29 +92,5 @@ fn an_empty_seqpacket_message_from_another_pid_namespace_is_not_the_end() {
     let Some(server) = in_a_pid_namespace(&["--type", "seqpacket"]) else {
         return;
     };
-    let fd: OwnedFd = rustix::net::socket_with(
-        AddressFamily::UNIX,
-        SocketType::SEQPACKET,
-        SocketFlags::CLOEXEC,
-        None,
-    )
-    .unwrap();
-    rustix::net::connect(&fd, &SocketAddrUnix::new(server.socket()).unwrap()).unwrap();
-    rustix::net::sockopt::set_socket_timeout(&fd, rustix::net::sockopt::Timeout::Recv, Some(LIMIT))
-        .unwrap();
-    for message in [&b""[..], b"A", b"B"] {
-        rustix::net::send(&fd, message, SendFlags::empty()).unwrap();
-    }
-    rustix::net::shutdown(&fd, rustix::net::Shutdown::Write).unwrap();
-    let mut got = Vec::new();
-    let mut buf = [0u8; 64];
-    for _ in 0..3 {
-        match rustix::net::recv(&fd, &mut buf[..], RecvFlags::empty()) {
-            Ok((n, _)) => got.push(buf[..n].to_vec()),
-            Err(e) => panic!("after {got:?}: {e}; the server's log:\n{}", server.stderr()),
-        }
-    }
-    assert_eq!(got, [b"".to_vec(), b"A".to_vec(), b"B".to_vec()]);
-    let (n, _) = rustix::net::recv(&fd, &mut buf[..], RecvFlags::empty()).unwrap();
-    assert_eq!(n, 0, "then the end");
+    an_empty_message_comes_back_then_the_end(&server);
 }
