@@ -1,8 +1,10 @@
 //! A stream socket whose messages carry descriptors (`--fd`): tokio's `UnixStream` with its
-//! reads and writes done by `recvmsg` and `sendmsg` (see `descriptors.rs`). The first write
-//! after [`FdStream::start_message`] carries the descriptors; every read keeps what comes
-//! back in an inbox for the caller to check or close. Without descriptors it reads and writes
-//! as a plain stream. `send` and the framed pipe use it (the framed codec runs on top of its
+//! reads and writes done by `recvmsg` and `sendmsg` (see `descriptors/`). The first write
+//! after [`FdStream::start_message`] carries the descriptors; every read hands what comes
+//! back to an inbox that checks it at once ([`FdStream::checked`], for `send`: a read that
+//! brings a descriptor that cannot be one sent fails, whatever frame it is in) or closes it
+//! at once ([`FdStream::new`], for the pipe). Without descriptors it reads and writes as a
+//! plain stream. `send` and the framed pipe use it (the framed codec runs on top of its
 //! `AsyncRead`/`AsyncWrite`); bench does not.
 
 use std::future::poll_fn;
@@ -16,7 +18,8 @@ use rustix::net::RecvFlags;
 use tokio::io::{AsyncRead, AsyncWrite, Interest, ReadBuf};
 use tokio::net::UnixStream;
 
-use crate::descriptors::{self, Inbox, Passing, Returned};
+use crate::descriptors::{self, FdCheck, Inbox, Passing, Returned};
+use crate::error::ErrorKind;
 
 /// A connected stream that passes [`Passing`] with each message.
 #[derive(Debug)]
@@ -26,30 +29,55 @@ pub(crate) struct FdStream {
     passing: Passing,
     /// The next write begins a message: it carries `passing`.
     armed: AtomicBool,
-    /// What reads brought back, until taken.
+    /// What reads bring back goes here: checked or closed as it comes.
     inbox: Inbox,
 }
 
 impl FdStream {
+    /// A stream whose reads close what comes back (the pipe): see
+    /// [`FdStream::take_returned`] for whether the kernel lost some.
     pub(crate) fn new(stream: UnixStream, passing: Passing) -> FdStream {
         FdStream {
             stream,
             passing,
             armed: AtomicBool::new(false),
-            inbox: Inbox::default(),
+            inbox: Inbox::closing(),
+        }
+    }
+
+    /// A stream whose reads check what comes back against what was sent (`send`): a read
+    /// that brings what cannot be ours fails, and [`FdStream::failure`] says why.
+    pub(crate) fn checked(stream: UnixStream, passing: Passing) -> FdStream {
+        FdStream {
+            stream,
+            inbox: Inbox::checking(FdCheck::new(passing.clone())),
+            passing,
+            armed: AtomicBool::new(false),
         }
     }
 
     /// The next bytes written begin a message: they carry the descriptors.
     pub(crate) fn start_message(&self) {
+        self.inbox.begin_message();
         if !self.passing.is_empty() {
             self.armed.store(true, Ordering::Relaxed);
         }
     }
 
-    /// The descriptors reads brought back since the last call.
+    /// Whether the kernel lost descriptors coming back since the last call (those that came
+    /// are closed already).
     pub(crate) fn take_returned(&self) -> Returned {
         self.inbox.take()
+    }
+
+    /// The mismatch that failed a read of a [`FdStream::checked`] stream.
+    pub(crate) fn failure(&self) -> Option<ErrorKind> {
+        self.inbox.failure()
+    }
+
+    /// `echoed` messages have come back whole: each must have brought its descriptors.
+    pub(crate) fn echoed(&self, echoed: u64) -> Result<(), ErrorKind> {
+        self.inbox.echoed(echoed)
     }
 
     fn poll_recv(&self, cx: &mut Context<'_>, buf: &mut [u8]) -> Poll<io::Result<usize>> {
@@ -62,9 +90,13 @@ impl FdStream {
             });
             match got {
                 Ok(got) => {
-                    self.inbox.put(got.returned);
                     crate::trace::received(&buf[..got.len]);
-                    return Poll::Ready(Ok(got.len));
+                    if self.inbox.put(got.returned) {
+                        return Poll::Ready(Ok(got.len));
+                    }
+                    return Poll::Ready(Err(io::Error::other(
+                        "a descriptor came back that was not sent",
+                    )));
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
                 Err(e) => return Poll::Ready(Err(e)),

@@ -224,8 +224,8 @@ async fn raw(
 ) -> Result<SendSummary, ErrorKind> {
     let mut checker = Checker::new(&options.message);
     let mut schedule = Schedule::new(options);
-    let mut fds = FdCheck::new(options.descriptors.clone());
-    let stream = FdStream::new(stream, options.descriptors.clone());
+    // What comes back with the echo is checked as each read brings it.
+    let stream = FdStream::checked(stream, options.descriptors.clone());
     let mut buf = vec![0u8; 64 * 1024];
     tokio::pin!(stop);
     while !schedule.finished() {
@@ -246,16 +246,17 @@ async fn raw(
             read = stream.recv(&mut buf) => match read {
                 Ok(0) => return Err(checker.closed(schedule.sent, "connection closed")),
                 Ok(n) => {
-                    fds.returned(stream.take_returned(), schedule.sent)?;
                     let before = checker.received;
                     checker.feed(&buf[..n], out)?;
-                    fds.echoed(checker.received)?;
+                    stream.echoed(checker.received)?;
                     for _ in before..checker.received {
                         schedule.echoed();
                     }
                 }
-                Err(e) => return Err(session::transport("receiving", e, || {
-                    checker.closed(schedule.sent, "connection reset")
+                Err(e) => return Err(stream.failure().unwrap_or_else(|| {
+                    session::transport("receiving", e, || {
+                        checker.closed(schedule.sent, "connection reset")
+                    })
                 })),
             },
             () = until(due) => {
@@ -275,8 +276,9 @@ async fn framed(
     out: &mut impl Write,
 ) -> Result<SendSummary, ErrorKind> {
     let mut checker = Checker::new(&options.message);
-    let mut fds = FdCheck::new(options.descriptors.clone());
-    let stream = FdStream::new(stream, options.descriptors.clone());
+    // What comes back is checked as each read brings it, not when its frame is whole: a
+    // server can send a frame's bytes one at a time, each with a message's worth.
+    let stream = FdStream::checked(stream, options.descriptors.clone());
     let mut server = session::open(stream, options.timeout).await?;
     let mut schedule = Schedule::new(options);
     tokio::pin!(stop);
@@ -297,16 +299,17 @@ async fn framed(
             () = &mut stop, if !schedule.stopped => schedule.stopped = true,
             frame = server.next() => match frame {
                 Some(Ok(Frame::Data(echo))) => {
-                    fds.returned(server.io().take_returned(), schedule.sent)?;
                     schedule.echoed();
                     checker.check(&echo, out)?;
-                    fds.echoed(checker.received)?;
+                    server.io().echoed(checker.received)?;
                 }
                 Some(Ok(Frame::Goodbye(bye))) => {
                     return Err(closed(schedule.sent, checker.received, &format!("Goodbye {:?}", bye.reason)));
                 }
                 Some(Ok(other)) => return Err(session::unexpected(other)),
-                Some(Err(e)) => return Err(session::protocol(e)),
+                Some(Err(e)) => {
+                    return Err(server.io().failure().unwrap_or_else(|| session::protocol(e)));
+                }
                 None => return Err(closed(schedule.sent, checker.received, "connection closed")),
             },
             () = until(due) => {

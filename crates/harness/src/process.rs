@@ -40,6 +40,11 @@ pub struct ServerBuilder {
     current_dir: Option<PathBuf>,
     /// Start it under this descriptor limit (soft and hard), through `prlimit`.
     fd_limit: Option<u64>,
+    /// Start it under this limit on its user's processes and threads (soft and hard), through
+    /// `prlimit`.
+    process_limit: Option<u64>,
+    /// A command the server is started through (its program and arguments come after).
+    wrapper: Vec<OsString>,
 }
 
 impl ServerBuilder {
@@ -47,6 +52,27 @@ impl ServerBuilder {
     /// cannot raise it).
     pub fn fd_limit(mut self, n: u64) -> Self {
         self.fd_limit = Some(n);
+        self
+    }
+
+    /// Run under this limit on the processes and threads of the server's user
+    /// (`prlimit --nproc=N`: soft and hard). The kernel counts every thread of that user on
+    /// the machine, and never limits root: use it with [`ServerBuilder::user`], with a uid
+    /// nothing else runs as.
+    pub fn process_limit(mut self, n: u64) -> Self {
+        self.process_limit = Some(n);
+        self
+    }
+
+    /// Starts the server through `command` (a program and its arguments), which is given the
+    /// server's program and arguments after its own: `["unshare", "-n"]` runs it in a network
+    /// namespace of its own. Its pid must become the server's (`exec`).
+    pub fn wrapped<I, S>(mut self, command: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<OsString>,
+    {
+        self.wrapper = command.into_iter().map(Into::into).collect();
         self
     }
 
@@ -125,11 +151,23 @@ impl ServerBuilder {
             }
             None => Command::new(binary("udsecho-server")),
         };
-        if let Some(n) = self.fd_limit {
+        if let Some((program, args)) = self.wrapper.split_first() {
+            let inner = cmd;
+            cmd = Command::new(program);
+            cmd.args(args)
+                .arg(inner.get_program())
+                .args(inner.get_args());
+        }
+        if self.fd_limit.is_some() || self.process_limit.is_some() {
             let inner = cmd;
             cmd = Command::new("prlimit");
-            cmd.arg(format!("--nofile={n}"))
-                .arg("--")
+            if let Some(n) = self.fd_limit {
+                cmd.arg(format!("--nofile={n}"));
+            }
+            if let Some(n) = self.process_limit {
+                cmd.arg(format!("--nproc={n}"));
+            }
+            cmd.arg("--")
                 .arg(inner.get_program())
                 .args(inner.get_args());
         }

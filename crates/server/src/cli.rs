@@ -84,9 +84,11 @@ pub(crate) struct Cli {
     #[arg(long = "allow-uid", value_name = "USER", value_parser = parse_user)]
     allow_uids: Vec<u32>,
 
-    /// Threads serving connections, each with its own connections and its own epoll set
-    /// (thread-per-core) [default: one per core this process may run on, as taskset, cpusets
-    /// or systemd's CPUAffinity= allow]
+    /// Threads serving connections (1 to 1024), each with its own connections and its own
+    /// epoll set (thread-per-core); fewer serve, with a warning, when the system will not
+    /// create more or they would leave less than half of the descriptor limit to connections
+    /// [default: one per core this process may run on, as taskset, cpusets or systemd's
+    /// CPUAffinity= allow; half the machine when that is all of it]
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..=1024))]
     threads: Option<u16>,
 

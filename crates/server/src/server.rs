@@ -14,6 +14,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::time::Instant;
 use tokio_util::task::TaskTracker;
 use tracing::Instrument;
+use udsecho_unix::credentials::{self, PeerPid};
 
 use crate::config::{Config, SocketType};
 use crate::connection::{self, Settings};
@@ -300,16 +301,13 @@ impl Acceptor {
 }
 
 impl Accepted {
-    /// The peer's pid and uid (`SO_PEERCRED`).
-    fn peer(&self) -> (u32, Option<u32>) {
+    /// The peer's pid (unknown from another pid namespace) and uid (`SO_PEERCRED`), if the
+    /// kernel says.
+    fn peer(&self) -> (Option<PeerPid>, Option<u32>) {
         let (Accepted::Stream(fd) | Accepted::Seqpacket(fd)) = self;
-        let cred = rustix::net::sockopt::socket_peercred(fd);
-        match cred {
-            Ok(cred) => (
-                u32::try_from(cred.pid.as_raw_nonzero().get()).unwrap_or(0),
-                Some(cred.uid.as_raw()),
-            ),
-            Err(_) => (0, None),
+        match credentials::of_peer(fd) {
+            Ok(peer) => (Some(peer.pid), Some(peer.uid)),
+            Err(_) => (None, None),
         }
     }
 
@@ -327,6 +325,7 @@ impl Accepted {
         on: &Handle,
     ) -> bool {
         let (pid, uid) = self.peer();
+        let pid = pid.map(tracing::field::display);
         if !config.allow_uids.is_empty() && !uid.is_some_and(|uid| config.allow_uids.contains(&uid))
         {
             tracing::warn!(

@@ -4,6 +4,8 @@
 //!
 //! - [`passing`]: descriptors passed with bytes (`SCM_RIGHTS`): `sendmsg` with them, `recvmsg`
 //!   with room for exactly as many as the caller can take, and what the kernel said about it;
+//! - [`credentials`]: who is at the other end (`SO_PEERCRED`, `SCM_CREDENTIALS`), with a pid
+//!   that may be unknown (a peer in another pid namespace);
 //! - [`same_file`]: whether two descriptors are the same open file description;
 //! - [`socket`]: the socket types ([`SocketType`]), opening and listening;
 //! - [`socket_dir`]: the default socket's directory, and when it is private enough;
@@ -18,6 +20,7 @@
 
 #![warn(missing_docs)]
 
+pub mod credentials;
 pub mod fd_limit;
 pub mod generate;
 pub mod passing;

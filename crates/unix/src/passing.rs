@@ -16,6 +16,13 @@
 //! A read that brought none allocates nothing: the control buffer is on the stack, and the
 //! descriptors' `Vec` is only filled when some came.
 //!
+//! A read that asks for the sender's credentials as well (on a socket with `SO_PASSCRED`)
+//! is `nix`'s `recvmsg` into a control buffer of plain bytes, read back here: rustix would
+//! parse the credentials into a type that cannot hold the pid 0 the kernel gives for a sender
+//! in another pid namespace (see [`crate::credentials`]). Its descriptors come as numbers,
+//! which become owned descriptors without `unsafe` by a trip through a socket pair of the
+//! thread's own (`take_over`): the kernel checks each number as it attaches it.
+//!
 //! ```
 //! use std::io::IoSlice;
 //! use std::os::fd::AsFd;
@@ -32,14 +39,17 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
+use std::cell::RefCell;
 use std::io::{IoSlice, IoSliceMut};
 use std::mem::MaybeUninit;
-use std::os::fd::{BorrowedFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
 
 use rustix::net::{
     RecvAncillaryBuffer, RecvAncillaryMessage, RecvFlags, ReturnFlags, SendAncillaryBuffer,
-    SendAncillaryMessage, SendFlags, SocketAddrAny, SocketAddrUnix, UCred,
+    SendAncillaryMessage, SendFlags, SocketAddrAny, SocketAddrUnix,
 };
+
+use crate::credentials::{self, Credentials};
 
 /// The most descriptors one message carries (Linux's `SCM_MAX_FD`), and so the most one read
 /// can bring: a stream read stops after the first chunk that carries any.
@@ -71,7 +81,7 @@ const HEADER: usize = cmsg_align(std::mem::size_of::<usize>() + 2 * std::mem::si
 /// Room for the credentials alone: `CMSG_SPACE(sizeof(struct ucred))`, not a byte more. (The
 /// `cmsg_space!` macro adds a `cmsghdr`'s alignment for a buffer that may start unaligned:
 /// eight bytes after the credentials, where the kernel fits two more descriptors than asked.)
-const CREDS_SPACE: usize = HEADER + cmsg_align(std::mem::size_of::<UCred>());
+const CREDS_SPACE: usize = HEADER + cmsg_align(std::mem::size_of::<nix::libc::ucred>());
 
 /// The control length that takes exactly `n` descriptors (`CMSG_LEN(n * sizeof(int))`): the
 /// kernel fills what the buffer holds, so `CMSG_SPACE`'s padding would take a 254th after an
@@ -105,7 +115,7 @@ pub struct Received {
     /// The descriptors that came with them, in order; empty (and unallocated) when none did.
     pub fds: Vec<OwnedFd>,
     /// The sender's credentials, when asked for (on a socket with `SO_PASSCRED`).
-    pub creds: Option<UCred>,
+    pub creds: Option<Credentials>,
     /// The kernel closed descriptors that did not fit (`MSG_CTRUNC`): the room asked for was
     /// smaller than what came, or the process reached its descriptor limit taking them.
     pub truncated: bool,
@@ -120,6 +130,9 @@ pub struct Received {
 /// [`MAX_FDS`] takes one more if the peer sent more (see `rights_space`): one message never
 /// carries more than [`MAX_FDS`], so a whole message's worth is still exact. Descriptors come
 /// close-on-exec.
+///
+/// On a socket with `SO_PASSCRED` always ask for them: credentials that come unasked would
+/// be parsed by rustix, which cannot hold a pid of 0 (another pid namespace's sender).
 ///
 /// [`recv_from`] also returns the sender's address; this drops it, keeping the value small
 /// for callers that move it out of every read.
@@ -143,14 +156,12 @@ pub fn recv_from(
     room: usize,
     creds: bool,
 ) -> rustix::io::Result<(Received, Option<SocketAddrAny>)> {
-    let mut space = Space::new();
     let room = room.min(MAX_FDS);
-    let len = if creds {
-        CREDS_SPACE + rights_space(room)
-    } else {
-        rights_len(room)
-    };
-    let mut control = RecvAncillaryBuffer::new(&mut space.0[..len]);
+    if creds {
+        return recv_with_credentials(fd, buf, flags, room);
+    }
+    let mut space = Space::new();
+    let mut control = RecvAncillaryBuffer::new(&mut space.0[..rights_len(room)]);
     let got = rustix::net::recvmsg(
         fd,
         &mut [IoSliceMut::new(buf)],
@@ -164,13 +175,180 @@ pub fn recv_from(
         ..Received::default()
     };
     for message in control.drain() {
-        match message {
-            RecvAncillaryMessage::ScmRights(rights) => received.fds.extend(rights),
-            RecvAncillaryMessage::ScmCredentials(ucred) => received.creds = Some(ucred),
-            _ => {}
+        if let RecvAncillaryMessage::ScmRights(rights) = message {
+            received.fds.extend(rights);
         }
     }
     Ok((received, got.address))
+}
+
+/// The control bytes of a read with credentials: plain bytes, zeroed (the messages are read
+/// back from them, and a length of 0 ends them), aligned for `cmsghdr`.
+#[repr(C, align(8))]
+struct Bytes([u8; SPACE]);
+
+/// [`recv_from`] with the sender's credentials, room for them first, then for `room`
+/// descriptors: `nix`'s `recvmsg`, then the control messages read from the bytes (`nix`
+/// would parse none of a truncated buffer, whose descriptors must still be taken).
+fn recv_with_credentials(
+    fd: BorrowedFd<'_>,
+    buf: &mut [u8],
+    flags: RecvFlags,
+    room: usize,
+) -> rustix::io::Result<(Received, Option<SocketAddrAny>)> {
+    use nix::sys::socket::{MsgFlags, UnixAddr};
+    let mut control = Bytes([0; SPACE]);
+    let len = CREDS_SPACE + rights_space(room);
+    let flags = MsgFlags::from_bits_retain(flags.bits() as i32) | MsgFlags::MSG_CMSG_CLOEXEC;
+    let mut iov = [IoSliceMut::new(buf)];
+    let got = nix::sys::socket::recvmsg::<UnixAddr>(
+        fd.as_raw_fd(),
+        &mut iov,
+        Some(&mut control.0[..len]),
+        flags,
+    )
+    .map_err(|e| rustix::io::Errno::from_raw_os_error(e as i32))?;
+    let mut received = Received {
+        len: got.bytes,
+        truncated: got.flags.contains(MsgFlags::MSG_CTRUNC),
+        cut: got.flags.contains(MsgFlags::MSG_TRUNC),
+        ..Received::default()
+    };
+    let address = got.address.as_ref().and_then(address);
+    let mut numbers = Vec::new();
+    for (level, kind, data) in messages(&control.0[..len]) {
+        match (level, kind) {
+            (nix::libc::SOL_SOCKET, nix::libc::SCM_CREDENTIALS) => {
+                received.creds = credentials::from_message(data);
+            }
+            (nix::libc::SOL_SOCKET, nix::libc::SCM_RIGHTS) => numbers.extend(
+                data.chunks_exact(4)
+                    .filter_map(|n| Some(RawFd::from_ne_bytes(n.try_into().ok()?))),
+            ),
+            _ => {}
+        }
+    }
+    if !numbers.is_empty() {
+        let (fds, lost) = take_over(&numbers);
+        received.fds = fds;
+        received.truncated |= lost;
+    }
+    Ok((received, address))
+}
+
+/// A sender's address as rustix names it: a path, an abstract name, or unnamed; `None` when
+/// the kernel gave none (a connected socket's read, a sender with no address), whose empty
+/// `UnixAddr` nix would panic on if asked what it is.
+fn address(from: &nix::sys::socket::UnixAddr) -> Option<SocketAddrAny> {
+    use nix::sys::socket::SockaddrLike;
+    if (from.len() as usize) < std::mem::size_of::<nix::libc::sa_family_t>() {
+        return None;
+    }
+    let unix = if let Some(path) = from.path() {
+        SocketAddrUnix::new(path).ok()?
+    } else if let Some(name) = from.as_abstract() {
+        SocketAddrUnix::new_abstract_name(name).ok()?
+    } else {
+        SocketAddrUnix::new_unnamed()
+    };
+    Some(unix.into())
+}
+
+/// The control messages the kernel wrote at the start of `control` (zeroed before the read):
+/// each one's level, type and data. A `cmsghdr` is a `size_t` length (of the header and the
+/// data), then the level and the type (`int`s); the next one starts at the length aligned.
+fn messages(control: &[u8]) -> impl Iterator<Item = (i32, i32, &[u8])> {
+    const LEN: usize = std::mem::size_of::<usize>();
+    let int = |bytes: &[u8]| -> Option<i32> { Some(i32::from_ne_bytes(bytes.try_into().ok()?)) };
+    let mut at = 0;
+    std::iter::from_fn(move || {
+        let header = control.get(at..at + HEADER)?;
+        let len = usize::from_ne_bytes(header[..LEN].try_into().ok()?);
+        let level = int(&header[LEN..LEN + 4])?;
+        let kind = int(&header[LEN + 4..LEN + 8])?;
+        // A length shorter than the header (the zeroes after the last message) ends them.
+        let data = control.get(at + HEADER..at.checked_add(len)?)?;
+        at += cmsg_align(len);
+        Some((level, kind, data))
+    })
+}
+
+thread_local! {
+    /// The socket pair [`take_over`] passes descriptor numbers through, made on first use.
+    static RELAY: RefCell<Option<(OwnedFd, OwnedFd)>> = const { RefCell::new(None) };
+}
+
+/// Owned descriptors for the numbers a read just installed, and whether some were lost.
+///
+/// Without `unsafe` a number cannot be declared owned; the kernel can check it instead. The
+/// numbers go out over a datagram socket pair of this thread's (`SCM_RIGHTS`, which fails on
+/// a number that is not open), are closed, and come back as owned descriptors: the process
+/// never holds both (at its descriptor limit the copies still fit). If they cannot go (the
+/// user's descriptors in flight are over its limit: `ETOOMANYREFS`; no pair can be made),
+/// they are closed on a thread of their own (one may be the last reference to a socket whose
+/// close waits) and reported lost, as the kernel reports descriptors it had to close.
+fn take_over(numbers: &[RawFd]) -> (Vec<OwnedFd>, bool) {
+    use nix::sys::socket::{ControlMessage, MsgFlags};
+    RELAY.with_borrow_mut(|relay| {
+        if relay.is_none() {
+            *relay = rustix::net::socketpair(
+                rustix::net::AddressFamily::UNIX,
+                rustix::net::SocketType::DGRAM,
+                rustix::net::SocketFlags::CLOEXEC | rustix::net::SocketFlags::NONBLOCK,
+                None,
+            )
+            .ok();
+        }
+        let Some((out, back)) = relay.as_ref() else {
+            close_aside(numbers.to_vec());
+            return (Vec::new(), true);
+        };
+        let sent = nix::sys::socket::sendmsg::<()>(
+            out.as_raw_fd(),
+            &[IoSlice::new(&[0])],
+            &[ControlMessage::ScmRights(numbers)],
+            MsgFlags::MSG_DONTWAIT,
+            None,
+        );
+        if sent.is_err() {
+            close_aside(numbers.to_vec());
+            return (Vec::new(), true);
+        }
+        for &number in numbers {
+            let _ = nix::unistd::close(number);
+        }
+        match recv(
+            back.as_fd(),
+            &mut [0u8; 1],
+            RecvFlags::DONTWAIT,
+            numbers.len(),
+            false,
+        ) {
+            Ok(got) => (got.fds, got.truncated),
+            Err(_) => {
+                // What it may still hold goes with the pair.
+                *relay = None;
+                (Vec::new(), true)
+            }
+        }
+    })
+}
+
+/// Closes `numbers` on a new thread (here if none can be started).
+fn close_aside(numbers: Vec<RawFd>) {
+    let close = |numbers: Vec<RawFd>| {
+        for number in numbers {
+            let _ = nix::unistd::close(number);
+        }
+    };
+    let here = numbers.clone();
+    if std::thread::Builder::new()
+        .name("udsecho-close".to_owned())
+        .spawn(move || close(numbers))
+        .is_err()
+    {
+        close(here);
+    }
 }
 
 /// `sendmsg` of `bufs` carrying `fds`, to `to` if given (an unconnected datagram socket);
@@ -320,8 +498,44 @@ mod tests {
                 "{sent} sent, room for {room}"
             );
             let creds = got.creds.expect("credentials with SO_PASSCRED");
-            assert_eq!(creds.pid, rustix::process::getpid());
+            assert_eq!(creds.pid.get(), Some(std::process::id()));
         }
+    }
+
+    /// With credentials the descriptors come as numbers and are taken over through a socket
+    /// pair: what comes out is still the very open files that were passed, in order.
+    #[test]
+    fn descriptors_with_credentials_are_the_open_files_passed() {
+        let (peer, ours) = UnixStream::pair().unwrap();
+        rustix::net::sockopt::set_socket_passcred(&ours, true).unwrap();
+        let file = tempfile::tempfile().unwrap();
+        for _ in 0..2 {
+            pass(&peer, b"x", &[file.as_fd(), peer.as_fd()]);
+            let mut buf = [0u8; 8];
+            let got = recv(ours.as_fd(), &mut buf, RecvFlags::empty(), MAX_FDS, true).unwrap();
+            assert_eq!((got.len, got.fds.len(), got.truncated), (1, 2, false));
+            assert!(crate::same_file::same_open_file(&got.fds[0], &file));
+            assert!(crate::same_file::same_open_file(&got.fds[1], &peer));
+        }
+    }
+
+    /// A datagram from a socket with no address: the kernel gives an empty one, which is no
+    /// address (nix's `UnixAddr` would panic if asked what it is).
+    #[test]
+    fn a_read_with_credentials_from_an_unbound_sender_has_no_address() {
+        let dir = tempfile::tempdir().unwrap();
+        let there = dir.path().join("there");
+        let receiver = UnixDatagram::bind(&there).unwrap();
+        rustix::net::sockopt::set_socket_passcred(&receiver, true).unwrap();
+        let sender = UnixDatagram::unbound().unwrap();
+        sender.send_to(b"hi", &there).unwrap();
+        let mut buf = [0u8; 8];
+        let (got, from) =
+            recv_from(receiver.as_fd(), &mut buf, RecvFlags::empty(), 1, true).unwrap();
+        assert_eq!(&buf[..got.len], b"hi");
+        assert!(got.creds.is_some());
+        let unnamed = from.and_then(|a| SocketAddrUnix::try_from(a).ok());
+        assert!(unnamed.is_none_or(|a| a.path().is_none() && a.abstract_name().is_none()));
     }
 
     #[test]

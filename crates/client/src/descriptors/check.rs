@@ -4,7 +4,7 @@
 
 use udsecho_unix::same_file::same_open_file;
 
-use super::{Passing, Returned};
+use super::{Passing, Returned, close_aside};
 use crate::error::ErrorKind;
 
 /// `send`'s check that the descriptors coming back are those sent: the n-th back is the same
@@ -22,12 +22,14 @@ impl FdCheck {
         FdCheck { passing, back: 0 }
     }
 
-    /// Checks what came back with `sent` messages out, then closes it.
+    /// Checks what came back with `sent` messages out, then closes it: what matched here (ours
+    /// hold the same open file, so these closes cannot wait), anything else aside.
     pub(crate) fn returned(&mut self, returned: Returned, sent: u64) -> Result<(), ErrorKind> {
         let per = self.passing.len() as u64;
         let total = self.back + returned.fds.len() as u64;
         // More than were sent is the server's doing, even when they also overflowed our limit.
         if total > sent * per {
+            close_aside(returned.fds);
             return Err(ErrorKind::DescriptorMismatch {
                 index: (self.back / per.max(1) + 1).min(sent.max(1)),
                 detail: format!(
@@ -38,16 +40,19 @@ impl FdCheck {
             });
         }
         if returned.truncated {
+            close_aside(returned.fds);
             return Err(ErrorKind::DescriptorLimit);
         }
-        for fd in returned.fds {
+        let mut fds = returned.fds.into_iter();
+        while let Some(fd) = fds.next() {
             let (ours, spec) = self.passing.get((self.back % per) as usize);
             if !same_open_file(&fd, ours) {
+                let detail =
+                    format!("--fd {spec} came back as a different file (not the open file sent)");
+                close_aside(std::iter::once(fd).chain(fds).collect());
                 return Err(ErrorKind::DescriptorMismatch {
                     index: self.back / per + 1,
-                    detail: format!(
-                        "--fd {spec} came back as a different file (not the open file sent)"
-                    ),
+                    detail,
                 });
             }
             self.back += 1;

@@ -4,7 +4,8 @@
 use std::io::IoSlice;
 use std::os::fd::{AsFd, BorrowedFd};
 
-use rustix::net::{RecvFlags, SendFlags, SocketAddrAny, SocketAddrUnix, UCred};
+use rustix::net::{RecvFlags, SendFlags, SocketAddrAny, SocketAddrUnix};
+use udsecho_unix::credentials::Credentials;
 use udsecho_unix::passing;
 
 use super::Passed;
@@ -17,7 +18,7 @@ pub(crate) struct Received {
     /// The descriptors that came with them, counted as held.
     pub(crate) fds: Passed,
     /// The sender's credentials, when asked for (`SO_PASSCRED`).
-    pub(crate) creds: Option<UCred>,
+    pub(crate) creds: Option<Credentials>,
     /// The kernel closed descriptors that did not fit (`MSG_CTRUNC`): `room` was too small
     /// for what the peer sent, or the process reached its limit while taking them.
     pub(crate) truncated: bool,

@@ -33,7 +33,7 @@ mod tally;
 pub(crate) use self::aside::close_aside;
 pub(crate) use self::cmsg::{Received, recv, recv_from, send};
 pub(crate) use self::passed::Passed;
-pub(crate) use self::tally::{Counted, Waiter, count_own, room};
+pub(crate) use self::tally::{Counted, Waiter, count_own, limit, open_now, room};
 
 /// The most descriptors one message carries (Linux's `SCM_MAX_FD`), and so the most one read
 /// can bring: a stream read stops after the first chunk that carries any.

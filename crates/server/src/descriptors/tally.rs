@@ -34,7 +34,8 @@ static RELEASED: Notify = Notify::const_new();
 /// `RLIMIT_NOFILE`, read the first time it is needed (after `main` raised it).
 static LIMIT: OnceLock<usize> = OnceLock::new();
 
-fn limit() -> usize {
+/// `RLIMIT_NOFILE` (the soft limit: what `open` and `accept` are held to).
+pub(crate) fn limit() -> usize {
     *LIMIT.get_or_init(|| {
         let limit = rustix::process::getrlimit(rustix::process::Resource::Nofile);
         limit
@@ -47,9 +48,19 @@ fn limit() -> usize {
 /// Counts the server's own descriptors, once its serving threads have started and before it
 /// accepts: what passed descriptors must leave alone besides [`RESERVE`].
 pub(crate) fn count_own() {
+    if let Some(n) = open_now() {
+        OWN.store(n, SeqCst);
+    }
+}
+
+/// How many descriptors the process has open now (`/proc/self/fd`), if that can be read.
+pub(crate) fn open_now() -> Option<usize> {
     match std::fs::read_dir("/proc/self/fd") {
-        Ok(dir) => OWN.store(dir.count(), SeqCst),
-        Err(e) => tracing::debug!("counting our own descriptors: {e}"),
+        Ok(dir) => Some(dir.count()),
+        Err(e) => {
+            tracing::debug!("counting our own descriptors: {e}");
+            None
+        }
     }
 }
 

@@ -178,6 +178,30 @@ fn zero_limits_say_what_is_allowed() {
         .stderr(predicate::str::contains("must be at least 1"));
 }
 
+/// #29: `--threads` takes 1 to 1024, and `--help` says so (it gave no range).
+#[test]
+fn help_gives_the_range_of_threads() {
+    let assert = server().arg("--help").assert().success();
+    let help = String::from_utf8_lossy(&assert.get_output().stdout).into_owned();
+    let threads = help
+        .split("--threads <N>")
+        .nth(1)
+        .and_then(|rest| rest.split("\n\n").next())
+        .unwrap_or_default()
+        .split_whitespace()
+        .collect::<Vec<_>>()
+        .join(" ");
+    assert!(
+        threads.contains("1 to 1024"),
+        "--threads in --help: {threads}"
+    );
+    server()
+        .args(["--threads", "1025"])
+        .assert()
+        .code(2)
+        .stderr(predicate::str::contains("1..=1024").or(predicate::str::contains("1 to 1024")));
+}
+
 /// `nc -lU SOCK` habits (#34): -l (listen), -U (a Unix socket), -k (keep listening) and -N are
 /// what the server does anyway, so `udsecho-server -lU SOCK` serves as `udsecho-server SOCK`.
 #[test]

@@ -148,17 +148,21 @@ fn notify_socket_may_be_an_abstract_name() {
     assert!(stopping.lines().any(|l| l == "STOPPING=1"), "{stopping:?}");
 }
 
+/// The Python interpreter for hostile peers: the system's where there is one, since another
+/// user may not reach a per-user install (pyenv under /root).
+pub(crate) fn python3() -> &'static str {
+    if Path::new("/usr/bin/python3").exists() {
+        "/usr/bin/python3"
+    } else {
+        "python3"
+    }
+}
+
 /// Runs a Python snippet (the peers here need what std cannot do: a chosen abstract name
 /// inside another network namespace, a relative bind). `prefix` goes before `python3`
 /// (`unshare -r -n`); `cwd` is its working directory.
 fn python(prefix: &[&str], cwd: &Path, script: &str) -> std::process::Output {
-    // The system's interpreter where there is one: another user may not reach a per-user
-    // install (pyenv under /root).
-    let python3 = if Path::new("/usr/bin/python3").exists() {
-        "/usr/bin/python3"
-    } else {
-        "python3"
-    };
+    let python3 = python3();
     let (program, args) = match prefix.split_first() {
         Some((first, rest)) => (*first, [rest, &[python3, "-c", script]].concat()),
         None => (python3, vec!["-c", script]),
@@ -175,12 +179,33 @@ fn python(prefix: &[&str], cwd: &Path, script: &str) -> std::process::Output {
 }
 
 /// Can this machine make a network namespace without privilege (`unshare -r -n`)?
-fn user_namespaces_work() -> bool {
+pub(crate) fn user_namespaces_work() -> bool {
     Command::new("unshare")
         .args(["-r", "-n", "true"])
         .stderr(Stdio::null())
         .status()
         .is_ok_and(|s| s.success())
+}
+
+/// The attacking sender's script (`out`) ran to its end, and `socket` (`whose` names it for
+/// the panic) received nothing from the server before its read timeout.
+pub(crate) fn the_sender_ran_and_nothing_reached(
+    out: &std::process::Output,
+    socket: &std::os::unix::net::UnixDatagram,
+    whose: &str,
+) {
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let mut buf = [0u8; 256];
+    if let Ok(n) = socket.recv(&mut buf) {
+        panic!(
+            "{whose} got {:?} from the server",
+            String::from_utf8_lossy(&buf[..n])
+        );
+    }
 }
 
 /// Security (#21 item 1): a sender in a network namespace of its own binds an abstract name
@@ -221,18 +246,7 @@ fn a_reply_never_goes_to_an_abstract_name_from_another_network_namespace() {
         Path::new("/"),
         &script,
     );
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let mut buf = [0u8; 256];
-    if let Ok(n) = victim.recv(&mut buf) {
-        panic!(
-            "the host's socket got {:?} from the server",
-            String::from_utf8_lossy(&buf[..n])
-        );
-    }
+    the_sender_ran_and_nothing_reached(&out, &victim, "the host's socket");
     // A sender of this namespace on an abstract name is still answered.
     let ours = UnixDatagram::bind_addr(
         &SocketAddr::from_abstract_name(format!("{name}-ours").as_bytes()).unwrap(),
@@ -240,6 +254,7 @@ fn a_reply_never_goes_to_an_abstract_name_from_another_network_namespace() {
     .unwrap();
     ours.set_read_timeout(Some(LIMIT)).unwrap();
     ours.send_to(b"hello", server.socket()).unwrap();
+    let mut buf = [0u8; 256];
     let n = ours.recv(&mut buf).unwrap();
     assert_eq!(&buf[..n], b"hello");
     let mut server = server;
@@ -247,7 +262,7 @@ fn a_reply_never_goes_to_an_abstract_name_from_another_network_namespace() {
     assert!(
         server
             .stderr()
-            .contains("from an abstract address that is not the sender's own"),
+            .contains("whose sender's abstract address is another user's socket"),
         "the drop is counted and said: {}",
         server.stderr()
     );
@@ -277,18 +292,7 @@ fn a_relative_sender_path_is_not_resolved_in_the_servers_directory() {
         server.socket().to_str().unwrap()
     );
     let out = python(&[], sender_dir.path(), &script);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let mut buf = [0u8; 256];
-    if let Ok(n) = decoy.recv(&mut buf) {
-        panic!(
-            "the server's own rel.sock got {:?}",
-            String::from_utf8_lossy(&buf[..n])
-        );
-    }
+    the_sender_ran_and_nothing_reached(&out, &decoy, "the server's own rel.sock");
     assert!(server.stop(Signal::TERM, LIMIT).unwrap().success());
     assert!(
         server.stderr().contains("bound to a relative path"),
@@ -384,10 +388,16 @@ fn a_quarter_mebibyte_datagram_comes_back_whole() {
 /// half-close after them, every message comes back, the empty one included, then the end.
 #[test]
 fn an_empty_seqpacket_message_is_not_the_end_of_the_stream() {
+    let server = Server::start(["--type", "seqpacket"]).unwrap();
+    an_empty_message_comes_back_then_the_end(&server);
+}
+
+/// Sends `server` (seqpacket) an empty message, `A` and `B`, half-closes, and expects the
+/// three back, then the end.
+pub(crate) fn an_empty_message_comes_back_then_the_end(server: &Server) {
     use rustix::net::{
         AddressFamily, RecvFlags, SendFlags, SocketAddrUnix, SocketFlags, SocketType,
     };
-    let server = Server::start(["--type", "seqpacket"]).unwrap();
     let fd = rustix::net::socket_with(
         AddressFamily::UNIX,
         SocketType::SEQPACKET,
@@ -405,10 +415,17 @@ fn an_empty_seqpacket_message_is_not_the_end_of_the_stream() {
     let mut got = Vec::new();
     let mut buf = [0u8; 64];
     for _ in 0..3 {
-        let (n, _) = rustix::net::recv(&fd, &mut buf[..], RecvFlags::empty()).unwrap();
-        got.push(buf[..n].to_vec());
+        match rustix::net::recv(&fd, &mut buf[..], RecvFlags::empty()) {
+            Ok((n, _)) => got.push(buf[..n].to_vec()),
+            Err(e) => panic!("after {got:?}: {e}; the server's log:\n{}", server.stderr()),
+        }
     }
-    assert_eq!(got, [b"".to_vec(), b"A".to_vec(), b"B".to_vec()]);
+    assert_eq!(
+        got,
+        [b"".to_vec(), b"A".to_vec(), b"B".to_vec()],
+        "{}",
+        server.stderr()
+    );
     // Then the end: a zero-length read with the peer's side shut.
     let (n, _) = rustix::net::recv(&fd, &mut buf[..], RecvFlags::empty()).unwrap();
     assert_eq!(n, 0);
@@ -454,16 +471,5 @@ fn a_thread_in_another_network_namespace_cannot_borrow_a_name_of_ours() {
         Path::new("/"),
         &script,
     );
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let mut buf = [0u8; 256];
-    if let Ok(n) = victim.recv(&mut buf) {
-        panic!(
-            "the host's socket got {:?} from the server",
-            String::from_utf8_lossy(&buf[..n])
-        );
-    }
+    the_sender_ran_and_nothing_reached(&out, &victim, "the host's socket");
 }

@@ -5,6 +5,7 @@
 mod arbitrary_input;
 mod busy_poll;
 mod cli;
+mod datagram_senders;
 mod descriptors;
 mod echo;
 mod hostile_neighbours;
@@ -12,6 +13,7 @@ mod hostile_peers;
 mod logging_and_signals;
 mod memory;
 mod once;
+mod pid_namespaces;
 mod shutdown_and_limits;
 mod socket_file;
 mod socket_types;

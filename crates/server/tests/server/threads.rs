@@ -198,3 +198,96 @@ fn the_default_follows_the_affinity_mask() {
         }
     }
 }
+
+/// A uid no other test runs as: `RLIMIT_NPROC` counts every thread of the server's user on
+/// the machine, so a uid shared with other tests (`nobody`) would make the count depend on
+/// them.
+const THREADLESS_UID: u32 = 64_029;
+
+/// A directory anyone may create a socket in, for a server run as [`THREADLESS_UID`].
+fn open_dir() -> tempfile::TempDir {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = udsecho_harness::short_temp_dir();
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o1777)).unwrap();
+    dir
+}
+
+/// #29 row 4: a serving thread the system will not create (`RLIMIT_NPROC`, a pids cgroup such
+/// as systemd's `TasksMax=`) used to panic the server ("Cannot drop a runtime in a context
+/// where blocking is not allowed", exit 101): it serves on the threads it got, and says so.
+/// Three tasks allowed: the main thread, the log writer and one serving thread.
+#[test]
+fn a_serving_thread_that_cannot_start_leaves_the_others_serving() {
+    let dir = open_dir();
+    let mut server = Server::builder()
+        .socket(dir.path().join("s.sock"))
+        .args(["--threads", "4", "--socket-mode", "0666"])
+        .user(THREADLESS_UID, THREADLESS_UID)
+        .process_limit(3)
+        .start()
+        .unwrap();
+    for i in 0..4u64 {
+        let data = random_payload(10_000, i);
+        assert_eq!(raw_round_trip(server.socket(), &data, 1000).unwrap(), data);
+    }
+    assert!(server.stop(Signal::TERM, STOP).unwrap().success());
+    let log = server.stderr();
+    assert!(!log.contains("panicked"), "{log}");
+    assert!(
+        log.contains("cannot start serving thread 2") && log.contains(", 2 threads)"),
+        "{log}"
+    );
+}
+
+/// And with no thread to spare for its log writer (`--nproc 1`): one line and exit 1, not a
+/// panic.
+#[test]
+fn without_a_thread_for_its_log_writer_the_server_says_so_in_one_line() {
+    let dir = open_dir();
+    let mut server = Server::builder()
+        .socket(dir.path().join("s.sock"))
+        .user(THREADLESS_UID, THREADLESS_UID)
+        .process_limit(1)
+        .no_wait()
+        .start()
+        .unwrap();
+    let status = server.wait_exit(STOP).unwrap();
+    let log = server.stderr();
+    assert_eq!(status.code(), Some(1), "{log}");
+    let lines: Vec<&str> = log.lines().collect();
+    assert_eq!(lines.len(), 1, "{log}");
+    assert!(
+        lines[0].starts_with("udsecho-server: cannot start the log writer's thread"),
+        "{log}"
+    );
+}
+
+/// #29 row 5: each serving thread holds descriptors of its own (an epoll set, wakers); with
+/// `--threads 64` under `--nofile 128` they took all of them and every `accept` then failed
+/// (EMFILE): the threads are capped so that room to accept remains, and the log says so.
+#[test]
+fn many_threads_under_a_small_descriptor_limit_leave_room_to_accept() {
+    let server = Server::builder()
+        .args(["--threads", "64"])
+        .fd_limit(128)
+        .start()
+        .unwrap();
+    let mut peers: Vec<_> = (0..30u8)
+        .map(|i| {
+            let mut peer = connect(server.socket()).unwrap();
+            peer.set_read_timeout(Some(STOP)).unwrap();
+            peer.write_all(&[i; 100]).unwrap();
+            peer
+        })
+        .collect();
+    for (i, peer) in peers.iter_mut().enumerate() {
+        let mut echo = [0u8; 100];
+        peer.read_exact(&mut echo)
+            .unwrap_or_else(|e| panic!("peer {i}: {e}; server log:\n{}", server.stderr()));
+        assert_eq!(echo, [i as u8; 100]);
+    }
+    let log = server.stderr();
+    let line = log.lines().find(|l| l.contains("listening on")).unwrap();
+    assert!(!line.contains(", 64 threads)"), "{log}");
+    assert!(log.contains("threads of the 64 asked for"), "{log}");
+}

@@ -1,10 +1,11 @@
 //! Logging that can never hurt the server.
 //!
 //! - **Never fatal, never blocking.** Log lines go through a bounded queue to a writer thread
-//!   (`tracing-appender`, lossy): a stderr that is closed (EPIPE, EBADF), full (ENOSPC) or a
-//!   pipe nobody reads drops lines and nothing else. The writer swallows its own errors, so
+//!   (`queue.rs`, lossy): a stderr that is closed (EPIPE, EBADF), full (ENOSPC) or a pipe
+//!   nobody reads drops lines and nothing else. The writer swallows its own errors, so
 //!   nothing ever reports a failed log write by writing to stderr again (what made
-//!   `tracing-subscriber` panic on a closed pipe).
+//!   `tracing-subscriber` panic on a closed pipe). A writer thread the system will not
+//!   create is the one error: [`init`] returns it, and the binary says so in one line.
 //! - **Colour only on a terminal**, and never when `NO_COLOR` is set.
 //! - **Under systemd** (`JOURNAL_STREAM` names our stderr) each line starts with its syslog
 //!   priority (`<6>`, `<4>`...), which journald turns into the record's priority, and carries
@@ -15,8 +16,9 @@
 
 use std::io::{self, IsTerminal, Write};
 
+mod queue;
+
 use tracing::{Level, Subscriber};
-use tracing_appender::non_blocking::{NonBlockingBuilder, WorkerGuard};
 use tracing_subscriber::fmt::format::Writer;
 use tracing_subscriber::fmt::{FmtContext, FormatEvent, FormatFields};
 use tracing_subscriber::registry::LookupSpan;
@@ -24,11 +26,11 @@ use tracing_subscriber::registry::LookupSpan;
 /// Lines queued for stderr before new ones are dropped.
 const QUEUED_LINES: usize = 4096;
 
-/// Keeps the log writer thread alive; dropping it flushes what is queued (briefly).
+/// Dropping it writes out what is queued (waiting a moment at most): keep it until the end.
 #[derive(Debug)]
-#[must_use = "logging stops when the guard is dropped"]
+#[must_use = "queued lines may be lost unless the guard is kept until the end"]
 pub struct LogGuard {
-    _worker: Option<WorkerGuard>,
+    _flusher: Option<queue::Flusher>,
 }
 
 /// Where stderr goes, which decides the line format.
@@ -147,19 +149,16 @@ where
 }
 
 /// Installs the global subscriber: `RUST_LOG` if set, else `default_filter` (e.g. `info`),
-/// each line starting with `timestamps`.
-pub fn init(default_filter: &str, sink: Sink, timestamps: Timestamps) -> LogGuard {
+/// each line starting with `timestamps`. Fails only if the log writer's thread cannot be
+/// started.
+pub fn init(default_filter: &str, sink: Sink, timestamps: Timestamps) -> io::Result<LogGuard> {
     use tracing_subscriber::fmt::time;
     if sink == Sink::Off {
-        return LogGuard { _worker: None };
+        return Ok(LogGuard { _flusher: None });
     }
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_filter));
-    let (writer, guard) = NonBlockingBuilder::default()
-        .lossy(true)
-        .buffered_lines_limit(QUEUED_LINES)
-        .thread_name("udsecho-log")
-        .finish(LossyStderr);
+    let (writer, flusher) = queue::start(QUEUED_LINES, LossyStderr)?;
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(writer)
@@ -183,9 +182,9 @@ pub fn init(default_filter: &str, sink: Sink, timestamps: Timestamps) -> LogGuar
             install(builder.with_timer(uptime), journal.with_timer(uptime), sink)
         }
     }
-    LogGuard {
-        _worker: Some(guard),
-    }
+    Ok(LogGuard {
+        _flusher: Some(flusher),
+    })
 }
 
 /// Sets `builder` as the global subscriber, with `journal`'s format under journald.
@@ -194,7 +193,7 @@ fn install<T>(
         tracing_subscriber::fmt::format::DefaultFields,
         tracing_subscriber::fmt::format::Format<tracing_subscriber::fmt::format::Full, T>,
         tracing_subscriber::EnvFilter,
-        tracing_appender::non_blocking::NonBlocking,
+        queue::LineQueue,
     >,
     journal: tracing_subscriber::fmt::format::Format<tracing_subscriber::fmt::format::Full, T>,
     sink: Sink,

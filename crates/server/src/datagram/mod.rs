@@ -16,21 +16,32 @@
 //! - `--allow-uid` is checked per datagram from the sender's credentials (`SO_PASSCRED`).
 //! - A reply never follows a symlink: a sender's path is pinned to its inode, which must be a
 //!   socket owned by the sender, before the reply goes out (see [`reply_to_path`]).
+//! - An abstract sender (when the server's own address is a path) is answered only if its
+//!   name, here, is held by a socket of the sender's own uid (see `names.rs`).
 //! - `--idle-timeout` and `--max-connections` have no meaning here (there are no
-//!   connections). At shutdown the datagrams already queued are answered, then the server
-//!   stops.
+//!   connections). At shutdown the datagrams already queued are answered — at most as many as
+//!   the kernel queues (`net.unix.max_dgram_qlen` + 1), within `--shutdown-timeout`, and
+//!   none more once a second signal comes — then the server stops.
+//!
+//! | file | holds |
+//! |---|---|
+//! | `mod.rs` | the loop, the drain, one datagram's answer, a path sender's reply |
+//! | `names.rs` | whose an abstract sender's name is here |
+//! | `drops.rs` | why a datagram got no answer, and the log of it |
 
-use std::collections::HashMap;
+mod drops;
+mod names;
+
 use std::io::{self, IoSlice};
 use std::ops::Not;
 use std::os::fd::AsFd;
-use std::time::Duration;
 
 use rustix::net::{RecvFlags, SendFlags, SocketAddrUnix};
 use tokio::io::Interest;
 use tokio::net::UnixDatagram;
-use tokio::time::Instant;
 
+use self::drops::{DropLog, Dropped};
+use self::names::{AbstractNames, Holder};
 use crate::config::Config;
 use crate::descriptors;
 use crate::echo_log;
@@ -41,10 +52,10 @@ use crate::shutdown::Shutdown;
 const MAX_DATAGRAM: usize = 256 * 1024;
 /// Datagrams answered per turn before yielding.
 const PER_TURN: usize = 256;
-/// At shutdown, at most this many queued datagrams are answered.
-const DRAIN_MAX: usize = 100_000;
-/// How often a run of dropped datagrams is summarised in the log.
-const REPORT_EVERY: Duration = Duration::from_secs(5);
+/// How many datagrams the kernel queues for the server when `net.unix.max_dgram_qlen` cannot
+/// be read (no `/proc`): more than it ever does by default (11), so that none queued at the
+/// signal goes unanswered, and still a bound.
+const QUEUED_AT_MOST: usize = 1024;
 
 /// The send buffer asked for: replies unread by their senders are charged to it. Granted in
 /// full to a server with `CAP_NET_ADMIN` (`SO_SNDBUFFORCE`, the kernel doubles it), otherwise
@@ -94,143 +105,6 @@ fn reply_to_path(
     )
 }
 
-/// Why a datagram got no answer.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Dropped {
-    /// Its sender has no address.
-    Unnamed,
-    /// Its sender is not in `--allow-uid`.
-    Refused,
-    /// It did not fit in [`MAX_DATAGRAM`].
-    TooLarge,
-    /// The sender's queue was full.
-    NotReading,
-    /// The server's send buffer was full of replies other senders have not read.
-    BufferFull,
-    /// The sender's path no longer names a socket of the sender's own (a symlink, another
-    /// file, another owner).
-    Impostor,
-    /// The sender's abstract name is not its own in this server's network namespace: it
-    /// belongs to another uid here, or to nobody (the sender's socket is in another
-    /// namespace).
-    ForeignName,
-    /// The sender's path is relative (to its own working directory, unknown here).
-    RelativePath,
-    /// The reply was larger than the server's send buffer allows.
-    ReplyTooLarge,
-    /// The server could not take the descriptors passed with it (`MSG_CTRUNC`: near its
-    /// descriptor limit); the kernel closed them.
-    DescriptorsTruncated,
-    /// The kernel refused the reply's descriptors: this user has too many in flight
-    /// (`ETOOMANYREFS`, senders not reading their replies).
-    TooManyInFlight,
-    /// The sender refuses passed descriptors (`SO_PASSRIGHTS` off: `EPERM`).
-    RightsRefused,
-    /// The sender was gone before the descriptors its datagram passed could go back (a
-    /// datagram without any is not counted: nothing of it is lost that the sender kept).
-    SenderGone,
-}
-
-impl Dropped {
-    fn why(self) -> &'static str {
-        match self {
-            Dropped::Unnamed => {
-                "from a sender with no address (bind the client's socket to get replies)"
-            }
-            Dropped::Refused => "from a uid not in --allow-uid",
-            Dropped::TooLarge => "larger than 256 KiB",
-            Dropped::NotReading => "whose sender was not reading its replies",
-            Dropped::BufferFull => {
-                "while the server's send buffer was full of replies that senders have not read"
-            }
-            Dropped::Impostor => {
-                "whose sender's path no longer named a socket of its own (replaced or a symlink)"
-            }
-            Dropped::ForeignName => {
-                "from an abstract address that is not the sender's own in this server's network \
-                 namespace (bind the client's socket to a path to get replies)"
-            }
-            Dropped::RelativePath => {
-                "from a sender bound to a relative path (bind it to an absolute one)"
-            }
-            Dropped::ReplyTooLarge => "whose reply is larger than the server's send buffer",
-            Dropped::DescriptorsTruncated => {
-                "whose descriptors the server could not take (near its descriptor limit; the \
-                 kernel closed them)"
-            }
-            Dropped::TooManyInFlight => {
-                "whose descriptors the kernel would not send back (too many in flight to \
-                 senders that do not read)"
-            }
-            Dropped::RightsRefused => {
-                "whose sender refuses passed descriptors (SO_PASSRIGHTS off), with the \
-                 descriptors it passed"
-            }
-            Dropped::SenderGone => "whose sender had gone before its descriptors could go back",
-        }
-    }
-}
-
-/// Counts unanswered datagrams and logs them at most once every [`REPORT_EVERY`].
-#[derive(Debug, Default)]
-struct DropLog {
-    counts: [u64; 13],
-    /// Descriptors that came with unanswered datagrams, closed.
-    descriptors: u64,
-    /// How many came with the datagram being answered now.
-    passed_now: usize,
-    reported_at: Option<Instant>,
-}
-
-impl DropLog {
-    fn dropped(&mut self, why: Dropped) {
-        self.counts[why as usize] += 1;
-        self.descriptors += std::mem::take(&mut self.passed_now) as u64;
-        let now = Instant::now();
-        if self
-            .reported_at
-            .is_none_or(|at| now.duration_since(at) >= REPORT_EVERY)
-        {
-            self.report();
-            self.reported_at = Some(now);
-        }
-    }
-
-    fn report(&mut self) {
-        for (i, why) in [
-            Dropped::Unnamed,
-            Dropped::Refused,
-            Dropped::TooLarge,
-            Dropped::NotReading,
-            Dropped::BufferFull,
-            Dropped::Impostor,
-            Dropped::ForeignName,
-            Dropped::RelativePath,
-            Dropped::ReplyTooLarge,
-            Dropped::DescriptorsTruncated,
-            Dropped::TooManyInFlight,
-            Dropped::RightsRefused,
-            Dropped::SenderGone,
-        ]
-        .into_iter()
-        .enumerate()
-        {
-            let n = std::mem::take(&mut self.counts[i]);
-            if n > 0 {
-                tracing::warn!(
-                    "dropped {n} datagram{} {}",
-                    if n == 1 { "" } else { "s" },
-                    why.why()
-                );
-            }
-        }
-        let n = std::mem::take(&mut self.descriptors);
-        if n > 0 {
-            tracing::warn!("closed {n} passed descriptor(s) that came with dropped datagrams");
-        }
-    }
-}
-
 /// Answers datagrams on `socket` until the shutdown begins, then the ones already queued.
 pub(crate) async fn serve(socket: UnixDatagram, name: &str, config: &Config, shutdown: &Shutdown) {
     // Every datagram carries its sender's credentials: for --allow-uid, and to check that a
@@ -242,6 +116,9 @@ pub(crate) async fn serve(socket: UnixDatagram, name: &str, config: &Config, shu
     }
     let granted = enlarge_send_buffer(&socket);
     tracing::debug!("{name}: replies share a send buffer of {granted} bytes");
+    // The kernel took the queue's bound from the setting when the socket was made, which may
+    // have changed since: the larger of then (about) and at the drain.
+    let queued_at_start = queued_at_most();
     let mut state = State {
         buf: vec![0u8; MAX_DATAGRAM],
         drops: DropLog::default(),
@@ -263,16 +140,70 @@ pub(crate) async fn serve(socket: UnixDatagram, name: &str, config: &Config, shu
             }
         }
         // A bounded turn, then the other tasks (signals) get the thread.
-        if let Err(e) = answer_queued(&socket, config, &mut state, PER_TURN) {
+        if let Err(e) = answer_queued(&socket, config, &mut state, PER_TURN, Read::WhenReady) {
             tracing::debug!("{name}: {e}");
         }
         tokio::task::yield_now().await;
     }
-    // The datagrams sent before the signal are answered; then the socket closes.
-    if let Err(e) = answer_queued(&socket, config, &mut state, DRAIN_MAX) {
-        tracing::debug!("{name}: {e}");
-    }
+    let queued = queued_at_start.max(queued_at_most());
+    drain(&socket, name, config, &mut state, shutdown, queued).await;
     state.drops.report();
+}
+
+/// Answers the datagrams queued at the signal: at most `queued` (what the kernel queues for a
+/// datagram socket: senders wait, or get `EAGAIN`, beyond it), so a sender that keeps sending
+/// cannot keep the drain going. One at a time, letting the signal handler run between them: a
+/// second signal (or SIGQUIT) ends the drain at once, and `--shutdown-timeout` bounds it.
+async fn drain(
+    socket: &UnixDatagram,
+    name: &str,
+    config: &Config,
+    state: &mut State,
+    shutdown: &Shutdown,
+    queued: usize,
+) {
+    if config.shutdown_timeout.is_zero() {
+        return;
+    }
+    let answered = async {
+        for _ in 0..queued {
+            // Whatever tokio last saw, what is queued now is read.
+            match answer_queued(socket, config, state, 1, Read::Now) {
+                Ok(0) => break,
+                Ok(_) => {}
+                Err(e) => {
+                    tracing::debug!("{name}: {e}");
+                    break;
+                }
+            }
+            tokio::task::yield_now().await;
+        }
+    };
+    tokio::select! {
+        biased;
+        () = shutdown.forced() => {
+            tracing::warn!("{name}: datagrams still queued are left unanswered");
+        }
+        drained = tokio::time::timeout(config.shutdown_timeout, answered) => {
+            if drained.is_err() {
+                tracing::warn!(
+                    "{name}: datagrams still queued after --shutdown-timeout {} are left \
+                     unanswered",
+                    humantime::format_duration(config.shutdown_timeout)
+                );
+            }
+        }
+    }
+}
+
+/// How many datagrams the kernel queues for a datagram socket at most: `max_dgram_qlen` + 1
+/// (`unix_recvq_full` in `net/unix/af_unix.c` refuses a sender once the queue is longer than
+/// the socket's backlog, which a datagram socket takes from this setting when it is made).
+fn queued_at_most() -> usize {
+    std::fs::read_to_string("/proc/sys/net/unix/max_dgram_qlen")
+        .ok()
+        .and_then(|s| s.trim().parse::<usize>().ok())
+        .map_or(QUEUED_AT_MOST, |qlen| qlen.saturating_add(1))
 }
 
 /// Asks for [`SEND_BUFFER`], forcing it past `net.core.wmem_max` where allowed; returns the
@@ -309,63 +240,6 @@ struct State {
     names: Option<AbstractNames>,
 }
 
-/// Does an abstract name belong, in this server's network namespace, to the sender?
-///
-/// Abstract names are per network namespace, and anyone can make one (`unshare -r -n`). A
-/// sender can carry a name that, here, belongs to another service: from a namespace of its
-/// own, through a path-bound server's file; or from a socket made in another namespace while
-/// its process (or one thread of it) is in ours. A reply by that name would reach the other
-/// service, from the server's address and with its credentials. So, as for a path, the
-/// reply goes out only if the name's socket here is owned by the uid the kernel says sent the
-/// datagram (`SCM_CREDENTIALS`), from the kernel's socket diagnostics ([`crate::unix_diag`]).
-/// One dump lists every name; it is reused for [`OWNERS_TTL`]. A name it lacks (a sender
-/// that bound a moment ago) triggers a new dump, once per name within [`OWNERS_TTL`]: a
-/// sender repeating a name it does not own costs one dump, not one per datagram; a sender
-/// inventing a new name each time costs a dump per datagram, as a sender with a new socket
-/// per datagram would.
-#[derive(Debug, Default)]
-struct AbstractNames {
-    /// The last dump: each name's owner.
-    owners: HashMap<Vec<u8>, u32>,
-    /// When it was taken.
-    taken_at: Option<Instant>,
-    /// Names the last dump lacked and were looked for since.
-    missing: std::collections::HashSet<Vec<u8>>,
-}
-
-/// How long one dump of the namespace's names is trusted.
-const OWNERS_TTL: Duration = Duration::from_millis(100);
-
-impl AbstractNames {
-    fn owned_by(&mut self, name: &[u8], uid: u32) -> bool {
-        let now = Instant::now();
-        let stale = self
-            .taken_at
-            .is_none_or(|at| now.duration_since(at) >= OWNERS_TTL);
-        let new_name = !self.owners.contains_key(name) && !self.missing.contains(name);
-        if stale || new_name {
-            match crate::unix_diag::abstract_owners() {
-                Ok(owners) => self.owners = owners,
-                Err(e) => {
-                    tracing::debug!("listing abstract socket names: {e}");
-                    self.owners.clear();
-                }
-            }
-            if stale {
-                self.taken_at = Some(now);
-                self.missing.clear();
-            }
-        }
-        match self.owners.get(name) {
-            Some(&owner) => owner == uid,
-            None => {
-                self.missing.insert(name.to_vec());
-                false
-            }
-        }
-    }
-}
-
 /// Is `socket` bound to an abstract name (reachable only from its own network namespace)?
 fn bound_to_abstract_name(socket: &UnixDatagram) -> bool {
     rustix::net::getsockname(socket)
@@ -374,25 +248,39 @@ fn bound_to_abstract_name(socket: &UnixDatagram) -> bool {
         .is_some_and(|a| a.abstract_name().is_some())
 }
 
-/// Answers datagrams until none is queued (or `limit` were read).
+/// How [`answer_queued`] reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Read {
+    /// Through tokio's readiness, which an empty read clears (serving).
+    WhenReady,
+    /// Straight from the socket, whatever tokio last saw (the drain).
+    Now,
+}
+
+/// Answers datagrams until none is queued (or `limit` were read); how many were read.
 fn answer_queued(
     socket: &UnixDatagram,
     config: &Config,
     state: &mut State,
     limit: usize,
-) -> io::Result<()> {
+    read: Read,
+) -> io::Result<usize> {
     let State { buf, drops, names } = state;
-    for _ in 0..limit {
+    for count in 0..limit {
         // Room for the sender's credentials and for descriptors, as many as the process can
         // spare (a datagram's are closed once its reply carries them, or it gets none).
         let room = descriptors::room();
-        let received = socket.try_io(Interest::READABLE, || {
+        let mut recv = || {
             descriptors::recv_from(socket.as_fd(), buf, RecvFlags::DONTWAIT, room, true)
                 .map_err(io::Error::from)
-        });
+        };
+        let received = match read {
+            Read::WhenReady => socket.try_io(Interest::READABLE, recv),
+            Read::Now => recv(),
+        };
         let (mut msg, from) = match received {
             Ok(got) => got,
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(count),
             Err(e) => return Err(e),
         };
         // Whatever happens to the datagram, its descriptors are accounted for: carried back,
@@ -403,10 +291,12 @@ fn answer_queued(
         drops.passed_now = 0;
         msg.fds.close();
     }
-    Ok(())
+    Ok(limit)
 }
 
 /// Answers one received datagram (its reply carrying its descriptors), or counts why not.
+/// With `-v`, a datagram whose reply went out is logged (`echo: ...`); one dropped is counted
+/// instead.
 fn answer_one(
     socket: &UnixDatagram,
     config: &Config,
@@ -432,7 +322,7 @@ fn answer_one(
         drops.dropped(Dropped::Unnamed);
         return;
     };
-    let uid = cred.uid.as_raw();
+    let uid = cred.uid;
     if !config.allow_uids.is_empty() && !config.allow_uids.contains(&uid) {
         drops.dropped(Dropped::Refused);
         return;
@@ -442,39 +332,50 @@ fn answer_one(
         return;
     }
     let datagram = &buf[..msg.len];
-    if echo_log::enabled() {
-        let note = (!msg.fds.is_empty()).then(|| msg.fds.describe());
-        echo_log::log_with(&[datagram], note.as_deref());
-    }
-    let sent = match sender.path() {
+    // Described now: once the reply carries them, ours are closed.
+    let note = (echo_log::enabled() && !msg.fds.is_empty()).then(|| msg.fds.describe());
+    let sent = match (sender.path(), names) {
         // Relative to the sender's working directory, which is not ours to resolve.
-        Some(path) if !path.to_bytes().starts_with(b"/") => {
+        (Some(path), _) if !path.to_bytes().starts_with(b"/") => {
             drops.dropped(Dropped::RelativePath);
             return;
         }
-        Some(path) => reply_to_path(socket, datagram, &msg.fds, &path, uid),
-        None if names.is_some_and(|names| {
+        (Some(path), _) => reply_to_path(socket, datagram, &msg.fds, &path, uid),
+        (None, Some(names)) => {
             let name = sender.abstract_name().unwrap_or_default();
-            !names.owned_by(name, uid)
-        }) =>
-        {
-            drops.dropped(Dropped::ForeignName);
-            return;
+            match names.holder(name, uid) {
+                Holder::Sender => reply(socket, datagram, &msg.fds, &sender),
+                Holder::Other => {
+                    drops.dropped(Dropped::ForeignName);
+                    return;
+                }
+                Holder::Nobody => {
+                    drops.dropped(Dropped::NameGone);
+                    return;
+                }
+                Holder::Unchecked => {
+                    drops.dropped(Dropped::Unchecked);
+                    return;
+                }
+            }
         }
-        None => descriptors::send(
-            socket.as_fd(),
-            &[IoSlice::new(datagram)],
-            &msg.fds,
-            SEND,
-            Some(&sender),
-        ),
+        // The server's own address is abstract: only its own namespace reaches it.
+        (None, None) => reply(socket, datagram, &msg.fds, &sender),
     };
     match sent {
-        Ok(_) => msg.fds.returned(),
+        Ok(_) => {
+            if echo_log::enabled() {
+                echo_log::log_with(&[datagram], note.as_deref());
+            }
+            msg.fds.returned();
+        }
         Err(rustix::io::Errno::PERM) if !msg.fds.is_empty() => {
             drops.dropped(Dropped::RightsRefused);
         }
-        Err(rustix::io::Errno::PERM) => drops.dropped(Dropped::Impostor),
+        Err(rustix::io::Errno::PERM) if sender.path().is_some() => {
+            drops.dropped(Dropped::Impostor);
+        }
+        Err(rustix::io::Errno::PERM) => drops.dropped(Dropped::ConnectedElsewhere),
         Err(rustix::io::Errno::AGAIN) if send_buffer_full(socket) => {
             drops.dropped(Dropped::BufferFull);
         }
@@ -490,4 +391,20 @@ fn answer_one(
         Err(rustix::io::Errno::CONNREFUSED | rustix::io::Errno::NOENT) => {}
         Err(e) => tracing::debug!("answering a datagram: {e}"),
     }
+}
+
+/// The reply to an abstract sender, by name, with the descriptors that came.
+fn reply(
+    socket: &UnixDatagram,
+    datagram: &[u8],
+    fds: &descriptors::Passed,
+    to: &SocketAddrUnix,
+) -> rustix::io::Result<usize> {
+    descriptors::send(
+        socket.as_fd(),
+        &[IoSlice::new(datagram)],
+        fds,
+        SEND,
+        Some(to),
+    )
 }
