@@ -18,6 +18,7 @@ use tracing::Instrument;
 use crate::config::{Config, SocketType};
 use crate::connection::{self, Settings};
 use crate::datagram;
+use crate::fault::{self, Control, Faults};
 use crate::listener::{Listener, Socket};
 use crate::notify;
 use crate::shutdown::Shutdown;
@@ -148,16 +149,37 @@ pub async fn run(
     config: &Config,
     shutdown: Shutdown,
 ) -> Result<(), ServeError> {
+    run_with_control(listener, None, config, shutdown).await
+}
+
+/// [`run`], with a control socket (`--control`) through which faults are added and removed
+/// while the server runs; it is served until the shutdown begins, and its file removed.
+pub async fn run_with_control(
+    listener: Listener,
+    control: Option<Control>,
+    config: &Config,
+    shutdown: Shutdown,
+) -> Result<(), ServeError> {
     let Listener {
         socket,
         owned_file,
         name,
     } = listener;
+    let faults = fault_table(config, control.is_some());
+    let control = match (control, &faults) {
+        (Some(control), Some(faults)) => Some(tokio::spawn(fault::serve_control(
+            control,
+            faults.clone(),
+            shutdown.clone(),
+        ))),
+        _ => None,
+    };
     let settings = Arc::new(Settings {
         mode: config.mode,
         max_frame: config.max_frame,
         idle_timeout: config.idle_timeout,
         agent: concat!("udsecho/", env!("CARGO_PKG_VERSION")),
+        faults,
     });
     let kind = socket.kind();
     // The serving threads of a listener live until the drain is over: their connections are
@@ -243,6 +265,10 @@ pub async fn run(
         tracker.wait().await;
     }
     poller.abort();
+    if let Some(control) = control {
+        // It stopped when the shutdown began; its file goes with it.
+        let _ = control.await;
+    }
     drop(workers);
     drop(owned_file);
     tracing::info!("stopped");
@@ -253,6 +279,27 @@ pub async fn run(
         }),
         None => Ok(()),
     }
+}
+
+/// The server's faults, if it has any (`--fault`) or may get some (`--control`): with
+/// neither, connections carry none and pay nothing for them.
+fn fault_table(config: &Config, control: bool) -> Option<Arc<Faults>> {
+    if config.faults.is_empty() && !control {
+        return None;
+    }
+    let seed = config.fault_seed.unwrap_or_else(|| {
+        // Not a secret: only which connections a fault hits, logged so it can be replayed.
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default();
+        (now.as_nanos() as u64) ^ u64::from(std::process::id()).rotate_left(32)
+    });
+    let faults = Faults::new(config.faults.clone(), seed);
+    for (id, spec) in faults.list() {
+        tracing::info!("fault {id}: {spec}");
+    }
+    tracing::info!("fault seed {seed} (--fault-seed {seed} replays which connections are hit)");
+    Some(Arc::new(faults))
 }
 
 /// A socket that takes connections.
@@ -336,7 +383,7 @@ impl Accepted {
             Accepted::Stream(fd) => (fd, connection::Kind::Stream),
             Accepted::Seqpacket(fd) => (fd, connection::Kind::Seqpacket),
         };
-        let connection = connection::serve(fd, kind, settings.clone(), shutdown, slot);
+        let connection = connection::serve(fd, kind, id, settings.clone(), shutdown, slot);
         // The span costs memory in every task: only when it will be seen (-v).
         if span.is_disabled() {
             tracker.spawn_on(connection, on);

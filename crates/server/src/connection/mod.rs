@@ -9,6 +9,10 @@
 //! | `plan.rs` | what the protocols answer the handler: a `Plan` per chunk, a `Breach`, and how a connection `End`s (a leaf) |
 //! | `detect.rs`, `raw.rs`, `framed.rs` | the stream protocols, as state machines over chunks: no socket, no buffer |
 //!
+//! A server with faults (`crate::fault`) gives each handler its connection's
+//! `fault::Active`, which the handler calls between the protocol's `Plan` and the peer's
+//! write, before each read, and at the end.
+//!
 //! A seqpacket connection runs the same handler with its own protocol (`Messages`: each
 //! message back whole), so the drain, the idle timeout and backpressure exist once.
 //!
@@ -35,12 +39,15 @@ mod plan;
 mod raw;
 
 use std::cell::RefCell;
+use std::sync::Arc;
 use std::time::Duration;
 
 use crate::config::Mode;
+use crate::fault::Faults;
 
 pub(crate) use self::handler::serve;
-pub(crate) use self::peer::Kind;
+pub(crate) use self::peer::{Kind, Peer};
+pub(crate) use self::plan::{End, Faulted};
 
 /// Size of the per-thread scratch buffer reads land in.
 const SCRATCH_LEN: usize = 64 * 1024;
@@ -59,4 +66,6 @@ pub(crate) struct Settings {
     pub(crate) idle_timeout: Option<Duration>,
     /// Our name in the Hello answer.
     pub(crate) agent: &'static str,
+    /// The server's faults (`--fault`, `--control`); `None` without them.
+    pub(crate) faults: Option<Arc<Faults>>,
 }

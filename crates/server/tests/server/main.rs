@@ -7,6 +7,7 @@ mod busy_poll;
 mod cli;
 mod descriptors;
 mod echo;
+mod faults;
 mod hostile_neighbours;
 mod hostile_peers;
 mod logging_and_signals;

@@ -1,0 +1,32 @@
+//! Faults on demand: a peer that misbehaves when asked to, for testing the program on the
+//! other end of the socket (a client's timeouts, its short reads, a close mid-message...).
+//!
+//! | file | holds |
+//! |---|---|
+//! | `spec.rs` | the grammar: one `--fault` value parsed into a [`FaultSpec`] (a leaf) |
+//! | `table.rs` | the server's faults ([`Faults`]): what `--fault` gave and the control socket changed, with a generation number a connection reads in one atomic load, and which connections a fault hits (seeded) |
+//! | `active.rs` | one connection's faults ([`Active`]): the merged effects, the echo held back for a delay, a rate or slices, and the counters the faults count with |
+//! | `control.rs` | the control socket: `add`, `remove`, `list`, `clear`, one line each |
+//!
+//! The handler calls down into [`Active`] at four points, and only when the server has faults
+//! at all (`--fault` or `--control`; otherwise the connection holds `None` and each turn
+//! costs one `Option` check): before a read (held echo due? reading stopped? a deadline?),
+//! the read's size, between the protocol's `Plan` and the peer's write, and at the end
+//! (a slow close). A connection's faults are its own: the counters, the held echo and the
+//! random draws (jitter, loss) are per connection, so one connection's fault never touches
+//! another's bytes.
+//!
+//! When the graceful shutdown begins, a connection's faults are lifted: what it holds goes
+//! out at once and the drain runs as without faults, so SIGTERM still drains and exits
+//! within `--shutdown-timeout`.
+
+mod active;
+mod control;
+mod spec;
+mod table;
+
+pub(crate) use self::active::{Active, Fate, Turn};
+pub use self::control::Control;
+pub(crate) use self::control::serve_control;
+pub use self::spec::{Answer, Fault, FaultError, FaultSpec};
+pub use self::table::Faults;
