@@ -166,6 +166,19 @@ pub(crate) enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Change a server's faults while it runs, through its control socket
+    ///
+    /// `udsecho-server --control PATH` takes one command a line: `add SPEC` (answers `ok
+    /// ID`), `remove ID`, `list` (a line per fault), `clear`. The answer is printed; a
+    /// refused command exits 1 with the server's reason. docs/faults.md has the grammar.
+    Fault {
+        /// The server's control socket (its --control)
+        #[arg(long, value_name = "PATH", value_hint = ValueHint::FilePath)]
+        control: String,
+        /// The command: add SPEC, remove ID, list or clear
+        #[arg(value_name = "COMMAND", required = true, num_args = 1.., trailing_var_arg = true)]
+        command: Vec<String>,
+    },
 }
 
 /// `--type`, as clap sees it.
@@ -348,7 +361,7 @@ impl Cli {
             TypeArg::Datagram => Transport::Datagram,
         };
         let positional = match &cli.command {
-            None => &cli.path,
+            None | Some(Command::Fault { .. }) => &cli.path,
             Some(
                 Command::Pipe { path, .. }
                 | Command::Send { path, .. }
@@ -394,7 +407,10 @@ fn open_descriptors(cli: &Cli) -> Passing {
         Some(Command::Bench { .. }) if !specs.is_empty() => {
             usage_error("--fd goes with pipe and send; bench passes no descriptors")
         }
-        Some(Command::Bench { .. }) | None => {}
+        Some(Command::Fault { .. }) if !specs.is_empty() => {
+            usage_error("--fd goes with pipe and send; fault passes no descriptors")
+        }
+        Some(Command::Bench { .. } | Command::Fault { .. }) | None => {}
     }
     if specs.is_empty() {
         return Passing::none();

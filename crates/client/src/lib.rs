@@ -8,6 +8,7 @@
 
 pub mod bench;
 mod connect;
+pub mod control;
 mod descriptors;
 mod error;
 mod fd_stream;

@@ -185,6 +185,17 @@ async fn run(cli: &Invocation) -> Result<(), ClientError> {
             print_summary(&summary);
             Ok(())
         }
+        Some(Command::Fault { control, command }) => {
+            let control = udsecho_client::Target::parse(control);
+            let answer =
+                udsecho_client::control::command(&control, &command.join(" "), cli.timeout).await?;
+            let mut out = std::io::stdout().lock();
+            for line in answer {
+                // A closed stdout loses the answer, not the command: it was carried out.
+                let _ = writeln!(out, "{line}");
+            }
+            Ok(())
+        }
         Some(Command::Bench {
             connections,
             duration,
