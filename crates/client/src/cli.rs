@@ -7,7 +7,8 @@ use std::time::Duration;
 
 use clap::parser::ValueSource;
 use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand, ValueEnum, ValueHint};
-use udsecho_client::{FdSpec, Passing, SocketType, Target, Transport, report};
+use udsecho_client::{FdSpec, Misbehaviour, Passing, SocketType, Target, Transport, report};
+use udsecho_fault::FaultSpec;
 use udsecho_unix::fd_limit::{Wanted, raise_fd_limit};
 use udsecho_unix::generate::Docs;
 
@@ -67,8 +68,20 @@ pub(crate) struct Cli {
     #[command(flatten)]
     fds: FdArgs,
 
+    /// Misbehave on purpose, to test a server (the raw stream pipe; repeatable):
+    /// slicer=N[,gap=DUR] sends in slices of N bytes, stop_reading=N stops reading the answer
+    /// after N bytes (and closes --timeout later), limit_data=N closes after sending N
+    /// bytes, half_close=N shuts the write side after N bytes. docs/faults.md has the grammar
+    #[arg(long = "fault", global = true, value_name = "SPEC", value_parser = parse_fault)]
+    faults: Vec<FaultSpec>,
+
     #[command(subcommand)]
     command: Option<Command>,
+}
+
+/// `--fault`: the grammar shared with the server (`udsecho-fault`).
+fn parse_fault(s: &str) -> Result<FaultSpec, String> {
+    FaultSpec::parse(s).map_err(|e| e.why)
 }
 
 /// `--fd`, on the pipe (with or without `pipe`) and on `send`.
@@ -282,6 +295,8 @@ pub(crate) struct Invocation {
     pub(crate) socket_word: Option<String>,
     /// What each message carries (`--fd`), opened or taken at startup.
     pub(crate) descriptors: Passing,
+    /// What the pipe does wrong on purpose (`--fault`).
+    pub(crate) misbehave: Misbehaviour,
 }
 
 impl Cli {
@@ -384,6 +399,12 @@ impl Cli {
             (None, None) => Target::default_path(),
         };
         let descriptors = open_descriptors(&cli);
+        let misbehave = Misbehaviour::new(&cli.faults).unwrap_or_else(|e| usage_error(&e));
+        let raw_pipe = matches!(cli.command, None | Some(Command::Pipe { .. }))
+            && transport == (Transport::Stream { framed: false });
+        if !misbehave.is_none() && !raw_pipe {
+            usage_error("--fault goes with the raw stream pipe (no subcommand, or pipe)");
+        }
         Invocation {
             command: cli.command,
             target,
@@ -391,6 +412,7 @@ impl Cli {
             timeout: cli.timeout,
             socket_word: cli.path.path,
             descriptors,
+            misbehave,
         }
     }
 }

@@ -125,6 +125,8 @@ fn raw_pipe(runtime: &tokio::runtime::Runtime, cli: &Invocation) -> Result<(), C
         stream,
         target,
         &cli.descriptors,
+        &cli.misbehave,
+        cli.timeout,
         std::fs::File::from(stdin),
         std::fs::File::from(stdout),
     )

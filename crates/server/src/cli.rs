@@ -186,7 +186,14 @@ fn parse_at_least_one(s: &str) -> Result<u32, String> {
 
 /// `--fault`: the grammar is the library's ([`FaultSpec::parse`]); clap adds the flag's name.
 fn parse_fault(s: &str) -> Result<FaultSpec, String> {
-    FaultSpec::parse(s).map_err(|e| e.why)
+    let spec = FaultSpec::parse(s).map_err(|e| e.why)?;
+    if !spec.fault.for_server() {
+        return Err(format!(
+            "{} is a client's fault (udsecho-client pipe --fault)",
+            spec.fault.name()
+        ));
+    }
+    Ok(spec)
 }
 
 fn parse_socket(s: &str) -> Result<SocketAddress, String> {

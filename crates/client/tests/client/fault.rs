@@ -9,7 +9,9 @@ use std::time::{Duration, Instant};
 use predicates::prelude::*;
 use udsecho_harness::{Server, Signal, short_temp_dir};
 
-use crate::bare_client;
+use std::sync::mpsc::{Receiver, channel};
+
+use crate::{LIMIT, bare_client, fake_server};
 
 /// One round trip of `message`, and how long it took.
 fn round_trip(stream: &mut UnixStream, message: &[u8]) -> Duration {
@@ -80,4 +82,110 @@ fn fault_names_a_control_socket_that_is_not_there() {
             predicate::str::contains("nothing.sock")
                 .and(predicate::str::contains("no such socket")),
         );
+}
+
+/// A fake server that reads until EOF (or a reset), recording each read's size, then sends
+/// `answer` and closes; the reads come back through the channel.
+fn recording_server(
+    answer: &'static [u8],
+) -> (
+    tempfile::TempDir,
+    std::path::PathBuf,
+    Receiver<Vec<Vec<u8>>>,
+) {
+    let (tx, rx) = channel();
+    let (dir, path) = fake_server(move |mut stream| {
+        stream.set_read_timeout(Some(LIMIT)).unwrap();
+        let mut reads = Vec::new();
+        let mut chunk = [0u8; 4096];
+        while let Ok(n) = stream.read(&mut chunk) {
+            if n == 0 {
+                break;
+            }
+            reads.push(chunk[..n].to_vec());
+        }
+        let _ = stream.write_all(answer);
+        let _ = tx.send(reads);
+    });
+    (dir, path, rx)
+}
+
+fn pipe_with(path: &std::path::Path, fault: &str, stdin: &[u8]) -> udsecho_harness::ClientRun {
+    let args = [
+        path.as_os_str(),
+        "--fault".as_ref(),
+        fault.as_ref(),
+        "--timeout".as_ref(),
+        "1s".as_ref(),
+    ];
+    udsecho_harness::run_client(args, stdin, LIMIT).unwrap()
+}
+
+#[test]
+fn pipe_slicer_sends_in_slices_with_a_gap() {
+    let (_dir, path, reads) = recording_server(b"");
+    let started = Instant::now();
+    let run = pipe_with(&path, "slicer=2,gap=40ms", b"abcdefgh");
+    assert!(run.status.success(), "{}", run.stderr);
+    let reads = reads.recv_timeout(LIMIT).unwrap();
+    assert!(reads.iter().all(|r| r.len() <= 2), "{reads:?}");
+    assert_eq!(reads.concat(), b"abcdefgh");
+    assert!(
+        started.elapsed() >= Duration::from_millis(120),
+        "{:?}",
+        started.elapsed()
+    );
+}
+
+#[test]
+fn pipe_limit_data_closes_in_the_middle_of_a_message() {
+    let (_dir, path, reads) = recording_server(b"too late");
+    let run = pipe_with(&path, "limit_data=5", b"hello world\n");
+    assert!(run.status.success(), "{}", run.stderr);
+    assert_eq!(reads.recv_timeout(LIMIT).unwrap().concat(), b"hello");
+    assert_eq!(run.stdout, b"", "the client closed: nothing more is read");
+}
+
+#[test]
+fn pipe_half_close_shuts_the_write_side_early_and_reads_on() {
+    let (_dir, path, reads) = recording_server(b"the answer");
+    let run = pipe_with(&path, "half_close=3", b"abcdef");
+    assert!(run.status.success(), "{}", run.stderr);
+    assert_eq!(reads.recv_timeout(LIMIT).unwrap().concat(), b"abc");
+    assert_eq!(run.stdout, b"the answer");
+}
+
+#[test]
+fn pipe_stop_reading_makes_the_servers_writes_block() {
+    let (tx, written) = channel();
+    let (_dir, path) = fake_server(move |mut stream| {
+        stream
+            .set_write_timeout(Some(Duration::from_millis(300)))
+            .unwrap();
+        let block = [b'w'; 4096];
+        let mut total = 0usize;
+        while total < 64 << 20 {
+            match stream.write(&block) {
+                Ok(n) => total += n,
+                Err(_) => break,
+            }
+        }
+        let _ = tx.send(total);
+    });
+    let run = pipe_with(&path, "stop_reading=1KiB", b"");
+    assert!(run.status.success(), "{}", run.stderr);
+    assert_eq!(run.stdout.len(), 1024);
+    let total = written.recv_timeout(LIMIT).unwrap();
+    assert!(
+        total < 16 << 20,
+        "the server wrote {total} bytes: the client kept reading"
+    );
+}
+
+#[test]
+fn a_servers_fault_is_refused_by_the_client() {
+    let (_dir, path, _reads) = recording_server(b"");
+    let run = pipe_with(&path, "latency=1s", b"");
+    assert_eq!(run.status.code(), Some(2), "{}", run.stderr);
+    assert!(run.stderr.contains("server's fault"), "{}", run.stderr);
 }

@@ -21,9 +21,9 @@ use rand::Rng;
 use rand::rngs::ChaCha8Rng;
 use tokio::time::{Instant, Sleep};
 
-use super::spec::{Answer, Fault, FaultSpec};
 use super::table::Faults;
 use crate::connection::{End, Faulted, Peer};
+use udsecho_fault::{Answer, Fault, FaultSpec};
 
 /// A reordered message is held only if it fits here: a connection's memory must not follow
 /// the message sizes its peer sends.
@@ -99,6 +99,8 @@ impl Effects {
                 Fault::Duplicate { probability } => e.duplicate = *probability,
                 Fault::Reorder { probability } => e.reorder = *probability,
                 Fault::Truncate { len } => e.truncate = Some(*len),
+                // A client's fault: refused where a server's faults are parsed.
+                Fault::HalfClose { .. } => {}
             }
         }
         e

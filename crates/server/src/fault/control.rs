@@ -23,12 +23,12 @@ use tokio::io::unix::AsyncFd;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::UnixStream;
 
-use super::spec::FaultSpec;
 use super::table::Faults;
 use crate::config::{SocketAddress, SocketType};
 use crate::listen_error::ListenError;
 use crate::listener::{Listener, Socket};
 use crate::shutdown::Shutdown;
+use udsecho_fault::FaultSpec;
 
 /// The longest command line: a spec with a path in it fits many times over.
 const MAX_LINE: usize = 4096;
@@ -149,6 +149,9 @@ pub(crate) fn command(line: &str, faults: &Faults) -> String {
     match (verb, rest) {
         ("add", "") => "error add needs a fault: add SPEC\n".to_owned(),
         ("add", spec) => match FaultSpec::parse(spec) {
+            Ok(spec) if !spec.fault.for_server() => {
+                format!("error {} is a client's fault\n", spec.fault.name())
+            }
             Ok(spec) => {
                 let text = spec.text().to_owned();
                 let id = faults.add(spec);

@@ -3,7 +3,7 @@
 //!
 //! | file | holds |
 //! |---|---|
-//! | `spec.rs` | the grammar: one `--fault` value parsed into a [`FaultSpec`] (a leaf) |
+//! | (`udsecho-fault`) | the grammar, shared with the client: one `--fault` value parsed into a [`FaultSpec`] |
 //! | `table.rs` | the server's faults ([`Faults`]): what `--fault` gave and the control socket changed, with a generation number a connection reads in one atomic load, and which connections a fault hits (seeded) |
 //! | `active.rs` | one connection's faults ([`Active`]): the merged effects, the echo held back for a delay, a rate or slices, and the counters the faults count with |
 //! | `control.rs` | the control socket: `add`, `remove`, `list`, `clear`, one line each |
@@ -22,11 +22,10 @@
 
 mod active;
 mod control;
-mod spec;
 mod table;
 
 pub(crate) use self::active::{Active, Fate, Turn};
 pub use self::control::Control;
 pub(crate) use self::control::serve_control;
-pub use self::spec::{Answer, Fault, FaultError, FaultSpec};
 pub use self::table::Faults;
+pub use udsecho_fault::{Answer, Fault, FaultError, FaultSpec};

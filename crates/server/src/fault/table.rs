@@ -12,7 +12,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use rand::rngs::ChaCha8Rng;
 use rand::{Rng, SeedableRng};
 
-use super::spec::FaultSpec;
+use udsecho_fault::FaultSpec;
 
 /// The server's faults (see the module's doc).
 #[derive(Debug)]

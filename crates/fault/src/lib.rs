@@ -1,6 +1,17 @@
-//! The fault grammar: one `--fault` value (or one `add` on the control socket) parsed into a
-//! [`FaultSpec`], once, at the edge. A leaf: it knows text, durations and sizes, nothing about
-//! connections or sockets.
+//! The fault grammar udsecho's server and client share: one `--fault` value (or one `add` on
+//! the server's control socket) parsed into a [`FaultSpec`], once, at the edge. It knows
+//! text, durations and sizes, nothing about connections or sockets; what each side does with
+//! a fault is its own (the server's `fault` module, the client's pipe).
+//!
+//! ```
+//! use std::time::Duration;
+//! use udsecho_fault::{Fault, FaultSpec};
+//!
+//! let spec = FaultSpec::parse("slicer=1,gap=10ms@0.25").unwrap();
+//! assert_eq!(spec.fault, Fault::Slicer { size: 1, gap: Duration::from_millis(10) });
+//! assert_eq!(spec.share_ppm, 250_000);
+//! assert!(FaultSpec::parse("lag=1s").is_err());
+//! ```
 //!
 //! ```text
 //! SPEC     = NAME [ "=" VALUE ] { "," KEY "=" VALUE } [ "@" SHARE ]
@@ -82,6 +93,9 @@ pub enum Fault {
     Reorder { probability: f64 },
     /// `truncate=BYTES`: a message's echo is cut to its first BYTES.
     Truncate { len: usize },
+    /// `half_close=BYTES` (client): after sending BYTES the client shuts down its write side,
+    /// sends no more, and reads the rest of the answer.
+    HalfClose { after: u64 },
 }
 
 /// A canned answer.
@@ -106,7 +120,7 @@ pub struct FaultError {
 /// Every name the grammar knows, for the error that lists them.
 const NAMES: &str = "latency (delay), bandwidth, slicer, stop_reading, limit_data, timeout, \
                      reset_peer, slow_close, corrupt, answer, answer_file, error_after, \
-                     goodbye_after, loss (drop), duplicate, reorder, truncate";
+                     goodbye_after, loss (drop), duplicate, reorder, truncate, half_close";
 
 impl FaultSpec {
     /// Parses one spec, e.g. `latency=100ms~20ms@0.25`, `slicer=1,gap=10ms`.
@@ -259,6 +273,9 @@ impl Fault {
                 len: usize::try_from(parse_count(need("BYTES")?)?)
                     .map_err(|_| "too large".to_owned())?,
             },
+            "half_close" => Fault::HalfClose {
+                after: parse_count(need("BYTES")?)?,
+            },
             other => {
                 return Err(format!(
                     "unknown fault {other:?} (expected one of: {NAMES})"
@@ -286,7 +303,25 @@ impl Fault {
             Fault::Duplicate { .. } => "duplicate",
             Fault::Reorder { .. } => "reorder",
             Fault::Truncate { .. } => "truncate",
+            Fault::HalfClose { .. } => "half_close",
         }
+    }
+
+    /// Whether a server can do it (all but the client's `half_close`).
+    pub fn for_server(&self) -> bool {
+        !matches!(self, Fault::HalfClose { .. })
+    }
+
+    /// Whether the client can do it, as a misbehaving client on `pipe`: slices with a gap,
+    /// stop reading, close mid-message (`limit_data`), half-close early.
+    pub fn for_client(&self) -> bool {
+        matches!(
+            self,
+            Fault::Slicer { .. }
+                | Fault::StopReading { .. }
+                | Fault::LimitData { .. }
+                | Fault::HalfClose { .. }
+        )
     }
 
     /// Whether it concerns messages only (seqpacket and datagram sockets).
@@ -532,6 +567,7 @@ mod tests {
         assert_eq!(parse("duplicate=1"), Fault::Duplicate { probability: 1.0 });
         assert_eq!(parse("reorder=0.5"), Fault::Reorder { probability: 0.5 });
         assert_eq!(parse("truncate=4"), Fault::Truncate { len: 4 });
+        assert_eq!(parse("half_close=3"), Fault::HalfClose { after: 3 });
     }
 
     #[test]
