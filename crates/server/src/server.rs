@@ -317,23 +317,28 @@ enum Accepted {
 impl Acceptor {
     async fn accept(&self) -> io::Result<Accepted> {
         let (Acceptor::Stream(listener) | Acceptor::Seqpacket(listener)) = self;
-        let fd = loop {
-            let mut ready = listener.readable().await?;
-            let accepted = ready.try_io(|fd| {
-                rustix::net::accept_with(
-                    fd.get_ref(),
-                    rustix::net::SocketFlags::CLOEXEC | rustix::net::SocketFlags::NONBLOCK,
-                )
-                .map_err(io::Error::from)
-            });
-            if let Ok(result) = accepted {
-                break result?;
-            }
-        };
+        let fd = accept(listener).await?;
         Ok(match self {
             Acceptor::Stream(_) => Accepted::Stream(fd),
             Acceptor::Seqpacket(_) => Accepted::Seqpacket(fd),
         })
+    }
+}
+
+/// One connection from `listener`, non-blocking and close-on-exec (the control socket's too).
+pub(crate) async fn accept(listener: &AsyncFd<OwnedFd>) -> io::Result<OwnedFd> {
+    loop {
+        let mut ready = listener.readable().await?;
+        let accepted = ready.try_io(|fd| {
+            rustix::net::accept_with(
+                fd.get_ref(),
+                rustix::net::SocketFlags::CLOEXEC | rustix::net::SocketFlags::NONBLOCK,
+            )
+            .map_err(io::Error::from)
+        });
+        if let Ok(result) = accepted {
+            return result;
+        }
     }
 }
 

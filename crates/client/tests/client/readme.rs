@@ -1,7 +1,8 @@
 //! The README's examples, run as written: every ```console block after a
 //! `<!-- readme-test` comment. `$ udsecho-server ...` lines start a server (and must print the
 //! `listening` line shown); every other `$` line runs in bash and must print exactly the lines
-//! shown under it (stdout and stderr together; `...` ends the comparison). The binaries under
+//! shown under it (stdout and stderr together; `...` ends the comparison; `/tmp/` in it is the
+//! block's directory, as in the commands). The binaries under
 //! test come first on `PATH`, and `/tmp/` is a fresh temporary directory, so runs never meet.
 //! A block that uses a socket none of its lines serves gets a `udsecho-server` there, standing
 //! in for the reader's own server. At the end each server gets SIGTERM and must exit 0 and
@@ -170,11 +171,12 @@ fn the_readme_examples_print_what_the_readme_shows() {
             let printed = String::from_utf8_lossy(&out.stdout);
             assert!(out.status.success(), "`{command}` failed: {printed}");
             let printed: Vec<&str> = printed.lines().collect();
-            let shown: Vec<&str> = step
+            // Paths under /tmp/ in the output are the block's directory too.
+            let shown: Vec<String> = step
                 .output
                 .iter()
-                .map(String::as_str)
                 .take_while(|l| *l != "...")
+                .map(|l| local(l))
                 .collect();
             let upto = if step.output.iter().any(|l| l == "...") {
                 shown.len().min(printed.len())

@@ -452,6 +452,10 @@ impl Handler {
                         truncated,
                         note,
                     } => (len, truncated, note),
+                    // A silent server (`timeout`) does not answer the end either.
+                    Peeked::Eof if self.faults.as_ref().is_some_and(|f| f.silent()) => {
+                        return Ok(Step::Wait);
+                    }
                     Peeked::Eof => {
                         if let Some(faults) = &mut self.faults {
                             reordered(faults, &mut self.peer)?;

@@ -19,7 +19,6 @@ use std::io;
 use std::os::fd::OwnedFd;
 use std::sync::Arc;
 
-use tokio::io::unix::AsyncFd;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::UnixStream;
 
@@ -27,6 +26,7 @@ use super::table::Faults;
 use crate::config::{SocketAddress, SocketType};
 use crate::listen_error::ListenError;
 use crate::listener::{Listener, Socket};
+use crate::server::accept;
 use crate::shutdown::Shutdown;
 use udsecho_fault::FaultSpec;
 
@@ -86,22 +86,6 @@ pub(crate) async fn serve_control(control: Control, faults: Arc<Faults>, shutdow
                 },
             }
         });
-    }
-}
-
-async fn accept(listener: &AsyncFd<OwnedFd>) -> io::Result<OwnedFd> {
-    loop {
-        let mut ready = listener.readable().await?;
-        let accepted = ready.try_io(|fd| {
-            rustix::net::accept_with(
-                fd.get_ref(),
-                rustix::net::SocketFlags::CLOEXEC | rustix::net::SocketFlags::NONBLOCK,
-            )
-            .map_err(io::Error::from)
-        });
-        if let Ok(result) = accepted {
-            return result;
-        }
     }
 }
 

@@ -9,7 +9,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use rustix::net::{AddressFamily, RecvFlags, SendFlags, SocketAddrUnix, SocketFlags, SocketType};
+use rustix::net::{RecvFlags, SendFlags};
 use udsecho_harness::{FramedPeer, Server, Signal, connect, short_temp_dir};
 use udsecho_proto::{ErrorCode, Frame, GoodbyeReason};
 
@@ -387,16 +387,9 @@ fn sigterm_still_drains_with_a_fault_active() {
     }
 }
 
-/// A blocking seqpacket connection to `path`.
+/// A blocking seqpacket connection to `path` whose reads wait 500 ms at most.
 fn seqpacket(path: &Path) -> OwnedFd {
-    let fd = rustix::net::socket_with(
-        AddressFamily::UNIX,
-        SocketType::SEQPACKET,
-        SocketFlags::CLOEXEC,
-        None,
-    )
-    .unwrap();
-    rustix::net::connect(&fd, &SocketAddrUnix::new(path).unwrap()).unwrap();
+    let fd = crate::socket_types::seqpacket(path);
     let timeout = Some(Duration::from_millis(500));
     rustix::net::sockopt::set_socket_timeout(&fd, rustix::net::sockopt::Timeout::Recv, timeout)
         .unwrap();

@@ -21,7 +21,7 @@ fn payload(len: usize, seed: u8) -> Vec<u8> {
 }
 
 /// A blocking seqpacket connection to `path`.
-fn seqpacket(path: &Path) -> OwnedFd {
+pub(crate) fn seqpacket(path: &Path) -> OwnedFd {
     let fd = rustix::net::socket_with(
         AddressFamily::UNIX,
         SocketType::SEQPACKET,
