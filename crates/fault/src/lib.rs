@@ -93,6 +93,11 @@ pub enum Fault {
     Reorder { probability: f64 },
     /// `truncate=BYTES`: a message's echo is cut to its first BYTES.
     Truncate { len: usize },
+    /// `withhold_fds`: descriptors the peer passes (`SCM_RIGHTS`) are closed, not sent back
+    /// with their echo.
+    WithholdFds,
+    /// `extra_fd`: every echo carries one descriptor more than the peer passed (`/dev/null`).
+    ExtraFd,
     /// `half_close=BYTES` (client): after sending BYTES the client shuts down its write side,
     /// sends no more, and reads the rest of the answer.
     HalfClose { after: u64 },
@@ -120,7 +125,8 @@ pub struct FaultError {
 /// Every name the grammar knows, for the error that lists them.
 const NAMES: &str = "latency (delay), bandwidth, slicer, stop_reading, limit_data, timeout, \
                      reset_peer, slow_close, corrupt, answer, answer_file, error_after, \
-                     goodbye_after, loss (drop), duplicate, reorder, truncate, half_close";
+                     goodbye_after, loss (drop), duplicate, reorder, truncate, withhold_fds, \
+                     extra_fd, half_close";
 
 impl FaultSpec {
     /// Parses one spec, e.g. `latency=100ms~20ms@0.25`, `slicer=1,gap=10ms`.
@@ -273,6 +279,11 @@ impl Fault {
                 len: usize::try_from(parse_count(need("BYTES")?)?)
                     .map_err(|_| "too large".to_owned())?,
             },
+            "withhold_fds" | "extra_fd" if value.is_some() => {
+                return Err(format!("{name} takes no value"));
+            }
+            "withhold_fds" => Fault::WithholdFds,
+            "extra_fd" => Fault::ExtraFd,
             "half_close" => Fault::HalfClose {
                 after: parse_count(need("BYTES")?)?,
             },
@@ -303,6 +314,8 @@ impl Fault {
             Fault::Duplicate { .. } => "duplicate",
             Fault::Reorder { .. } => "reorder",
             Fault::Truncate { .. } => "truncate",
+            Fault::WithholdFds => "withhold_fds",
+            Fault::ExtraFd => "extra_fd",
             Fault::HalfClose { .. } => "half_close",
         }
     }
@@ -568,6 +581,8 @@ mod tests {
         assert_eq!(parse("reorder=0.5"), Fault::Reorder { probability: 0.5 });
         assert_eq!(parse("truncate=4"), Fault::Truncate { len: 4 });
         assert_eq!(parse("half_close=3"), Fault::HalfClose { after: 3 });
+        assert_eq!(parse("withhold_fds"), Fault::WithholdFds);
+        assert_eq!(parse("extra_fd@0.5"), Fault::ExtraFd);
     }
 
     #[test]
@@ -597,6 +612,7 @@ mod tests {
             ("answer=\\q", "unknown escape"),
             ("answer_file=/nonexistent/answers", "/nonexistent/answers"),
             ("latency=48h", "at most 24h"),
+            ("extra_fd=2", "takes no value"),
         ] {
             let e = FaultSpec::parse(spec).unwrap_err().to_string();
             assert!(e.contains(says), "{spec:?}: {e}");

@@ -596,7 +596,9 @@ fn faulty_message(
     peer: &mut Peer,
     message: &[u8],
 ) -> io::Result<Option<bool>> {
-    let (out, times): (&[u8], u8) = match faults.message(message.len()) {
+    let fate = faults.message(message.len());
+    let withheld = matches!(fate, Fate::Echo { .. } | Fate::Answer(_)) && faults.descriptors(peer);
+    let (out, times): (&[u8], u8) = match fate {
         Fate::Drop => {
             peer.lose_held("a fault dropped the message");
             return Ok(Some(true));
@@ -611,7 +613,7 @@ fn faulty_message(
             return Ok(match peer.send_message(&answer)? {
                 Sent::Echoed { refused } => {
                     reordered(faults, peer)?;
-                    Some(refused)
+                    Some(refused || withheld)
                 }
                 Sent::Blocked => None,
             });
@@ -626,7 +628,7 @@ fn faulty_message(
         let _ = peer.send_message(out)?;
     }
     reordered(faults, peer)?;
-    Ok(Some(refused))
+    Ok(Some(refused || withheld))
 }
 
 /// Sends the message a `reorder` fault held back, now that the one after it is out (or the

@@ -74,6 +74,8 @@ struct Effects {
     duplicate: f64,
     reorder: f64,
     truncate: Option<usize>,
+    withhold_fds: bool,
+    extra_fd: bool,
 }
 
 impl Effects {
@@ -99,6 +101,8 @@ impl Effects {
                 Fault::Duplicate { probability } => e.duplicate = *probability,
                 Fault::Reorder { probability } => e.reorder = *probability,
                 Fault::Truncate { len } => e.truncate = Some(*len),
+                Fault::WithholdFds => e.withhold_fds = true,
+                Fault::ExtraFd => e.extra_fd = true,
                 // A client's fault: refused where a server's faults are parsed.
                 Fault::HalfClose { .. } => {}
             }
@@ -326,6 +330,7 @@ impl Active {
             peer.lose_held("a timeout fault answers nothing");
             return None;
         }
+        let _ = self.descriptors(peer);
         let start = self.held.len();
         match &self.effects.answer {
             Some(answer) if unframed => {
@@ -370,6 +375,26 @@ impl Active {
             self.next_at = Some(self.next_at.map_or(due, |at| at.max(due)));
         }
         end
+    }
+
+    /// What the next echo carries: none of the peer's descriptors (`withhold_fds`: `true`,
+    /// so a seqpacket message's originals are taken and closed aside), or one more
+    /// (`extra_fd`: `/dev/null`, opened for it).
+    pub(crate) fn descriptors(&mut self, peer: &mut Peer) -> bool {
+        if self.effects.withhold_fds {
+            peer.lose_held("a withhold_fds fault");
+        }
+        if self.effects.extra_fd {
+            match rustix::fs::open(
+                "/dev/null",
+                rustix::fs::OFlags::RDONLY | rustix::fs::OFlags::CLOEXEC,
+                rustix::fs::Mode::empty(),
+            ) {
+                Ok(fd) => peer.pass_extra(fd),
+                Err(e) => tracing::debug!("extra_fd: opening /dev/null: {e}"),
+            }
+        }
+        self.effects.withhold_fds
     }
 
     /// `delay`, plus or minus up to `jitter`, uniformly; never below zero.

@@ -430,3 +430,28 @@ fn seqpacket_messages_are_lost_duplicated_reordered_and_truncated_on_demand() {
     assert_eq!(seqpacket_echoes("truncate=3", &sent), [&b"fir"[..], b"sec"]);
     assert_eq!(seqpacket_echoes("answer=ok", &sent), [&b"ok"[..], b"ok"]);
 }
+
+/// Sends "x" with one descriptor (a pipe's read end) to a server with `fault`; returns how
+/// many descriptors came back with the echo.
+fn descriptors_back(fault: &str) -> usize {
+    use std::os::fd::AsFd;
+    use udsecho_harness::descriptors::{read_stream_with_fds, send_with_fds};
+    let server = faulty(&[fault]);
+    let stream = client(&server);
+    let (read, _write) = std::io::pipe().unwrap();
+    send_with_fds(stream.as_fd(), b"x", &[read.as_fd()], None).unwrap();
+    let (bytes, fds) = read_stream_with_fds(stream.as_fd(), 1).unwrap();
+    assert_eq!(bytes, b"x", "{fault}");
+    fds.len()
+}
+
+#[test]
+fn descriptors_are_withheld_or_one_added_on_demand() {
+    assert_eq!(
+        descriptors_back("corrupt=99"),
+        1,
+        "no descriptor fault: it comes back"
+    );
+    assert_eq!(descriptors_back("withhold_fds"), 0);
+    assert_eq!(descriptors_back("extra_fd"), 2);
+}
