@@ -63,6 +63,7 @@ impl FdStream {
             match got {
                 Ok(got) => {
                     self.inbox.put(got.returned);
+                    crate::trace::received(&buf[..got.len]);
                     return Poll::Ready(Ok(got.len));
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
@@ -89,6 +90,7 @@ impl FdStream {
                     if armed && n > 0 {
                         self.armed.store(false, Ordering::Relaxed);
                     }
+                    crate::trace::sent(&bytes[..n]);
                     return Poll::Ready(Ok(n));
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
@@ -135,7 +137,10 @@ impl AsyncRead for FdStream {
         if this.passing.is_empty() {
             // Nothing passed, so nothing comes back to keep: tokio's own read, which fills
             // the caller's buffer without zeroing it first.
-            return Pin::new(&mut this.stream).poll_read(cx, buf);
+            let before = buf.filled().len();
+            ready!(Pin::new(&mut this.stream).poll_read(cx, buf))?;
+            crate::trace::received(&buf.filled()[before..]);
+            return Poll::Ready(Ok(()));
         }
         let n = ready!(this.poll_recv(cx, buf.initialize_unfilled()))?;
         buf.advance(n);

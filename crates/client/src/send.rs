@@ -16,7 +16,7 @@ use udsecho_proto::{Frame, Goodbye, GoodbyeReason};
 
 use crate::connect::Connection;
 use crate::descriptors::{FdCheck, Passing};
-use crate::error::{ClientError, ErrorKind, preview};
+use crate::error::{ClientError, ErrorKind};
 use crate::fd_stream::FdStream;
 use crate::message::{MessageSocket, Received};
 use crate::session;
@@ -69,11 +69,7 @@ impl<'a> Checker<'a> {
     fn check(&mut self, echo: &[u8], out: &mut impl Write) -> Result<(), ErrorKind> {
         self.received += 1;
         if echo != self.message {
-            return Err(ErrorKind::Mismatch {
-                index: self.received,
-                sent: preview(self.message),
-                received: preview(echo),
-            });
+            return Err(ErrorKind::mismatch(self.received, self.message, echo));
         }
         writeln!(out, "received: {}", String::from_utf8_lossy(echo)).map_err(ErrorKind::Stdout)
     }
@@ -364,11 +360,11 @@ async fn message_loop(
                     fds.echoed(checker.received)?;
                 }
                 Ok(Received::Truncated { len }) => {
-                    return Err(ErrorKind::Mismatch {
-                        index: checker.received + 1,
-                        sent: preview(&options.message),
-                        received: format!("{}… ({len} bytes)", String::from_utf8_lossy(&buf[..buf.len().min(64)])),
-                    });
+                    let mut e = ErrorKind::mismatch(checker.received + 1, &options.message, &buf);
+                    if let ErrorKind::Mismatch { received, .. } = &mut e {
+                        received.push_str(&format!(" (a reply of {len} bytes)"));
+                    }
+                    return Err(e);
                 }
                 Ok(Received::Closed) => {
                     return Err(socket.gone(after(how, schedule.sent, checker.received)));

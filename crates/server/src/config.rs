@@ -130,6 +130,10 @@ pub struct Config {
     pub faults: Vec<FaultSpec>,
     /// Where the draws of the faults start (`--fault-seed`); `None`: from the clock, logged.
     pub fault_seed: Option<u64>,
+    /// Serve one connection, then stop accepting and exit when it ends (`--once`, as `nc
+    /// -lU` without `-k`). Stream and seqpacket listeners only: a datagram socket has no
+    /// connections (the binary refuses the combination).
+    pub once: bool,
 }
 
 impl Config {
@@ -149,6 +153,7 @@ impl Config {
             busy_poll: DEFAULT_BUSY_POLL,
             faults: Vec::new(),
             fault_seed: None,
+            once: false,
         }
     }
 }

@@ -239,6 +239,15 @@ pub async fn run_with_control(
             None
         }
     };
+    if config.once && fatal.is_none() {
+        // The one connection runs to its end unless a signal begins the shutdown, which
+        // drains it like any other below.
+        tracker.close();
+        tokio::select! {
+            () = shutdown.begun() => {}
+            () = tracker.wait() => {}
+        }
+    }
     notify::stopping();
     if let Some(e) = &fatal {
         tracing::error!("accept on {name}: {e}; this listening socket cannot be served");
@@ -357,7 +366,7 @@ impl Accepted {
     }
 
     /// Starts its handler as a task of `tracker` on the serving thread `on`, unless
-    /// `--allow-uid` turns it away.
+    /// `--allow-uid` turns it away (then `false`).
     #[allow(clippy::too_many_arguments)]
     fn spawn(
         self,
@@ -368,7 +377,7 @@ impl Accepted {
         tracker: &TaskTracker,
         slot: OwnedSemaphorePermit,
         on: &Handle,
-    ) {
+    ) -> bool {
         let (pid, uid) = self.peer();
         if !config.allow_uids.is_empty() && !uid.is_some_and(|uid| config.allow_uids.contains(&uid))
         {
@@ -378,7 +387,7 @@ impl Accepted {
                 uid,
                 "peer uid is not in --allow-uid; closing"
             );
-            return;
+            return false;
         }
         let span = tracing::debug_span!("conn", id, pid, uid);
         // Registered with that thread's reactor: its readiness events, and so the whole
@@ -395,11 +404,14 @@ impl Accepted {
         } else {
             tracker.spawn_on(connection.instrument(span), on);
         }
+        true
     }
 }
 
-/// Accepts until the shutdown begins; returns the error that made accepting impossible, if
-/// that is what ended it.
+/// Accepts until the shutdown begins (with `--once`, until one connection is served: then it
+/// waits for that connection to end, or for the shutdown); returns the error that made
+/// accepting impossible, if that is what ended it. The listening socket closes when this
+/// returns, so a `--once` server refuses further peers while it serves its one.
 async fn accept_loop(
     acceptor: &Acceptor,
     name: &str,
@@ -444,7 +456,7 @@ async fn accept_loop(
         };
         accept_errors.recovered(name);
         let id = next_id.fetch_add(1, Ordering::Relaxed);
-        accepted.spawn(
+        let served = accepted.spawn(
             id,
             config,
             settings,
@@ -453,6 +465,11 @@ async fn accept_loop(
             slot,
             workers.next(),
         );
+        // A peer turned away by --allow-uid is not the one connection.
+        if config.once && served {
+            tracing::info!("--once: serving this connection only; exiting when it ends");
+            return None;
+        }
     }
 }
 
