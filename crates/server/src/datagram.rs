@@ -19,11 +19,15 @@
 //! - `--idle-timeout` and `--max-connections` have no meaning here (there are no
 //!   connections). At shutdown the datagrams already queued are answered, then the server
 //!   stops.
+//! - With faults (`--fault`, `--control`), each datagram is answered through
+//!   `fault::Datagrams`, which may drop it, hold it back, cut it, answer it otherwise or twice
+//!   (the drain lifts them); without, one `Option` is checked per datagram.
 
 use std::collections::HashMap;
 use std::io::{self, IoSlice};
 use std::ops::Not;
 use std::os::fd::AsFd;
+use std::sync::Arc;
 use std::time::Duration;
 
 use rustix::net::{RecvFlags, SendFlags, SocketAddrUnix};
@@ -34,6 +38,7 @@ use tokio::time::Instant;
 use crate::config::Config;
 use crate::descriptors;
 use crate::echo_log;
+use crate::fault::{Datagrams, Faults};
 use crate::shutdown::Shutdown;
 
 /// The largest datagram answered. Unix datagrams are bounded by the sender's send buffer
@@ -231,8 +236,15 @@ impl DropLog {
     }
 }
 
-/// Answers datagrams on `socket` until the shutdown begins, then the ones already queued.
-pub(crate) async fn serve(socket: UnixDatagram, name: &str, config: &Config, shutdown: &Shutdown) {
+/// Answers datagrams on `socket` until the shutdown begins, then the ones already queued;
+/// with `faults`, as they have it until the shutdown begins.
+pub(crate) async fn serve(
+    socket: UnixDatagram,
+    name: &str,
+    config: &Config,
+    faults: Option<&Arc<Faults>>,
+    shutdown: &Shutdown,
+) {
     // Every datagram carries its sender's credentials: for --allow-uid, and to check that a
     // reply path still belongs to the sender.
     if let Err(e) = rustix::net::sockopt::set_socket_passcred(&socket, true) {
@@ -250,6 +262,7 @@ pub(crate) async fn serve(socket: UnixDatagram, name: &str, config: &Config, shu
         names: bound_to_abstract_name(&socket)
             .not()
             .then(AbstractNames::default),
+        faults: faults.map(Datagrams::new),
     };
     loop {
         tokio::select! {
@@ -268,6 +281,7 @@ pub(crate) async fn serve(socket: UnixDatagram, name: &str, config: &Config, shu
         }
         tokio::task::yield_now().await;
     }
+    lift_faults(&socket, config, &mut state);
     // The datagrams sent before the signal are answered; then the socket closes.
     if let Err(e) = answer_queued(&socket, config, &mut state, DRAIN_MAX) {
         tracing::debug!("{name}: {e}");
@@ -307,6 +321,19 @@ struct State {
     /// Checks who owns an abstract sender's name here; `None` when the server's own address
     /// is abstract (only sockets of its own namespace can reach it).
     names: Option<AbstractNames>,
+    /// The faults, if the server has any (`--fault`, `--control`).
+    faults: Option<Datagrams>,
+}
+
+/// The drain began: a datagram the faults held back is answered, and no fault applies to
+/// the datagrams still queued.
+fn lift_faults(socket: &UnixDatagram, config: &Config, state: &mut State) {
+    if let Some(faults) = state.faults.take() {
+        let (drops, names) = (&mut state.drops, &mut state.names);
+        faults.lift(|bytes, msg, from| {
+            answer_one(socket, config, drops, names.as_mut(), bytes, msg, from);
+        });
+    }
 }
 
 /// Does an abstract name belong, in this server's network namespace, to the sender?
@@ -381,7 +408,12 @@ fn answer_queued(
     state: &mut State,
     limit: usize,
 ) -> io::Result<()> {
-    let State { buf, drops, names } = state;
+    let State {
+        buf,
+        drops,
+        names,
+        faults,
+    } = state;
     for _ in 0..limit {
         // Room for the sender's credentials and for descriptors, as many as the process can
         // spare (a datagram's are closed once its reply carries them, or it gets none).
@@ -398,7 +430,12 @@ fn answer_queued(
         // Whatever happens to the datagram, its descriptors are accounted for: carried back,
         // or closed and counted in the drop report.
         drops.passed_now = msg.fds.len();
-        answer_one(socket, config, drops, names.as_mut(), buf, &mut msg, from);
+        match faults {
+            None => answer_one(socket, config, drops, names.as_mut(), buf, &mut msg, from),
+            Some(faults) => faults.answer(buf, &mut msg, from, |bytes, msg, from| {
+                answer_one(socket, config, drops, names.as_mut(), bytes, msg, from);
+            }),
+        }
         crate::busy_poll::worked();
         drops.passed_now = 0;
         msg.fds.close();

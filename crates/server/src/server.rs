@@ -220,7 +220,7 @@ pub async fn run_with_control(
             .await
         }
         Socket::Datagram(socket) => {
-            datagram::serve(socket, &name, config, &shutdown).await;
+            datagram::serve(socket, &name, config, settings.faults.as_ref(), &shutdown).await;
             None
         }
         Socket::OneStream(fd) => {

@@ -1,5 +1,6 @@
-//! `--fault`: each fault as a client sees it, the seeded choice of connections, `-v`, and the
-//! drain on SIGTERM with a fault active.
+//! `--fault` on stream and seqpacket connections: each fault as a client sees it, the seeded
+//! choice of connections, `-v`, and the drain on SIGTERM with a fault active. (Datagram
+//! sockets: `faults_datagram.rs`.)
 
 use std::io::{ErrorKind, Read, Write};
 use std::net::Shutdown;
@@ -205,6 +206,20 @@ fn reset_peer_closes_at_once() {
 }
 
 #[test]
+fn reset_peer_with_a_duration_closes_no_sooner() {
+    let server = faulty(&["reset_peer=400ms"]);
+    let mut stream = client(&server);
+    let opened = Instant::now();
+    stream.write_all(b"hello\n").unwrap();
+    assert_eq!(read_to_close(&mut stream), b"", "closed unanswered");
+    let after = opened.elapsed();
+    assert!(
+        after >= Duration::from_millis(400) && after < Duration::from_secs(5),
+        "{after:?}"
+    );
+}
+
+#[test]
 fn slow_close_delays_the_servers_close_after_the_half_close() {
     let server = faulty(&["slow_close=400ms"]);
     let mut stream = client(&server);
@@ -266,6 +281,17 @@ fn goodbye_after_n_frames_ends_a_framed_session() {
     }
     assert_eq!(peer.recv().unwrap(), Some(data(b"one")));
     assert_eq!(peer.recv().unwrap(), Some(data(b"two")));
+    match peer.recv().unwrap() {
+        Some(Frame::Goodbye(g)) => assert_eq!(g.reason, GoodbyeReason::Done),
+        other => panic!("expected Goodbye, got {other:?}"),
+    }
+}
+
+#[test]
+fn goodbye_after_zero_frames_says_goodbye_right_after_the_hello() {
+    let server = faulty(&["goodbye_after=0"]);
+    let (mut peer, _hello) = FramedPeer::handshake(server.socket()).unwrap();
+    peer.send(&data(b"never echoed")).unwrap();
     match peer.recv().unwrap() {
         Some(Frame::Goodbye(g)) => assert_eq!(g.reason, GoodbyeReason::Done),
         other => panic!("expected Goodbye, got {other:?}"),
@@ -429,6 +455,103 @@ fn seqpacket_messages_are_lost_duplicated_reordered_and_truncated_on_demand() {
     );
     assert_eq!(seqpacket_echoes("truncate=3", &sent), [&b"fir"[..], b"sec"]);
     assert_eq!(seqpacket_echoes("answer=ok", &sent), [&b"ok"[..], b"ok"]);
+    let dir = short_temp_dir();
+    let file = dir.path().join("answers");
+    std::fs::write(&file, "one\ntwo\n").unwrap();
+    let answer_file = format!("answer_file={}", file.display());
+    assert_eq!(
+        seqpacket_echoes(&answer_file, &sent),
+        [&b"one\n"[..], b"two\n"]
+    );
+}
+
+/// A seqpacket connection to a server with `fault`, its reads waiting 500 ms at most.
+fn seqpacket_with(fault: &str) -> (Server, OwnedFd) {
+    let server = Server::start(["--type", "seqpacket", "--fault", fault]).unwrap();
+    let fd = seqpacket(server.socket());
+    (server, fd)
+}
+
+/// The next message, `None` at EOF or a reset, `Err` when none came within the read timeout.
+fn next_message(fd: &OwnedFd) -> Result<Option<Vec<u8>>, rustix::io::Errno> {
+    let mut buf = vec![0u8; 4096];
+    match rustix::net::recv(fd, &mut buf[..], RecvFlags::empty()) {
+        Ok((0, _)) | Err(rustix::io::Errno::CONNRESET) => Ok(None),
+        Ok((n, _)) => Ok(Some(buf[..n].to_vec())),
+        Err(e) => Err(e),
+    }
+}
+
+#[test]
+fn seqpacket_stop_reading_leaves_messages_queued_until_the_peers_sends_block() {
+    let (_server, fd) = seqpacket_with("stop_reading=10");
+    rustix::net::sockopt::set_socket_timeout(
+        &fd,
+        rustix::net::sockopt::Timeout::Send,
+        Some(Duration::from_millis(300)),
+    )
+    .unwrap();
+    let mut sent = 0;
+    loop {
+        match rustix::net::send(&fd, b"four", SendFlags::empty()) {
+            Ok(_) => sent += 1,
+            Err(rustix::io::Errno::AGAIN) => break,
+            Err(e) => panic!("{e}"),
+        }
+        assert!(
+            sent < 1_000_000,
+            "a million messages went in: the server still reads"
+        );
+    }
+    let mut echoed = 0;
+    while let Ok(Some(message)) = next_message(&fd) {
+        assert_eq!(message, b"four");
+        echoed += 1;
+    }
+    // Whole messages: the one that reaches 10 bytes is the last read.
+    assert_eq!(echoed, 3, "{sent} sent");
+}
+
+#[test]
+fn seqpacket_timeout_answers_nothing_not_even_the_end() {
+    let (_server, fd) = seqpacket_with("timeout");
+    rustix::net::send(&fd, b"anyone?", SendFlags::empty()).unwrap();
+    rustix::net::shutdown(&fd, rustix::net::Shutdown::Write).unwrap();
+    assert_eq!(next_message(&fd), Err(rustix::io::Errno::AGAIN));
+}
+
+#[test]
+fn seqpacket_reset_peer_closes_at_once() {
+    let (_server, fd) = seqpacket_with("reset_peer");
+    let opened = Instant::now();
+    let _ = rustix::net::send(&fd, b"hello", SendFlags::empty());
+    let long = Some(Duration::from_secs(5));
+    rustix::net::sockopt::set_socket_timeout(&fd, rustix::net::sockopt::Timeout::Recv, long)
+        .unwrap();
+    assert_eq!(next_message(&fd), Ok(None));
+    assert!(
+        opened.elapsed() < Duration::from_secs(2),
+        "{:?}",
+        opened.elapsed()
+    );
+}
+
+#[test]
+fn seqpacket_slow_close_echoes_then_waits_before_closing() {
+    let (_server, fd) = seqpacket_with("slow_close=400ms");
+    rustix::net::send(&fd, b"bye", SendFlags::empty()).unwrap();
+    let closed = Instant::now();
+    rustix::net::shutdown(&fd, rustix::net::Shutdown::Write).unwrap();
+    let long = Some(Duration::from_secs(5));
+    rustix::net::sockopt::set_socket_timeout(&fd, rustix::net::sockopt::Timeout::Recv, long)
+        .unwrap();
+    assert_eq!(next_message(&fd), Ok(Some(b"bye".to_vec())));
+    assert_eq!(next_message(&fd), Ok(None));
+    assert!(
+        closed.elapsed() >= Duration::from_millis(400),
+        "{:?}",
+        closed.elapsed()
+    );
 }
 
 /// Sends "x" with one descriptor (a pipe's read end) to a server with `fault`; returns how
@@ -454,4 +577,24 @@ fn descriptors_are_withheld_or_one_added_on_demand() {
     );
     assert_eq!(descriptors_back("withhold_fds"), 0);
     assert_eq!(descriptors_back("extra_fd"), 2);
+}
+
+/// [`descriptors_back`] on a seqpacket connection: one message with one descriptor.
+fn seqpacket_descriptors_back(fault: &str) -> usize {
+    use std::os::fd::AsFd;
+    use udsecho_harness::descriptors::{recv_with_fds, send_with_fds};
+    let (_server, fd) = seqpacket_with(fault);
+    let (read, _write) = std::io::pipe().unwrap();
+    send_with_fds(fd.as_fd(), b"x", &[read.as_fd()], None).unwrap();
+    let mut buf = [0u8; 16];
+    let got = recv_with_fds(fd.as_fd(), &mut buf).unwrap();
+    assert_eq!(&buf[..got.len], b"x", "{fault}");
+    got.fds.len()
+}
+
+#[test]
+fn seqpacket_descriptors_are_withheld_or_one_added_on_demand() {
+    assert_eq!(seqpacket_descriptors_back("truncate=99"), 1);
+    assert_eq!(seqpacket_descriptors_back("withhold_fds"), 0);
+    assert_eq!(seqpacket_descriptors_back("extra_fd"), 2);
 }
