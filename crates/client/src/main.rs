@@ -148,6 +148,7 @@ async fn run(cli: &Invocation) -> Result<(), ClientError> {
                     target,
                     cli.timeout,
                     &cli.descriptors,
+                    &cli.misbehave,
                     tokio::io::stdin(),
                     tokio::io::stdout(),
                 )
@@ -178,6 +179,7 @@ async fn run(cli: &Invocation) -> Result<(), ClientError> {
                 count: *count,
                 timeout: cli.timeout,
                 descriptors: cli.descriptors.clone(),
+                misbehave: cli.misbehave.clone(),
             };
             let mut out = std::io::stdout();
             let connection = target.open(cli.transport, cli.timeout).await?;

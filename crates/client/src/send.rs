@@ -19,6 +19,7 @@ use crate::descriptors::{FdCheck, Passing};
 use crate::error::{ClientError, ErrorKind};
 use crate::fd_stream::FdStream;
 use crate::message::{MessageSocket, Received};
+use crate::misbehave::Misbehaviour;
 use crate::session;
 use crate::target::{SocketType, Target};
 
@@ -35,6 +36,9 @@ pub struct SendOptions {
     pub timeout: Duration,
     /// The descriptors each message carries (`--fd`), checked when they come back.
     pub descriptors: Passing,
+    /// What the stream does wrong on purpose (`--fault`): `send` takes slices only (each
+    /// message goes out in slices with a gap, each echo still checked).
+    pub misbehave: Misbehaviour,
 }
 
 /// What happened, for the closing line.
@@ -225,7 +229,7 @@ async fn raw(
     let mut checker = Checker::new(&options.message);
     let mut schedule = Schedule::new(options);
     let mut fds = FdCheck::new(options.descriptors.clone());
-    let stream = FdStream::new(stream, options.descriptors.clone());
+    let stream = FdStream::new(stream, options.descriptors.clone(), &options.misbehave);
     let mut buf = vec![0u8; 64 * 1024];
     tokio::pin!(stop);
     while !schedule.finished() {
@@ -276,7 +280,7 @@ async fn framed(
 ) -> Result<SendSummary, ErrorKind> {
     let mut checker = Checker::new(&options.message);
     let mut fds = FdCheck::new(options.descriptors.clone());
-    let stream = FdStream::new(stream, options.descriptors.clone());
+    let stream = FdStream::new(stream, options.descriptors.clone(), &options.misbehave);
     let mut server = session::open(stream, options.timeout).await?;
     let mut schedule = Schedule::new(options);
     tokio::pin!(stop);

@@ -145,12 +145,7 @@ impl Cli {
             (None, None) => Target::default_path(),
         };
         let descriptors = open_descriptors(&cli);
-        let misbehave = Misbehaviour::new(&cli.faults).unwrap_or_else(|e| usage_error(&e));
-        let raw_pipe = matches!(cli.command, None | Some(Command::Pipe { .. }))
-            && transport == (Transport::Stream { framed: false });
-        if !misbehave.is_none() && !raw_pipe {
-            usage_error("--fault goes with the raw stream pipe (no subcommand, or pipe)");
-        }
+        let misbehave = misbehaviour(&cli, transport);
         Invocation {
             command: cli.command,
             target,
@@ -188,6 +183,35 @@ fn open_descriptors(cli: &Cli) -> Passing {
     // come back before the client lets go of its copies).
     let _ = raise_fd_limit(Wanted::Hard);
     Passing::open(&specs).unwrap_or_else(|e| usage_error(&report(&e)))
+}
+
+/// The `--fault` specs, in the order given (those before the subcommand first), checked:
+/// the client's faults only, on a stream; `send` takes slices only (it checks every echo).
+fn misbehaviour(cli: &Cli, transport: Transport) -> Misbehaviour {
+    let mut specs = cli.faults.faults.clone();
+    if let Some(Command::Pipe { faults, .. } | Command::Send { faults, .. }) = &cli.command {
+        specs.extend(faults.faults.iter().cloned());
+    }
+    let misbehave = Misbehaviour::new(&specs).unwrap_or_else(|e| usage_error(&e));
+    if misbehave.is_none() {
+        return misbehave;
+    }
+    match (&cli.command, transport) {
+        (_, Transport::Seqpacket | Transport::Datagram) => usage_error(
+            "--fault goes with a stream: a message socket's messages cannot be sliced or cut \
+             (udsecho-server --fault has the message faults)",
+        ),
+        (None | Some(Command::Pipe { .. }), _) => {}
+        (Some(Command::Send { .. }), _) if misbehave.only_slices() => {}
+        (Some(Command::Send { .. }), _) => usage_error(
+            "send takes --fault slicer only: it checks every echo, so it cannot stop reading \
+             or end its side early (the pipe can)",
+        ),
+        (Some(Command::Bench { .. } | Command::Fault { .. }), _) => {
+            usage_error("--fault goes with the pipe and send")
+        }
+    }
+    misbehave
 }
 
 /// Where `--socket` came from (a global flag lands in the subcommand's matches when given

@@ -23,7 +23,7 @@ use self::values::{
     report_interval, socket_path,
 };
 
-/// A client for udsecho (and any `nc -U` peer): pipe, send, bench.
+/// A client for udsecho (and any `nc -U` peer): pipe, send, bench, fault.
 ///
 /// With no subcommand it is a pipe, like `nc -U SOCKET`: stdin goes to the socket and the
 /// socket to stdout; on stdin EOF it half-closes, prints the rest of the echo, and exits when
@@ -91,12 +91,8 @@ pub(crate) struct Cli {
     #[command(flatten)]
     fds: FdArgs,
 
-    /// Misbehave on purpose, to test a server (the raw stream pipe; repeatable):
-    /// slicer=N[,gap=DUR] sends in slices of N bytes, stop_reading=N stops reading the answer
-    /// after N bytes (and closes --timeout later), limit_data=N closes after sending N
-    /// bytes, half_close=N shuts the write side after N bytes. docs/faults.md has the grammar
-    #[arg(long = "fault", global = true, value_name = "SPEC", value_parser = parse_fault)]
-    faults: Vec<FaultSpec>,
+    #[command(flatten)]
+    faults: FaultArgs,
 
     #[command(subcommand)]
     command: Option<Command>,
@@ -131,6 +127,21 @@ pub(crate) struct FdArgs {
     fds: Vec<FdSpec>,
 }
 
+/// `--fault`, on the pipe (with or without `pipe`) and on `send`.
+#[derive(Debug, Args)]
+pub(crate) struct FaultArgs {
+    /// Misbehave on purpose, to test a server (a stream; repeatable)
+    ///
+    /// slicer=N[,gap=DUR] sends in slices of at most N bytes, GAP apart (default 10ms);
+    /// stop_reading=N reads no more of the answer after N bytes (and closes --timeout
+    /// later); limit_data=N closes after sending N bytes, even mid-message; half_close=N
+    /// shuts the write side after sending N bytes and reads on. The pipe takes all four,
+    /// raw or --framed; send takes slicer (it checks every echo). Once the fault has taken
+    /// effect, the end it brings exits 0. docs/faults.md has the grammar.
+    #[arg(long = "fault", value_name = "SPEC", value_parser = parse_fault)]
+    faults: Vec<FaultSpec>,
+}
+
 /// The socket as a plain argument, as `nc -U SOCKET` takes it.
 #[derive(Debug, Args)]
 pub(crate) struct SocketArg {
@@ -155,6 +166,8 @@ pub(crate) enum Command {
         path: SocketArg,
         #[command(flatten)]
         fds: FdArgs,
+        #[command(flatten)]
+        faults: FaultArgs,
     },
     /// Send a message every interval and check each echo (the classic demo)
     ///
@@ -175,6 +188,8 @@ pub(crate) enum Command {
         count: Option<u64>,
         #[command(flatten)]
         fds: FdArgs,
+        #[command(flatten)]
+        faults: FaultArgs,
     },
     /// Measure round trips/s, MB/s and latency against a server
     ///
