@@ -101,9 +101,10 @@ pub(crate) struct Cli {
     /// Misbehave on purpose: a fault such as latency=100ms~20ms, slicer=1,gap=10ms,
     /// stop_reading=1KiB, limit_data=5, timeout, reset_peer, slow_close=1s, corrupt,
     /// answer=TEXT, answer_file=PATH, error_after=N, goodbye_after=N, withhold_fds,
-    /// extra_fd; loss=P, duplicate=P,
-    /// reorder=P, truncate=N for messages. `@0.25` after it: a quarter of the connections.
-    /// Repeat for several; docs/faults.md has the grammar
+    /// extra_fd; loss=P, duplicate=P, reorder=P, truncate=N for seqpacket and datagram
+    /// messages. `@0.25` after it: a quarter of the connections (of a datagram socket's
+    /// senders). Repeat for several; docs/faults.md has the grammar and which fault works on
+    /// which socket type
     #[arg(long = "fault", value_name = "SPEC", value_parser = parse_fault)]
     faults: Vec<FaultSpec>,
 

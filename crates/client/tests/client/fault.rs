@@ -15,6 +15,12 @@ use std::sync::mpsc::{Receiver, channel};
 
 use crate::{LIMIT, bare_client, fake_server};
 
+/// Asserts that at least `least` has passed since `since`.
+fn at_least(since: Instant, least: Duration) {
+    let took = since.elapsed();
+    assert!(took >= least, "{took:?}, expected at least {least:?}");
+}
+
 /// One round trip of `message`, and how long it took.
 fn round_trip(stream: &mut UnixStream, message: &[u8]) -> Duration {
     let sent = Instant::now();
@@ -86,9 +92,11 @@ fn fault_names_a_control_socket_that_is_not_there() {
         );
 }
 
-/// A fake server that reads until EOF (or a reset), recording each read's size, then sends
-/// `answer` and closes; the reads come back through the channel.
+/// A fake server that reads until EOF (or a reset), recording each read (`echo`: writing
+/// each back at once), then sends `answer` and closes; the reads come back through the
+/// channel.
 fn recording_server(
+    echo: bool,
     answer: &'static [u8],
 ) -> (
     tempfile::TempDir,
@@ -104,6 +112,9 @@ fn recording_server(
             if n == 0 {
                 break;
             }
+            if echo {
+                let _ = stream.write_all(&chunk[..n]);
+            }
             reads.push(chunk[..n].to_vec());
         }
         let _ = stream.write_all(answer);
@@ -112,37 +123,62 @@ fn recording_server(
     (dir, path, rx)
 }
 
-fn pipe_with(path: &std::path::Path, fault: &str, stdin: &[u8]) -> udsecho_harness::ClientRun {
-    let args = [
-        path.as_os_str(),
-        "--fault".as_ref(),
-        fault.as_ref(),
-        "--timeout".as_ref(),
-        "1s".as_ref(),
-    ];
+/// The pipe to `path` with `extra` flags (`--framed`), `--fault fault` and a `--timeout` of
+/// one second, fed `stdin`.
+fn pipe_with(
+    path: &std::path::Path,
+    extra: &[&str],
+    fault: &str,
+    stdin: &[u8],
+) -> udsecho_harness::ClientRun {
+    let mut args = vec![path.as_os_str()];
+    args.extend(extra.iter().map(std::ffi::OsStr::new));
+    args.extend(["--fault", fault, "--timeout", "1s"].map(std::ffi::OsStr::new));
     udsecho_harness::run_client(args, stdin, LIMIT).unwrap()
+}
+
+/// The fake server's writes (what [`write_until_blocked`] sent back) blocked: far less went
+/// in than a client that reads would have taken.
+fn writes_blocked(written: &Receiver<usize>) {
+    let total = written.recv_timeout(LIMIT).unwrap();
+    assert!(
+        total < 16 << 20,
+        "the server wrote {total} bytes: the client kept reading"
+    );
+}
+
+/// Writes `block` again and again until a write has waited 300 ms (or 64 MiB went): how
+/// many bytes went.
+fn write_until_blocked(stream: &mut UnixStream, block: &[u8]) -> usize {
+    stream
+        .set_write_timeout(Some(Duration::from_millis(300)))
+        .unwrap();
+    let mut total = 0usize;
+    while total < 64 << 20 {
+        match stream.write(block) {
+            Ok(n) => total += n,
+            Err(_) => break,
+        }
+    }
+    total
 }
 
 #[test]
 fn pipe_slicer_sends_in_slices_with_a_gap() {
-    let (_dir, path, reads) = recording_server(b"");
+    let (_dir, path, reads) = recording_server(false, b"");
     let started = Instant::now();
-    let run = pipe_with(&path, "slicer=2,gap=40ms", b"abcdefgh");
+    let run = pipe_with(&path, &[], "slicer=2,gap=40ms", b"abcdefgh");
     assert!(run.status.success(), "{}", run.stderr);
     let reads = reads.recv_timeout(LIMIT).unwrap();
     assert!(reads.iter().all(|r| r.len() <= 2), "{reads:?}");
     assert_eq!(reads.concat(), b"abcdefgh");
-    assert!(
-        started.elapsed() >= Duration::from_millis(120),
-        "{:?}",
-        started.elapsed()
-    );
+    at_least(started, Duration::from_millis(120));
 }
 
 #[test]
 fn pipe_limit_data_closes_in_the_middle_of_a_message() {
-    let (_dir, path, reads) = recording_server(b"too late");
-    let run = pipe_with(&path, "limit_data=5", b"hello world\n");
+    let (_dir, path, reads) = recording_server(false, b"too late");
+    let run = pipe_with(&path, &[], "limit_data=5", b"hello world\n");
     assert!(run.status.success(), "{}", run.stderr);
     assert_eq!(reads.recv_timeout(LIMIT).unwrap().concat(), b"hello");
     assert_eq!(run.stdout, b"", "the client closed: nothing more is read");
@@ -150,8 +186,8 @@ fn pipe_limit_data_closes_in_the_middle_of_a_message() {
 
 #[test]
 fn pipe_half_close_shuts_the_write_side_early_and_reads_on() {
-    let (_dir, path, reads) = recording_server(b"the answer");
-    let run = pipe_with(&path, "half_close=3", b"abcdef");
+    let (_dir, path, reads) = recording_server(false, b"the answer");
+    let run = pipe_with(&path, &[], "half_close=3", b"abcdef");
     assert!(run.status.success(), "{}", run.stderr);
     assert_eq!(reads.recv_timeout(LIMIT).unwrap().concat(), b"abc");
     assert_eq!(run.stdout, b"the answer");
@@ -161,33 +197,18 @@ fn pipe_half_close_shuts_the_write_side_early_and_reads_on() {
 fn pipe_stop_reading_makes_the_servers_writes_block() {
     let (tx, written) = channel();
     let (_dir, path) = fake_server(move |mut stream| {
-        stream
-            .set_write_timeout(Some(Duration::from_millis(300)))
-            .unwrap();
-        let block = [b'w'; 4096];
-        let mut total = 0usize;
-        while total < 64 << 20 {
-            match stream.write(&block) {
-                Ok(n) => total += n,
-                Err(_) => break,
-            }
-        }
-        let _ = tx.send(total);
+        let _ = tx.send(write_until_blocked(&mut stream, &[b'w'; 4096]));
     });
-    let run = pipe_with(&path, "stop_reading=1KiB", b"");
+    let run = pipe_with(&path, &[], "stop_reading=1KiB", b"");
     assert!(run.status.success(), "{}", run.stderr);
     assert_eq!(run.stdout.len(), 1024);
-    let total = written.recv_timeout(LIMIT).unwrap();
-    assert!(
-        total < 16 << 20,
-        "the server wrote {total} bytes: the client kept reading"
-    );
+    writes_blocked(&written);
 }
 
 #[test]
 fn a_servers_fault_is_refused_by_the_client() {
-    let (_dir, path, _reads) = recording_server(b"");
-    let run = pipe_with(&path, "latency=1s", b"");
+    let (_dir, path, _reads) = recording_server(false, b"");
+    let run = pipe_with(&path, &[], "latency=1s", b"");
     assert_eq!(run.status.code(), Some(2), "{}", run.stderr);
     assert!(run.stderr.contains("server's fault"), "{}", run.stderr);
 }
@@ -259,45 +280,30 @@ fn framed_server(at_once: bool) -> (tempfile::TempDir, std::path::PathBuf, Recei
     (dir, path, rx)
 }
 
-fn framed_pipe_with(
-    path: &std::path::Path,
-    fault: &str,
-    stdin: &[u8],
-) -> udsecho_harness::ClientRun {
-    let args = [
-        path.as_os_str(),
-        "--framed".as_ref(),
-        "--fault".as_ref(),
-        fault.as_ref(),
-        "--timeout".as_ref(),
-        "1s".as_ref(),
-    ];
-    udsecho_harness::run_client(args, stdin, LIMIT).unwrap()
-}
-
 #[test]
 fn framed_pipe_slicer_sends_its_frames_in_slices_with_a_gap() {
     let (_dir, path, seen) = framed_server(false);
     let started = Instant::now();
-    let run = framed_pipe_with(&path, "slicer=2,gap=40ms", b"abcdefgh\n");
+    let run = pipe_with(&path, &["--framed"], "slicer=2,gap=40ms", b"abcdefgh\n");
     assert!(run.status.success(), "{}", run.stderr);
     assert_eq!(run.stdout, b"abcdefgh\n", "the echo, whole");
     let seen = seen.recv_timeout(LIMIT).unwrap();
     assert!(seen.reads.iter().all(|&n| n <= 2), "{:?}", seen.reads);
     // The Data frame (13 bytes) and the Goodbye: ten slices at least, 40 ms apart.
     assert!(seen.reads.len() >= 10, "{:?}", seen.reads);
-    assert!(
-        started.elapsed() >= Duration::from_millis(360),
-        "{:?}",
-        started.elapsed()
-    );
+    at_least(started, Duration::from_millis(360));
 }
 
 #[test]
 fn framed_pipe_limit_data_closes_in_the_middle_of_a_frame() {
     let (_dir, path, seen) = framed_server(true);
     let line = [b'x'; 200];
-    let run = framed_pipe_with(&path, "limit_data=100", &[&line[..], b"\n"].concat());
+    let run = pipe_with(
+        &path,
+        &["--framed"],
+        "limit_data=100",
+        &[&line[..], b"\n"].concat(),
+    );
     assert!(run.status.success(), "{}", run.stderr);
     assert_eq!(run.stdout, b"", "the frame was cut: no echo");
     let seen = seen.recv_timeout(LIMIT).unwrap();
@@ -309,7 +315,7 @@ fn framed_pipe_half_close_shuts_the_write_side_mid_frame_and_prints_the_rest() {
     let (_dir, path, seen) = framed_server(false);
     let long = [b'y'; 200];
     let stdin = [&b"one\n"[..], &long[..], b"\n"].concat();
-    let run = framed_pipe_with(&path, "half_close=100", &stdin);
+    let run = pipe_with(&path, &["--framed"], "half_close=100", &stdin);
     assert!(run.status.success(), "{}", run.stderr);
     assert_eq!(
         run.stdout, b"one\n",
@@ -330,56 +336,23 @@ fn framed_pipe_stop_reading_makes_the_servers_writes_block() {
             .encode(&mut out, u32::MAX)
             .unwrap();
         stream.write_all(&out).unwrap();
-        stream
-            .set_write_timeout(Some(Duration::from_millis(300)))
-            .unwrap();
         let mut frame = BytesMut::new();
         Frame::Data(vec![b'w'; 1000].into())
             .encode(&mut frame, u32::MAX)
             .unwrap();
-        let mut total = 0usize;
-        while total < 64 << 20 {
-            match stream.write(&frame) {
-                Ok(n) => total += n,
-                Err(_) => break,
-            }
-        }
-        let _ = tx.send(total);
+        let _ = tx.send(write_until_blocked(&mut stream, &frame));
     });
-    let run = framed_pipe_with(&path, "stop_reading=4KiB", b"");
+    let run = pipe_with(&path, &["--framed"], "stop_reading=4KiB", b"");
     assert!(run.status.success(), "{}", run.stderr);
     // The Hello and four frames of 1005 bytes fit in 4 KiB; the fifth is cut by the stop.
     let line = [&[b'w'; 1000][..], b"\n"].concat();
     assert_eq!(run.stdout, line.repeat(4));
-    let total = written.recv_timeout(LIMIT).unwrap();
-    assert!(
-        total < 16 << 20,
-        "the server wrote {total} bytes: the client kept reading"
-    );
-}
-
-/// A raw echo server that records the size of each read.
-fn raw_recording_echo() -> (tempfile::TempDir, std::path::PathBuf, Receiver<Vec<usize>>) {
-    let (tx, rx) = channel();
-    let (dir, path) = fake_server(move |mut stream| {
-        stream.set_read_timeout(Some(LIMIT)).unwrap();
-        let mut reads = Vec::new();
-        let mut chunk = [0u8; 4096];
-        while let Ok(n) = stream.read(&mut chunk) {
-            if n == 0 {
-                break;
-            }
-            reads.push(n);
-            let _ = stream.write_all(&chunk[..n]);
-        }
-        let _ = tx.send(reads);
-    });
-    (dir, path, rx)
+    writes_blocked(&written);
 }
 
 #[test]
 fn send_slicer_sends_each_message_in_slices_and_checks_every_echo() {
-    let (_dir, path, reads) = raw_recording_echo();
+    let (_dir, path, reads) = recording_server(true, b"");
     bare_client()
         .arg(&path)
         .args(["send", "-n", "2", "-i", "50ms", "-m", "hello"])
@@ -389,8 +362,8 @@ fn send_slicer_sends_each_message_in_slices_and_checks_every_echo() {
         .stdout("sent: hello\nreceived: hello\nsent: hello\nreceived: hello\n")
         .stderr("2 sent, 2 echoed intact\n");
     let reads = reads.recv_timeout(LIMIT).unwrap();
-    assert!(reads.iter().all(|&n| n <= 2), "{reads:?}");
-    assert_eq!(reads.iter().sum::<usize>(), 10);
+    assert!(reads.iter().all(|r| r.len() <= 2), "{reads:?}");
+    assert_eq!(reads.concat(), b"hellohello");
 }
 
 #[test]

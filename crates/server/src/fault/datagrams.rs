@@ -58,17 +58,11 @@ struct Held {
 /// `timeout` (nothing answered), and the descriptor faults. The others (latency, slices...)
 /// shape a stream and do nothing here.
 fn for_datagrams(fault: &Fault) -> bool {
-    matches!(
-        fault,
-        Fault::Loss { .. }
-            | Fault::Duplicate { .. }
-            | Fault::Reorder { .. }
-            | Fault::Truncate { .. }
-            | Fault::Answer(_)
-            | Fault::Timeout { .. }
-            | Fault::WithholdFds
-            | Fault::ExtraFd
-    )
+    fault.messages_only()
+        || matches!(
+            fault,
+            Fault::Answer(_) | Fault::Timeout { .. } | Fault::WithholdFds | Fault::ExtraFd
+        )
 }
 
 impl Datagrams {

@@ -32,6 +32,18 @@ fn client(server: &Server) -> UnixStream {
     stream
 }
 
+/// Asserts that at least `least` has passed since `since`.
+pub(crate) fn at_least(since: Instant, least: Duration) {
+    let took = since.elapsed();
+    assert!(took >= least, "{took:?}, expected at least {least:?}");
+}
+
+/// Asserts that less than `most` has passed since `since`.
+pub(crate) fn sooner_than(since: Instant, most: Duration) {
+    let took = since.elapsed();
+    assert!(took < most, "{took:?}, expected less than {most:?}");
+}
+
 /// Everything until EOF, or until the peer resets the connection (a close with our bytes
 /// unread): what arrived before either.
 fn read_to_close(stream: &mut UnixStream) -> Vec<u8> {
@@ -57,11 +69,7 @@ fn latency_holds_each_echo_at_least_the_delay() {
         let mut echo = [0u8; 4];
         stream.read_exact(&mut echo).unwrap();
         assert_eq!(&echo, b"ping");
-        assert!(
-            sent.elapsed() >= Duration::from_millis(300),
-            "{:?}",
-            sent.elapsed()
-        );
+        at_least(sent, Duration::from_millis(300));
     }
 }
 
@@ -95,11 +103,7 @@ fn slicer_echoes_in_slices_with_a_gap() {
     }
     assert_eq!(got, message);
     // Seven slices, six gaps between them.
-    assert!(
-        sent.elapsed() >= Duration::from_millis(300),
-        "{:?}",
-        sent.elapsed()
-    );
+    at_least(sent, Duration::from_millis(300));
 }
 
 #[test]
@@ -113,11 +117,7 @@ fn bandwidth_limits_the_echo_rate() {
     stream.read_exact(&mut echo).unwrap();
     assert_eq!(echo, data);
     // A second's worth, in 20 ms portions: the first goes at once.
-    assert!(
-        sent.elapsed() >= Duration::from_millis(900),
-        "{:?}",
-        sent.elapsed()
-    );
+    at_least(sent, Duration::from_millis(900));
 }
 
 #[test]
@@ -184,11 +184,7 @@ fn timeout_with_a_duration_closes_without_a_word() {
     let opened = Instant::now();
     stream.write_all(b"ping\n").unwrap();
     assert_eq!(read_to_close(&mut stream), b"");
-    assert!(
-        opened.elapsed() >= Duration::from_millis(300),
-        "{:?}",
-        opened.elapsed()
-    );
+    at_least(opened, Duration::from_millis(300));
 }
 
 #[test]
@@ -198,11 +194,7 @@ fn reset_peer_closes_at_once() {
     let opened = Instant::now();
     let _ = stream.write_all(b"hello\n");
     assert_eq!(read_to_close(&mut stream), b"");
-    assert!(
-        opened.elapsed() < Duration::from_secs(2),
-        "{:?}",
-        opened.elapsed()
-    );
+    sooner_than(opened, Duration::from_secs(2));
 }
 
 #[test]
@@ -212,11 +204,8 @@ fn reset_peer_with_a_duration_closes_no_sooner() {
     let opened = Instant::now();
     stream.write_all(b"hello\n").unwrap();
     assert_eq!(read_to_close(&mut stream), b"", "closed unanswered");
-    let after = opened.elapsed();
-    assert!(
-        after >= Duration::from_millis(400) && after < Duration::from_secs(5),
-        "{after:?}"
-    );
+    at_least(opened, Duration::from_millis(400));
+    sooner_than(opened, Duration::from_secs(5));
 }
 
 #[test]
@@ -227,11 +216,7 @@ fn slow_close_delays_the_servers_close_after_the_half_close() {
     let closed = Instant::now();
     stream.shutdown(Shutdown::Write).unwrap();
     assert_eq!(read_to_close(&mut stream), b"bye");
-    assert!(
-        closed.elapsed() >= Duration::from_millis(400),
-        "{:?}",
-        closed.elapsed()
-    );
+    at_least(closed, Duration::from_millis(400));
 }
 
 #[test]
@@ -268,6 +253,14 @@ fn answer_file_answers_with_its_lines_in_turn() {
     assert_eq!(read_to_close(&mut stream), b"one\ntwo\none\n");
 }
 
+/// The next frame is Goodbye (`Done`).
+fn expect_goodbye(peer: &mut FramedPeer) {
+    match peer.recv().unwrap() {
+        Some(Frame::Goodbye(g)) => assert_eq!(g.reason, GoodbyeReason::Done),
+        other => panic!("expected Goodbye, got {other:?}"),
+    }
+}
+
 fn data(payload: &'static [u8]) -> Frame {
     Frame::Data(Bytes::from_static(payload))
 }
@@ -281,10 +274,7 @@ fn goodbye_after_n_frames_ends_a_framed_session() {
     }
     assert_eq!(peer.recv().unwrap(), Some(data(b"one")));
     assert_eq!(peer.recv().unwrap(), Some(data(b"two")));
-    match peer.recv().unwrap() {
-        Some(Frame::Goodbye(g)) => assert_eq!(g.reason, GoodbyeReason::Done),
-        other => panic!("expected Goodbye, got {other:?}"),
-    }
+    expect_goodbye(&mut peer);
 }
 
 #[test]
@@ -292,10 +282,7 @@ fn goodbye_after_zero_frames_says_goodbye_right_after_the_hello() {
     let server = faulty(&["goodbye_after=0"]);
     let (mut peer, _hello) = FramedPeer::handshake(server.socket()).unwrap();
     peer.send(&data(b"never echoed")).unwrap();
-    match peer.recv().unwrap() {
-        Some(Frame::Goodbye(g)) => assert_eq!(g.reason, GoodbyeReason::Done),
-        other => panic!("expected Goodbye, got {other:?}"),
-    }
+    expect_goodbye(&mut peer);
 }
 
 #[test]
@@ -354,17 +341,24 @@ fn verbose_says_which_fault_hit_which_connection() {
     let mut echo = [0u8; 9];
     stream.read_exact(&mut echo).unwrap();
     assert!(server.wait_stderr("echo:", STOP), "{}", server.stderr());
-    let stderr = server.stderr();
-    let line = stderr
-        .lines()
-        .find(|l| l.contains("fault: corrupt@100%"))
-        .unwrap_or_else(|| panic!("{stderr}"));
+    let line = escaped_line(&server, "fault: corrupt@100%");
     assert!(line.contains("conn{id=1"), "{line}");
-    assert!(stderr.contains("fault seed 7"), "{stderr}");
+    assert!(server.stderr().contains("fault seed 7"));
+}
+
+/// The server's log line that holds `needle`, once no line holds an escape character: what
+/// a peer sent (bytes, an address) is escaped.
+pub(crate) fn escaped_line(server: &Server, needle: &str) -> String {
+    let stderr = server.stderr();
     assert!(
         !stderr.contains('\u{1b}'),
-        "the peer's bytes are escaped: {stderr}"
+        "a peer's bytes unescaped: {stderr}"
     );
+    stderr
+        .lines()
+        .find(|l| l.contains(needle))
+        .unwrap_or_else(|| panic!("no {needle:?} in {stderr}"))
+        .to_owned()
 }
 
 #[test]
@@ -441,28 +435,30 @@ fn seqpacket_echoes(fault: &str, sent: &[&[u8]]) -> Vec<Vec<u8>> {
     got
 }
 
-#[test]
-fn seqpacket_messages_are_lost_duplicated_reordered_and_truncated_on_demand() {
+/// The message faults as a peer of a message socket sees them, the same on seqpacket and
+/// datagram: `echoes(fault, sent)` is what came back for `sent` from a server with `fault`.
+pub(crate) fn message_faults_hold(echoes: impl Fn(&str, &[&[u8]]) -> Vec<Vec<u8>>) {
     let sent: [&[u8]; 2] = [b"first", b"second"];
-    assert!(seqpacket_echoes("loss=1", &sent).is_empty());
+    assert_eq!(echoes("truncate=99", &sent), sent, "as sent");
+    assert!(echoes("loss=1", &sent).is_empty());
+    assert!(echoes("timeout", &sent).is_empty());
     assert_eq!(
-        seqpacket_echoes("duplicate=1", &sent),
+        echoes("duplicate=1", &sent),
         [&b"first"[..], b"first", b"second", b"second"]
     );
-    assert_eq!(
-        seqpacket_echoes("reorder=1", &sent),
-        [&b"second"[..], b"first"]
-    );
-    assert_eq!(seqpacket_echoes("truncate=3", &sent), [&b"fir"[..], b"sec"]);
-    assert_eq!(seqpacket_echoes("answer=ok", &sent), [&b"ok"[..], b"ok"]);
+    assert_eq!(echoes("reorder=1", &sent), [&b"second"[..], b"first"]);
+    assert_eq!(echoes("truncate=3", &sent), [&b"fir"[..], b"sec"]);
+    assert_eq!(echoes("answer=ok", &sent), [&b"ok"[..], b"ok"]);
     let dir = short_temp_dir();
     let file = dir.path().join("answers");
     std::fs::write(&file, "one\ntwo\n").unwrap();
     let answer_file = format!("answer_file={}", file.display());
-    assert_eq!(
-        seqpacket_echoes(&answer_file, &sent),
-        [&b"one\n"[..], b"two\n"]
-    );
+    assert_eq!(echoes(&answer_file, &sent), [&b"one\n"[..], b"two\n"]);
+}
+
+#[test]
+fn seqpacket_messages_are_lost_duplicated_reordered_and_truncated_on_demand() {
+    message_faults_hold(seqpacket_echoes);
 }
 
 /// A seqpacket connection to a server with `fault`, its reads waiting 500 ms at most.
@@ -529,11 +525,7 @@ fn seqpacket_reset_peer_closes_at_once() {
     rustix::net::sockopt::set_socket_timeout(&fd, rustix::net::sockopt::Timeout::Recv, long)
         .unwrap();
     assert_eq!(next_message(&fd), Ok(None));
-    assert!(
-        opened.elapsed() < Duration::from_secs(2),
-        "{:?}",
-        opened.elapsed()
-    );
+    sooner_than(opened, Duration::from_secs(2));
 }
 
 #[test]
@@ -547,11 +539,7 @@ fn seqpacket_slow_close_echoes_then_waits_before_closing() {
         .unwrap();
     assert_eq!(next_message(&fd), Ok(Some(b"bye".to_vec())));
     assert_eq!(next_message(&fd), Ok(None));
-    assert!(
-        closed.elapsed() >= Duration::from_millis(400),
-        "{:?}",
-        closed.elapsed()
-    );
+    at_least(closed, Duration::from_millis(400));
 }
 
 /// Sends "x" with one descriptor (a pipe's read end) to a server with `fault`; returns how

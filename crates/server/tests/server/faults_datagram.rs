@@ -9,8 +9,10 @@ use std::os::unix::net::{UnixDatagram, UnixStream};
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use rustix::net::{AddressFamily, RecvFlags, SendFlags, SocketAddrUnix, SocketFlags, SocketType};
+use rustix::net::{RecvFlags, SendFlags, SocketAddrUnix};
 use udsecho_harness::{Server, Signal, short_temp_dir};
+
+use crate::faults::{escaped_line, message_faults_hold, sooner_than};
 
 const STOP: Duration = Duration::from_secs(10);
 /// How long a sender waits for a reply before it counts the reply as not coming.
@@ -56,42 +58,16 @@ fn datagram_echoes(fault: &str, sent: &[&[u8]]) -> Vec<Vec<u8>> {
 
 #[test]
 fn datagrams_are_lost_duplicated_reordered_truncated_and_answered_on_demand() {
-    let sent: [&[u8]; 2] = [b"first", b"second"];
-    assert_eq!(datagram_echoes("truncate=99", &sent), sent, "as sent");
-    assert!(datagram_echoes("loss=1", &sent).is_empty());
-    assert!(datagram_echoes("drop=100%", &sent).is_empty());
-    assert!(datagram_echoes("timeout", &sent).is_empty());
-    assert_eq!(
-        datagram_echoes("duplicate=1", &sent),
-        [&b"first"[..], b"first", b"second", b"second"]
-    );
-    assert_eq!(
-        datagram_echoes("reorder=1", &sent),
-        [&b"second"[..], b"first"]
-    );
-    assert_eq!(datagram_echoes("truncate=3", &sent), [&b"fir"[..], b"sec"]);
-    assert_eq!(datagram_echoes("answer=ok", &sent), [&b"ok"[..], b"ok"]);
-    let dir = short_temp_dir();
-    let file = dir.path().join("answers");
-    std::fs::write(&file, "one\ntwo\n").unwrap();
-    let answer_file = format!("answer_file={}", file.display());
-    assert_eq!(
-        datagram_echoes(&answer_file, &sent),
-        [&b"one\n"[..], b"two\n"]
+    message_faults_hold(datagram_echoes);
+    assert!(
+        datagram_echoes("drop=100%", &[&b"one"[..]]).is_empty(),
+        "loss's other name"
     );
 }
 
 /// A datagram socket bound to the abstract name `name`, whose reads wait [`QUIET`] at most.
 fn abstract_sender(name: &str) -> OwnedFd {
-    let fd = rustix::net::socket_with(
-        AddressFamily::UNIX,
-        SocketType::DGRAM,
-        SocketFlags::CLOEXEC,
-        None,
-    )
-    .unwrap();
-    let address = SocketAddrUnix::new_abstract_name(name.as_bytes()).unwrap();
-    rustix::net::bind(&fd, &address).unwrap();
+    let fd = crate::socket_types::abstract_datagram(name);
     rustix::net::sockopt::set_socket_timeout(&fd, rustix::net::sockopt::Timeout::Recv, Some(QUIET))
         .unwrap();
     fd
@@ -162,17 +138,9 @@ fn verbose_names_the_fault_and_the_sender_escaped() {
     let socket = sender(dir.path(), "c\u{1b}[31m.sock");
     socket.send_to(b"lost", server.socket()).unwrap();
     assert!(server.wait_stderr("dropped", STOP), "{}", server.stderr());
-    let stderr = server.stderr();
-    let line = stderr
-        .lines()
-        .find(|l| l.contains("fault: loss=1: a datagram from "))
-        .unwrap_or_else(|| panic!("{stderr}"));
+    let line = escaped_line(&server, "fault: loss=1: a datagram from ");
     assert!(line.ends_with(": dropped"), "{line}");
     assert!(line.contains("c\\u{1b}[31m.sock"), "{line}");
-    assert!(
-        !stderr.contains('\u{1b}'),
-        "the address is escaped: {stderr}"
-    );
 }
 
 /// One command on the control socket at `path`, and its answer line.
@@ -216,9 +184,5 @@ fn sigterm_answers_the_datagram_a_reorder_held_back() {
     assert_eq!(&buf[..n], b"held back", "the drain lifts the fault");
     let status = server.wait_exit(STOP).unwrap();
     assert!(status.success(), "{}", server.stderr());
-    assert!(
-        signalled.elapsed() < Duration::from_secs(5),
-        "{:?}",
-        signalled.elapsed()
-    );
+    sooner_than(signalled, Duration::from_secs(5));
 }
