@@ -1,6 +1,6 @@
 //! The runner, tested: udsecho's server and client, the proto crate's example server and the
 //! bug-free mutants pass every case; each mutant (one deliberate bug, in
-//! `examples/mutant_server.rs` and `examples/mutant_client.rs`) fails exactly the cases meant
+//! `examples/mutant_server/` and `examples/mutant_client.rs`) fails exactly the cases meant
 //! to catch that bug; every MUST row of PROTOCOL.md §7 has a mutant that breaks it and fails.
 //!
 //! The binaries are the workspace's (`cargo test --workspace` builds them all, examples
