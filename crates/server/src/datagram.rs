@@ -7,6 +7,9 @@
 //! - A sender whose receive queue is full (it is not reading its replies) would make the
 //!   server wait for it, and so everyone: its reply is dropped and counted the same way.
 //!   Datagrams are unreliable by nature; a blocked sender never blocks the others.
+//! - With faults (`--fault`, `--control`), each datagram is answered through
+//!   `fault::Datagrams`, which may drop it, hold it back, cut it, answer it otherwise or twice
+//!   (the drain lifts them); without, one `Option` is checked per datagram.
 //! - Replies a sender has not read yet are charged by the kernel to the *server's* send
 //!   buffer, shared by all senders. So the server asks for a large one ([`SEND_BUFFER`]);
 //!   a sender that never reads holds at most `net.unix.max_dgram_qlen + 1` (11) replies.
@@ -19,15 +22,11 @@
 //! - `--idle-timeout` and `--max-connections` have no meaning here (there are no
 //!   connections). At shutdown the datagrams already queued are answered, then the server
 //!   stops.
-//! - With faults (`--fault`, `--control`), each datagram is answered through
-//!   `fault::Datagrams`, which may drop it, hold it back, cut it, answer it otherwise or twice
-//!   (the drain lifts them); without, one `Option` is checked per datagram.
 
 use std::collections::HashMap;
 use std::io::{self, IoSlice};
 use std::ops::Not;
 use std::os::fd::AsFd;
-use std::sync::Arc;
 use std::time::Duration;
 
 use rustix::net::{RecvFlags, SendFlags, SocketAddrUnix};
@@ -236,13 +235,13 @@ impl DropLog {
     }
 }
 
-/// Answers datagrams on `socket` until the shutdown begins, then the ones already queued;
-/// with `faults`, as they have it until the shutdown begins.
+/// Answers datagrams on `socket` until the shutdown begins, then the ones already queued.
+/// With `faults`, as they have it until the shutdown begins.
 pub(crate) async fn serve(
     socket: UnixDatagram,
     name: &str,
     config: &Config,
-    faults: Option<&Arc<Faults>>,
+    faults: Option<&std::sync::Arc<Faults>>,
     shutdown: &Shutdown,
 ) {
     // Every datagram carries its sender's credentials: for --allow-uid, and to check that a
@@ -267,7 +266,10 @@ pub(crate) async fn serve(
     loop {
         tokio::select! {
             biased;
-            () = shutdown.begun() => break,
+            () = shutdown.begun() => {
+                lift_faults(&socket, config, &mut state);
+                break;
+            }
             ready = socket.readable() => {
                 if let Err(e) = ready {
                     tracing::error!("{name}: {e}");
@@ -281,7 +283,6 @@ pub(crate) async fn serve(
         }
         tokio::task::yield_now().await;
     }
-    lift_faults(&socket, config, &mut state);
     // The datagrams sent before the signal are answered; then the socket closes.
     if let Err(e) = answer_queued(&socket, config, &mut state, DRAIN_MAX) {
         tracing::debug!("{name}: {e}");
@@ -323,17 +324,6 @@ struct State {
     names: Option<AbstractNames>,
     /// The faults, if the server has any (`--fault`, `--control`).
     faults: Option<Datagrams>,
-}
-
-/// The drain began: a datagram the faults held back is answered, and no fault applies to
-/// the datagrams still queued.
-fn lift_faults(socket: &UnixDatagram, config: &Config, state: &mut State) {
-    if let Some(faults) = state.faults.take() {
-        let (drops, names) = (&mut state.drops, &mut state.names);
-        faults.lift(|bytes, msg, from| {
-            answer_one(socket, config, drops, names.as_mut(), bytes, msg, from);
-        });
-    }
 }
 
 /// Does an abstract name belong, in this server's network namespace, to the sender?
@@ -526,5 +516,16 @@ fn answer_one(
         }
         Err(rustix::io::Errno::CONNREFUSED | rustix::io::Errno::NOENT) => {}
         Err(e) => tracing::debug!("answering a datagram: {e}"),
+    }
+}
+
+/// The drain began: a datagram the faults held back is answered, and no fault applies to
+/// the datagrams still queued.
+fn lift_faults(socket: &UnixDatagram, config: &Config, state: &mut State) {
+    if let Some(faults) = state.faults.take() {
+        let (drops, names) = (&mut state.drops, &mut state.names);
+        faults.lift(|bytes, msg, from| {
+            answer_one(socket, config, drops, names.as_mut(), bytes, msg, from);
+        });
     }
 }
