@@ -313,6 +313,17 @@ fn send_buffer_full(socket: &UnixDatagram) -> bool {
     matches!(rustix::event::poll(&mut fds, Some(&now)), Ok(0))
 }
 
+/// The drain began: a datagram the faults held back is answered, and no fault applies to
+/// the datagrams still queued.
+fn lift_faults(socket: &UnixDatagram, config: &Config, state: &mut State) {
+    if let Some(faults) = state.faults.take() {
+        let (drops, names) = (&mut state.drops, &mut state.names);
+        faults.lift(|bytes, msg, from| {
+            answer_one(socket, config, drops, names.as_mut(), bytes, msg, from);
+        });
+    }
+}
+
 /// What the datagram loop keeps between turns.
 #[derive(Debug)]
 struct State {
@@ -516,16 +527,5 @@ fn answer_one(
         }
         Err(rustix::io::Errno::CONNREFUSED | rustix::io::Errno::NOENT) => {}
         Err(e) => tracing::debug!("answering a datagram: {e}"),
-    }
-}
-
-/// The drain began: a datagram the faults held back is answered, and no fault applies to
-/// the datagrams still queued.
-fn lift_faults(socket: &UnixDatagram, config: &Config, state: &mut State) {
-    if let Some(faults) = state.faults.take() {
-        let (drops, names) = (&mut state.drops, &mut state.names);
-        faults.lift(|bytes, msg, from| {
-            answer_one(socket, config, drops, names.as_mut(), bytes, msg, from);
-        });
     }
 }
