@@ -120,6 +120,7 @@ fn generate(out: &Path) -> Result<(), String> {
     pages.sort();
     let expected = [
         "udsecho-client-bench.1",
+        "udsecho-client-fault.1",
         "udsecho-client-pipe.1",
         "udsecho-client-send.1",
         "udsecho-client.1",

@@ -187,6 +187,9 @@ pub enum ErrorKind {
         /// The server's message.
         message: String,
     },
+    /// A server's control socket refused a command (`udsecho-client fault`), or is not one.
+    #[error("control: {0}")]
+    ControlRefused(String),
     /// The server broke the framed protocol.
     #[error("protocol error")]
     Protocol(#[source] ProtoError),

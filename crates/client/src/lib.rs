@@ -8,10 +8,12 @@
 
 pub mod bench;
 mod connect;
+pub mod control;
 mod descriptors;
 mod error;
 mod fd_stream;
 mod message;
+mod misbehave;
 pub mod pipe;
 pub mod send;
 mod session;
@@ -22,4 +24,5 @@ pub use crate::connect::Connection;
 pub use crate::descriptors::{FdError, FdSpec, MAX_FDS, Passing};
 pub use crate::error::{ClientError, ErrorKind, report};
 pub use crate::message::MessageSocket;
+pub use crate::misbehave::Misbehaviour;
 pub use crate::target::{SocketType, Target, Transport};

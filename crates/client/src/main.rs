@@ -128,6 +128,8 @@ fn raw_pipe(runtime: &tokio::runtime::Runtime, cli: &Invocation) -> Result<(), C
         stream,
         target,
         &cli.descriptors,
+        &cli.misbehave,
+        cli.timeout,
         std::fs::File::from(stdin),
         std::fs::File::from(stdout),
     )
@@ -146,6 +148,7 @@ async fn run(cli: &Invocation) -> Result<(), ClientError> {
                     target,
                     cli.timeout,
                     &cli.descriptors,
+                    &cli.misbehave,
                     tokio::io::stdin(),
                     tokio::io::stdout(),
                 )
@@ -176,11 +179,23 @@ async fn run(cli: &Invocation) -> Result<(), ClientError> {
                 count: *count,
                 timeout: cli.timeout,
                 descriptors: cli.descriptors.clone(),
+                misbehave: cli.misbehave.clone(),
             };
             let mut out = std::io::stdout();
             let connection = target.open(cli.transport, cli.timeout).await?;
             let summary = send::run(connection, target, &options, ctrl_c(), &mut out).await?;
             print_summary(&summary);
+            Ok(())
+        }
+        Some(Command::Fault { control, command }) => {
+            let control = udsecho_client::Target::parse(control);
+            let answer =
+                udsecho_client::control::command(&control, &command.join(" "), cli.timeout).await?;
+            let mut out = std::io::stdout().lock();
+            for line in answer {
+                // A closed stdout loses the answer, not the command: it was carried out.
+                let _ = writeln!(out, "{line}");
+            }
             Ok(())
         }
         Some(Command::Bench {

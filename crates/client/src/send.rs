@@ -19,6 +19,7 @@ use crate::descriptors::{FdCheck, Passing};
 use crate::error::{ClientError, ErrorKind};
 use crate::fd_stream::FdStream;
 use crate::message::{MessageSocket, Received};
+use crate::misbehave::Misbehaviour;
 use crate::session;
 use crate::target::{SocketType, Target};
 
@@ -35,6 +36,9 @@ pub struct SendOptions {
     pub timeout: Duration,
     /// The descriptors each message carries (`--fd`), checked when they come back.
     pub descriptors: Passing,
+    /// What the stream does wrong on purpose (`--fault`): `send` takes slices only (each
+    /// message goes out in slices with a gap, each echo still checked).
+    pub misbehave: Misbehaviour,
 }
 
 /// What happened, for the closing line.
@@ -225,7 +229,7 @@ async fn raw(
     let mut checker = Checker::new(&options.message);
     let mut schedule = Schedule::new(options);
     // What comes back with the echo is checked as each read brings it.
-    let stream = FdStream::checked(stream, options.descriptors.clone());
+    let stream = FdStream::checked(stream, options.descriptors.clone(), &options.misbehave);
     let mut buf = vec![0u8; 64 * 1024];
     tokio::pin!(stop);
     while !schedule.finished() {
@@ -278,7 +282,7 @@ async fn framed(
     let mut checker = Checker::new(&options.message);
     // What comes back is checked as each read brings it, not when its frame is whole: a
     // server can send a frame's bytes one at a time, each with a message's worth.
-    let stream = FdStream::checked(stream, options.descriptors.clone());
+    let stream = FdStream::checked(stream, options.descriptors.clone(), &options.misbehave);
     let mut server = session::open(stream, options.timeout).await?;
     let mut schedule = Schedule::new(options);
     tokio::pin!(stop);

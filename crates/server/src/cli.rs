@@ -8,7 +8,7 @@ use clap::parser::ValueSource;
 use clap::{ArgAction, CommandFactory, FromArgMatches, Parser, ValueEnum};
 use udsecho_server::{
     Config, DEFAULT_BUSY_POLL, DEFAULT_MAX_CONNECTIONS, DEFAULT_SHUTDOWN_TIMEOUT,
-    DEFAULT_SOCKET_MODE, MIN_BUSY_POLL, Mode, SocketAddress, SocketType,
+    DEFAULT_SOCKET_MODE, FaultSpec, MIN_BUSY_POLL, Mode, SocketAddress, SocketType,
 };
 use udsecho_unix::generate::Docs;
 
@@ -100,6 +100,27 @@ pub(crate) struct Cli {
     /// serving threads and the clients' threads together outnumber the cores
     #[arg(long, value_name = "DUR", default_value_t = DEFAULT_BUSY_POLL.into(), value_parser = parse_busy_poll)]
     busy_poll: humantime::Duration,
+
+    /// Misbehave on purpose: a fault such as latency=100ms~20ms, slicer=1,gap=10ms,
+    /// stop_reading=1KiB, limit_data=5, timeout, reset_peer, slow_close=1s, corrupt,
+    /// answer=TEXT, answer_file=PATH, error_after=N, goodbye_after=N, withhold_fds,
+    /// extra_fd; loss=P, duplicate=P, reorder=P, truncate=N for seqpacket and datagram
+    /// messages. `@0.25` after it: a quarter of the connections (of a datagram socket's
+    /// senders). Repeat for several; docs/faults.md has the grammar and which fault works on
+    /// which socket type
+    #[arg(long = "fault", value_name = "SPEC", value_parser = parse_fault)]
+    faults: Vec<FaultSpec>,
+
+    /// Where the random draws of --fault start (which connections a share hits, jitter,
+    /// loss): the same seed replays the same choices [default: from the clock, logged]
+    #[arg(long, value_name = "N")]
+    fault_seed: Option<u64>,
+
+    /// A control socket (made like --socket: mode 0600) that takes `add SPEC`, `remove ID`,
+    /// `list` and `clear`, one a line, to change the faults while the server runs
+    /// (`udsecho-client fault` speaks it)
+    #[arg(long, value_name = "PATH", value_parser = parse_socket, conflicts_with = "inetd")]
+    pub(crate) control: Option<SocketAddress>,
 
     /// Serve one connection, then exit when it ends, as nc -lU does without -k: further peers
     /// are refused meanwhile (the listening socket is closed); a signal drains it as any
@@ -231,6 +252,18 @@ fn parse_at_least_one(s: &str) -> Result<u32, String> {
     }
 }
 
+/// `--fault`: the grammar is the library's ([`FaultSpec::parse`]); clap adds the flag's name.
+fn parse_fault(s: &str) -> Result<FaultSpec, String> {
+    let spec = FaultSpec::parse(s).map_err(|e| e.why)?;
+    if !spec.fault.for_server() {
+        return Err(format!(
+            "{} is a client's fault (udsecho-client pipe --fault)",
+            spec.fault.name()
+        ));
+    }
+    Ok(spec)
+}
+
 fn parse_socket(s: &str) -> Result<SocketAddress, String> {
     match s {
         "" => Err(
@@ -298,6 +331,8 @@ impl Cli {
             .threads
             .map_or_else(udsecho_server::default_threads, usize::from);
         config.busy_poll = *self.busy_poll;
+        config.faults = self.faults.clone();
+        config.fault_seed = self.fault_seed;
         config.once = self.once;
         config
     }

@@ -6,6 +6,8 @@ use std::str::FromStr;
 use std::time::Duration;
 
 pub use udsecho_unix::SocketType;
+
+use crate::fault::FaultSpec;
 pub use udsecho_unix::socket::MAX_SOCKET_PATH;
 pub use udsecho_unix::socket_dir::{DEFAULT_SOCKET_NAME, default_socket_dir};
 
@@ -130,6 +132,10 @@ pub struct Config {
     /// How long a serving thread may keep polling for new events after its last echo before
     /// it sleeps (the longest window; it adapts below that). Zero: it sleeps at once.
     pub busy_poll: Duration,
+    /// Faults to inject (`--fault`), each into every connection or a share of them.
+    pub faults: Vec<FaultSpec>,
+    /// Where the draws of the faults start (`--fault-seed`); `None`: from the clock, logged.
+    pub fault_seed: Option<u64>,
     /// Serve one connection, then stop accepting and exit when it ends (`--once`, as `nc
     /// -lU` without `-k`). Stream and seqpacket listeners only: a datagram socket has no
     /// connections (the binary refuses the combination).
@@ -151,6 +157,8 @@ impl Config {
             allow_uids: Vec::new(),
             threads: 1,
             busy_poll: DEFAULT_BUSY_POLL,
+            faults: Vec::new(),
+            fault_seed: None,
             once: false,
         }
     }

@@ -25,6 +25,7 @@ mod connection;
 mod datagram;
 mod descriptors;
 mod echo_log;
+mod fault;
 mod listen_error;
 mod listener;
 pub mod logging;
@@ -41,8 +42,9 @@ pub use crate::config::{
     DEFAULT_SOCKET_MODE, DEFAULT_SOCKET_NAME, MAX_SOCKET_PATH, MIN_BUSY_POLL, Mode, SocketAddress,
     SocketType, default_socket_dir, default_threads,
 };
+pub use crate::fault::{Answer, Control, Fault, FaultError, FaultSpec, Faults};
 pub use crate::listen_error::ListenError;
 pub use crate::listener::{Inherited, Listener};
-pub use crate::server::{ServeError, run};
+pub use crate::server::{ServeError, run, run_with_control};
 pub use crate::shutdown::Shutdown;
 pub use crate::signals::Signals;

@@ -8,7 +8,7 @@ use std::process::ExitCode;
 
 use udsecho_server::logging::{self, Sink};
 use udsecho_server::{
-    Inherited, ListenError, Listener, ServeError, Shutdown, Signals, SocketAddress,
+    Control, Inherited, ListenError, Listener, ServeError, Shutdown, Signals, SocketAddress,
 };
 use udsecho_unix::fd_limit::{Wanted, raise_fd_limit};
 use udsecho_unix::generate;
@@ -122,9 +122,13 @@ async fn serve(cli: &Cli, inherited: Option<Inherited>) -> Result<(), Failure> {
             (listener, config)
         }
     };
+    let control = match &cli.control {
+        Some(address) => Some(Control::bind(address).await?),
+        None => None,
+    };
     let shutdown = Shutdown::new();
     let signals = tokio::spawn(signals.drive(shutdown.clone()));
-    let served = udsecho_server::run(listener, &config, shutdown).await;
+    let served = udsecho_server::run_with_control(listener, control, &config, shutdown).await;
     signals.abort();
     Ok(served?)
 }

@@ -19,6 +19,7 @@ use udsecho_unix::credentials::{self, PeerPid};
 use crate::config::{Config, SocketType};
 use crate::connection::{self, Settings};
 use crate::datagram;
+use crate::fault::{self, Control, Faults};
 use crate::listener::{Listener, Socket};
 use crate::notify;
 use crate::shutdown::Shutdown;
@@ -149,16 +150,37 @@ pub async fn run(
     config: &Config,
     shutdown: Shutdown,
 ) -> Result<(), ServeError> {
+    run_with_control(listener, None, config, shutdown).await
+}
+
+/// [`run`], with a control socket (`--control`) through which faults are added and removed
+/// while the server runs; it is served until the shutdown begins, and its file removed.
+pub async fn run_with_control(
+    listener: Listener,
+    control: Option<Control>,
+    config: &Config,
+    shutdown: Shutdown,
+) -> Result<(), ServeError> {
     let Listener {
         socket,
         owned_file,
         name,
     } = listener;
+    let faults = fault_table(config, control.is_some());
+    let control = match (control, &faults) {
+        (Some(control), Some(faults)) => Some(tokio::spawn(fault::serve_control(
+            control,
+            faults.clone(),
+            shutdown.clone(),
+        ))),
+        _ => None,
+    };
     let settings = Arc::new(Settings {
         mode: config.mode,
         max_frame: config.max_frame,
         idle_timeout: config.idle_timeout,
         agent: concat!("udsecho/", env!("CARGO_PKG_VERSION")),
+        faults,
     });
     let kind = socket.kind();
     // The serving threads of a listener live until the drain is over: their connections are
@@ -199,7 +221,7 @@ pub async fn run(
             .await
         }
         Socket::Datagram(socket) => {
-            datagram::serve(socket, &name, config, &shutdown).await;
+            datagram::serve(socket, &name, config, settings.faults.as_ref(), &shutdown).await;
             None
         }
         Socket::OneStream(fd) => {
@@ -253,6 +275,10 @@ pub async fn run(
         tracker.wait().await;
     }
     poller.abort();
+    if let Some(control) = control {
+        // It stopped when the shutdown began; its file goes with it.
+        let _ = control.await;
+    }
     drop(workers);
     drop(owned_file);
     tracing::info!("stopped");
@@ -263,6 +289,27 @@ pub async fn run(
         }),
         None => Ok(()),
     }
+}
+
+/// The server's faults, if it has any (`--fault`) or may get some (`--control`): with
+/// neither, connections carry none and pay nothing for them.
+fn fault_table(config: &Config, control: bool) -> Option<Arc<Faults>> {
+    if config.faults.is_empty() && !control {
+        return None;
+    }
+    let seed = config.fault_seed.unwrap_or_else(|| {
+        // Not a secret: only which connections a fault hits, logged so it can be replayed.
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default();
+        (now.as_nanos() as u64) ^ u64::from(std::process::id()).rotate_left(32)
+    });
+    let faults = Faults::new(config.faults.clone(), seed);
+    for (id, spec) in faults.list() {
+        tracing::info!("fault {id}: {spec}");
+    }
+    tracing::info!("fault seed {seed} (--fault-seed {seed} replays which connections are hit)");
+    Some(Arc::new(faults))
 }
 
 /// A socket that takes connections.
@@ -280,23 +327,28 @@ enum Accepted {
 impl Acceptor {
     async fn accept(&self) -> io::Result<Accepted> {
         let (Acceptor::Stream(listener) | Acceptor::Seqpacket(listener)) = self;
-        let fd = loop {
-            let mut ready = listener.readable().await?;
-            let accepted = ready.try_io(|fd| {
-                rustix::net::accept_with(
-                    fd.get_ref(),
-                    rustix::net::SocketFlags::CLOEXEC | rustix::net::SocketFlags::NONBLOCK,
-                )
-                .map_err(io::Error::from)
-            });
-            if let Ok(result) = accepted {
-                break result?;
-            }
-        };
+        let fd = accept(listener).await?;
         Ok(match self {
             Acceptor::Stream(_) => Accepted::Stream(fd),
             Acceptor::Seqpacket(_) => Accepted::Seqpacket(fd),
         })
+    }
+}
+
+/// One connection from `listener`, non-blocking and close-on-exec (the control socket's too).
+pub(crate) async fn accept(listener: &AsyncFd<OwnedFd>) -> io::Result<OwnedFd> {
+    loop {
+        let mut ready = listener.readable().await?;
+        let accepted = ready.try_io(|fd| {
+            rustix::net::accept_with(
+                fd.get_ref(),
+                rustix::net::SocketFlags::CLOEXEC | rustix::net::SocketFlags::NONBLOCK,
+            )
+            .map_err(io::Error::from)
+        });
+        if let Ok(result) = accepted {
+            return result;
+        }
     }
 }
 
@@ -344,7 +396,7 @@ impl Accepted {
             Accepted::Stream(fd) => (fd, connection::Kind::Stream),
             Accepted::Seqpacket(fd) => (fd, connection::Kind::Seqpacket),
         };
-        let connection = connection::serve(fd, kind, settings.clone(), shutdown, slot);
+        let connection = connection::serve(fd, kind, id, settings.clone(), shutdown, slot);
         // The span costs memory in every task: only when it will be seen (-v).
         if span.is_disabled() {
             tracker.spawn_on(connection, on);

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use clap::parser::ValueSource;
 use clap::{CommandFactory, FromArgMatches};
-use udsecho_client::{Passing, SocketType, Target, Transport, report};
+use udsecho_client::{Misbehaviour, Passing, SocketType, Target, Transport, report};
 use udsecho_unix::fd_limit::{Wanted, raise_fd_limit};
 
 use super::{BenchMode, Cli, Command, TypeArg};
@@ -28,6 +28,8 @@ pub(crate) struct Invocation {
     pub(crate) descriptors: Passing,
     /// `--trace`: every byte sent and received, on stderr.
     pub(crate) trace: bool,
+    /// What the pipe does wrong on purpose (`--fault`).
+    pub(crate) misbehave: Misbehaviour,
 }
 
 impl Cli {
@@ -120,7 +122,7 @@ impl Cli {
             TypeArg::Datagram => Transport::Datagram,
         };
         let positional = match &cli.command {
-            None => &cli.path,
+            None | Some(Command::Fault { .. }) => &cli.path,
             Some(
                 Command::Pipe { path, .. }
                 | Command::Send { path, .. }
@@ -143,6 +145,7 @@ impl Cli {
             (None, None) => Target::default_path(),
         };
         let descriptors = open_descriptors(&cli);
+        let misbehave = misbehaviour(&cli, transport);
         Invocation {
             command: cli.command,
             target,
@@ -151,6 +154,7 @@ impl Cli {
             socket_word: cli.path.path,
             descriptors,
             trace: cli.trace,
+            misbehave,
         }
     }
 }
@@ -167,7 +171,10 @@ fn open_descriptors(cli: &Cli) -> Passing {
         Some(Command::Bench { .. }) if !specs.is_empty() => {
             usage_error("--fd goes with pipe and send; bench passes no descriptors")
         }
-        Some(Command::Bench { .. }) | None => {}
+        Some(Command::Fault { .. }) if !specs.is_empty() => {
+            usage_error("--fd goes with pipe and send; fault passes no descriptors")
+        }
+        Some(Command::Bench { .. } | Command::Fault { .. }) | None => {}
     }
     if specs.is_empty() {
         return Passing::none();
@@ -176,6 +183,35 @@ fn open_descriptors(cli: &Cli) -> Passing {
     // come back before the client lets go of its copies).
     let _ = raise_fd_limit(Wanted::Hard);
     Passing::open(&specs).unwrap_or_else(|e| usage_error(&report(&e)))
+}
+
+/// The `--fault` specs, in the order given (those before the subcommand first), checked:
+/// the client's faults only, on a stream; `send` takes slices only (it checks every echo).
+fn misbehaviour(cli: &Cli, transport: Transport) -> Misbehaviour {
+    let mut specs = cli.faults.faults.clone();
+    if let Some(Command::Pipe { faults, .. } | Command::Send { faults, .. }) = &cli.command {
+        specs.extend(faults.faults.iter().cloned());
+    }
+    let misbehave = Misbehaviour::new(&specs).unwrap_or_else(|e| usage_error(&e));
+    if misbehave.is_none() {
+        return misbehave;
+    }
+    match (&cli.command, transport) {
+        (_, Transport::Seqpacket | Transport::Datagram) => usage_error(
+            "--fault goes with a stream: a message socket's messages cannot be sliced or cut \
+             (udsecho-server --fault has the message faults)",
+        ),
+        (None | Some(Command::Pipe { .. }), _) => {}
+        (Some(Command::Send { .. }), _) if misbehave.only_slices() => {}
+        (Some(Command::Send { .. }), _) => usage_error(
+            "send takes --fault slicer only: it checks every echo, so it cannot stop reading \
+             or end its side early (the pipe can)",
+        ),
+        (Some(Command::Bench { .. } | Command::Fault { .. }), _) => {
+            usage_error("--fault goes with the pipe and send")
+        }
+    }
+    misbehave
 }
 
 /// Where `--socket` came from (a global flag lands in the subcommand's matches when given

@@ -14,15 +14,16 @@ use std::time::Duration;
 
 use clap::{Args, CommandFactory, Parser, Subcommand, ValueEnum, ValueHint};
 use udsecho_client::{FdSpec, SocketType};
+use udsecho_fault::FaultSpec;
 use udsecho_unix::generate::Docs;
 
 pub(crate) use self::checks::{Invocation, did_you_mean};
 use self::values::{
-    non_empty_message, parse_busy_poll, parse_count, parse_size, positive_duration,
+    non_empty_message, parse_busy_poll, parse_count, parse_fault, parse_size, positive_duration,
     report_interval, socket_path,
 };
 
-/// A client for udsecho (and any `nc -U` peer): pipe, send, bench.
+/// A client for udsecho (and any `nc -U` peer): pipe, send, bench, fault.
 ///
 /// With no subcommand it is a pipe, like `nc -U SOCKET`: stdin goes to the socket and the
 /// socket to stdout; on stdin EOF it half-closes, prints the rest of the echo, and exits when
@@ -90,6 +91,9 @@ pub(crate) struct Cli {
     #[command(flatten)]
     fds: FdArgs,
 
+    #[command(flatten)]
+    faults: FaultArgs,
+
     #[command(subcommand)]
     command: Option<Command>,
 }
@@ -123,6 +127,21 @@ pub(crate) struct FdArgs {
     fds: Vec<FdSpec>,
 }
 
+/// `--fault`, on the pipe (with or without `pipe`) and on `send`.
+#[derive(Debug, Args)]
+pub(crate) struct FaultArgs {
+    /// Misbehave on purpose, to test a server (a stream; repeatable)
+    ///
+    /// slicer=N[,gap=DUR] sends in slices of at most N bytes, GAP apart (default 10ms);
+    /// stop_reading=N reads no more of the answer after N bytes (and closes --timeout
+    /// later); limit_data=N closes after sending N bytes, even mid-message; half_close=N
+    /// shuts the write side after sending N bytes and reads on. The pipe takes all four,
+    /// raw or --framed; send takes slicer (it checks every echo). Once the fault has taken
+    /// effect, the end it brings exits 0. docs/faults.md has the grammar.
+    #[arg(long = "fault", value_name = "SPEC", value_parser = parse_fault)]
+    faults: Vec<FaultSpec>,
+}
+
 /// The socket as a plain argument, as `nc -U SOCKET` takes it.
 #[derive(Debug, Args)]
 pub(crate) struct SocketArg {
@@ -147,6 +166,8 @@ pub(crate) enum Command {
         path: SocketArg,
         #[command(flatten)]
         fds: FdArgs,
+        #[command(flatten)]
+        faults: FaultArgs,
     },
     /// Send a message every interval and check each echo (the classic demo)
     ///
@@ -167,6 +188,8 @@ pub(crate) enum Command {
         count: Option<u64>,
         #[command(flatten)]
         fds: FdArgs,
+        #[command(flatten)]
+        faults: FaultArgs,
     },
     /// Measure round trips/s, MB/s and latency against a server
     ///
@@ -213,6 +236,19 @@ pub(crate) enum Command {
         /// (instead of the progress bar)
         #[arg(short, long, value_name = "DUR", value_parser = report_interval)]
         interval: Option<Duration>,
+    },
+    /// Change a server's faults while it runs, through its control socket
+    ///
+    /// `udsecho-server --control PATH` takes one command a line: `add SPEC` (answers `ok
+    /// ID`), `remove ID`, `list` (a line per fault), `clear`. The answer is printed; a
+    /// refused command exits 1 with the server's reason. docs/faults.md has the grammar.
+    Fault {
+        /// The server's control socket (its --control)
+        #[arg(long, value_name = "PATH", value_hint = ValueHint::FilePath)]
+        control: String,
+        /// The command: add SPEC, remove ID, list or clear
+        #[arg(value_name = "COMMAND", required = true, num_args = 1.., trailing_var_arg = true)]
+        command: Vec<String>,
     },
 }
 

@@ -3,6 +3,7 @@
 use std::time::Duration;
 
 use udsecho_client::bench;
+use udsecho_fault::FaultSpec;
 
 /// The longest duration any flag takes: beyond it a wait means "never", and deadlines
 /// computed from it must not overflow.
@@ -76,4 +77,10 @@ pub(super) fn non_empty_message(s: &str) -> Result<String, String> {
     } else {
         Ok(s.to_owned())
     }
+}
+
+/// `--fault`: the grammar shared with the server (`udsecho-fault`); which faults the client
+/// can commit, and where, is checked with the rest of the command line.
+pub(super) fn parse_fault(s: &str) -> Result<FaultSpec, String> {
+    FaultSpec::parse(s).map_err(|e| e.why)
 }

@@ -10,12 +10,14 @@ use std::os::fd::AsFd;
 use std::os::unix::net::UnixStream as StdUnixStream;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::thread;
+use std::time::Duration;
 
 use rustix::net::RecvFlags;
 use udsecho_proto::{Kind, MAX_CONTROL_FRAME, PREAMBLE};
 
 use crate::descriptors::{self, Passing};
 use crate::error::{ClientError, ErrorKind, TURNED_AWAY};
+use crate::misbehave::{Misbehaviour, SendEnd};
 use crate::session;
 use crate::target::Target;
 
@@ -39,10 +41,15 @@ const CHUNK: usize = 256 * 1024;
 /// - With `passing` (`--fd`), the first bytes of each read of `input` carry those
 ///   descriptors; descriptors that come back are closed (the kernel closing some because the
 ///   client is at its limit is [`ErrorKind::DescriptorLimit`]).
+/// - With `misbehave` (`--fault`), it sends in slices, closes or half-closes after so many
+///   bytes, or stops reading after so many (then, `linger` later, it closes and returns
+///   `Ok`: the rest of the answer, and of `input`, is dropped on purpose).
 pub fn raw<I, O>(
     stream: StdUnixStream,
     target: &Target,
     passing: &Passing,
+    misbehave: &Misbehaviour,
+    linger: Duration,
     input: I,
     mut output: O,
 ) -> Result<(), ClientError>
@@ -64,10 +71,21 @@ where
         .spawn({
             let sent = sent.clone();
             let passing = passing.clone();
-            move || upload(input, to_server, &passing, &sent)
+            let misbehave = misbehave.clone();
+            move || upload(input, to_server, &passing, &misbehave, &sent)
         })
         .map_err(|e| io("starting the upload thread", e))?;
-    download(&stream, &mut output, !passing.is_empty(), &sent).map_err(fail)?;
+    let room = !passing.is_empty();
+    let stopped =
+        download(&stream, &mut output, room, misbehave.stop_reading, &sent).map_err(fail)?;
+    if stopped {
+        // Stopped reading on purpose: the server may be blocked writing to us, and so our
+        // upload blocked writing to it. Give it `linger` to be seen that way, then close.
+        thread::sleep(linger);
+        let _ = stream.shutdown(Shutdown::Both);
+        let _ = upload.join();
+        return Ok(());
+    }
     // The server has finished sending. Like nc, keep sending until stdin ends: the server
     // may still be reading (a half-close, as `nc -N -lU` does).
     match upload.join() {
@@ -85,25 +103,38 @@ fn upload(
     mut input: impl Read,
     mut socket: StdUnixStream,
     passing: &Passing,
+    misbehave: &Misbehaviour,
     first: &Mutex<Vec<u8>>,
 ) -> Result<u64, ErrorKind> {
     let fds = passing.fds();
     let mut buf = vec![0u8; CHUNK];
     let mut sent = 0u64;
     loop {
-        let n = match input.read(&mut buf) {
+        let limit = misbehave.send_limit(sent);
+        if let Some((0, end)) = limit {
+            if end == SendEnd::Close {
+                // Closed mid-message, on purpose: the server reads EOF, its writes fail.
+                let _ = socket.shutdown(Shutdown::Both);
+                return Ok(sent);
+            }
+            break;
+        }
+        let mut n = match input.read(&mut buf) {
             Ok(0) => break,
             Ok(n) => n,
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
             Err(e) => return Err(ErrorKind::Stdin(e)),
         };
+        if let Some((left, _)) = limit {
+            n = n.min(usize::try_from(left).unwrap_or(usize::MAX));
+        }
         if sent < REFUSAL_MAX as u64 {
             let mut first = first.lock().unwrap_or_else(PoisonError::into_inner);
             let room = REFUSAL_MAX - first.len();
             first.extend_from_slice(&buf[..n.min(room)]);
         }
         crate::trace::sent(&buf[..n]);
-        send_read(&mut socket, &buf[..n], &fds).map_err(|e| {
+        send_slices(&mut socket, &buf[..n], &fds, misbehave.slices).map_err(|e| {
             session::transport("sending", e, || {
                 ErrorKind::closed_early(if sent == 0 {
                     format!("before reading anything: {TURNED_AWAY}")
@@ -126,6 +157,28 @@ fn upload(
     }
 }
 
+/// Writes one read of stdin, in slices `gap` apart if asked (`slicer`), the first carrying
+/// `fds`.
+fn send_slices(
+    socket: &mut StdUnixStream,
+    bytes: &[u8],
+    fds: &[std::os::fd::BorrowedFd<'_>],
+    slices: Option<(usize, Duration)>,
+) -> std::io::Result<()> {
+    let Some((size, gap)) = slices else {
+        return send_read(socket, bytes, fds);
+    };
+    for (i, slice) in bytes.chunks(size).enumerate() {
+        if i > 0 {
+            thread::sleep(gap);
+        }
+        send_read(socket, slice, if i == 0 { fds } else { &[] })?;
+    }
+    // The gap after the last slice too: the next read's first slice is a slice of its own.
+    thread::sleep(gap);
+    Ok(())
+}
+
 /// Writes one read of stdin, its first bytes carrying `fds` (none: a plain write).
 fn send_read(
     socket: &mut StdUnixStream,
@@ -146,28 +199,44 @@ fn send_read(
 
 /// The socket to `output` until the server's EOF. The first bytes are held back while they
 /// may be a framed-only server's refusal (see [`may_be_refusal`]). With `room`, each read
-/// makes room for descriptors coming back, and closes them.
+/// makes room for descriptors coming back, and closes them. With `stop_reading`, it stops
+/// after that many bytes and returns `true`.
 fn download(
     socket: &StdUnixStream,
     output: &mut impl Write,
     room: bool,
+    stop_reading: Option<u64>,
     sent: &Mutex<Vec<u8>>,
-) -> Result<(), ErrorKind> {
+) -> Result<bool, ErrorKind> {
     let mut buf = vec![0u8; CHUNK];
     // The server's first bytes, while they may still be a refusal.
     let mut first = Some(Vec::new());
+    let mut received = 0u64;
     // Whether the server sent anything at all.
     let mut answered = false;
     loop {
+        let mut cap = CHUNK;
+        if let Some(stop) = stop_reading {
+            let left = stop.saturating_sub(received);
+            if left == 0 {
+                if let Some(held) = first.take() {
+                    output.write_all(&held).map_err(ErrorKind::Stdout)?;
+                }
+                output.flush().map_err(ErrorKind::Stdout)?;
+                return Ok(true);
+            }
+            cap = cap.min(usize::try_from(left).unwrap_or(usize::MAX));
+        }
         // Descriptors lost on the way in are reported after this read's bytes are out.
         let mut lost = Ok(());
-        let read = match descriptors::recv(socket.as_fd(), &mut buf, RecvFlags::empty(), room) {
-            Ok(got) => {
-                lost = got.returned.close();
-                Ok(got.len)
-            }
-            Err(e) => Err(std::io::Error::from(e)),
-        };
+        let read =
+            match descriptors::recv(socket.as_fd(), &mut buf[..cap], RecvFlags::empty(), room) {
+                Ok(got) => {
+                    lost = got.returned.close();
+                    Ok(got.len)
+                }
+                Err(e) => Err(std::io::Error::from(e)),
+            };
         let n = match read {
             Ok(0) => {
                 if let Some(held) = first.take() {
@@ -176,10 +245,11 @@ fn download(
                     }
                     output.write_all(&held).map_err(ErrorKind::Stdout)?;
                 }
-                return output.flush().map_err(ErrorKind::Stdout);
+                return output.flush().map_err(ErrorKind::Stdout).map(|()| false);
             }
             Ok(n) => {
                 crate::trace::received(&buf[..n]);
+                received += n as u64;
                 answered = true;
                 n
             }
@@ -216,7 +286,7 @@ fn download(
                 output.write_all(&held).map_err(ErrorKind::Stdout)?;
             }
             output.flush().map_err(ErrorKind::Stdout)?;
-            return lost;
+            return lost.map(|()| false);
         }
     }
 }

@@ -7,6 +7,7 @@ mod connect;
 mod datagram;
 mod descriptors;
 mod docs;
+mod fault;
 mod pipe;
 mod readme;
 mod send;

@@ -4,9 +4,10 @@
 //! - ```console blocks (each after a `<!-- readme-test` comment) are run as written.
 //!   `$ udsecho-server ...` lines start a server (and must print the `listening` line shown);
 //!   every other `$` line runs in bash and must print exactly the lines shown under it (stdout
-//!   and stderr together; `...` ends the comparison). A block that uses a socket none of its
-//!   lines serves gets a `udsecho-server` there, standing in for the reader's own server. At
-//!   the end each server gets SIGTERM and must exit 0 and remove its socket.
+//!   and stderr together; `...` ends the comparison; `/tmp/` in it is the block's directory,
+//!   as in the commands). A block that uses a socket none of its lines serves gets a
+//!   `udsecho-server` there, standing in for the reader's own server. At the end each server
+//!   gets SIGTERM and must exit 0 and remove its socket.
 //! - The ```python block runs in python3 against a udsecho-server.
 //! - The ```rust block is `readme_example.rs`, byte for byte, which this test crate compiles
 //!   (against the workspace's rustix) and runs against a udsecho-server.
@@ -228,11 +229,12 @@ fn the_readme_examples_print_what_the_readme_shows() {
             let printed = String::from_utf8_lossy(&out.stdout);
             assert!(out.status.success(), "`{command}` failed: {printed}");
             let printed: Vec<&str> = printed.lines().collect();
-            let shown: Vec<&str> = step
+            // Paths under /tmp/ in the output are the block's directory too.
+            let shown: Vec<String> = step
                 .output
                 .iter()
-                .map(String::as_str)
                 .take_while(|l| *l != "...")
+                .map(|l| local(l))
                 .collect();
             let upto = if step.output.iter().any(|l| l == "...") {
                 shown.len().min(printed.len())

@@ -10,11 +10,11 @@
 use std::io;
 use std::time::Duration;
 
-use udsecho_proto::GoodbyeReason;
+use udsecho_proto::{ErrorCode, GoodbyeReason};
 
 use super::framed;
 use super::peer::Peer;
-use super::plan::End;
+use super::plan::{Breach, End, Faulted};
 use super::scratch::SCRATCH;
 use crate::shutdown::Shutdown;
 
@@ -37,21 +37,23 @@ pub(crate) enum Output {
 
 /// Says the last words for `end` and closes our side; cut short if a forced shutdown comes
 /// first. Returns how the connection really ended (a peer that will not take our last
-/// words within `idle_timeout` makes it an idle end).
+/// words within `idle_timeout` makes it an idle end). `slow_close`: a fault's wait between
+/// the peer's half-close and ours.
 pub(crate) async fn finish(
     peer: &mut Peer,
     end: End,
     output: Output,
     idle_timeout: Option<Duration>,
+    slow_close: Option<Duration>,
     shutdown: &Shutdown,
 ) -> io::Result<End> {
-    if let End::Cut = end {
-        return Ok(End::Cut);
+    if let End::Cut | End::Faulted(Faulted::Reset) = end {
+        return Ok(end);
     }
     tokio::select! {
         biased;
         () = shutdown.forced() => Ok(End::Cut),
-        end = last_words(peer, end, output, idle_timeout) => end,
+        end = last_words(peer, end, output, idle_timeout, slow_close, shutdown) => end,
     }
 }
 
@@ -60,10 +62,21 @@ async fn last_words(
     end: End,
     output: Output,
     idle_timeout: Option<Duration>,
+    slow_close: Option<Duration>,
+    shutdown: &Shutdown,
 ) -> io::Result<End> {
     if let End::PeerDone = end {
         if output == Output::MidFrame {
             tracing::debug!("the peer closed in the middle of a Data frame");
+        }
+        if let Some(delay) = slow_close {
+            // Everything owed goes out first; only our close is late. Like every fault, it
+            // ends when the drain begins.
+            peer.flush(None).await?;
+            tokio::select! {
+                () = shutdown.begun() => {}
+                () = tokio::time::sleep(delay) => {}
+            }
         }
         peer.shut_write();
         return Ok(end);
@@ -89,6 +102,18 @@ async fn last_words(
         (End::Breach(breach), _) => {
             tracing::debug!(code = ?breach.code, "protocol error: {}", breach.message);
             framed::error_frame(breach, peer.last_frame());
+            true
+        }
+        (End::Faulted(Faulted::Goodbye), Output::AtBoundary) => {
+            framed::goodbye(GoodbyeReason::Done, peer.last_frame());
+            true
+        }
+        (End::Faulted(Faulted::Error(code)), Output::AtBoundary) => {
+            let breach = Breach {
+                code: ErrorCode::from(*code),
+                message: "an error_after fault".to_owned(),
+            };
+            framed::error_frame(&breach, peer.last_frame());
             true
         }
         // Logged where it was found. An Error frame only where a frame may start.

@@ -44,8 +44,6 @@ pub(crate) struct Session {
     /// The largest `L` accepted: `--max-frame`, lowered to the client's after its Hello.
     limit: u32,
     at: At,
-    /// What our Hello answer says about us.
-    agent: &'static str,
 }
 
 /// The result of feeding one chunk.
@@ -55,11 +53,15 @@ pub(crate) struct Fed {
     pub(crate) plan: Plan,
     /// How many frames completed in this chunk (the idle clock of framed mode).
     pub(crate) frames: u32,
+    /// How many of them were Data frames.
+    pub(crate) data: u32,
+    /// Feeding stopped where it was asked to ([`Session::feed_until`]).
+    pub(crate) stopped: bool,
 }
 
 impl Session {
     /// A session that has seen the preamble and nothing else.
-    pub(crate) fn new(max_frame: u32, agent: &'static str) -> Session {
+    pub(crate) fn new(max_frame: u32) -> Session {
         Session {
             greeted: false,
             limit: max_frame,
@@ -67,7 +69,6 @@ impl Session {
                 head: [0; HEADER_LEN],
                 have: 0,
             },
-            agent,
         }
     }
 
@@ -82,20 +83,34 @@ impl Session {
 
     /// Reads `chunk` and says what to send back. `payloads`, when given, collects the ranges
     /// of Data payload bytes in the chunk (for the `echo:` log).
-    pub(crate) fn feed(
+    #[cfg(test)]
+    pub(crate) fn feed(&mut self, chunk: &[u8], payloads: Option<&mut Vec<Range<usize>>>) -> Fed {
+        self.feed_until(chunk, payloads, None, tests::AGENT)
+    }
+
+    /// [`Session::feed`], stopping once `stop` Data frames (if given) are complete, or
+    /// before the first Data frame begins when `stop` is 0: the bytes after are not echoed
+    /// (the caller ends the session there: a fault's Goodbye or Error after N frames).
+    /// `agent` is our name in the Hello answer (not kept in the session: every byte of it
+    /// is in every framed connection's handler).
+    pub(crate) fn feed_until(
         &mut self,
         chunk: &[u8],
         mut payloads: Option<&mut Vec<Range<usize>>>,
+        stop: Option<u32>,
+        agent: &'static str,
     ) -> Fed {
         let mut plan = Plan::default();
         let mut frames = 0;
+        let mut data = 0;
+        let mut stopped = false;
         let mut echo: Option<Range<usize>> = None;
         let mut pos = 0;
         let extend = |echo: &mut Option<Range<usize>>, r: Range<usize>| match echo {
             Some(e) => e.end = r.end,
             None => *echo = Some(r),
         };
-        while pos < chunk.len() && plan.ending.is_none() {
+        while pos < chunk.len() && plan.ending.is_none() && !stopped {
             match &mut self.at {
                 At::Header { head, have } => {
                     let held = usize::from(*have);
@@ -107,6 +122,7 @@ impl Session {
                     pos += take;
                     match self.judge(&head[..have]) {
                         Ok(None) => {}
+                        Ok(Some((Kind::Data, _))) if stop == Some(data) => stopped = true,
                         Ok(Some((Kind::Data, len))) => {
                             // The header's bytes go out: those of this chunk in the echo range,
                             // those held from the previous chunk before it.
@@ -122,6 +138,8 @@ impl Session {
                             self.at = At::Data { left: len - 1 };
                             if len == 1 {
                                 frames += 1;
+                                data += 1;
+                                stopped = stop == Some(data);
                                 self.at = fresh();
                             }
                         }
@@ -135,7 +153,7 @@ impl Session {
                             };
                             if len == 1 {
                                 frames += 1;
-                                plan.ending = self.control_complete(&mut plan);
+                                plan.ending = self.control_complete(&mut plan, agent);
                             }
                         }
                         Err(breach) => plan.ending = Some(End::Breach(Box::new(breach))),
@@ -151,6 +169,8 @@ impl Session {
                     *left -= take as u32;
                     if *left == 0 {
                         frames += 1;
+                        data += 1;
+                        stopped = stop == Some(data);
                         self.at = fresh();
                     }
                 }
@@ -161,13 +181,18 @@ impl Session {
                     *left -= take as u32;
                     if *left == 0 {
                         frames += 1;
-                        plan.ending = self.control_complete(&mut plan);
+                        plan.ending = self.control_complete(&mut plan, agent);
                     }
                 }
             }
         }
         plan.echo = echo.unwrap_or(0..0);
-        Fed { plan, frames }
+        Fed {
+            plan,
+            frames,
+            data,
+            stopped,
+        }
     }
 
     /// Judges a header as far as it has arrived (`held`): [`Header::peek`] checks the bytes
@@ -200,7 +225,7 @@ impl Session {
     }
 
     /// A control frame is complete: answer a Hello, or say how the session ends.
-    fn control_complete(&mut self, plan: &mut Plan) -> Option<End> {
+    fn control_complete(&mut self, plan: &mut Plan, agent: &'static str) -> Option<End> {
         let At::Control { kind, body, .. } = std::mem::replace(&mut self.at, fresh()) else {
             unreachable!("called when a control frame completes");
         };
@@ -209,7 +234,7 @@ impl Session {
             Err(e) => return Some(End::Breach(Box::new(e.into()))),
         };
         match frame {
-            Frame::Hello(hello) => match self.answer(&hello) {
+            Frame::Hello(hello) => match self.answer(&hello, agent) {
                 Ok(answer) => {
                     plan.before = Before::Reply(answer);
                     None
@@ -224,7 +249,7 @@ impl Session {
     }
 
     /// The answer to a client's Hello, or why it is refused.
-    fn answer(&mut self, hello: &Hello) -> Result<Bytes, Breach> {
+    fn answer(&mut self, hello: &Hello, agent: &'static str) -> Result<Bytes, Breach> {
         let version = udsecho_proto::negotiate(hello.version)?;
         if hello.max_frame == 0 {
             return Err(Breach {
@@ -233,7 +258,7 @@ impl Session {
             });
         }
         self.limit = self.limit.min(hello.max_frame);
-        let mut answer = Hello::new(self.limit, self.agent);
+        let mut answer = Hello::new(self.limit, agent);
         answer.version = version;
         let mut out = BytesMut::new();
         Frame::Hello(answer).encode(&mut out, u32::MAX)?;
@@ -274,7 +299,7 @@ mod tests {
     use super::*;
     use udsecho_proto::PREAMBLE;
 
-    const AGENT: &str = "udsecho/test";
+    pub(super) const AGENT: &str = "udsecho/test";
 
     fn hello() -> Vec<u8> {
         hello_with(1 << 20)
@@ -299,7 +324,7 @@ mod tests {
     /// Feeds `input` in chunks of `sizes` (cycled) and returns everything sent back and how the
     /// session ended.
     fn run(input: &[u8], sizes: &[usize], max_frame: u32) -> (Vec<u8>, Option<End>) {
-        let mut session = Session::new(max_frame, AGENT);
+        let mut session = Session::new(max_frame);
         let mut out = Vec::new();
         let mut pos = 0;
         for &size in sizes.iter().cycle() {
@@ -319,15 +344,48 @@ mod tests {
     }
 
     fn answer(max_frame: u32) -> Vec<u8> {
-        let mut session = Session::new(max_frame, AGENT);
+        let mut session = Session::new(max_frame);
         let mut plan = Plan::default();
         session.at = At::Control {
             kind: Kind::Hello,
             body: hello()[HEADER_LEN..].to_vec(),
             left: 0,
         };
-        assert!(session.control_complete(&mut plan).is_none());
+        assert!(session.control_complete(&mut plan, AGENT).is_none());
         plan.before.as_slice().to_vec()
+    }
+
+    /// A fault's "after N frames" stops the echo at the end of the Nth Data frame, however
+    /// the input is cut; 0 stops before the first Data frame, after the Hello.
+    #[test]
+    fn feeding_stops_after_the_nth_data_frame_whatever_the_chunking() {
+        let mut input = hello();
+        let frames: Vec<Vec<u8>> = (0..4u8).map(|i| data(&[i; 3])).collect();
+        for frame in &frames {
+            input.extend(frame);
+        }
+        for stop_after in [0u32, 1, 3] {
+            let mut expected = answer(1 << 20);
+            for frame in &frames[..stop_after as usize] {
+                expected.extend(frame);
+            }
+            for size in [1usize, 2, 5, 9, input.len()] {
+                let mut session = Session::new(1 << 20);
+                let (mut out, mut done, mut pos) = (Vec::new(), 0u32, 0);
+                while pos < input.len() {
+                    let chunk = &input[pos..(pos + size).min(input.len())];
+                    pos += chunk.len();
+                    let fed = session.feed_until(chunk, None, Some(stop_after - done), AGENT);
+                    out.extend_from_slice(fed.plan.before.as_slice());
+                    out.extend_from_slice(&chunk[fed.plan.echo.clone()]);
+                    done += fed.data;
+                    if fed.stopped {
+                        break;
+                    }
+                }
+                assert_eq!(out, expected, "stop after {stop_after}, chunks of {size}");
+            }
+        }
     }
 
     #[test]
@@ -358,7 +416,7 @@ mod tests {
 
     #[test]
     fn a_huge_declared_frame_is_echoed_as_it_arrives_and_nothing_is_buffered() {
-        let mut session = Session::new(u32::MAX, AGENT);
+        let mut session = Session::new(u32::MAX);
         let h = hello_with(u32::MAX);
         assert!(session.feed(&h, None).plan.ending.is_none());
         // Declares 4 GiB - 1 of Data, then sends 3 bytes of it.
@@ -375,7 +433,7 @@ mod tests {
 
     #[test]
     fn a_header_split_across_chunks_is_held_then_sent_before_the_rest() {
-        let mut session = Session::new(1024, AGENT);
+        let mut session = Session::new(1024);
         session.feed(&hello(), None);
         let frame = data(b"split");
         let first = session.feed(&frame[..3], None);

@@ -31,6 +31,7 @@ use super::settings::Settings;
 use crate::busy_poll;
 use crate::config::Mode;
 use crate::echo_log;
+use crate::fault::{Active, Fate, Turn};
 use crate::shutdown::{Shutdown, Stage};
 
 /// Reads per wake-up before giving the other connections on this thread a turn.
@@ -118,6 +119,9 @@ pub(crate) struct Handler {
     /// complete frame (framed: a frame trickled one byte at a time does not count), a byte of
     /// a backlog written out.
     active_at: Instant,
+    /// The connection's faults: `None` on a server without `--fault` or `--control`, so
+    /// the data path checks one `Option` and allocates nothing.
+    faults: Option<Box<Active>>,
 }
 
 /// Serves one peer on a stream or seqpacket connection to the end, holding `slot` meanwhile,
@@ -125,6 +129,7 @@ pub(crate) struct Handler {
 pub(crate) fn serve(
     socket: OwnedFd,
     kind: Kind,
+    conn: u64,
     settings: Arc<Settings>,
     shutdown: &Shutdown,
     slot: OwnedSemaphorePermit,
@@ -134,6 +139,10 @@ pub(crate) fn serve(
         (Kind::Stream, Mode::Raw) => Protocol::Raw,
         (Kind::Stream, Mode::Auto | Mode::Framed) => Protocol::Detecting(Detector::new()),
     };
+    let faults = settings
+        .faults
+        .as_ref()
+        .map(|table| Active::new(table, conn));
     let mut handler = match Peer::new(socket, kind) {
         Ok(peer) => Some(Handler {
             peer,
@@ -147,6 +156,7 @@ pub(crate) fn serve(
             protocol,
             input: Input::Open,
             active_at: Instant::now(),
+            faults,
         }),
         Err(e) => {
             tracing::debug!("closed: setting up the socket: {e}");
@@ -172,11 +182,25 @@ impl Handler {
             Ok(End::Drained) => self.decide_raw().map(|e| e.unwrap_or(End::Drained)),
             ended => ended,
         };
+        if let Some(faults) = &mut self.faults {
+            // A stop that did not wait for the held echo (idle, a protocol error): it goes
+            // out with the last words, unshaped, but not lost.
+            let held = faults.take_held();
+            self.peer.last_frame().extend_from_slice(&held);
+        }
         let result = match ended {
             Ok(end) => {
                 let output = self.protocol.output();
                 let idle = self.settings.idle_timeout;
-                let finish = ending::finish(&mut self.peer, end, output, idle, &self.shutdown);
+                let slow_close = self.faults.as_ref().and_then(|f| f.slow_close());
+                let finish = ending::finish(
+                    &mut self.peer,
+                    end,
+                    output,
+                    idle,
+                    slow_close,
+                    &self.shutdown,
+                );
                 Box::pin(finish).await
             }
             Err(e) => Err(e),
@@ -216,6 +240,9 @@ impl Handler {
                 return Ok(Step::Stop(End::Cut));
             }
             self.seen = stage;
+            if let Some(faults) = &mut self.faults {
+                faults.lift();
+            }
             if self.input == Input::Open {
                 self.input = Input::draining(self.peer.queued());
             }
@@ -233,7 +260,19 @@ impl Handler {
                 Poll::Pending => return self.poll_deadline(cx),
             }
         }
+        if let Some(faults) = &mut self.faults {
+            match faults.poll_turn(cx, &mut self.peer)? {
+                Turn::Read => {}
+                Turn::Again => return Ok(Step::Again),
+                Turn::Wait => return self.poll_deadline(cx),
+                Turn::Stop(end) => return Ok(Step::Stop(end)),
+            }
+        }
         match self.input {
+            // A peer that half-closes does not make a silent server (`timeout`) answer.
+            Input::Eof if self.faults.as_ref().is_some_and(|f| f.silent()) => {
+                return self.poll_deadline(cx);
+            }
             Input::Eof => return Ok(Step::Stop(End::PeerDone)),
             Input::Drained => return Ok(Step::Stop(End::Drained)),
             Input::Open | Input::Finishing { .. } => match self.peer.poll_read_ready(cx) {
@@ -332,7 +371,10 @@ impl Handler {
     fn read_burst(&mut self) -> io::Result<Step> {
         SCRATCH.with_borrow_mut(|scratch| {
             for _ in 0..READS_PER_TURN {
-                let cap = self.input.cap(scratch.len());
+                let mut cap = self.input.cap(scratch.len());
+                if let Some(faults) = &self.faults {
+                    cap = faults.read_cap(cap);
+                }
                 if cap == 0 {
                     if self.input.is_budgeted() {
                         return Ok(self.drain_spent());
@@ -367,9 +409,24 @@ impl Handler {
                     // Nothing of this read was shown (a control frame, a held prefix).
                     echo_log::log_with(&[], Some(&note));
                 }
-                self.peer
-                    .write(plan.before.as_slice(), &chunk[plan.echo.clone()])?;
-                if let Some(end) = plan.ending.or_else(|| read.truncated.map(|t| t.end())) {
+                let (before, echo) = (plan.before.as_slice(), &chunk[plan.echo.clone()]);
+                let mut ending = plan.ending.or_else(|| read.truncated.map(|t| t.end()));
+                match &mut self.faults {
+                    None => self.peer.write(before, echo)?,
+                    Some(faults) => {
+                        faults.consumed(read.len);
+                        let unframed = matches!(self.protocol, Protocol::Raw);
+                        let cut = faults.echo(&mut self.peer, before, echo, unframed);
+                        if let Some(end) = ending.take().or(cut) {
+                            // Said once the held echo is out.
+                            faults.defer(end);
+                        }
+                        if faults.holds() {
+                            return Ok(Step::Again);
+                        }
+                    }
+                }
+                if let Some(end) = ending {
                     return Ok(Step::Stop(end));
                 }
                 if read.emptied || self.peer.backed_up() {
@@ -397,10 +454,30 @@ impl Handler {
                         truncated,
                         note,
                     } if !spent || len == 0 => (len, truncated, note),
-                    Peeked::Message { .. } => return Ok(self.drain_spent()),
-                    Peeked::Eof => return Ok(Step::Stop(End::PeerDone)),
+                    // Past the drain's budget: sent after the signal.
+                    Peeked::Message { .. } => {
+                        if let Some(faults) = &mut self.faults {
+                            reordered(faults, &mut self.peer)?;
+                        }
+                        return Ok(self.drain_spent());
+                    }
+                    // A silent server (`timeout`) does not answer the end either.
+                    Peeked::Eof if self.faults.as_ref().is_some_and(|f| f.silent()) => {
+                        return Ok(Step::Wait);
+                    }
+                    Peeked::Eof => {
+                        if let Some(faults) = &mut self.faults {
+                            reordered(faults, &mut self.peer)?;
+                        }
+                        return Ok(Step::Stop(End::PeerDone));
+                    }
                     // Draining: an empty queue means everything sent before the signal is back.
-                    Peeked::Empty if draining => return Ok(self.drain_spent()),
+                    Peeked::Empty if draining => {
+                        if let Some(faults) = &mut self.faults {
+                            reordered(faults, &mut self.peer)?;
+                        }
+                        return Ok(self.drain_spent());
+                    }
                     Peeked::Empty => return Ok(Step::Again),
                 };
                 let whole;
@@ -410,9 +487,19 @@ impl Handler {
                     whole = self.peer.peek_whole(len)?;
                     &whole
                 };
-                let refused = match self.peer.send_message(message)? {
-                    Sent::Echoed { refused } => refused,
-                    Sent::Blocked => return Ok(Step::Again),
+                // `stopped`: a fault stops reading after this message (`stop_reading`).
+                let (refused, stopped) = match &mut self.faults {
+                    None => match self.peer.send_message(message)? {
+                        Sent::Echoed { refused } => (refused, false),
+                        Sent::Blocked => return Ok(Step::Again),
+                    },
+                    Some(faults) => match faulty_message(faults, &mut self.peer, message)? {
+                        Some(refused) => {
+                            faults.consumed(len);
+                            (refused, faults.stopped())
+                        }
+                        None => return Ok(Step::Again),
+                    },
                 };
                 if echo_log::enabled() {
                     echo_log::log_with(&[message], note.as_deref());
@@ -424,6 +511,9 @@ impl Handler {
                 self.alive();
                 if let Some(truncation) = truncated {
                     return Ok(Step::Stop(truncation.end()));
+                }
+                if stopped {
+                    return Ok(Step::Again);
                 }
             }
             Ok(Step::Yield)
@@ -445,7 +535,14 @@ impl Handler {
             }
             Protocol::Framed(session) => {
                 let mut payloads = logging.then(Vec::new);
-                let fed = session.feed(chunk, payloads.as_mut());
+                let stop = self.faults.as_ref().and_then(|f| f.frames_left());
+                let agent = self.settings.agent;
+                let mut fed = session.feed_until(chunk, payloads.as_mut(), stop, agent);
+                if let Some(faults) = &mut self.faults
+                    && let Some(end) = faults.frames_done(fed.data, fed.stopped)
+                {
+                    fed.plan.ending = fed.plan.ending.or(Some(end));
+                }
                 if fed.frames > 0 {
                     self.alive();
                 }
@@ -471,7 +568,7 @@ impl Handler {
                         raw::feed(chunk.len(), held)
                     }
                     Verdict::Framed { at } => {
-                        let session = Session::new(self.settings.max_frame, self.settings.agent);
+                        let session = Session::new(self.settings.max_frame);
                         self.protocol = Protocol::Framed(session);
                         let mut plan = self.plan(&chunk[at..], note);
                         plan.echo = plan.echo.start + at..plan.echo.end + at;
@@ -503,6 +600,61 @@ impl Handler {
         Ok(None)
     }
 }
+/// Echoes a seqpacket message as the connection's faults have it: dropped, held back for
+/// reordering, cut, answered, or sent twice. `Some(refused)` once it may be taken off the
+/// queue (`refused`: its descriptors did not go back); `None`: the socket would not take
+/// it, so it stays queued.
+fn faulty_message(
+    faults: &mut Active,
+    peer: &mut Peer,
+    message: &[u8],
+) -> io::Result<Option<bool>> {
+    let fate = faults.message(message.len());
+    let withheld = matches!(fate, Fate::Echo { .. } | Fate::Answer(_)) && faults.descriptors(peer);
+    let (out, times): (&[u8], u8) = match fate {
+        Fate::Drop => {
+            peer.lose_held("a fault dropped the message");
+            return Ok(Some(true));
+        }
+        Fate::Hold => {
+            faults.hold_message(message);
+            peer.lose_held("a fault reordered the message");
+            return Ok(Some(true));
+        }
+        Fate::Echo { len, times } => (&message[..len], times),
+        Fate::Answer(answer) => {
+            return Ok(match peer.send_message(&answer)? {
+                Sent::Echoed { refused } => {
+                    reordered(faults, peer)?;
+                    Some(refused || withheld)
+                }
+                Sent::Blocked => None,
+            });
+        }
+    };
+    let refused = match peer.send_message(out)? {
+        Sent::Echoed { refused } => refused,
+        Sent::Blocked => return Ok(None),
+    };
+    if times > 1 {
+        // A duplicate the socket will not take is not sent: the original went out.
+        let _ = peer.send_message(out)?;
+    }
+    reordered(faults, peer)?;
+    Ok(Some(refused || withheld))
+}
+
+/// Sends the message a `reorder` fault held back, now that the one after it is out (or the
+/// input has ended). One the socket will not take now is held again.
+fn reordered(faults: &mut Active, peer: &mut Peer) -> io::Result<()> {
+    if let Some(message) = faults.take_reordered()
+        && peer.send_message(&message)? == Sent::Blocked
+    {
+        faults.hold_message(&message);
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -523,11 +675,12 @@ mod tests {
             max_frame: 1024,
             idle_timeout: None,
             agent: "t",
+            faults: None,
         });
         let slot = Arc::new(tokio::sync::Semaphore::new(1))
             .try_acquire_owned()
             .unwrap();
-        let task = serve(a, Kind::Stream, settings, &Shutdown::new(), slot);
+        let task = serve(a, Kind::Stream, 1, settings, &Shutdown::new(), slot);
         let (task, handler) = (std::mem::size_of_val(&task), std::mem::size_of::<Handler>());
         // 216: one word more (224) took the task's allocation past what 10,000 idle
         // connections may cost (memory.rs: 1,135 bytes each against 1,024).
@@ -547,6 +700,7 @@ mod tests {
             max_frame: 1 << 20,
             idle_timeout,
             agent: "udsecho/test",
+            faults: None,
         })
     }
 
@@ -560,7 +714,7 @@ mod tests {
         let slot = Arc::new(tokio::sync::Semaphore::new(1))
             .try_acquire_owned()
             .unwrap();
-        let task = tokio::spawn(serve(server, Kind::Stream, settings, &shutdown, slot));
+        let task = tokio::spawn(serve(server, Kind::Stream, 1, settings, &shutdown, slot));
         (peer, task, shutdown)
     }
 

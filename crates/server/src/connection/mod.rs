@@ -10,6 +10,10 @@
 //! | `plan.rs` | what the protocols answer the handler: a `Plan` per chunk, a `Breach`, and how a connection `End`s (a leaf) |
 //! | `detect.rs`, `raw.rs`, `framed.rs` | the stream protocols, as state machines over chunks: no socket, no buffer |
 //!
+//! A server with faults (`crate::fault`) gives each handler its connection's
+//! `fault::Active`, which the handler calls between the protocol's `Plan` and the peer's
+//! write, before each read, and at the end.
+//!
 //! A seqpacket connection runs the same handler with its own protocol (`Messages`: each
 //! message back whole), so the drain, the idle timeout and backpressure exist once.
 //!
@@ -38,5 +42,6 @@ mod scratch;
 mod settings;
 
 pub(crate) use self::handler::serve;
-pub(crate) use self::peer::Kind;
+pub(crate) use self::peer::{Kind, Peer};
+pub(crate) use self::plan::{End, Faulted};
 pub(crate) use self::settings::Settings;

@@ -499,6 +499,16 @@ impl Peer {
         let _ = rustix::net::shutdown(self.socket().get_ref(), rustix::net::Shutdown::Write);
     }
 
+    /// Adds `fd` to what the next bytes written carry back (an `extra_fd` fault), unless a
+    /// message's worth is held already.
+    pub(crate) fn pass_extra(&mut self, fd: OwnedFd) {
+        if self.passing.held().len() < crate::descriptors::MAX_PER_READ {
+            let _ = self
+                .passing
+                .hold(crate::descriptors::Passed::one(fd), false);
+        }
+    }
+
     /// Closes the descriptors the peer passed that no echo will carry back, saying why.
     pub(crate) fn lose_held(&mut self, why: &str) {
         self.passing.lose(why);

@@ -33,6 +33,23 @@ pub(crate) enum End {
     /// them. The bytes are echoed; then an Error frame where a frame may start (framed), and
     /// close.
     Truncated(Box<Breach>),
+    /// A fault (`--fault`) ends the connection.
+    Faulted(Faulted),
+}
+
+/// How a fault ends a connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Faulted {
+    /// Close once what is owed is out (`limit_data`).
+    LimitData,
+    /// Close, owing nothing (`timeout=DUR`).
+    TimedOut,
+    /// Close at once, without reading or flushing (`reset_peer`).
+    Reset,
+    /// Goodbye (Done), then close (`goodbye_after`).
+    Goodbye,
+    /// An Error frame with this code, then close (`error_after`).
+    Error(u16),
 }
 
 impl End {
@@ -44,6 +61,11 @@ impl End {
             End::Drained => "drained",
             End::Idle => "idle timeout",
             End::Breach(_) | End::Truncated(_) => "protocol error",
+            End::Faulted(Faulted::LimitData) => "fault: limit_data",
+            End::Faulted(Faulted::TimedOut) => "fault: timeout",
+            End::Faulted(Faulted::Reset) => "fault: reset_peer",
+            End::Faulted(Faulted::Goodbye) => "fault: goodbye_after",
+            End::Faulted(Faulted::Error(_)) => "fault: error_after",
         }
     }
 }

@@ -1,9 +1,11 @@
 //! What a connection needs from the server's configuration: read-only, shared by every
 //! connection.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use crate::config::Mode;
+use crate::fault::Faults;
 
 /// What a connection needs from the server's configuration.
 #[derive(Debug, Clone)]
@@ -13,4 +15,6 @@ pub(crate) struct Settings {
     pub(crate) idle_timeout: Option<Duration>,
     /// Our name in the Hello answer.
     pub(crate) agent: &'static str,
+    /// The server's faults (`--fault`, `--control`); `None` without them.
+    pub(crate) faults: Option<Arc<Faults>>,
 }

@@ -23,6 +23,11 @@ impl Passed {
         Passed(fds)
     }
 
+    /// One descriptor the server adds of its own (an `extra_fd` fault), counted as held.
+    pub(crate) fn one(fd: OwnedFd) -> Passed {
+        Passed::take(vec![fd])
+    }
+
     pub(crate) fn is_empty(&self) -> bool {
         self.0.is_empty()
     }

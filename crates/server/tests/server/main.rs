@@ -8,6 +8,8 @@ mod cli;
 mod datagram_senders;
 mod descriptors;
 mod echo;
+mod faults;
+mod faults_datagram;
 mod hostile_neighbours;
 mod hostile_peers;
 mod logging_and_signals;

@@ -21,7 +21,7 @@ fn payload(len: usize, seed: u8) -> Vec<u8> {
 }
 
 /// A blocking seqpacket connection to `path`.
-fn seqpacket(path: &Path) -> OwnedFd {
+pub(crate) fn seqpacket(path: &Path) -> OwnedFd {
     let fd = rustix::net::socket_with(
         AddressFamily::UNIX,
         SocketType::SEQPACKET,
@@ -33,6 +33,20 @@ fn seqpacket(path: &Path) -> OwnedFd {
     let timeout = Some(Duration::from_secs(10));
     rustix::net::sockopt::set_socket_timeout(&fd, rustix::net::sockopt::Timeout::Recv, timeout)
         .unwrap();
+    fd
+}
+
+/// A datagram socket bound to the abstract name `name`.
+pub(crate) fn abstract_datagram(name: &str) -> OwnedFd {
+    let fd = rustix::net::socket_with(
+        AddressFamily::UNIX,
+        SocketType::DGRAM,
+        SocketFlags::CLOEXEC,
+        None,
+    )
+    .unwrap();
+    let address = SocketAddrUnix::new_abstract_name(name.as_bytes()).unwrap();
+    rustix::net::bind(&fd, &address).unwrap();
     fd
 }
 
@@ -202,19 +216,7 @@ fn an_unnamed_sender_is_counted_and_dropped_and_disturbs_nobody() {
 #[test]
 fn a_client_on_an_abstract_address_gets_its_replies() {
     let server = Server::start(["-u"]).unwrap();
-    let fd = rustix::net::socket_with(
-        AddressFamily::UNIX,
-        SocketType::DGRAM,
-        SocketFlags::CLOEXEC,
-        None,
-    )
-    .unwrap();
-    let name = format!("udsecho-test-client-{}", std::process::id());
-    rustix::net::bind(
-        &fd,
-        &SocketAddrUnix::new_abstract_name(name.as_bytes()).unwrap(),
-    )
-    .unwrap();
+    let fd = abstract_datagram(&format!("udsecho-test-client-{}", std::process::id()));
     let to = SocketAddrUnix::new(server.socket()).unwrap();
     rustix::net::sendto(&fd, b"abstract", SendFlags::empty(), &to).unwrap();
     rustix::net::sockopt::set_socket_timeout(
