@@ -25,19 +25,26 @@ pub fn connect(path: &Path) -> io::Result<UnixStream> {
 }
 
 /// Connects to `path` until it accepts or `deadline` passes; `gave_up` is asked between
-/// tries (a server that exited will never accept). A socket of another type (a seqpacket or
-/// datagram server) answers a stream connect with `EPROTOTYPE`: it is there, so it is ready.
+/// tries (a server that exited will never accept). A socket of another type answers a stream
+/// connect with `EPROTOTYPE` as soon as it is bound, before it listens: a seqpacket server
+/// is ready once a seqpacket connect succeeds; a datagram server (`EPROTOTYPE` again) once
+/// it is bound.
 pub fn wait_for_socket(
     path: &Path,
     deadline: Instant,
     gave_up: impl Fn() -> bool,
 ) -> io::Result<()> {
+    let other_type = Some(rustix::io::Errno::PROTOTYPE.raw_os_error());
     loop {
-        match connect(path) {
-            Ok(_) => return Ok(()),
-            Err(e) if e.raw_os_error() == Some(rustix::io::Errno::PROTOTYPE.raw_os_error()) => {
-                return Ok(());
-            }
+        let tried = match connect(path) {
+            Err(e) if e.raw_os_error() == other_type => match connect_seqpacket(path) {
+                Err(e) if e.raw_os_error() == other_type => Ok(()),
+                seqpacket => seqpacket,
+            },
+            stream => stream.map(drop),
+        };
+        match tried {
+            Ok(()) => return Ok(()),
             Err(e) if Instant::now() >= deadline => return Err(e),
             Err(_) if gave_up() => {
                 return Err(io::Error::other("the process exited before it accepted"));
@@ -45,6 +52,18 @@ pub fn wait_for_socket(
             Err(_) => thread::sleep(Duration::from_millis(10)),
         }
     }
+}
+
+/// One seqpacket connect to `path` (a path or `@name`), closed at once.
+fn connect_seqpacket(path: &Path) -> io::Result<()> {
+    use rustix::net::SocketAddrUnix;
+    let fd = crate::packets::seqpacket_socket()?;
+    let addr = match path.to_str().and_then(|p| p.strip_prefix('@')) {
+        Some(name) => SocketAddrUnix::new_abstract_name(name.as_bytes())?,
+        None => SocketAddrUnix::new(path)?,
+    };
+    rustix::net::connect(&fd, &addr)?;
+    Ok(())
 }
 
 /// Sends `data` in `chunk`-sized writes, half-closes, and returns everything that came back
