@@ -114,6 +114,17 @@ pub(crate) struct Cli {
     #[arg(long, value_name = "PATH", value_parser = parse_socket, conflicts_with = "inetd")]
     pub(crate) control: Option<SocketAddress>,
 
+    /// Be a proxy: connect each client to this socket (a path, or @name) and forward
+    /// bytes and passed descriptors both ways instead of echoing (docs/proxy.md). An upstream
+    /// that does not answer at start is a warning: each connection tries it again
+    #[arg(long, value_name = "TARGET", value_parser = parse_socket, conflicts_with_all = ["faults", "control"])]
+    pub(crate) upstream: Option<SocketAddress>,
+
+    /// With --upstream: record every read each way, with its descriptors, the client's
+    /// credentials, opens and closes, as JSON lines (docs/proxy.md has the schema)
+    #[arg(long, value_name = "FILE.jsonl", requires = "upstream")]
+    pub(crate) record: Option<std::path::PathBuf>,
+
     /// Log more: -v shows connections and each echo (`echo: ...`), -vv everything
     #[arg(short, long, action = ArgAction::Count, conflicts_with = "quiet")]
     verbose: u8,
@@ -266,6 +277,7 @@ impl Cli {
         config.busy_poll = *self.busy_poll;
         config.faults = self.faults.clone();
         config.fault_seed = self.fault_seed;
+        config.upstream = self.upstream.clone();
         config
     }
 
@@ -317,6 +329,15 @@ impl Cli {
             ));
         }
         let kind = self.socket_type();
+        if self.upstream.is_some() && kind != SocketType::Stream {
+            return Err(Cli::command().error(
+                clap::error::ErrorKind::ArgumentConflict,
+                format!(
+                    "--upstream proxies stream sockets only for now; a {kind} proxy is not \
+                     built yet"
+                ),
+            ));
+        }
         if kind != SocketType::Stream && matches!(self.mode, CliMode::Framed) {
             return Err(Cli::command().error(
                 clap::error::ErrorKind::ArgumentConflict,

@@ -663,6 +663,7 @@ mod tests {
             idle_timeout: None,
             agent: "t",
             faults: None,
+            proxy: None,
         });
         let slot = Arc::new(tokio::sync::Semaphore::new(1))
             .try_acquire_owned()
@@ -688,6 +689,7 @@ mod tests {
             idle_timeout,
             agent: "udsecho/test",
             faults: None,
+            proxy: None,
         })
     }
 

@@ -12,6 +12,7 @@ mod hostile_neighbours;
 mod hostile_peers;
 mod logging_and_signals;
 mod memory;
+mod proxy;
 mod shutdown_and_limits;
 mod socket_file;
 mod socket_types;

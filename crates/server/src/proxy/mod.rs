@@ -1,0 +1,234 @@
+//! The proxy (`--upstream TARGET`): each accepted connection is connected to TARGET and
+//! forwarded both ways instead of echoed, with the descriptors passed either way, and
+//! recorded (`--record`) and shown (`-v`) on the way. Everything on the listening side —
+//! the socket file, abstract names, systemd activation, the serving threads,
+//! `--max-connections`, the drain, `--allow-uid`, logging — is the server's; the server
+//! hands each accepted connection here instead of to the echo handler (`crate::server`).
+//!
+//! | file | holds |
+//! |---|---|
+//! | `mod.rs` | [`Proxy`] (what every connection shares) and one connection's task, [`serve`] |
+//! | `upstream.rs` | connecting to the upstream, and the check at start |
+//! | `pump.rs` | one direction: read, record, write, then read again (backpressure) |
+//! | `view.rs` | the `-v` lines |
+//! | `record/` | the recording: the writer thread and its formats |
+//!
+//! A connection ends when both directions have seen EOF (each passed on as a half-close),
+//! when a side fails (a reset: both sockets close), or when the drain after a signal runs
+//! past `--shutdown-timeout` (a graceful shutdown only stops accepting: open connections go
+//! on until they end).
+
+mod pump;
+pub(crate) mod record;
+mod upstream;
+mod view;
+
+use std::future::Future;
+use std::io;
+use std::os::fd::OwnedFd;
+use std::pin::pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use tokio::io::Interest;
+use tokio::io::unix::AsyncFd;
+use tokio::sync::OwnedSemaphorePermit;
+
+use self::pump::{Broken, Flow, pump};
+use self::record::frames::{Frames, Session};
+use self::record::{Credentials, Dir, Recorder, What};
+use crate::config::{Config, SocketAddress, SocketType};
+use crate::descriptors::Counted;
+use crate::shutdown::Shutdown;
+
+/// What every proxied connection shares.
+#[derive(Debug)]
+pub(crate) struct Proxy {
+    /// Where each client is connected.
+    pub(crate) upstream: SocketAddress,
+    /// The upstream, as the recording names it.
+    pub(crate) upstream_name: Arc<str>,
+    /// The listening socket, as the logs name it.
+    pub(crate) socket: Arc<str>,
+    /// The kind of socket on both sides.
+    pub(crate) kind: SocketType,
+    /// Where events are recorded (`--record`), if anywhere.
+    pub(crate) recorder: Option<Recorder>,
+}
+
+/// The proxy `config` asks for (`--upstream`), once the upstream has been tried (a warning
+/// if it does not answer); `None` for an echo server. `socket` names the listener.
+pub(crate) async fn start(config: &Config, socket: &str, kind: SocketType) -> Option<Arc<Proxy>> {
+    let upstream = config.upstream.clone()?;
+    match &config.recorder {
+        Some(recorder) => tracing::info!("proxying to {upstream}, recording to {recorder}"),
+        None => tracing::info!("proxying to {upstream}"),
+    }
+    upstream::check(&upstream, kind).await;
+    Some(Arc::new(Proxy {
+        upstream_name: Arc::from(upstream.to_string()),
+        upstream,
+        socket: Arc::from(socket),
+        kind,
+        recorder: config.recorder.clone(),
+    }))
+}
+
+/// Proxies one client connection to the end, holding `slot` meanwhile.
+pub(crate) fn serve(
+    client: OwnedFd,
+    conn: u64,
+    proxy: Arc<Proxy>,
+    shutdown: &Shutdown,
+    slot: OwnedSemaphorePermit,
+) -> impl Future<Output = ()> + Send + use<> {
+    let shutdown = shutdown.clone();
+    async move {
+        let _slot = slot;
+        let recorder = proxy.recorder.as_ref();
+        if let Some(recorder) = recorder {
+            let what = What::Open {
+                peer: Credentials::of(&client),
+                socket: proxy.socket.clone(),
+                upstream: proxy.upstream_name.clone(),
+            };
+            recorder.record(conn, what).await;
+        }
+        let totals = Totals::default();
+        match upstream::connect(&proxy.upstream, proxy.kind).await {
+            Ok(upstream) => {
+                tracing::debug!("open: upstream {}", proxy.upstream);
+                match forward(client, upstream, conn, &proxy, &shutdown, &totals).await {
+                    Ok(()) => tracing::debug!("closed: both sides done"),
+                    Err(ended) => {
+                        tracing::debug!("closed: {ended}");
+                        if let Some(recorder) = recorder {
+                            let what = What::Error {
+                                dir: ended.dir,
+                                message: ended.to_string(),
+                            };
+                            recorder.record(conn, what).await;
+                        }
+                    }
+                }
+            }
+            Err(e) => {
+                tracing::warn!(
+                    conn,
+                    "upstream {}: {e}; closing the client's connection",
+                    proxy.upstream
+                );
+                if let Some(recorder) = recorder {
+                    let what = What::Error {
+                        dir: None,
+                        message: format!("upstream {}: {e}", proxy.upstream),
+                    };
+                    recorder.record(conn, what).await;
+                }
+            }
+        }
+        if let Some(recorder) = recorder {
+            let what = What::Close {
+                to_upstream: totals.to_upstream.load(Ordering::Relaxed),
+                to_client: totals.to_client.load(Ordering::Relaxed),
+            };
+            recorder.record(conn, what).await;
+        }
+    }
+}
+
+/// Bytes forwarded each way.
+#[derive(Debug, Default)]
+struct Totals {
+    to_upstream: AtomicU64,
+    to_client: AtomicU64,
+}
+
+/// How a connection ended early.
+#[derive(Debug)]
+struct Ended {
+    dir: Option<Dir>,
+    why: String,
+}
+
+impl std::fmt::Display for Ended {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.why)
+    }
+}
+
+/// Sets a connected socket up for forwarding and registers it with this thread's reactor.
+fn register(fd: OwnedFd) -> io::Result<AsyncFd<OwnedFd>> {
+    // An out-of-band byte is forwarded in its place (without this no read sees it); no
+    // credentials on reads (a listener handed over with SO_PASSCRED would split reads).
+    if let Err(e) = rustix::net::sockopt::set_socket_oobinline(&fd, true) {
+        tracing::debug!("SO_OOBINLINE: {e}");
+    }
+    if let Err(e) = rustix::net::sockopt::set_socket_passcred(&fd, false) {
+        tracing::debug!("SO_PASSCRED: {e}");
+    }
+    udsecho_unix::registration::register_for(fd, Interest::READABLE | Interest::WRITABLE)
+}
+
+/// Both directions of a stream connection, until both have ended or one side fails.
+async fn forward(
+    client: OwnedFd,
+    upstream: OwnedFd,
+    conn: u64,
+    proxy: &Proxy,
+    shutdown: &Shutdown,
+    totals: &Totals,
+) -> Result<(), Ended> {
+    let setup = |e: io::Error| Ended {
+        dir: None,
+        why: format!("setting up the sockets: {e}"),
+    };
+    let _counted = (Counted::new(), Counted::new());
+    let client = register(client).map_err(setup)?;
+    let upstream = register(upstream).map_err(setup)?;
+    let session = Session::default();
+    let recorder = proxy.recorder.as_ref();
+    let flow = |dir, forwarded| Flow {
+        conn,
+        dir,
+        recorder,
+        frames: recorder.map(|_| Frames::new(dir == Dir::ToUpstream)),
+        session: &session,
+        forwarded,
+    };
+    let mut up = pin!(pump(
+        &client,
+        &upstream,
+        flow(Dir::ToUpstream, &totals.to_upstream)
+    ));
+    let mut down = pin!(pump(
+        &upstream,
+        &client,
+        flow(Dir::ToClient, &totals.to_client)
+    ));
+    let mut forced = pin!(shutdown.forced());
+    let (mut up_done, mut down_done) = (false, false);
+    let failed = |dir, broken: Broken| Ended {
+        dir: Some(dir),
+        why: format!("{}: {} ({})", broken.side, broken.why, dir.name()),
+    };
+    while !(up_done && down_done) {
+        tokio::select! {
+            done = &mut up, if !up_done => {
+                done.map_err(|b| failed(Dir::ToUpstream, b))?;
+                up_done = true;
+            }
+            done = &mut down, if !down_done => {
+                done.map_err(|b| failed(Dir::ToClient, b))?;
+                down_done = true;
+            }
+            () = &mut forced => {
+                return Err(Ended {
+                    dir: None,
+                    why: "cut: still open after --shutdown-timeout".to_owned(),
+                });
+            }
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,170 @@
+//! One direction of a proxied stream connection: read with the descriptors that came (into
+//! a buffer of [`BUFFER`] bytes), record, write it all with those descriptors to the other
+//! side, and only then read again. So a side that does not read stops the other side's
+//! bytes at the kernel's socket buffers, and a connection holds at most one read per
+//! direction whatever its peers do.
+//!
+//! EOF is passed on as a half-close (`shutdown(Write)` on the other side); then the pump is
+//! done.
+
+use std::io::{self, IoSlice};
+use std::os::fd::{AsFd, OwnedFd};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use bytes::Bytes;
+use rustix::io::Errno;
+use rustix::net::{RecvFlags, SendFlags};
+use tokio::io::unix::AsyncFd;
+
+use super::record::frames::{Frames, Session};
+use super::record::{Dir, Recorder, What};
+use super::view;
+use crate::descriptors::{self, Passed};
+
+/// The most one read takes: the proxy's memory per direction.
+pub(super) const BUFFER: usize = 64 * 1024;
+
+/// Sends never raise SIGPIPE (a peer that left is an error, not a signal) and never block.
+const SEND_FLAGS: SendFlags = SendFlags::NOSIGNAL.union(SendFlags::DONTWAIT);
+
+/// What a direction reports of itself as it goes: to the recording, to `-v`, and its byte
+/// count to the connection.
+pub(super) struct Flow<'a> {
+    pub(super) conn: u64,
+    pub(super) dir: Dir,
+    pub(super) recorder: Option<&'a Recorder>,
+    /// udsecho frames in the bytes, for the recording (none without one).
+    pub(super) frames: Option<Frames>,
+    pub(super) session: &'a Session,
+    /// Bytes forwarded so far.
+    pub(super) forwarded: &'a AtomicU64,
+}
+
+/// How a direction failed: which side, and the error.
+#[derive(Debug)]
+pub(super) struct Broken {
+    /// `client` or `upstream`.
+    pub(super) side: &'static str,
+    pub(super) why: String,
+}
+
+impl Flow<'_> {
+    /// The side bytes of this direction come from, and the one they go to.
+    fn sides(&self) -> (&'static str, &'static str) {
+        match self.dir {
+            Dir::ToUpstream => ("client", "upstream"),
+            Dir::ToClient => ("upstream", "client"),
+        }
+    }
+
+    async fn data(&mut self, bytes: &[u8], fds: &Passed) {
+        if view::enabled() {
+            view::data(self.conn, self.dir, bytes, fds);
+        }
+        if let Some(recorder) = self.recorder {
+            let frames = match &mut self.frames {
+                Some(frames) => frames.read(self.session, bytes),
+                None => Vec::new(),
+            };
+            let what = What::Data {
+                dir: self.dir,
+                bytes: Bytes::copy_from_slice(bytes),
+                fds: fds.identities(),
+                frames,
+            };
+            recorder.record(self.conn, what).await;
+        }
+    }
+
+    async fn eof(&mut self) {
+        view::eof(self.conn, self.dir);
+        if let Some(recorder) = self.recorder {
+            recorder
+                .record(self.conn, What::Eof { dir: self.dir })
+                .await;
+        }
+    }
+}
+
+/// Forwards `from` to `to` until `from`'s EOF, which it passes on. `Err`: a side failed (a
+/// reset, descriptors the kernel closed): the connection ends.
+pub(super) async fn pump(
+    from: &AsyncFd<OwnedFd>,
+    to: &AsyncFd<OwnedFd>,
+    mut flow: Flow<'_>,
+) -> Result<(), Broken> {
+    let (source, sink) = flow.sides();
+    let broke = |side, e: &dyn std::fmt::Display| Broken {
+        side,
+        why: e.to_string(),
+    };
+    // Allocated at the first byte: an idle connection holds none.
+    let mut buf = Vec::new();
+    loop {
+        let got = loop {
+            let mut ready = from.readable().await.map_err(|e| broke(source, &e))?;
+            if buf.is_empty() {
+                buf = vec![0u8; BUFFER];
+            }
+            let room = descriptors::room();
+            let read = ready.try_io(|fd| {
+                descriptors::recv(fd.as_fd(), &mut buf, RecvFlags::DONTWAIT, room, false)
+                    .map_err(io::Error::from)
+            });
+            match read {
+                Ok(Ok(got)) => break got,
+                Ok(Err(e)) => return Err(broke(source, &e)),
+                Err(_would_block) => continue,
+            }
+        };
+        if got.truncated {
+            let why = format!(
+                "the kernel closed descriptors passed with {} byte(s): the proxy had room for \
+                 {room} (near its descriptor limit)",
+                got.len,
+                room = descriptors::room()
+            );
+            return Err(Broken { side: source, why });
+        }
+        if got.len == 0 {
+            flow.eof().await;
+            match rustix::net::shutdown(to.get_ref(), rustix::net::Shutdown::Write) {
+                Ok(()) | Err(Errno::NOTCONN) => return Ok(()),
+                Err(e) => return Err(broke(sink, &e)),
+            }
+        }
+        let len = got.len;
+        let mut fds = got.fds;
+        flow.data(&buf[..len], &fds).await;
+        let mut sent = 0;
+        while sent < len {
+            let mut ready = to.writable().await.map_err(|e| broke(sink, &e))?;
+            let wrote = ready.try_io(|fd| {
+                descriptors::send(
+                    fd.as_fd(),
+                    &[IoSlice::new(&buf[sent..len])],
+                    &fds,
+                    SEND_FLAGS,
+                    None,
+                )
+                .map_err(io::Error::from)
+            });
+            match wrote {
+                Ok(Ok(n)) => {
+                    // The descriptors went with the first byte.
+                    fds.returned();
+                    sent += n;
+                }
+                Ok(Err(e)) => {
+                    let errno = e.raw_os_error().map(Errno::from_raw_os_error);
+                    if !errno.is_some_and(|errno| fds.refused(errno)) {
+                        return Err(broke(sink, &e));
+                    }
+                }
+                Err(_would_block) => {}
+            }
+        }
+        flow.forwarded.fetch_add(len as u64, Ordering::Relaxed);
+        crate::busy_poll::worked();
+    }
+}
