@@ -329,13 +329,11 @@ impl Cli {
             ));
         }
         let kind = self.socket_type();
-        if self.upstream.is_some() && kind != SocketType::Stream {
+        if self.upstream.is_some() && kind == SocketType::Datagram {
             return Err(Cli::command().error(
                 clap::error::ErrorKind::ArgumentConflict,
-                format!(
-                    "--upstream proxies stream sockets only for now; a {kind} proxy is not \
-                     built yet"
-                ),
+                "--upstream proxies stream and seqpacket sockets; a datagram proxy is not \
+                 built yet",
             ));
         }
         if kind != SocketType::Stream && matches!(self.mode, CliMode::Framed) {

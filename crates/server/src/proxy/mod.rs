@@ -34,7 +34,7 @@ use tokio::io::Interest;
 use tokio::io::unix::AsyncFd;
 use tokio::sync::OwnedSemaphorePermit;
 
-use self::pump::{Broken, Flow, pump};
+use self::pump::{Broken, Flow, direction};
 use self::record::frames::{Frames, Session};
 use self::record::{Credentials, Dir, Recorder, What};
 use crate::config::{Config, SocketAddress, SocketType};
@@ -83,6 +83,13 @@ pub(crate) fn serve(
     slot: OwnedSemaphorePermit,
 ) -> impl Future<Output = ()> + Send + use<> {
     let shutdown = shutdown.clone();
+    if proxy.kind == SocketType::Seqpacket
+        && let Err(e) = rustix::net::sockopt::set_socket_passcred(&client, true)
+    {
+        // Set here, at the accept, not when the task runs: a message the client sends
+        // before it is set carries no credentials, and an empty one would read as the end.
+        tracing::debug!("SO_PASSCRED: {e}");
+    }
     async move {
         let _slot = slot;
         let recorder = proxy.recorder.as_ref();
@@ -157,15 +164,21 @@ impl std::fmt::Display for Ended {
     }
 }
 
-/// Sets a connected socket up for forwarding and registers it with this thread's reactor.
-fn register(fd: OwnedFd) -> io::Result<AsyncFd<OwnedFd>> {
-    // An out-of-band byte is forwarded in its place (without this no read sees it); no
-    // credentials on reads (a listener handed over with SO_PASSCRED would split reads).
-    if let Err(e) = rustix::net::sockopt::set_socket_oobinline(&fd, true) {
-        tracing::debug!("SO_OOBINLINE: {e}");
-    }
-    if let Err(e) = rustix::net::sockopt::set_socket_passcred(&fd, false) {
-        tracing::debug!("SO_PASSCRED: {e}");
+/// Sets a connected socket of `kind` up for forwarding and registers it with this thread's
+/// reactor.
+fn register(fd: OwnedFd, kind: SocketType) -> io::Result<AsyncFd<OwnedFd>> {
+    if kind == SocketType::Seqpacket {
+        // Credentials on every message tell an empty message from the end.
+        rustix::net::sockopt::set_socket_passcred(&fd, true)?;
+    } else {
+        // An out-of-band byte is forwarded in its place (without this no read sees it); no
+        // credentials on reads (a listener handed over with SO_PASSCRED would split reads).
+        if let Err(e) = rustix::net::sockopt::set_socket_oobinline(&fd, true) {
+            tracing::debug!("SO_OOBINLINE: {e}");
+        }
+        if let Err(e) = rustix::net::sockopt::set_socket_passcred(&fd, false) {
+            tracing::debug!("SO_PASSCRED: {e}");
+        }
     }
     udsecho_unix::registration::register_for(fd, Interest::READABLE | Interest::WRITABLE)
 }
@@ -184,24 +197,29 @@ async fn forward(
         why: format!("setting up the sockets: {e}"),
     };
     let _counted = (Counted::new(), Counted::new());
-    let client = register(client).map_err(setup)?;
-    let upstream = register(upstream).map_err(setup)?;
+    let client = register(client, proxy.kind).map_err(setup)?;
+    let upstream = register(upstream, proxy.kind).map_err(setup)?;
     let session = Session::default();
     let recorder = proxy.recorder.as_ref();
     let flow = |dir, forwarded| Flow {
         conn,
         dir,
         recorder,
-        frames: recorder.map(|_| Frames::new(dir == Dir::ToUpstream)),
+        // udsecho frames are spoken on streams only.
+        frames: recorder
+            .filter(|_| proxy.kind == SocketType::Stream)
+            .map(|_| Frames::new(dir == Dir::ToUpstream)),
         session: &session,
         forwarded,
     };
-    let mut up = pin!(pump(
+    let mut up = pin!(direction(
+        proxy.kind,
         &client,
         &upstream,
         flow(Dir::ToUpstream, &totals.to_upstream)
     ));
-    let mut down = pin!(pump(
+    let mut down = pin!(direction(
+        proxy.kind,
         &upstream,
         &client,
         flow(Dir::ToClient, &totals.to_client)

@@ -6,6 +6,10 @@
 //!
 //! EOF is passed on as a half-close (`shutdown(Write)` on the other side); then the pump is
 //! done.
+//!
+//! A seqpacket direction ([`messages`]) goes message by message, boundaries kept: each
+//! message is peeked for its length, read whole (into a buffer of its size when it is longer
+//! than [`BUFFER`], as the echo does, for the moment it is forwarded) and sent as one message.
 
 use std::io::{self, IoSlice};
 use std::os::fd::{AsFd, OwnedFd};
@@ -19,6 +23,7 @@ use tokio::io::unix::AsyncFd;
 use super::record::frames::{Frames, Session};
 use super::record::{Dir, Recorder, What};
 use super::view;
+use crate::config::SocketType;
 use crate::descriptors::{self, Passed};
 
 /// The most one read takes: the proxy's memory per direction.
@@ -165,6 +170,117 @@ pub(super) async fn pump(
             }
         }
         flow.forwarded.fetch_add(len as u64, Ordering::Relaxed);
+        crate::busy_poll::worked();
+    }
+}
+
+/// One direction of a connection of `kind`: [`pump`] for a stream, [`messages`] for
+/// seqpacket.
+pub(super) async fn direction(
+    kind: SocketType,
+    from: &AsyncFd<OwnedFd>,
+    to: &AsyncFd<OwnedFd>,
+    flow: Flow<'_>,
+) -> Result<(), Broken> {
+    match kind {
+        SocketType::Seqpacket => messages(from, to, flow).await,
+        _ => pump(from, to, flow).await,
+    }
+}
+
+/// Forwards the messages of a seqpacket `from` to `to`, each whole and as one message, until
+/// `from`'s EOF, which it passes on.
+pub(super) async fn messages(
+    from: &AsyncFd<OwnedFd>,
+    to: &AsyncFd<OwnedFd>,
+    mut flow: Flow<'_>,
+) -> Result<(), Broken> {
+    let (source, sink) = flow.sides();
+    let broke = |side, e: &dyn std::fmt::Display| Broken {
+        side,
+        why: e.to_string(),
+    };
+    let mut buf = Vec::new();
+    loop {
+        // The next message's length (MSG_TRUNC), without taking it. Its credentials (every
+        // message has them: SO_PASSCRED) tell an empty message from the end; no room for its
+        // descriptors: a peek's are copies, closed at once.
+        let (len, eof) = loop {
+            let mut ready = from.readable().await.map_err(|e| broke(source, &e))?;
+            let peek = ready.try_io(|fd| {
+                udsecho_unix::passing::recv(
+                    fd.as_fd(),
+                    &mut [],
+                    RecvFlags::PEEK | RecvFlags::TRUNC | RecvFlags::DONTWAIT,
+                    0,
+                    true,
+                )
+                .map_err(io::Error::from)
+            });
+            match peek {
+                Ok(Ok(got)) => break (got.len, got.len == 0 && got.creds.is_none()),
+                Ok(Err(e)) => return Err(broke(source, &e)),
+                Err(_would_block) => continue,
+            }
+        };
+        if eof {
+            flow.eof().await;
+            match rustix::net::shutdown(to.get_ref(), rustix::net::Shutdown::Write) {
+                Ok(()) | Err(Errno::NOTCONN) => return Ok(()),
+                Err(e) => return Err(broke(sink, &e)),
+            }
+        }
+        // A message longer than the usual buffer gets one of its size while it is forwarded.
+        buf.resize(len.max(BUFFER), 0);
+        let room = descriptors::room();
+        let got = descriptors::recv(
+            from.get_ref().as_fd(),
+            &mut buf[..len],
+            RecvFlags::DONTWAIT,
+            room,
+            true,
+        )
+        .map_err(|e| broke(source, &e))?;
+        if got.truncated {
+            let why = format!(
+                "the kernel closed descriptors passed with a {len}-byte message: the proxy had \
+                 room for {room} (near its descriptor limit)"
+            );
+            return Err(Broken { side: source, why });
+        }
+        let mut fds = got.fds;
+        flow.data(&buf[..got.len], &fds).await;
+        loop {
+            let mut ready = to.writable().await.map_err(|e| broke(sink, &e))?;
+            let sent = ready.try_io(|fd| {
+                descriptors::send(
+                    fd.as_fd(),
+                    &[IoSlice::new(&buf[..got.len])],
+                    &fds,
+                    SEND_FLAGS,
+                    None,
+                )
+                .map_err(io::Error::from)
+            });
+            match sent {
+                Ok(Ok(_)) => {
+                    fds.returned();
+                    break;
+                }
+                Ok(Err(e)) => {
+                    let errno = e.raw_os_error().map(Errno::from_raw_os_error);
+                    if !errno.is_some_and(|errno| fds.refused(errno)) {
+                        return Err(broke(sink, &e));
+                    }
+                }
+                Err(_would_block) => {}
+            }
+        }
+        if buf.len() > BUFFER {
+            buf.truncate(BUFFER);
+            buf.shrink_to_fit();
+        }
+        flow.forwarded.fetch_add(got.len as u64, Ordering::Relaxed);
         crate::busy_poll::worked();
     }
 }

@@ -54,6 +54,12 @@ pub(crate) async fn connect(
     let deadline = Instant::now() + BACKLOG_PATIENCE;
     loop {
         let fd = udsecho_unix::socket::socket(kind).map_err(fail)?;
+        if kind == SocketType::Seqpacket {
+            // Before the connect: the upstream's first message may come at once, and only
+            // messages sent while this is set carry the credentials that tell an empty
+            // message from the end.
+            rustix::net::sockopt::set_socket_passcred(&fd, true).map_err(|e| fail(e.into()))?;
+        }
         match rustix::net::connect(&fd, &addr) {
             Ok(()) => return Ok(fd),
             Err(Errno::AGAIN) if Instant::now() < deadline => {

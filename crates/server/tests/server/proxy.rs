@@ -508,3 +508,81 @@ fn bad_proxy_flags_are_one_line_and_exit_2() {
         assert!(stderr.starts_with("error: "), "{args:?}: {stderr}");
     }
 }
+
+/// One message from a seqpacket socket, with its descriptors; a buffer of 256 KiB, so a
+/// message cut short would show as `cut`.
+fn recv_message(fd: &OwnedFd, proxy: &Server) -> (Vec<u8>, Vec<OwnedFd>) {
+    let mut buf = vec![0u8; 256 * 1024];
+    let got = udsecho_harness::descriptors::recv_with_fds(fd.as_fd(), &mut buf)
+        .unwrap_or_else(|e| panic!("{e}; the proxy's stderr:\n{}", proxy.stderr()));
+    assert!(!got.cut, "the message came whole");
+    buf.truncate(got.len);
+    (buf, got.fds)
+}
+
+#[test]
+fn seqpacket_messages_keep_their_boundaries_both_ways_with_their_descriptors() {
+    let dir = tempfile::tempdir().unwrap();
+    let record = dir.path().join("r.jsonl");
+    let up = short_temp_dir();
+    let upstream = udsecho_harness::SeqpacketPeer::echo(&up.path().join("up.sock")).unwrap();
+    let mut proxy = proxy_to(
+        upstream.path(),
+        &["--type", "seqpacket", "--record", record.to_str().unwrap()],
+    );
+    let client = super::socket_types::seqpacket(proxy.socket());
+    // 100,000 bytes: more than the proxy's 64 KiB buffer.
+    let sizes = [1usize, 1000, 100_000];
+    let messages: Vec<Vec<u8>> = sizes
+        .iter()
+        .map(|&n| udsecho_harness::random_payload(n, n as u64))
+        .collect();
+    for message in &messages {
+        send_with_fds(client.as_fd(), message, &[], None).unwrap();
+    }
+    for message in &messages {
+        let (back, _) = recv_message(&client, &proxy);
+        assert!(
+            &back == message,
+            "a {}-byte message came back as {}",
+            message.len(),
+            back.len()
+        );
+    }
+    rustix::net::shutdown(&client, rustix::net::Shutdown::Write).unwrap();
+    let (end, _) = recv_message(&client, &proxy);
+    assert!(end.is_empty(), "then the end");
+    drop(client);
+    assert!(proxy.stop(Signal::TERM, STOP).unwrap().success());
+    // The upstream got them as the same messages, one each.
+    let received = upstream.received();
+    assert_eq!(
+        received.len(),
+        3,
+        "{:?}",
+        received.iter().map(Vec::len).collect::<Vec<_>>()
+    );
+    assert!(received == messages);
+    let lens: Vec<u64> = read_jsonl(&record)
+        .iter()
+        .filter(|l| l["event"] == "data" && l["dir"] == "to_upstream")
+        .map(|l| l["len"].as_u64().unwrap())
+        .collect();
+    assert_eq!(lens, [1, 1000, 100_000], "one event a message");
+
+    // Descriptors, and an empty message, through to an echo server and back.
+    let upstream = Server::start(["--type", "seqpacket"]).unwrap();
+    let proxy = proxy_to(upstream.socket(), &["--type", "seqpacket"]);
+    let client = super::socket_types::seqpacket(proxy.socket());
+    let file = tempfile::tempfile().unwrap();
+    send_with_fds(client.as_fd(), b"with a file", &[file.as_fd()], None).unwrap();
+    send_with_fds(client.as_fd(), b"", &[], None).unwrap();
+    send_with_fds(client.as_fd(), b"after", &[], None).unwrap();
+    let (back, fds) = recv_message(&client, &proxy);
+    assert_eq!((back.as_slice(), fds.len()), (&b"with a file"[..], 1));
+    assert!(same_open_file(&fds[0], &file));
+    let (empty, _) = recv_message(&client, &proxy);
+    assert!(empty.is_empty());
+    let (after, _) = recv_message(&client, &proxy);
+    assert_eq!(after, b"after", "an empty message is not the end");
+}
