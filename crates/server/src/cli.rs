@@ -329,13 +329,6 @@ impl Cli {
             ));
         }
         let kind = self.socket_type();
-        if self.upstream.is_some() && kind == SocketType::Datagram {
-            return Err(Cli::command().error(
-                clap::error::ErrorKind::ArgumentConflict,
-                "--upstream proxies stream and seqpacket sockets; a datagram proxy is not \
-                 built yet",
-            ));
-        }
         if kind != SocketType::Stream && matches!(self.mode, CliMode::Framed) {
             return Err(Cli::command().error(
                 clap::error::ErrorKind::ArgumentConflict,

@@ -62,7 +62,7 @@ const SEND: SendFlags = SendFlags::DONTWAIT.union(SendFlags::NOSIGNAL);
 /// So the path is opened with `O_PATH | O_NOFOLLOW` (a symlink fails), the inode is checked
 /// (a socket owned by the uid the kernel says sent the datagram), and the reply goes to that
 /// very inode through `/proc/self/fd/N`. `EPERM` means the check failed.
-fn reply_to_path(
+pub(crate) fn reply_to_path(
     socket: &UnixDatagram,
     datagram: &[u8],
     fds: &descriptors::Passed,

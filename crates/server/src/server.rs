@@ -223,7 +223,12 @@ pub async fn run_with_control(
             .await
         }
         Socket::Datagram(socket) => {
-            datagram::serve(socket, &name, config, &shutdown).await;
+            match &settings.proxy {
+                Some(proxy) => {
+                    proxy::datagram::serve(socket, &name, proxy.clone(), config, &shutdown).await;
+                }
+                None => datagram::serve(socket, &name, config, &shutdown).await,
+            }
             None
         }
         Socket::OneStream(fd) => {

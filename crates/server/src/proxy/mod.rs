@@ -10,6 +10,7 @@
 //! | `mod.rs` | [`Proxy`] (what every connection shares) and one connection's task, [`serve`] |
 //! | `upstream.rs` | connecting to the upstream, and the check at start |
 //! | `pump.rs` | one direction: read, record, write, then read again (backpressure) |
+//! | `datagram.rs` | the datagram proxy: a relay per sender |
 //! | `view.rs` | the `-v` lines |
 //! | `record/` | the recording: the writer thread and its formats |
 //!
@@ -18,6 +19,7 @@
 //! past `--shutdown-timeout` (a graceful shutdown only stops accepting: open connections go
 //! on until they end).
 
+pub(crate) mod datagram;
 mod pump;
 pub(crate) mod record;
 mod upstream;

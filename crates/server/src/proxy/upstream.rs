@@ -1,5 +1,5 @@
 //! Reaching the upstream (`--upstream`): a socket of the listener's type, connected to a path
-//! or an abstract name, for each client.
+//! or an abstract name, for each client (for each datagram sender: its relay).
 
 use std::io;
 use std::os::fd::OwnedFd;
@@ -54,6 +54,11 @@ pub(crate) async fn connect(
     let deadline = Instant::now() + BACKLOG_PATIENCE;
     loop {
         let fd = udsecho_unix::socket::socket(kind).map_err(fail)?;
+        if kind == SocketType::Datagram {
+            // An address of its own for the upstream's replies: autobind, a unique abstract
+            // name freed with the socket (nothing on disk).
+            rustix::net::bind(&fd, &SocketAddrUnix::new_unnamed()).map_err(|e| fail(e.into()))?;
+        }
         if kind == SocketType::Seqpacket {
             // Before the connect: the upstream's first message may come at once, and only
             // messages sent while this is set carry the credentials that tell an empty

@@ -495,7 +495,7 @@ fn verbose_shows_each_read_with_its_size_descriptors_and_escaped_bytes() {
 fn bad_proxy_flags_are_one_line_and_exit_2() {
     for args in [
         &["--record", "x.jsonl"][..],
-        &["--upstream", "/tmp/x.sock", "--type", "datagram"],
+        &["--upstream", "", "--type", "datagram"],
         &["--upstream", "/tmp/x.sock", "--fault", "timeout"],
     ] {
         let out = std::process::Command::new(udsecho_harness::binary("udsecho-server"))
@@ -585,4 +585,183 @@ fn seqpacket_messages_keep_their_boundaries_both_ways_with_their_descriptors() {
     assert!(empty.is_empty());
     let (after, _) = recv_message(&client, &proxy);
     assert_eq!(after, b"after", "an empty message is not the end");
+}
+
+#[test]
+fn datagrams_go_through_a_relay_per_sender_and_each_gets_its_own_replies() {
+    use std::os::unix::net::UnixDatagram;
+    use udsecho_harness::{DatagramPeer, Sender};
+    let dir = tempfile::tempdir().unwrap();
+    let record = dir.path().join("r.jsonl");
+    let up = short_temp_dir();
+    let upstream = DatagramPeer::echo(&up.path().join("up.sock")).unwrap();
+    let mut proxy = proxy_to(
+        upstream.path(),
+        &["--type", "datagram", "--record", record.to_str().unwrap()],
+    );
+    let here = short_temp_dir();
+    let clients: Vec<UnixDatagram> = (0..2)
+        .map(|i| {
+            let client = UnixDatagram::bind(here.path().join(format!("c{i}.sock"))).unwrap();
+            client.connect(proxy.socket()).unwrap();
+            client.set_read_timeout(Some(STOP)).unwrap();
+            client
+        })
+        .collect();
+    let sent: Vec<Vec<Vec<u8>>> = (0..2u64)
+        .map(|i| {
+            [1usize, 1000, 60_000]
+                .iter()
+                .map(|&n| udsecho_harness::random_payload(n, n as u64 + 7 * i))
+                .collect()
+        })
+        .collect();
+    for (client, datagrams) in clients.iter().zip(&sent) {
+        for datagram in datagrams {
+            client.send(datagram).unwrap();
+        }
+    }
+    let mut buf = vec![0u8; 256 * 1024];
+    for (client, datagrams) in clients.iter().zip(&sent) {
+        for datagram in datagrams {
+            let n = client
+                .recv(&mut buf)
+                .unwrap_or_else(|e| panic!("{e}: {}", proxy.stderr()));
+            assert!(
+                &buf[..n] == datagram.as_slice(),
+                "{n} bytes for {}",
+                datagram.len()
+            );
+        }
+    }
+    // The upstream saw two senders (the relays, autobound), each with one client's datagrams.
+    let received = upstream.received();
+    assert_eq!(received.len(), 6);
+    let mut senders: Vec<Sender> = received.iter().map(|d| d.sender.clone()).collect();
+    senders.dedup();
+    assert_eq!(senders.len(), 2, "{senders:?}");
+    assert!(senders.iter().all(|s| matches!(s, Sender::Abstract(_))));
+    for sender in &senders {
+        let theirs: Vec<&Vec<u8>> = received
+            .iter()
+            .filter(|d| &d.sender == sender)
+            .map(|d| &d.bytes)
+            .collect();
+        assert!(
+            sent.iter()
+                .any(|mine| mine.iter().collect::<Vec<_>>() == theirs)
+        );
+    }
+    // A sender with no address cannot be answered: dropped, and said.
+    let unnamed = UnixDatagram::unbound().unwrap();
+    unnamed.send_to(b"who am I", proxy.socket()).unwrap();
+    assert!(
+        proxy.wait_stderr("from a sender with no address", STOP),
+        "{}",
+        proxy.stderr()
+    );
+    assert!(proxy.stop(Signal::TERM, STOP).unwrap().success());
+    let lines = read_jsonl(&record);
+    let opens: Vec<&serde_json::Value> = lines.iter().filter(|l| l["event"] == "open").collect();
+    assert_eq!(opens.len(), 2, "a relay a sender");
+    assert!(opens.iter().all(|o| o["peer"]["pid"] == std::process::id()));
+    for conn in [1, 2] {
+        let lens = |dir: &str| -> Vec<u64> {
+            lines
+                .iter()
+                .filter(|l| l["conn"] == conn && l["event"] == "data" && l["dir"] == dir)
+                .map(|l| l["len"].as_u64().unwrap())
+                .collect()
+        };
+        assert_eq!(lens("to_upstream"), [1, 1000, 60_000], "conn {conn}");
+        assert_eq!(lens("to_client"), [1, 1000, 60_000], "conn {conn}");
+        let close = lines
+            .iter()
+            .find(|l| l["conn"] == conn && l["event"] == "close")
+            .expect("each relay's close is recorded");
+        assert_eq!(close["to_upstream"], 61_001);
+        assert_eq!(close["to_client"], 61_001);
+    }
+
+    // Descriptors go through with a datagram and come back with its reply.
+    let upstream = Server::start(["--type", "datagram"]).unwrap();
+    let proxy = proxy_to(upstream.socket(), &["--type", "datagram"]);
+    let client = UnixDatagram::bind(here.path().join("fd.sock")).unwrap();
+    client.set_read_timeout(Some(STOP)).unwrap();
+    let file = tempfile::tempfile().unwrap();
+    send_with_fds(
+        client.as_fd(),
+        b"with a file",
+        &[file.as_fd()],
+        Some(proxy.socket()),
+    )
+    .unwrap();
+    let got = udsecho_harness::descriptors::recv_with_fds(client.as_fd(), &mut buf)
+        .unwrap_or_else(|e| panic!("{e}: {}", proxy.stderr()));
+    assert_eq!((&buf[..got.len], got.fds.len()), (&b"with a file"[..], 1));
+    assert!(same_open_file(&got.fds[0], &file));
+}
+
+#[test]
+fn datagram_relays_are_bounded_and_expire_when_idle() {
+    use std::os::unix::net::UnixDatagram;
+    let dir = tempfile::tempdir().unwrap();
+    let record = dir.path().join("r.jsonl");
+    let up = short_temp_dir();
+    let upstream = udsecho_harness::DatagramPeer::echo(&up.path().join("up.sock")).unwrap();
+    let mut proxy = proxy_to(
+        upstream.path(),
+        &[
+            "-u",
+            "--max-connections",
+            "1",
+            "--idle-timeout",
+            "300ms",
+            "-v",
+            "--record",
+            record.to_str().unwrap(),
+        ],
+    );
+    let here = short_temp_dir();
+    let mut buf = [0u8; 16];
+    let mut ask = |name: &str, what: &[u8]| {
+        let client = UnixDatagram::bind(here.path().join(name)).unwrap();
+        client.set_read_timeout(Some(STOP)).unwrap();
+        client.send_to(what, proxy.socket()).unwrap();
+        let n = client.recv(&mut buf).unwrap();
+        assert_eq!(&buf[..n], what);
+    };
+    // One relay at most: the second sender's takes the first's place.
+    ask("a.sock", b"from a");
+    ask("b.sock", b"from b");
+    assert!(
+        proxy.wait_stderr("relay closed conn=1", STOP),
+        "{}",
+        proxy.stderr()
+    );
+    // Idle past --idle-timeout: the second closes too.
+    assert!(
+        proxy.wait_stderr("relay closed conn=2", STOP),
+        "{}",
+        proxy.stderr()
+    );
+    assert!(proxy.stop(Signal::TERM, STOP).unwrap().success());
+    let events: Vec<(u64, String)> = read_jsonl(&record)
+        .iter()
+        .map(|l| {
+            (
+                l["conn"].as_u64().unwrap(),
+                l["event"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    let of = |conn: u64| -> Vec<&str> {
+        events
+            .iter()
+            .filter(|(c, _)| *c == conn)
+            .map(|(_, e)| e.as_str())
+            .collect()
+    };
+    assert_eq!(of(1), ["open", "data", "data", "close"]);
+    assert_eq!(of(2), ["open", "data", "data", "close"]);
 }
