@@ -78,6 +78,8 @@ struct Relays {
     next_conn: u64,
     began: Instant,
     drops: Drops,
+    /// `--allow-uid`: checked on every datagram, from its credentials.
+    allow_uids: Vec<u32>,
     /// Checks abstract senders' names, unless the proxy's own address is abstract (only
     /// sockets of its own namespace reach it).
     check_names: bool,
@@ -132,6 +134,7 @@ pub(crate) async fn serve(
         next_conn: 1,
         began: Instant::now(),
         drops: Drops::default(),
+        allow_uids: config.allow_uids.clone(),
         check_names,
     };
     let mut buf = vec![0u8; MAX_DATAGRAM];
@@ -240,6 +243,11 @@ impl Relays {
                 self.drops.add("without the sender's credentials");
                 continue;
             };
+            if !self.allow_uids.is_empty() && !self.allow_uids.contains(&creds.uid.as_raw()) {
+                fds.close();
+                self.drops.add("from a uid not in --allow-uid");
+                continue;
+            }
             if !self.by_sender.contains_key(&key) {
                 let creds = Credentials {
                     pid: u32::try_from(creds.pid.as_raw_nonzero().get()).unwrap_or(0),

@@ -765,3 +765,21 @@ fn datagram_relays_are_bounded_and_expire_when_idle() {
     assert_eq!(of(1), ["open", "data", "data", "close"]);
     assert_eq!(of(2), ["open", "data", "data", "close"]);
 }
+
+#[test]
+fn a_datagram_from_a_uid_not_allowed_is_not_forwarded() {
+    use std::os::unix::net::UnixDatagram;
+    let up = short_temp_dir();
+    let upstream = udsecho_harness::DatagramPeer::echo(&up.path().join("up.sock")).unwrap();
+    let someone_else = (rustix::process::getuid().as_raw() + 1).to_string();
+    let proxy = proxy_to(upstream.path(), &["-u", "--allow-uid", &someone_else]);
+    let here = short_temp_dir();
+    let client = UnixDatagram::bind(here.path().join("c.sock")).unwrap();
+    client.send_to(b"let me in", proxy.socket()).unwrap();
+    assert!(
+        proxy.wait_stderr("from a uid not in --allow-uid", STOP),
+        "{}",
+        proxy.stderr()
+    );
+    assert!(upstream.received().is_empty());
+}
