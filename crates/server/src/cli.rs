@@ -125,6 +125,11 @@ pub(crate) struct Cli {
     #[arg(long, value_name = "FILE.jsonl", requires = "upstream")]
     pub(crate) record: Option<std::path::PathBuf>,
 
+    /// With --upstream: record as pcapng for Wireshark, each stream connection a synthetic
+    /// TCP connection 127.0.0.1 -> 127.0.0.2:80 (so HTTP shows as HTTP), messages as UDP
+    #[arg(long, value_name = "FILE.pcapng", requires = "upstream")]
+    pub(crate) pcap: Option<std::path::PathBuf>,
+
     /// Log more: -v shows connections and each echo (`echo: ...`), -vv everything
     #[arg(short, long, action = ArgAction::Count, conflicts_with = "quiet")]
     verbose: u8,

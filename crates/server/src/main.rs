@@ -117,8 +117,13 @@ async fn serve(cli: &Cli, inherited: Option<Inherited>) -> Result<(), Failure> {
             (listener, config)
         }
     };
-    if let Some(path) = &cli.record {
-        config.recorder = Some(Recorder::start(path)?);
+    if cli.record.is_some() || cli.pcap.is_some() {
+        let recorder = Recorder::start(
+            cli.record.as_deref(),
+            cli.pcap.as_deref(),
+            config.socket_type,
+        )?;
+        config.recorder = Some(recorder);
     }
     let control = match &cli.control {
         Some(address) => Some(Control::bind(address).await?),

@@ -495,6 +495,7 @@ fn verbose_shows_each_read_with_its_size_descriptors_and_escaped_bytes() {
 fn bad_proxy_flags_are_one_line_and_exit_2() {
     for args in [
         &["--record", "x.jsonl"][..],
+        &["--pcap", "x.pcapng"],
         &["--upstream", "", "--type", "datagram"],
         &["--upstream", "/tmp/x.sock", "--fault", "timeout"],
     ] {
@@ -782,4 +783,172 @@ fn a_datagram_from_a_uid_not_allowed_is_not_forwarded() {
         proxy.stderr()
     );
     assert!(upstream.received().is_empty());
+}
+
+/// A captured packet: its comment, and the IPv4 packet.
+type Packet = (Option<String>, Vec<u8>);
+
+/// The packets of a pcapng file, and the interface's name.
+fn read_pcapng(path: &Path) -> (Option<String>, Vec<Packet>) {
+    use pcap_file::pcapng::blocks::enhanced_packet::EnhancedPacketOption;
+    use pcap_file::pcapng::blocks::interface_description::InterfaceDescriptionOption;
+    use pcap_file::pcapng::{Block, PcapNgReader};
+    let mut reader = PcapNgReader::new(File::open(path).unwrap()).unwrap();
+    let (mut name, mut packets) = (None, Vec::new());
+    while let Some(block) = reader.next_block() {
+        match block.unwrap() {
+            Block::InterfaceDescription(idb) => {
+                assert_eq!(idb.linktype, pcap_file::DataLink::IPV4);
+                for option in idb.options {
+                    if let InterfaceDescriptionOption::IfName(n) = option {
+                        name = Some(n.into_owned());
+                    }
+                }
+            }
+            Block::EnhancedPacket(epb) => {
+                let comment = epb.options.iter().find_map(|o| match o {
+                    EnhancedPacketOption::Comment(c) => Some(c.to_string()),
+                    _ => None,
+                });
+                assert_eq!(epb.original_len as usize, epb.data.len());
+                packets.push((comment, epb.data.into_owned()));
+            }
+            _ => {}
+        }
+    }
+    (name, packets)
+}
+
+/// One direction's TCP payload, put back in sequence order, and the flags seen.
+fn reassemble(packets: &[Packet], to_port: u16) -> (Vec<u8>, Vec<&'static str>) {
+    use etherparse::{SlicedPacket, TransportSlice};
+    let mut segments = Vec::new();
+    let mut flags = Vec::new();
+    for (_, packet) in packets {
+        let sliced = SlicedPacket::from_ip(packet).unwrap();
+        let Some(TransportSlice::Tcp(tcp)) = sliced.transport else {
+            panic!("a TCP segment")
+        };
+        if tcp.destination_port() != to_port {
+            continue;
+        }
+        if tcp.syn() {
+            flags.push("syn");
+        }
+        if tcp.fin() {
+            flags.push("fin");
+        }
+        if tcp.rst() {
+            flags.push("rst");
+        }
+        if !tcp.payload().is_empty() {
+            segments.push((tcp.sequence_number(), tcp.payload().to_vec()));
+        }
+    }
+    segments.sort_by_key(|(seq, _)| *seq);
+    let mut stream = Vec::new();
+    let mut next = segments.first().map_or(1, |(seq, _)| *seq);
+    assert_eq!(next, 1, "data starts after the SYN");
+    for (seq, payload) in segments {
+        assert_eq!(seq, next, "no gap, no overlap");
+        next += payload.len() as u32;
+        stream.extend_from_slice(&payload);
+    }
+    (stream, flags)
+}
+
+#[test]
+fn the_pcapng_shows_an_http_exchange_over_a_unix_socket_as_tcp_to_port_80() {
+    let request = b"GET /version HTTP/1.1\r\nHost: docker\r\n\r\n";
+    let response =
+        b"HTTP/1.0 200 OK\r\nContent-Type: application/json\r\n\r\n{\"Version\":\"27.0\"}\n";
+    let (_dir, path, upstream) = upstream_after_check(move |mut stream| {
+        let mut got = Vec::new();
+        let mut chunk = [0u8; 1024];
+        while !got.ends_with(b"\r\n\r\n") {
+            let n = stream.read(&mut chunk).unwrap();
+            assert!(n > 0, "the request ends with a blank line");
+            got.extend_from_slice(&chunk[..n]);
+        }
+        stream.write_all(response).unwrap();
+        got
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let pcap = dir.path().join("capture.pcapng");
+    let mut proxy = proxy_to(&path, &["--pcap", pcap.to_str().unwrap()]);
+    let mut client = connect(proxy.socket());
+    client.write_all(request).unwrap();
+    let mut answer = Vec::new();
+    client.read_to_end(&mut answer).unwrap();
+    assert_eq!(answer, response);
+    assert_eq!(upstream.join().unwrap(), request);
+    drop(client);
+    assert!(proxy.stop(Signal::TERM, STOP).unwrap().success());
+
+    let (name, packets) = read_pcapng(&pcap);
+    assert_eq!(name.as_deref(), proxy.socket().to_str());
+    let first = packets[0].0.as_deref().unwrap_or_default();
+    assert!(
+        first.contains(&format!("client pid {} uid ", std::process::id())),
+        "the first packet names the client: {first}"
+    );
+    let (to_upstream, client_flags) = reassemble(&packets, 80);
+    let (to_client, upstream_flags) = reassemble(&packets, 49153);
+    assert_eq!(to_upstream, request, "the HTTP request, whole");
+    assert!(to_upstream.starts_with(b"GET /version HTTP/1.1\r\n"));
+    assert_eq!(to_client, response);
+    assert_eq!(client_flags, ["syn", "fin"]);
+    assert_eq!(upstream_flags, ["syn", "fin"]);
+}
+
+#[test]
+fn the_pcapng_shows_messages_as_udp_with_descriptors_in_comments() {
+    use etherparse::{SlicedPacket, TransportSlice};
+    let upstream = Server::start(["--type", "seqpacket"]).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let pcap = dir.path().join("capture.pcapng");
+    let mut proxy = proxy_to(
+        upstream.socket(),
+        &["--type", "seqpacket", "--pcap", pcap.to_str().unwrap()],
+    );
+    let client = super::socket_types::seqpacket(proxy.socket());
+    let file = tempfile::NamedTempFile::new().unwrap();
+    send_with_fds(client.as_fd(), b"one", &[file.as_file().as_fd()], None).unwrap();
+    send_with_fds(client.as_fd(), b"two", &[], None).unwrap();
+    for _ in 0..2 {
+        recv_message(&client, &proxy);
+    }
+    drop(client);
+    assert!(proxy.stop(Signal::TERM, STOP).unwrap().success());
+    let (_, packets) = read_pcapng(&pcap);
+    let mut seen = Vec::new();
+    for (comment, packet) in &packets {
+        let sliced = SlicedPacket::from_ip(packet).unwrap();
+        let Some(TransportSlice::Udp(udp)) = sliced.transport else {
+            panic!("a UDP datagram")
+        };
+        seen.push((
+            udp.destination_port(),
+            udp.payload().to_vec(),
+            comment.clone(),
+        ));
+    }
+    // Each direction in order, one datagram a message, whatever their interleaving.
+    let to = |port: u16| -> Vec<&[u8]> {
+        seen.iter()
+            .filter(|(p, _, _)| *p == port)
+            .map(|(_, b, _)| b.as_slice())
+            .collect()
+    };
+    assert_eq!(to(9), [&b"one"[..], b"two"], "to the upstream");
+    assert_eq!(to(49153), [&b"one"[..], b"two"], "back to the client");
+    let first = seen[0].2.as_deref().unwrap_or_default();
+    assert!(first.contains("client pid"), "{first}");
+    assert!(
+        first.contains(&format!(
+            "1 passed descriptor(s): file {}",
+            file.path().display()
+        )),
+        "{first}"
+    );
 }

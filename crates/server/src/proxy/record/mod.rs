@@ -1,6 +1,6 @@
 //! The proxy's recording: every event of every proxied connection (open, each read's bytes
 //! with their descriptors, EOF, errors, close), written by one thread to the files asked for
-//! (`--record FILE.jsonl`; the format is docs/proxy.md's).
+//! (`--record FILE.jsonl`, `--pcap FILE.pcapng`; the formats are docs/proxy.md's).
 //!
 //! Nothing recorded is lost: connections hand their events to the writer through a bounded
 //! channel and wait for room when it is full, so a proxy that records runs at the speed of
@@ -11,10 +11,12 @@
 //! |---|---|
 //! | `mod.rs` | the [`Recorder`] handle, the [`Event`]s, the writer thread |
 //! | `jsonl.rs` | one JSON object a line |
+//! | `pcapng.rs` | packets for Wireshark: each connection a synthetic TCP stream or UDP flow |
 //! | `frames.rs` | udsecho frames found in a framed session's reads |
 
 pub(crate) mod frames;
 mod jsonl;
+mod pcapng;
 
 use std::fmt;
 use std::fs::File;
@@ -22,12 +24,13 @@ use std::io::{self, BufWriter};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
-use std::time::Instant;
+use std::time::{Instant, SystemTime};
 
 use bytes::Bytes;
 use tokio::sync::mpsc;
 
 use self::frames::FrameNote;
+use crate::config::SocketType;
 use crate::descriptors::Identity;
 
 /// Events waiting for the writer before connections have to wait for it.
@@ -172,26 +175,48 @@ trait Sink: Send {
 }
 
 impl Recorder {
-    /// Creates (or truncates) `jsonl` and starts the writer thread.
-    pub fn start(jsonl: &Path) -> Result<Recorder, RecordError> {
-        let failed = |op, source| RecordError {
-            path: jsonl.to_owned(),
+    /// Creates (or truncates) the files asked for — `jsonl` (`--record`), `pcap` (`--pcap`,
+    /// packets for connections of `kind`) — and starts the writer thread.
+    pub fn start(
+        jsonl: Option<&Path>,
+        pcap: Option<&Path>,
+        kind: SocketType,
+    ) -> Result<Recorder, RecordError> {
+        let failed = |path: &Path, op, source| RecordError {
+            path: path.to_owned(),
             op,
             source,
         };
-        let file = File::create(jsonl).map_err(|e| failed("create the recording", e))?;
-        let sinks: Vec<Box<dyn Sink>> =
-            vec![Box::new(jsonl::Jsonl::new(BufWriter::new(file), jsonl))];
+        let create = |path: &Path| {
+            File::create(path)
+                .map(BufWriter::new)
+                .map_err(|e| failed(path, "create the recording", e))
+        };
+        let mut sinks: Vec<Box<dyn Sink>> = Vec::new();
+        if let Some(path) = jsonl {
+            sinks.push(Box::new(jsonl::Jsonl::new(create(path)?, path)));
+        }
+        let wall = SystemTime::now();
+        if let Some(path) = pcap {
+            let sink = pcapng::Pcapng::new(create(path)?, path, kind, wall)
+                .map_err(|e| failed(path, "start the capture", e))?;
+            sinks.push(Box::new(sink));
+        }
+        let files: Vec<String> = sinks
+            .iter()
+            .map(|s| s.name().display().to_string())
+            .collect();
+        let files = Arc::from(files.join(" and "));
         let (queue, events) = mpsc::channel(QUEUED);
         let start = Instant::now();
         let writer = std::thread::Builder::new()
             .name("udsecho-record".to_owned())
             .spawn(move || write_all(events, sinks, start))
-            .map_err(|e| failed("start the recording thread", e))?;
+            .map_err(|e| failed(Path::new(&*files), "start the recording thread", e))?;
         Ok(Recorder {
             queue,
             writer: Arc::new(Mutex::new(Some(writer))),
-            files: Arc::from(jsonl.display().to_string()),
+            files,
         })
     }
 
