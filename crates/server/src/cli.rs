@@ -8,7 +8,7 @@ use clap::parser::ValueSource;
 use clap::{ArgAction, CommandFactory, FromArgMatches, Parser, ValueEnum};
 use udsecho_server::{
     Config, DEFAULT_BUSY_POLL, DEFAULT_MAX_CONNECTIONS, DEFAULT_SHUTDOWN_TIMEOUT,
-    DEFAULT_SOCKET_MODE, FaultSpec, Mode, SocketAddress, SocketType,
+    DEFAULT_SOCKET_MODE, FaultSpec, Mode, SocketAddress, SocketType, proxy_applies,
 };
 use udsecho_unix::generate::Docs;
 
@@ -116,8 +116,9 @@ pub(crate) struct Cli {
 
     /// Be a proxy: connect each client to this socket (a path, or @name) and forward
     /// bytes and passed descriptors both ways instead of echoing (docs/proxy.md). An upstream
-    /// that does not answer at start is a warning: each connection tries it again
-    #[arg(long, value_name = "TARGET", value_parser = parse_socket, conflicts_with_all = ["faults", "control"])]
+    /// that does not answer at start is a warning: each connection tries it again. --fault
+    /// applies to what goes to the client (stream sockets)
+    #[arg(long, value_name = "TARGET", value_parser = parse_socket)]
     pub(crate) upstream: Option<SocketAddress>,
 
     /// With --upstream: record every read each way, with its descriptors, the client's
@@ -334,6 +335,24 @@ impl Cli {
             ));
         }
         let kind = self.socket_type();
+        if self.upstream.is_some() {
+            if kind != SocketType::Stream && (!self.faults.is_empty() || self.control.is_some()) {
+                return Err(Cli::command().error(
+                    clap::error::ErrorKind::ArgumentConflict,
+                    format!("the proxy applies faults to stream connections only, not {kind}"),
+                ));
+            }
+            if let Some(spec) = self.faults.iter().find(|s| !proxy_applies(&s.fault)) {
+                return Err(Cli::command().error(
+                    clap::error::ErrorKind::ArgumentConflict,
+                    format!(
+                        "--fault {}: the proxy applies {} (to what goes to the client)",
+                        spec.fault.name(),
+                        udsecho_server::PROXY_FAULTS
+                    ),
+                ));
+            }
+        }
         if kind != SocketType::Stream && matches!(self.mode, CliMode::Framed) {
             return Err(Cli::command().error(
                 clap::error::ErrorKind::ArgumentConflict,

@@ -176,7 +176,7 @@ pub async fn run_with_control(
         _ => None,
     };
     let kind = socket.kind();
-    let proxy = proxy::start(config, &name, kind).await;
+    let proxy = proxy::start(config, &name, kind, faults.clone()).await;
     let settings = Arc::new(Settings {
         mode: config.mode,
         max_frame: config.max_frame,

@@ -10,6 +10,7 @@
 //! | `mod.rs` | [`Proxy`] (what every connection shares) and one connection's task, [`serve`] |
 //! | `upstream.rs` | connecting to the upstream, and the check at start |
 //! | `pump.rs` | one direction: read, record, write, then read again (backpressure) |
+//! | `faults.rs` | `--fault` on what goes to the client |
 //! | `datagram.rs` | the datagram proxy: a relay per sender |
 //! | `view.rs` | the `-v` lines |
 //! | `record/` | the recording: the writer thread and its formats |
@@ -20,6 +21,7 @@
 //! on until they end).
 
 pub(crate) mod datagram;
+pub(crate) mod faults;
 mod pump;
 pub(crate) mod record;
 mod upstream;
@@ -36,11 +38,13 @@ use tokio::io::Interest;
 use tokio::io::unix::AsyncFd;
 use tokio::sync::OwnedSemaphorePermit;
 
+use self::faults::ClientFaults;
 use self::pump::{Broken, Flow, direction};
 use self::record::frames::{Frames, Session};
 use self::record::{Credentials, Dir, Recorder, What};
 use crate::config::{Config, SocketAddress, SocketType};
 use crate::descriptors::Counted;
+use crate::fault::Faults;
 use crate::shutdown::Shutdown;
 
 /// What every proxied connection shares.
@@ -54,13 +58,20 @@ pub(crate) struct Proxy {
     pub(crate) socket: Arc<str>,
     /// The kind of socket on both sides.
     pub(crate) kind: SocketType,
-    /// Where events are recorded (`--record`), if anywhere.
+    /// Where events are recorded (`--record`, `--pcap`), if anywhere.
     pub(crate) recorder: Option<Recorder>,
+    /// The server's faults (`--fault`, `--control`), applied to what goes to the client.
+    pub(crate) faults: Option<Arc<Faults>>,
 }
 
 /// The proxy `config` asks for (`--upstream`), once the upstream has been tried (a warning
 /// if it does not answer); `None` for an echo server. `socket` names the listener.
-pub(crate) async fn start(config: &Config, socket: &str, kind: SocketType) -> Option<Arc<Proxy>> {
+pub(crate) async fn start(
+    config: &Config,
+    socket: &str,
+    kind: SocketType,
+    faults: Option<Arc<Faults>>,
+) -> Option<Arc<Proxy>> {
     let upstream = config.upstream.clone()?;
     match &config.recorder {
         Some(recorder) => tracing::info!("proxying to {upstream}, recording to {recorder}"),
@@ -73,6 +84,7 @@ pub(crate) async fn start(config: &Config, socket: &str, kind: SocketType) -> Op
         socket: Arc::from(socket),
         kind,
         recorder: config.recorder.clone(),
+        faults,
     }))
 }
 
@@ -203,7 +215,13 @@ async fn forward(
     let upstream = register(upstream, proxy.kind).map_err(setup)?;
     let session = Session::default();
     let recorder = proxy.recorder.as_ref();
-    let flow = |dir, forwarded| Flow {
+    let faults = proxy
+        .faults
+        .as_ref()
+        .filter(|_| proxy.kind == SocketType::Stream)
+        .map(|table| ClientFaults::new(table, conn, shutdown));
+    let reset_at = faults.as_ref().and_then(ClientFaults::reset_at);
+    let flow = |dir, forwarded, faults| Flow {
         conn,
         dir,
         recorder,
@@ -213,20 +231,27 @@ async fn forward(
             .map(|_| Frames::new(dir == Dir::ToUpstream)),
         session: &session,
         forwarded,
+        faults,
     };
     let mut up = pin!(direction(
         proxy.kind,
         &client,
         &upstream,
-        flow(Dir::ToUpstream, &totals.to_upstream)
+        flow(Dir::ToUpstream, &totals.to_upstream, None)
     ));
     let mut down = pin!(direction(
         proxy.kind,
         &upstream,
         &client,
-        flow(Dir::ToClient, &totals.to_client)
+        flow(Dir::ToClient, &totals.to_client, faults)
     ));
     let mut forced = pin!(shutdown.forced());
+    let mut reset = pin!(async {
+        match reset_at {
+            Some(at) => tokio::time::sleep_until(at).await,
+            None => std::future::pending().await,
+        }
+    });
     let (mut up_done, mut down_done) = (false, false);
     let failed = |dir, broken: Broken| Ended {
         dir: Some(dir),
@@ -241,6 +266,12 @@ async fn forward(
             done = &mut down, if !down_done => {
                 done.map_err(|b| failed(Dir::ToClient, b))?;
                 down_done = true;
+            }
+            () = &mut reset => {
+                return Err(Ended {
+                    dir: None,
+                    why: "fault: reset_peer".to_owned(),
+                });
             }
             () = &mut forced => {
                 return Err(Ended {

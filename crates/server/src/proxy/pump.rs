@@ -14,12 +14,14 @@
 use std::io::{self, IoSlice};
 use std::os::fd::{AsFd, OwnedFd};
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
 
 use bytes::Bytes;
 use rustix::io::Errno;
 use rustix::net::{RecvFlags, SendFlags};
 use tokio::io::unix::AsyncFd;
 
+use super::faults::{ClientFaults, Plan};
 use super::record::frames::{Frames, Session};
 use super::record::{Dir, Recorder, What};
 use super::view;
@@ -43,6 +45,9 @@ pub(super) struct Flow<'a> {
     pub(super) session: &'a Session,
     /// Bytes forwarded so far.
     pub(super) forwarded: &'a AtomicU64,
+    /// Faults on what this direction writes (the client's direction of a server with
+    /// `--fault` or `--control`).
+    pub(super) faults: Option<ClientFaults>,
 }
 
 /// How a direction failed: which side, and the error.
@@ -138,16 +143,31 @@ pub(super) async fn pump(
                 Err(e) => return Err(broke(sink, &e)),
             }
         }
-        let len = got.len;
         let mut fds = got.fds;
-        flow.data(&buf[..len], &fds).await;
+        flow.data(&buf[..got.len], &fds).await;
+        // Without faults: all of it, in one write if the socket takes it.
+        let plan = match &mut flow.faults {
+            Some(faults) => faults.plan(&mut buf[..got.len], &mut fds),
+            None => Plan {
+                delay: Duration::ZERO,
+                len: got.len,
+                piece: got.len,
+                gap: Duration::ZERO,
+                end: false,
+            },
+        };
+        if !plan.delay.is_zero() {
+            tokio::time::sleep(plan.delay).await;
+        }
+        let len = plan.len;
         let mut sent = 0;
         while sent < len {
+            let upto = (sent + plan.piece).min(len);
             let mut ready = to.writable().await.map_err(|e| broke(sink, &e))?;
             let wrote = ready.try_io(|fd| {
                 descriptors::send(
                     fd.as_fd(),
-                    &[IoSlice::new(&buf[sent..len])],
+                    &[IoSlice::new(&buf[sent..upto])],
                     &fds,
                     SEND_FLAGS,
                     None,
@@ -159,6 +179,9 @@ pub(super) async fn pump(
                     // The descriptors went with the first byte.
                     fds.returned();
                     sent += n;
+                    if sent == upto && !plan.gap.is_zero() {
+                        tokio::time::sleep(plan.gap).await;
+                    }
                 }
                 Ok(Err(e)) => {
                     let errno = e.raw_os_error().map(Errno::from_raw_os_error);
@@ -171,6 +194,13 @@ pub(super) async fn pump(
         }
         flow.forwarded.fetch_add(len as u64, Ordering::Relaxed);
         crate::busy_poll::worked();
+        if plan.end {
+            let why = format!(
+                "limit_data reached: {} bytes went to the client",
+                flow.forwarded.load(Ordering::Relaxed)
+            );
+            return Err(Broken { side: "fault", why });
+        }
     }
 }
 

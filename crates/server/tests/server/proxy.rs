@@ -498,6 +498,7 @@ fn bad_proxy_flags_are_one_line_and_exit_2() {
         &["--pcap", "x.pcapng"],
         &["--upstream", "", "--type", "datagram"],
         &["--upstream", "/tmp/x.sock", "--fault", "timeout"],
+        &["--upstream", "/tmp/x.sock", "-u", "--fault", "latency=1ms"],
     ] {
         let out = std::process::Command::new(udsecho_harness::binary("udsecho-server"))
             .args(args)
@@ -950,5 +951,86 @@ fn the_pcapng_shows_messages_as_udp_with_descriptors_in_comments() {
             file.path().display()
         )),
         "{first}"
+    );
+}
+
+/// Reads until the proxy closes; each read's length, and how long it all took.
+fn reads_until_closed(stream: &mut UnixStream) -> (Vec<u8>, Vec<usize>, Duration) {
+    let started = Instant::now();
+    let (mut all, mut reads) = (Vec::new(), Vec::new());
+    let mut chunk = [0u8; 4096];
+    loop {
+        match stream.read(&mut chunk) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => {
+                reads.push(n);
+                all.extend_from_slice(&chunk[..n]);
+            }
+        }
+    }
+    (all, reads, started.elapsed())
+}
+
+#[test]
+fn fault_latency_holds_back_what_goes_to_the_client() {
+    let (_upstream, proxy) = echo_behind_proxy(&["--fault", "latency=300ms"]);
+    let mut client = connect(proxy.socket());
+    let sent = Instant::now();
+    client.write_all(b"ping").unwrap();
+    let mut got = [0u8; 4];
+    client.read_exact(&mut got).unwrap();
+    assert_eq!(&got, b"ping");
+    assert!(
+        sent.elapsed() >= Duration::from_millis(300),
+        "{:?}",
+        sent.elapsed()
+    );
+}
+
+#[test]
+fn fault_slicer_gives_the_client_one_byte_a_read() {
+    let (_upstream, proxy) = echo_behind_proxy(&["--fault", "slicer=1,gap=30ms"]);
+    let mut client = connect(proxy.socket());
+    client.write_all(b"hello").unwrap();
+    client.shutdown(Shutdown::Write).unwrap();
+    let (all, reads, took) = reads_until_closed(&mut client);
+    assert_eq!(all, b"hello");
+    assert_eq!(reads, [1, 1, 1, 1, 1], "one byte a read");
+    assert!(took >= Duration::from_millis(120), "{took:?}");
+}
+
+#[test]
+fn fault_limit_data_closes_the_client_after_that_many_bytes() {
+    let (_upstream, proxy) = echo_behind_proxy(&["--fault", "limit_data=5"]);
+    let mut client = connect(proxy.socket());
+    client.write_all(b"hello world").unwrap();
+    let (all, _, _) = reads_until_closed(&mut client);
+    assert_eq!(all, b"hello");
+}
+
+#[test]
+fn fault_reset_peer_closes_the_connection_when_it_is_due() {
+    let (_upstream, proxy) = echo_behind_proxy(&["--fault", "reset_peer=400ms"]);
+    let mut client = connect(proxy.socket());
+    let opened = Instant::now();
+    client.write_all(b"early").unwrap();
+    let mut got = [0u8; 5];
+    client.read_exact(&mut got).unwrap();
+    assert_eq!(&got, b"early", "served until then");
+    let (rest, _, _) = reads_until_closed(&mut client);
+    assert!(rest.is_empty());
+    let closed = opened.elapsed();
+    assert!(
+        closed >= Duration::from_millis(400) && closed < Duration::from_secs(3),
+        "{closed:?}"
+    );
+    // reset_peer with no delay: nothing at all.
+    let (_upstream, proxy) = echo_behind_proxy(&["--fault", "reset_peer"]);
+    let mut client = connect(proxy.socket());
+    let _ = client.write_all(b"hello");
+    let (all, _, took) = reads_until_closed(&mut client);
+    assert!(
+        all.is_empty() && took < Duration::from_secs(2),
+        "{all:?} {took:?}"
     );
 }
