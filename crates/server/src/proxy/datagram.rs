@@ -25,7 +25,6 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use bytes::Bytes;
 use rustix::io::Errno;
 use rustix::net::{RecvFlags, SendFlags, SocketAddrUnix};
 use tokio::io::Interest;
@@ -34,7 +33,7 @@ use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
 use super::record::{Credentials, Dir, What};
-use super::{Proxy, upstream, view};
+use super::{Proxy, report_read, upstream};
 use crate::config::Config;
 use crate::descriptors::{self, Passed};
 use crate::shutdown::Shutdown;
@@ -266,18 +265,16 @@ impl Relays {
                 continue;
             };
             let datagram = &buf[..msg.len];
-            if view::enabled() {
-                view::data(relay.conn, Dir::ToUpstream, datagram, &fds);
-            }
-            if let Some(recorder) = &self.proxy.recorder {
-                let what = What::Data {
-                    dir: Dir::ToUpstream,
-                    bytes: Bytes::copy_from_slice(datagram),
-                    fds: fds.identities(),
-                    frames: Vec::new(),
-                };
-                recorder.record(relay.conn, what).await;
-            }
+            let recorder = self.proxy.recorder.as_ref();
+            report_read(
+                recorder,
+                relay.conn,
+                Dir::ToUpstream,
+                datagram,
+                &fds,
+                Vec::new(),
+            )
+            .await;
             relay.used.store(now, Ordering::Relaxed);
             match send(&relay.socket, datagram, &mut fds, None) {
                 Ok(()) => relay.to_upstream += msg.len as u64,
@@ -503,18 +500,8 @@ async fn replies(r: Replies) {
         let reply = &buf[..msg.len];
         r.used
             .store(r.began.elapsed().as_millis() as u64, Ordering::Relaxed);
-        if view::enabled() {
-            view::data(r.conn, Dir::ToClient, reply, &fds);
-        }
-        if let Some(recorder) = &r.proxy.recorder {
-            let what = What::Data {
-                dir: Dir::ToClient,
-                bytes: Bytes::copy_from_slice(reply),
-                fds: fds.identities(),
-                frames: Vec::new(),
-            };
-            recorder.record(r.conn, what).await;
-        }
+        let recorder = r.proxy.recorder.as_ref();
+        report_read(recorder, r.conn, Dir::ToClient, reply, &fds, Vec::new()).await;
         let sent = match r.sender.path() {
             Some(path) => crate::datagram::reply_to_path(&r.listener, reply, &fds, &path, r.uid)
                 .map(|_| fds.returned()),

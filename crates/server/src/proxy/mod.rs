@@ -158,6 +158,30 @@ pub(crate) fn serve(
     }
 }
 
+/// One read, shown (`-v`) and recorded (`--record`, `--pcap`), in whichever direction of
+/// whichever socket type: its bytes, its descriptors, and the frames it completed.
+async fn report_read(
+    recorder: Option<&Recorder>,
+    conn: u64,
+    dir: Dir,
+    bytes: &[u8],
+    fds: &crate::descriptors::Passed,
+    frames: Vec<record::frames::FrameNote>,
+) {
+    if view::enabled() {
+        view::data(conn, dir, bytes, fds);
+    }
+    if let Some(recorder) = recorder {
+        let what = What::Data {
+            dir,
+            bytes: bytes::Bytes::copy_from_slice(bytes),
+            fds: fds.identities(),
+            frames,
+        };
+        recorder.record(conn, what).await;
+    }
+}
+
 /// Bytes forwarded each way.
 #[derive(Debug, Default)]
 struct Totals {
@@ -245,6 +269,13 @@ async fn forward(
         &client,
         flow(Dir::ToClient, &totals.to_client, faults)
     ));
+    if reset_at.is_some_and(|at| at <= tokio::time::Instant::now()) {
+        // Due at once (a timer would fire at the next tick, after a first forward).
+        return Err(Ended {
+            dir: None,
+            why: "fault: reset_peer".to_owned(),
+        });
+    }
     let mut forced = pin!(shutdown.forced());
     let mut reset = pin!(async {
         match reset_at {
@@ -259,14 +290,8 @@ async fn forward(
     };
     while !(up_done && down_done) {
         tokio::select! {
-            done = &mut up, if !up_done => {
-                done.map_err(|b| failed(Dir::ToUpstream, b))?;
-                up_done = true;
-            }
-            done = &mut down, if !down_done => {
-                done.map_err(|b| failed(Dir::ToClient, b))?;
-                down_done = true;
-            }
+            // The deadlines first: a reset due at once forwards nothing.
+            biased;
             () = &mut reset => {
                 return Err(Ended {
                     dir: None,
@@ -278,6 +303,14 @@ async fn forward(
                     dir: None,
                     why: "cut: still open after --shutdown-timeout".to_owned(),
                 });
+            }
+            done = &mut up, if !up_done => {
+                done.map_err(|b| failed(Dir::ToUpstream, b))?;
+                up_done = true;
+            }
+            done = &mut down, if !down_done => {
+                done.map_err(|b| failed(Dir::ToClient, b))?;
+                down_done = true;
             }
         }
     }

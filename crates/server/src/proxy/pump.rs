@@ -16,7 +16,6 @@ use std::os::fd::{AsFd, OwnedFd};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use bytes::Bytes;
 use rustix::io::Errno;
 use rustix::net::{RecvFlags, SendFlags};
 use tokio::io::unix::AsyncFd;
@@ -24,7 +23,7 @@ use tokio::io::unix::AsyncFd;
 use super::faults::{ClientFaults, Plan};
 use super::record::frames::{Frames, Session};
 use super::record::{Dir, Recorder, What};
-use super::view;
+use super::{report_read, view};
 use crate::config::SocketType;
 use crate::descriptors::{self, Passed};
 
@@ -58,6 +57,15 @@ pub(super) struct Broken {
     pub(super) why: String,
 }
 
+impl Broken {
+    fn new(side: &'static str, e: impl std::fmt::Display) -> Broken {
+        Broken {
+            side,
+            why: e.to_string(),
+        }
+    }
+}
+
 impl Flow<'_> {
     /// The side bytes of this direction come from, and the one they go to.
     fn sides(&self) -> (&'static str, &'static str) {
@@ -68,30 +76,24 @@ impl Flow<'_> {
     }
 
     async fn data(&mut self, bytes: &[u8], fds: &Passed) {
-        if view::enabled() {
-            view::data(self.conn, self.dir, bytes, fds);
-        }
-        if let Some(recorder) = self.recorder {
-            let frames = match &mut self.frames {
-                Some(frames) => frames.read(self.session, bytes),
-                None => Vec::new(),
-            };
-            let what = What::Data {
-                dir: self.dir,
-                bytes: Bytes::copy_from_slice(bytes),
-                fds: fds.identities(),
-                frames,
-            };
-            recorder.record(self.conn, what).await;
-        }
+        let frames = match (self.recorder, &mut self.frames) {
+            (Some(_), Some(frames)) => frames.read(self.session, bytes),
+            _ => Vec::new(),
+        };
+        report_read(self.recorder, self.conn, self.dir, bytes, fds, frames).await;
     }
 
-    async fn eof(&mut self) {
+    /// The sender's EOF: recorded, and passed on as a half-close of `to`.
+    async fn pass_eof(&mut self, to: &AsyncFd<OwnedFd>) -> Result<(), Broken> {
         view::eof(self.conn, self.dir);
         if let Some(recorder) = self.recorder {
             recorder
                 .record(self.conn, What::Eof { dir: self.dir })
                 .await;
+        }
+        match rustix::net::shutdown(to.get_ref(), rustix::net::Shutdown::Write) {
+            Ok(()) | Err(Errno::NOTCONN) => Ok(()),
+            Err(e) => Err(Broken::new(self.sides().1, e)),
         }
     }
 }
@@ -104,15 +106,11 @@ pub(super) async fn pump(
     mut flow: Flow<'_>,
 ) -> Result<(), Broken> {
     let (source, sink) = flow.sides();
-    let broke = |side, e: &dyn std::fmt::Display| Broken {
-        side,
-        why: e.to_string(),
-    };
     // Allocated at the first byte: an idle connection holds none.
     let mut buf = Vec::new();
     loop {
         let got = loop {
-            let mut ready = from.readable().await.map_err(|e| broke(source, &e))?;
+            let mut ready = from.readable().await.map_err(|e| Broken::new(source, e))?;
             if buf.is_empty() {
                 buf = vec![0u8; BUFFER];
             }
@@ -123,7 +121,7 @@ pub(super) async fn pump(
             });
             match read {
                 Ok(Ok(got)) => break got,
-                Ok(Err(e)) => return Err(broke(source, &e)),
+                Ok(Err(e)) => return Err(Broken::new(source, e)),
                 Err(_would_block) => continue,
             }
         };
@@ -137,11 +135,7 @@ pub(super) async fn pump(
             return Err(Broken { side: source, why });
         }
         if got.len == 0 {
-            flow.eof().await;
-            match rustix::net::shutdown(to.get_ref(), rustix::net::Shutdown::Write) {
-                Ok(()) | Err(Errno::NOTCONN) => return Ok(()),
-                Err(e) => return Err(broke(sink, &e)),
-            }
+            return flow.pass_eof(to).await;
         }
         let mut fds = got.fds;
         flow.data(&buf[..got.len], &fds).await;
@@ -163,33 +157,12 @@ pub(super) async fn pump(
         let mut sent = 0;
         while sent < len {
             let upto = (sent + plan.piece).min(len);
-            let mut ready = to.writable().await.map_err(|e| broke(sink, &e))?;
-            let wrote = ready.try_io(|fd| {
-                descriptors::send(
-                    fd.as_fd(),
-                    &[IoSlice::new(&buf[sent..upto])],
-                    &fds,
-                    SEND_FLAGS,
-                    None,
-                )
-                .map_err(io::Error::from)
-            });
-            match wrote {
-                Ok(Ok(n)) => {
-                    // The descriptors went with the first byte.
-                    fds.returned();
-                    sent += n;
-                    if sent == upto && !plan.gap.is_zero() {
-                        tokio::time::sleep(plan.gap).await;
-                    }
-                }
-                Ok(Err(e)) => {
-                    let errno = e.raw_os_error().map(Errno::from_raw_os_error);
-                    if !errno.is_some_and(|errno| fds.refused(errno)) {
-                        return Err(broke(sink, &e));
-                    }
-                }
-                Err(_would_block) => {}
+            // The descriptors go with the first byte.
+            sent += send(to, &buf[sent..upto], &mut fds)
+                .await
+                .map_err(|e| Broken::new(sink, e))?;
+            if sent == upto && !plan.gap.is_zero() {
+                tokio::time::sleep(plan.gap).await;
             }
         }
         flow.forwarded.fetch_add(len as u64, Ordering::Relaxed);
@@ -226,17 +199,13 @@ pub(super) async fn messages(
     mut flow: Flow<'_>,
 ) -> Result<(), Broken> {
     let (source, sink) = flow.sides();
-    let broke = |side, e: &dyn std::fmt::Display| Broken {
-        side,
-        why: e.to_string(),
-    };
     let mut buf = Vec::new();
     loop {
         // The next message's length (MSG_TRUNC), without taking it. Its credentials (every
         // message has them: SO_PASSCRED) tell an empty message from the end; no room for its
         // descriptors: a peek's are copies, closed at once.
         let (len, eof) = loop {
-            let mut ready = from.readable().await.map_err(|e| broke(source, &e))?;
+            let mut ready = from.readable().await.map_err(|e| Broken::new(source, e))?;
             let peek = ready.try_io(|fd| {
                 udsecho_unix::passing::recv(
                     fd.as_fd(),
@@ -249,16 +218,12 @@ pub(super) async fn messages(
             });
             match peek {
                 Ok(Ok(got)) => break (got.len, got.len == 0 && got.creds.is_none()),
-                Ok(Err(e)) => return Err(broke(source, &e)),
+                Ok(Err(e)) => return Err(Broken::new(source, e)),
                 Err(_would_block) => continue,
             }
         };
         if eof {
-            flow.eof().await;
-            match rustix::net::shutdown(to.get_ref(), rustix::net::Shutdown::Write) {
-                Ok(()) | Err(Errno::NOTCONN) => return Ok(()),
-                Err(e) => return Err(broke(sink, &e)),
-            }
+            return flow.pass_eof(to).await;
         }
         // A message longer than the usual buffer gets one of its size while it is forwarded.
         buf.resize(len.max(BUFFER), 0);
@@ -270,7 +235,7 @@ pub(super) async fn messages(
             room,
             true,
         )
-        .map_err(|e| broke(source, &e))?;
+        .map_err(|e| Broken::new(source, e))?;
         if got.truncated {
             let why = format!(
                 "the kernel closed descriptors passed with a {len}-byte message: the proxy had \
@@ -280,37 +245,42 @@ pub(super) async fn messages(
         }
         let mut fds = got.fds;
         flow.data(&buf[..got.len], &fds).await;
-        loop {
-            let mut ready = to.writable().await.map_err(|e| broke(sink, &e))?;
-            let sent = ready.try_io(|fd| {
-                descriptors::send(
-                    fd.as_fd(),
-                    &[IoSlice::new(&buf[..got.len])],
-                    &fds,
-                    SEND_FLAGS,
-                    None,
-                )
-                .map_err(io::Error::from)
-            });
-            match sent {
-                Ok(Ok(_)) => {
-                    fds.returned();
-                    break;
-                }
-                Ok(Err(e)) => {
-                    let errno = e.raw_os_error().map(Errno::from_raw_os_error);
-                    if !errno.is_some_and(|errno| fds.refused(errno)) {
-                        return Err(broke(sink, &e));
-                    }
-                }
-                Err(_would_block) => {}
-            }
-        }
+        // One message: all of it or nothing.
+        send(to, &buf[..got.len], &mut fds)
+            .await
+            .map_err(|e| Broken::new(sink, e))?;
         if buf.len() > BUFFER {
             buf.truncate(BUFFER);
             buf.shrink_to_fit();
         }
         flow.forwarded.fetch_add(got.len as u64, Ordering::Relaxed);
         crate::busy_poll::worked();
+    }
+}
+
+/// One `sendmsg` of `bytes` with `fds` on `to`, once it has room: how many bytes went (a
+/// stream may take part; a message goes whole). The descriptors go with it (our copies
+/// close); the kernel refusing them (`ETOOMANYREFS`) closes them with a log line and the
+/// bytes go alone.
+async fn send(to: &AsyncFd<OwnedFd>, bytes: &[u8], fds: &mut Passed) -> io::Result<usize> {
+    loop {
+        let mut ready = to.writable().await?;
+        let sent = ready.try_io(|fd| {
+            descriptors::send(fd.as_fd(), &[IoSlice::new(bytes)], fds, SEND_FLAGS, None)
+                .map_err(io::Error::from)
+        });
+        match sent {
+            Ok(Ok(n)) => {
+                fds.returned();
+                return Ok(n);
+            }
+            Ok(Err(e)) => {
+                let errno = e.raw_os_error().map(Errno::from_raw_os_error);
+                if !errno.is_some_and(|errno| fds.refused(errno)) {
+                    return Err(e);
+                }
+            }
+            Err(_would_block) => {}
+        }
     }
 }

@@ -988,14 +988,17 @@ fn fault_latency_holds_back_what_goes_to_the_client() {
 }
 
 #[test]
-fn fault_slicer_gives_the_client_one_byte_a_read() {
+fn fault_slicer_gives_the_client_the_bytes_in_slices_with_gaps() {
     let (_upstream, proxy) = echo_behind_proxy(&["--fault", "slicer=1,gap=30ms"]);
     let mut client = connect(proxy.socket());
     client.write_all(b"hello").unwrap();
     client.shutdown(Shutdown::Write).unwrap();
     let (all, reads, took) = reads_until_closed(&mut client);
     assert_eq!(all, b"hello");
-    assert_eq!(reads, [1, 1, 1, 1, 1], "one byte a read");
+    // One byte every 30 ms: five reads when the client keeps up (a client descheduled for
+    // longer than a gap finds two slices in one read, so only "several" is asserted), and
+    // never faster than the gaps allow.
+    assert!(reads.len() >= 3, "{reads:?}");
     assert!(took >= Duration::from_millis(120), "{took:?}");
 }
 

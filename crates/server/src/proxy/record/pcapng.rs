@@ -425,6 +425,16 @@ mod tests {
     use pcap_file::pcapng::{Block, PcapNgReader};
     use std::time::Instant;
 
+    fn stream_sink() -> Pcapng<Vec<u8>> {
+        Pcapng::new(
+            Vec::new(),
+            Path::new("t.pcapng"),
+            SocketType::Stream,
+            SystemTime::now(),
+        )
+        .unwrap()
+    }
+
     fn event(conn: u64, what: What) -> Event {
         Event {
             at: Instant::now(),
@@ -467,13 +477,7 @@ mod tests {
 
     #[test]
     fn a_stream_is_a_tcp_connection_whose_numbers_follow_the_bytes() {
-        let mut sink = Pcapng::new(
-            Vec::new(),
-            Path::new("t.pcapng"),
-            SocketType::Stream,
-            SystemTime::now(),
-        )
-        .unwrap();
+        let mut sink = stream_sink();
         let events = [
             What::Open {
                 peer: Some(Credentials {
@@ -530,13 +534,7 @@ mod tests {
 
     #[test]
     fn a_connection_that_did_not_end_with_both_fins_ends_with_a_reset_saying_why() {
-        let mut sink = Pcapng::new(
-            Vec::new(),
-            Path::new("t.pcapng"),
-            SocketType::Stream,
-            SystemTime::now(),
-        )
-        .unwrap();
+        let mut sink = stream_sink();
         let open = What::Open {
             peer: None,
             socket: "/s".into(),
