@@ -59,6 +59,12 @@ pub(crate) const STEPS: [Step; 11] = [
 
 pub(crate) fn run() -> Result<(), String> {
     let total = Instant::now();
+    let tools: Vec<&str> = crate::tools::ALL.iter().map(|t| t.command).collect();
+    println!(
+        "==> ci: checking the tools the steps run: {}",
+        tools.join(", ")
+    );
+    crate::tools::ensure(&crate::tools::ALL)?;
     for (name, step) in STEPS {
         let start = Instant::now();
         println!("==> ci: {name}");
@@ -76,4 +82,23 @@ pub(crate) fn run() -> Result<(), String> {
         total.elapsed().as_secs_f64()
     );
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    /// `cargo xtask ci` on a fresh clone spends its first minute or more in cargo building
+    /// xtask: the alias must let cargo say so (a `--quiet` alias kept it silent for ~80 s).
+    #[test]
+    fn the_xtask_alias_lets_cargo_show_the_build() {
+        let config =
+            std::fs::read_to_string(crate::tools::root().join(".cargo/config.toml")).unwrap();
+        let alias = config
+            .lines()
+            .find(|l| l.starts_with("xtask"))
+            .expect("the xtask alias");
+        assert!(
+            !alias.contains("--quiet") && !alias.contains(" -q"),
+            "{alias}"
+        );
+    }
 }

@@ -4,7 +4,8 @@
 //! - `e2e`: what only the whole release binaries show.
 //! - `nc-compat`: OpenBSD `nc` and `socat` against our binaries, both directions.
 //! - `examples`: the proto crate's examples, run for real.
-//! - `conformance`: `udsecho-conformance` against the release server and client.
+//! - `conformance`: `udsecho-conformance` against the release server and client, and against
+//!   the Go tutorial's server and socat (raw echo servers: checks the verdicts it gives them).
 //! - `dist`: what a release ships.
 //! - `bench`: udsecho against the epoll reference and other echo servers.
 //! - `soak`: mixed faults against the server, with memory and descriptor checks.
@@ -37,8 +38,9 @@ tasks:
   e2e         what only the whole release binaries show (mixed concurrent peers, a slow reader)
   nc-compat   OpenBSD nc and socat against our server and client
   examples    run the proto crate's examples against each other and against the server
-  conformance udsecho-conformance against the release server and client (JUnit reports in
-              target/conformance/)
+  conformance udsecho-conformance against the release server (--strict) and client (JUnit
+              reports in target/conformance/), then against the Go tutorial server and socat
+              (raw echo servers: their verdicts are checked)
   dist        stripped release tarball per target, with man pages, completions and
               SHA256SUMS, in target/dist/ [--target TRIPLE]...
   soak        mixed-fault load with memory and fd checks [--seconds N, default 30]

@@ -311,11 +311,20 @@ fn with_socat_cat(scenario: impl FnOnce(&Path) -> Result<(), String>) -> Result<
         .stderr(Stdio::null())
         .spawn()
         .map_err(|e| format!("cannot start socat: {e}"))?;
-    let result = wait_for_socket(&path, Instant::now() + LIMIT, || false)
-        .map_err(|e| e.to_string())
+    let result = wait_for_socket(&path, Instant::now() + LIMIT, || exited(socat.id()))
+        .map_err(|e| format!("socat never listened on {}: {e}", path.display()))
         .and_then(|()| scenario(&path));
     child::kill(&mut socat);
     result
+}
+
+/// Whether the child `pid` has exited (a zombie, or gone): a socat that fails at once is
+/// given up on at once, not after [`LIMIT`].
+fn exited(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).map_or(true, |stat| {
+        stat.rsplit_once(')')
+            .is_some_and(|(_, rest)| rest.trim_start().starts_with('Z'))
+    })
 }
 
 /// A socket type other than stream, as the scenarios name and start it.
@@ -377,8 +386,9 @@ impl Socat {
             .process_group(0)
             .spawn()
             .map_err(|e| format!("cannot start socat: {e}"))?;
+        let pid = child.id();
         let socat = Socat { child };
-        wait_for_socket(path, Instant::now() + LIMIT, || false)
+        wait_for_socket(path, Instant::now() + LIMIT, || exited(pid))
             .map_err(|e| format!("{command}: never listened on {}: {e}", path.display()))?;
         Ok(socat)
     }

@@ -134,22 +134,34 @@ pub enum ErrorKind {
     /// Raw bytes against a server in framed-only mode: an Error frame came back.
     #[error("the server speaks framed mode only; add --framed")]
     FramedOnlyServer,
+    /// Raw input that began with the framed preamble: a server in auto mode read a framed
+    /// session, and refused what followed with an Error frame. Not a framed-only server.
+    #[error(
+        "stdin began with the framed preamble (\\0UDSECHO), so the server took it for a framed \
+         session and refused the rest with an Error frame; to have these bytes echoed as they \
+         are, run the server with --mode raw (or speak frames with --framed)"
+    )]
+    PreambleInInput,
     /// An echo differed from what was sent.
-    #[error("echo mismatch on message {index}: sent {sent:?}, received {received:?}")]
+    #[error(
+        "echo mismatch on message {index} at offset {offset}: sent {sent}, received {received}"
+    )]
     Mismatch {
         /// Which message (from 1).
         index: u64,
-        /// What was sent (possibly shortened).
+        /// The first byte that differs (or where the shorter one ends), from 0.
+        offset: usize,
+        /// What was sent, as [`shown`] shows it: text quoted and escaped, or hex.
         sent: String,
-        /// What came back (possibly shortened).
+        /// What came back, the same way.
         received: String,
     },
     /// Bytes came back that no message asked for: more than was sent.
-    #[error("the server sent back more than was sent: {received:?} after {after} whole echoes")]
+    #[error("the server sent back more than was sent: {received} after {after} whole echoes")]
     Unasked {
         /// Echoes received whole before them.
         after: u64,
-        /// What came (possibly shortened).
+        /// What came, as [`shown`] shows it.
         received: String,
     },
     /// The descriptors that came back (`--fd`) are not those sent: fewer, more, or other
@@ -208,6 +220,21 @@ impl ErrorKind {
     pub(crate) fn closed_early(detail: impl Into<String>) -> ErrorKind {
         ErrorKind::ClosedEarly {
             detail: detail.into(),
+        }
+    }
+
+    /// Echo `index` is `received` where `sent` was sent: both shown from where they differ.
+    pub(crate) fn mismatch(index: u64, sent: &[u8], received: &[u8]) -> ErrorKind {
+        let offset = sent
+            .iter()
+            .zip(received)
+            .position(|(a, b)| a != b)
+            .unwrap_or(sent.len().min(received.len()));
+        ErrorKind::Mismatch {
+            index,
+            offset,
+            sent: shown(sent, offset),
+            received: shown(received, offset),
         }
     }
 
@@ -292,16 +319,62 @@ pub fn report(error: &dyn Error) -> String {
     line
 }
 
-/// Shortens bytes for an error message.
-pub(crate) fn preview(bytes: &[u8]) -> String {
-    const MAX: usize = 64;
-    let text = String::from_utf8_lossy(&bytes[..bytes.len().min(MAX)]).into_owned();
-    if bytes.len() > MAX {
-        format!("{text}… ({} bytes)", bytes.len())
-    } else {
-        text
+/// Why a server may close a connection at once, before reading: the likely causes, named
+/// where a client sees only the close.
+pub(crate) const TURNED_AWAY: &str = "it may refuse this user (as udsecho-server --allow-uid \
+                                      does) or be at a connection limit";
+
+/// Bytes for an error message, from about `from` on: text (valid UTF-8 without control
+/// characters other than tab and newlines) quoted with Rust's escapes, anything else in hex
+/// (`hex 3f a0 12`), never lossily decoded (random payload read as UTF-8 is mojibake). Over
+/// [`SHOWN`] bytes a window is shown, starting a little before `from`, with `…` where bytes
+/// are left out and the whole length after it.
+pub(crate) fn shown(bytes: &[u8], from: usize) -> String {
+    let (mut start, mut end) = (0, bytes.len());
+    if bytes.len() > SHOWN {
+        start = from.saturating_sub(8).min(bytes.len() - SHOWN);
+        end = start + SHOWN;
     }
+    let text = std::str::from_utf8(bytes).ok().filter(|t| {
+        !t.chars()
+            .any(|c| c.is_control() && !matches!(c, '\t' | '\n' | '\r'))
+    });
+    let (before, after) = (
+        if start > 0 { "…" } else { "" },
+        if end < bytes.len() { "…" } else { "" },
+    );
+    let mut line = match text {
+        Some(text) => {
+            while !text.is_char_boundary(start) {
+                start -= 1;
+            }
+            while !text.is_char_boundary(end) {
+                end += 1;
+            }
+            format!("\"{before}{}{after}\"", text[start..end].escape_debug())
+        }
+        None => {
+            let hex: Vec<String> = bytes[start..end]
+                .iter()
+                .map(|b| format!("{b:02x}"))
+                .collect();
+            let gap = |mark: &str| if mark.is_empty() { "" } else { " " };
+            format!(
+                "hex {before}{}{}{}{after}",
+                gap(before),
+                hex.join(" "),
+                gap(after)
+            )
+        }
+    };
+    if start > 0 || end < bytes.len() {
+        line.push_str(&format!(" ({} bytes)", bytes.len()));
+    }
+    line
 }
+
+/// The most bytes [`shown`] shows.
+const SHOWN: usize = 48;
 
 #[cfg(test)]
 mod tests {
@@ -347,16 +420,33 @@ mod tests {
     }
 
     #[test]
-    fn only_a_mismatch_exits_3() {
+    fn a_mismatch_shows_text_escaped_and_binary_in_hex_from_where_it_differs() {
+        let e = ErrorKind::mismatch(2, "olá\tmundo".as_bytes(), "olá\tmunda".as_bytes());
         assert_eq!(
-            on(ErrorKind::Mismatch {
-                index: 1,
-                sent: "a".into(),
-                received: "b".into()
-            })
-            .exit_code(),
-            3
+            e.to_string(),
+            "echo mismatch on message 2 at offset 9: sent \"olá\\tmundo\", received \"olá\\tmunda\""
         );
+        let sent: Vec<u8> = (0..=99).map(|i| i * 2 + 1).collect();
+        let mut received = sent.clone();
+        received[60] = 0xff;
+        let e = ErrorKind::mismatch(1, &sent, &received);
+        let line = e.to_string();
+        assert!(
+            line.starts_with("echo mismatch on message 1 at offset 60: sent hex … 69 6b "),
+            "{line}"
+        );
+        assert!(line.contains(", received hex … 69 6b "), "{line}");
+        assert!(line.contains(" ff "), "{line}");
+        assert!(line.ends_with(" c7 (100 bytes)"), "{line}");
+        assert!(!line.contains('\u{FFFD}'), "{line}");
+        // A shorter echo differs where it ends.
+        let e = ErrorKind::mismatch(1, b"abcdef", b"abc");
+        assert!(e.to_string().contains("at offset 3:"), "{e}");
+    }
+
+    #[test]
+    fn only_a_mismatch_exits_3() {
+        assert_eq!(on(ErrorKind::mismatch(1, b"a", b"b")).exit_code(), 3);
         assert_eq!(on(ErrorKind::FramedOnlyServer).exit_code(), 1);
     }
 

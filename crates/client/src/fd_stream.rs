@@ -3,13 +3,16 @@
 //! after [`FdStream::start_message`] carries the descriptors; every read keeps what comes
 //! back in an inbox for the caller to check or close. Without descriptors it reads and writes
 //! as a plain stream. `send` and the framed pipe use it (the framed codec runs on top of its
-//! `AsyncRead`/`AsyncWrite`); bench does not.
+//! `AsyncRead`/`AsyncWrite`); bench does not. With `--fault` it misbehaves on purpose (see
+//! `misbehave.rs`): writes in slices with a gap, sending ended at a limit (closed or
+//! half-closed), reading stopped.
 
 use std::future::poll_fn;
 use std::io;
 use std::os::fd::AsFd;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::task::{Context, Poll, ready};
 
 use rustix::net::RecvFlags;
@@ -17,6 +20,7 @@ use tokio::io::{AsyncRead, AsyncWrite, Interest, ReadBuf};
 use tokio::net::UnixStream;
 
 use crate::descriptors::{self, Inbox, Passing, Returned};
+use crate::misbehave::{Misbehaviour, Progress, SendEnd};
 
 /// A connected stream that passes [`Passing`] with each message.
 #[derive(Debug)]
@@ -28,16 +32,46 @@ pub(crate) struct FdStream {
     armed: AtomicBool,
     /// What reads brought back, until taken.
     inbox: Inbox,
+    /// What it does wrong on purpose (`--fault`), and how far it got; `None`: nothing.
+    misbehaving: Option<Mutex<Progress>>,
 }
 
 impl FdStream {
-    pub(crate) fn new(stream: UnixStream, passing: Passing) -> FdStream {
+    pub(crate) fn new(stream: UnixStream, passing: Passing, misbehave: &Misbehaviour) -> FdStream {
         FdStream {
             stream,
             passing,
             armed: AtomicBool::new(false),
             inbox: Inbox::default(),
+            misbehaving: Progress::new(misbehave).map(Mutex::new),
         }
+    }
+
+    fn progress(&self) -> Option<MutexGuard<'_, Progress>> {
+        // Every change to it is one field at a time: a panic elsewhere leaves it consistent.
+        self.misbehaving
+            .as_ref()
+            .map(|p| p.lock().unwrap_or_else(PoisonError::into_inner))
+    }
+
+    /// Whether a `--fault` has taken effect (sending ended, reading stopped): from then on
+    /// the exchange cannot end as a well-behaved one would, and that is not an error.
+    pub(crate) fn misbehaved(&self) -> bool {
+        self.progress().is_some_and(|p| p.took_effect())
+    }
+
+    /// How sending ended on purpose, if it did (`limit_data`, `half_close`).
+    pub(crate) fn sending_ended(&self) -> Option<SendEnd> {
+        self.progress().and_then(|p| p.ended())
+    }
+
+    /// Ends sending as `end` says: closes both directions, or half-closes.
+    fn end_sending(&self, end: SendEnd) {
+        let how = match end {
+            SendEnd::Close => rustix::net::Shutdown::Both,
+            SendEnd::HalfClose => rustix::net::Shutdown::Write,
+        };
+        let _ = rustix::net::shutdown(&self.stream, how);
     }
 
     /// The next bytes written begin a message: they carry the descriptors.
@@ -52,8 +86,16 @@ impl FdStream {
         self.inbox.take()
     }
 
-    fn poll_recv(&self, cx: &mut Context<'_>, buf: &mut [u8]) -> Poll<io::Result<usize>> {
+    fn poll_recv(&self, cx: &mut Context<'_>, mut buf: &mut [u8]) -> Poll<io::Result<usize>> {
         let room = !self.passing.is_empty();
+        if let Some(progress) = self.progress() {
+            match progress.read_allowance(buf.len()) {
+                Some(n) => buf = &mut buf[..n],
+                // Stopped reading on purpose: this read never completes (the caller's other
+                // waits, its deadlines, end the exchange).
+                None => return Poll::Pending,
+            }
+        }
         loop {
             ready!(self.stream.poll_read_ready(cx))?;
             let got = self.stream.try_io(Interest::READABLE, || {
@@ -63,6 +105,10 @@ impl FdStream {
             match got {
                 Ok(got) => {
                     self.inbox.put(got.returned);
+                    crate::trace::received(&buf[..got.len]);
+                    if let Some(mut progress) = self.progress() {
+                        progress.read(got.len);
+                    }
                     return Poll::Ready(Ok(got.len));
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
@@ -71,7 +117,19 @@ impl FdStream {
         }
     }
 
-    fn poll_send(&self, cx: &mut Context<'_>, bytes: &[u8]) -> Poll<io::Result<usize>> {
+    fn poll_send(&self, cx: &mut Context<'_>, mut bytes: &[u8]) -> Poll<io::Result<usize>> {
+        if let Some(mut progress) = self.progress() {
+            match ready!(progress.poll_allowance(cx, bytes.len())) {
+                Ok(n) => bytes = &bytes[..n],
+                Err(end) => {
+                    self.end_sending(end);
+                    return Poll::Ready(Err(io::Error::new(
+                        io::ErrorKind::BrokenPipe,
+                        "the client ended sending on purpose (--fault)",
+                    )));
+                }
+            }
+        }
         loop {
             ready!(self.stream.poll_write_ready(cx))?;
             let armed = self.armed.load(Ordering::Relaxed);
@@ -88,6 +146,10 @@ impl FdStream {
                     // The kernel took the descriptors with the first byte.
                     if armed && n > 0 {
                         self.armed.store(false, Ordering::Relaxed);
+                    }
+                    crate::trace::sent(&bytes[..n]);
+                    if let Some(end) = self.progress().and_then(|mut p| p.wrote(n)) {
+                        self.end_sending(end);
                     }
                     return Poll::Ready(Ok(n));
                 }
@@ -132,10 +194,13 @@ impl AsyncRead for FdStream {
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
         let this = self.get_mut();
-        if this.passing.is_empty() {
+        if this.passing.is_empty() && this.misbehaving.is_none() {
             // Nothing passed, so nothing comes back to keep: tokio's own read, which fills
             // the caller's buffer without zeroing it first.
-            return Pin::new(&mut this.stream).poll_read(cx, buf);
+            let before = buf.filled().len();
+            ready!(Pin::new(&mut this.stream).poll_read(cx, buf))?;
+            crate::trace::received(&buf.filled()[before..]);
+            return Poll::Ready(Ok(()));
         }
         let n = ready!(this.poll_recv(cx, buf.initialize_unfilled()))?;
         buf.advance(n);

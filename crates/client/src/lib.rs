@@ -18,6 +18,7 @@ pub mod pipe;
 pub mod send;
 mod session;
 mod target;
+pub mod trace;
 
 pub use crate::connect::Connection;
 pub use crate::descriptors::{FdError, FdSpec, MAX_FDS, Passing};

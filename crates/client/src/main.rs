@@ -59,6 +59,9 @@ fn main() -> ExitCode {
         return ExitCode::from(1);
     }
     let cli = Cli::parse_checked();
+    if cli.trace {
+        udsecho_client::trace::enable();
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -145,6 +148,7 @@ async fn run(cli: &Invocation) -> Result<(), ClientError> {
                     target,
                     cli.timeout,
                     &cli.descriptors,
+                    &cli.misbehave,
                     tokio::io::stdin(),
                     tokio::io::stdout(),
                 )
@@ -175,15 +179,11 @@ async fn run(cli: &Invocation) -> Result<(), ClientError> {
                 count: *count,
                 timeout: cli.timeout,
                 descriptors: cli.descriptors.clone(),
-            };
-            let ctrl_c = async {
-                if tokio::signal::ctrl_c().await.is_err() {
-                    std::future::pending::<()>().await;
-                }
+                misbehave: cli.misbehave.clone(),
             };
             let mut out = std::io::stdout();
             let connection = target.open(cli.transport, cli.timeout).await?;
-            let summary = send::run(connection, target, &options, ctrl_c, &mut out).await?;
+            let summary = send::run(connection, target, &options, ctrl_c(), &mut out).await?;
             print_summary(&summary);
             Ok(())
         }
@@ -207,6 +207,7 @@ async fn run(cli: &Invocation) -> Result<(), ClientError> {
             blocking,
             busy_poll,
             json,
+            interval,
             ..
         }) => {
             // As many connections as the hard limit allows; fewer is what bench reports.
@@ -224,11 +225,13 @@ async fn run(cli: &Invocation) -> Result<(), ClientError> {
                 transport: cli.transport,
                 pipeline: *pipeline as usize,
                 timeout: cli.timeout,
-                progress: bench::stdout_is_terminal() && !json,
                 blocking: *blocking,
                 busy_poll: busy_poll.unwrap_or_default(),
+                // The --interval lines are the progress, on stderr.
+                progress: bench::stdout_is_terminal() && !json && interval.is_none(),
+                interval: *interval,
             };
-            let report = bench::run(target, &options).await?;
+            let report = bench::run(target, &options, ctrl_c()).await?;
             let mut out = std::io::stdout();
             let written = if *json {
                 serde_json::to_writer_pretty(&mut out, &report)
@@ -245,9 +248,18 @@ async fn run(cli: &Invocation) -> Result<(), ClientError> {
                 if report.busy_poll_us > 0 {
                     what.push_str(&format!(", polling {} µs", report.busy_poll_us));
                 }
+                let seconds = if report.interrupted {
+                    format!(
+                        "interrupted after {:.1} s of {}",
+                        report.seconds,
+                        humantime::format_duration(*duration)
+                    )
+                } else {
+                    format!("{:.1} s", report.seconds)
+                };
                 writeln!(
                     out,
-                    "{what}, {} connection{}, {} thread{}, pipeline {}, {} B messages, {:.1} s\n\
+                    "{what}, {} connection{}, {} thread{}, pipeline {}, {} B messages, {seconds}\n\
                      round trips/s: {:.0}\nMB/s:          {:.1}\n\
                      latency (µs):  p50 {:.1}  p99 {:.1}  p999 {:.1}  max {:.1}",
                     report.connections,
@@ -256,7 +268,6 @@ async fn run(cli: &Invocation) -> Result<(), ClientError> {
                     if report.threads == 1 { "" } else { "s" },
                     report.pipeline,
                     report.size,
-                    report.seconds,
                     report.round_trips_per_sec,
                     report.mb_per_sec,
                     report.latency_us.p50,
@@ -267,6 +278,13 @@ async fn run(cli: &Invocation) -> Result<(), ClientError> {
             };
             written.map_err(|e| ClientError::new(target.clone(), ErrorKind::Stdout(e)))
         }
+    }
+}
+
+/// Resolves on Ctrl-C (SIGINT); never, where the handler cannot be installed.
+async fn ctrl_c() {
+    if tokio::signal::ctrl_c().await.is_err() {
+        std::future::pending::<()>().await;
     }
 }
 

@@ -90,7 +90,7 @@ impl MessageSocket {
                 .map_err(io::Error::from)
             })
             .await
-            .map(drop)
+            .map(|n| crate::trace::sent(&message[..n.min(message.len())]))
     }
 
     /// Receives one message into `buf`. Cancel-safe: a message is either received whole
@@ -118,15 +118,18 @@ impl MessageSocket {
     /// One receive, the message's real length (`MSG_TRUNC`), and whether descriptors came
     /// with it (they go to the inbox).
     fn recv_now(&self, fd: &OwnedFd, buf: &mut [u8]) -> io::Result<(usize, bool)> {
-        if self.passing.is_empty() {
-            return rustix::net::recv(fd, buf, RecvFlags::TRUNC)
+        let (len, carried) = if self.passing.is_empty() {
+            rustix::net::recv(fd, &mut *buf, RecvFlags::TRUNC)
                 .map(|(_, len)| (len, false))
-                .map_err(io::Error::from);
-        }
-        let got = descriptors::recv(fd.as_fd(), buf, RecvFlags::TRUNC, true)?;
-        let carried = !got.returned.fds.is_empty() || got.returned.truncated;
-        self.inbox.put(got.returned);
-        Ok((got.len, carried))
+                .map_err(io::Error::from)?
+        } else {
+            let got = descriptors::recv(fd.as_fd(), buf, RecvFlags::TRUNC, true)?;
+            let carried = !got.returned.fds.is_empty() || got.returned.truncated;
+            self.inbox.put(got.returned);
+            (got.len, carried)
+        };
+        crate::trace::received(&buf[..len.min(buf.len())]);
+        Ok((len, carried))
     }
 
     /// What a receive of `len` bytes was: an empty seqpacket read is the end of the stream,

@@ -16,9 +16,10 @@ use udsecho_proto::{Frame, Goodbye, GoodbyeReason};
 
 use crate::connect::Connection;
 use crate::descriptors::{FdCheck, Passing};
-use crate::error::{ClientError, ErrorKind, preview};
+use crate::error::{ClientError, ErrorKind};
 use crate::fd_stream::FdStream;
 use crate::message::{MessageSocket, Received};
+use crate::misbehave::Misbehaviour;
 use crate::session;
 use crate::target::{SocketType, Target};
 
@@ -35,6 +36,9 @@ pub struct SendOptions {
     pub timeout: Duration,
     /// The descriptors each message carries (`--fd`), checked when they come back.
     pub descriptors: Passing,
+    /// What the stream does wrong on purpose (`--fault`): `send` takes slices only (each
+    /// message goes out in slices with a gap, each echo still checked).
+    pub misbehave: Misbehaviour,
 }
 
 /// What happened, for the closing line.
@@ -69,11 +73,7 @@ impl<'a> Checker<'a> {
     fn check(&mut self, echo: &[u8], out: &mut impl Write) -> Result<(), ErrorKind> {
         self.received += 1;
         if echo != self.message {
-            return Err(ErrorKind::Mismatch {
-                index: self.received,
-                sent: preview(self.message),
-                received: preview(echo),
-            });
+            return Err(ErrorKind::mismatch(self.received, self.message, echo));
         }
         writeln!(out, "received: {}", String::from_utf8_lossy(echo)).map_err(ErrorKind::Stdout)
     }
@@ -229,7 +229,7 @@ async fn raw(
     let mut checker = Checker::new(&options.message);
     let mut schedule = Schedule::new(options);
     let mut fds = FdCheck::new(options.descriptors.clone());
-    let stream = FdStream::new(stream, options.descriptors.clone());
+    let stream = FdStream::new(stream, options.descriptors.clone(), &options.misbehave);
     let mut buf = vec![0u8; 64 * 1024];
     tokio::pin!(stop);
     while !schedule.finished() {
@@ -280,7 +280,7 @@ async fn framed(
 ) -> Result<SendSummary, ErrorKind> {
     let mut checker = Checker::new(&options.message);
     let mut fds = FdCheck::new(options.descriptors.clone());
-    let stream = FdStream::new(stream, options.descriptors.clone());
+    let stream = FdStream::new(stream, options.descriptors.clone(), &options.misbehave);
     let mut server = session::open(stream, options.timeout).await?;
     let mut schedule = Schedule::new(options);
     tokio::pin!(stop);
@@ -364,11 +364,11 @@ async fn message_loop(
                     fds.echoed(checker.received)?;
                 }
                 Ok(Received::Truncated { len }) => {
-                    return Err(ErrorKind::Mismatch {
-                        index: checker.received + 1,
-                        sent: preview(&options.message),
-                        received: format!("{}… ({len} bytes)", String::from_utf8_lossy(&buf[..buf.len().min(64)])),
-                    });
+                    let mut e = ErrorKind::mismatch(checker.received + 1, &options.message, &buf);
+                    if let ErrorKind::Mismatch { received, .. } = &mut e {
+                        received.push_str(&format!(" (a reply of {len} bytes)"));
+                    }
+                    return Err(e);
                 }
                 Ok(Received::Closed) => {
                     return Err(socket.gone(after(how, schedule.sent, checker.received)));

@@ -30,6 +30,11 @@ enum Bug {
     AcceptsAnyVersion,
     /// §4.2: the server's max_frame is ignored.
     IgnoresMaxFrame,
+    /// §4: the session ends with Goodbye (Shutdown) instead of Goodbye (Done).
+    GoodbyeReasonShutdown,
+    /// After a session that went well: an escape sequence on stderr (it would rewrite the
+    /// runner's terminal if the runner printed it as it is) and exit 1.
+    EscapeStderr,
 }
 
 fn parse(name: &str) -> Option<Bug> {
@@ -44,6 +49,8 @@ fn parse(name: &str) -> Option<Bug> {
         "max-frame-zero" => Bug::MaxFrameZero,
         "accepts-any-version" => Bug::AcceptsAnyVersion,
         "ignores-max-frame" => Bug::IgnoresMaxFrame,
+        "goodbye-reason-shutdown" => Bug::GoodbyeReasonShutdown,
+        "escape-stderr" => Bug::EscapeStderr,
         _ => return None,
     })
 }
@@ -63,6 +70,10 @@ fn main() -> ExitCode {
         return ExitCode::from(2);
     };
     match session(socket, bug) {
+        Ok(()) if bug == Bug::EscapeStderr => {
+            eprintln!("\x1b[1A\x1b[2K\rOK            4/client-session");
+            ExitCode::FAILURE
+        }
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("mutant_client: {e}");
@@ -202,7 +213,12 @@ fn session(socket: &str, bug: Bug) -> Result<(), String> {
             _ => return Err("a bad echo".into()),
         }
     }
-    s.write_all(&frame(3, &[0])).map_err(io)?;
+    let reason = if bug == Bug::GoodbyeReasonShutdown {
+        1
+    } else {
+        0
+    };
+    s.write_all(&frame(3, &[reason])).map_err(io)?;
     match r.next().map_err(io)? {
         In::Frame(3, _) | In::Eof => Ok(()),
         _ => Err("no Goodbye from the server".into()),

@@ -1,16 +1,70 @@
-//! A case, its verdict, and choosing cases by id or glob.
+//! A case, its verdict, what it needs of the target, and choosing cases by id or glob.
 
 use std::time::Duration;
+
+/// What a case may take beyond `--timeout`, all its waits and pauses included: the runner's
+/// own scripted pauses (1 s at most) and room for the target to start. So every case ends
+/// within `--timeout` plus this, whatever the target does.
+pub(crate) const GRACE: Duration = Duration::from_secs(3);
+
+/// A behaviour PROTOCOL.md leaves to the implementation: when it is absent the verdict is
+/// UNIMPLEMENTED (an optional mode or shutdown) or NON-STRICT (a SHOULD), unless `--require`
+/// or `--strict` names it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub(crate) enum Feature {
+    /// The framed session (§3-4): absent in a raw echo server (forced raw mode, §8 S7).
+    Framed,
+    /// Raw mode with auto detection (§1-2): absent in a framed-only server.
+    Raw,
+    /// Graceful shutdown on SIGTERM (§4): absent in a server that just dies.
+    Drain,
+    /// Data echoed as it arrives (§4 item 3, a SHOULD).
+    CutThrough,
+}
+
+impl Feature {
+    pub(crate) fn name(self) -> &'static str {
+        match self {
+            Feature::Framed => "framed",
+            Feature::Raw => "raw",
+            Feature::Drain => "drain",
+            Feature::CutThrough => "cut-through",
+        }
+    }
+}
+
+/// What a case needs of the target before it can say anything.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Need {
+    /// A framed session: UNIMPLEMENTED at once on a raw echo server.
+    Framed,
+    /// Raw mode: UNIMPLEMENTED at once on a server seen refusing raw bytes.
+    Raw,
+    /// The runner signals the server, so it must have started it (`--cmd`): not run with
+    /// `--socket`.
+    Signal,
+}
+
+impl Need {
+    /// Its name in the JSON report.
+    pub(crate) fn name(self) -> &'static str {
+        match self {
+            Need::Framed => "framed",
+            Need::Raw => "raw",
+            Need::Signal => "signal",
+        }
+    }
+}
 
 /// What a case found.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum Verdict {
     /// The implementation does what PROTOCOL.md says.
     Ok,
-    /// Allowed, but not what PROTOCOL.md recommends: why.
-    NonStrict(String),
-    /// An optional feature is absent: which.
-    Unimplemented(String),
+    /// Allowed, but not what PROTOCOL.md recommends: the SHOULD missed, and why.
+    NonStrict(Feature, String),
+    /// An optional feature is absent, and what the target was seen doing that shows it.
+    Unimplemented(Feature, String),
     /// A rule is broken: what was expected and what was seen.
     Failed(String),
 }
@@ -20,8 +74,8 @@ impl Verdict {
     pub(crate) fn word(&self) -> &'static str {
         match self {
             Verdict::Ok => "OK",
-            Verdict::NonStrict(_) => "NON-STRICT",
-            Verdict::Unimplemented(_) => "UNIMPLEMENTED",
+            Verdict::NonStrict(..) => "NON-STRICT",
+            Verdict::Unimplemented(..) => "UNIMPLEMENTED",
             Verdict::Failed(_) => "FAILED",
         }
     }
@@ -30,12 +84,25 @@ impl Verdict {
     pub(crate) fn detail(&self) -> Option<&str> {
         match self {
             Verdict::Ok => None,
-            Verdict::NonStrict(s) | Verdict::Unimplemented(s) | Verdict::Failed(s) => Some(s),
+            Verdict::NonStrict(_, s) | Verdict::Unimplemented(_, s) | Verdict::Failed(s) => Some(s),
         }
     }
 
     pub(crate) fn failed(&self) -> bool {
         matches!(self, Verdict::Failed(_))
+    }
+
+    /// Held to `required`: a NON-STRICT or UNIMPLEMENTED verdict about a required feature is
+    /// a failure.
+    pub(crate) fn held_to(self, required: &[Feature]) -> Verdict {
+        match self {
+            Verdict::NonStrict(f, why) | Verdict::Unimplemented(f, why)
+                if required.contains(&f) =>
+            {
+                Verdict::Failed(format!("{why} (required: --require {})", f.name()))
+            }
+            other => other,
+        }
     }
 }
 
@@ -59,6 +126,8 @@ impl From<Result<Verdict, String>> for Verdict {
 pub(crate) struct Case<Ctx> {
     pub(crate) id: &'static str,
     pub(crate) description: &'static str,
+    /// What it needs of the target (the runner decides before running it).
+    pub(crate) needs: &'static [Need],
     pub(crate) run: fn(&mut Ctx) -> Verdict,
 }
 
@@ -67,6 +136,7 @@ pub(crate) struct Case<Ctx> {
 pub(crate) struct Outcome {
     pub(crate) id: &'static str,
     pub(crate) description: &'static str,
+    pub(crate) needs: &'static [Need],
     pub(crate) verdict: Verdict,
     pub(crate) duration: Duration,
 }
@@ -151,6 +221,7 @@ mod tests {
         Case {
             id,
             description: "",
+            needs: &[],
             run: |_| Verdict::Ok,
         }
     }
@@ -165,5 +236,15 @@ mod tests {
         assert_eq!(ids(&["4".into()], &[]), ["4/b"]);
         assert_eq!(ids(&["4*".into()], &["4.1/c".into()]), ["4/b"]);
         assert!(select(&all, &["9/x".to_owned()], &[]).is_err());
+    }
+
+    #[test]
+    fn required_features_turn_their_verdicts_into_failures() {
+        let absent = Verdict::Unimplemented(Feature::Drain, "dies".into());
+        assert_eq!(absent.clone().held_to(&[Feature::Raw]), absent);
+        assert!(absent.held_to(&[Feature::Drain]).failed());
+        let should = Verdict::NonStrict(Feature::CutThrough, "holds".into());
+        assert!(should.held_to(&[Feature::CutThrough]).failed());
+        assert_eq!(Verdict::Ok.held_to(&[Feature::CutThrough]), Verdict::Ok);
     }
 }

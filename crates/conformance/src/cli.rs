@@ -7,17 +7,20 @@ use std::time::Duration;
 use clap::{Args, CommandFactory, Parser, Subcommand};
 use udsecho_unix::generate::Docs;
 
+use crate::case::Feature;
+
 /// Checks an implementation of udsecho's wire protocol (PROTOCOL.md) against its rules.
 ///
 /// `server` tests a server: the runner is the client. `client` tests a client: the runner is
 /// the server, on a fresh temporary socket per case. Every case has an id that names the
 /// PROTOCOL.md section it checks (`3/length-over-max`, `4.1/negotiate-down`) and a verdict:
 /// OK, NON-STRICT (allowed, not recommended: the reason is shown), UNIMPLEMENTED (an optional
-/// feature is absent) or FAILED (with the bytes expected and seen, in hex). The summary's last
-/// line is `N passed, N failed`.
+/// feature is absent, and the target was seen doing what an implementation without it may
+/// do) or FAILED (with the bytes expected and seen, in hex). The summary's last line is
+/// `N passed, N failed`.
 ///
-/// Exit status: 0 when no case failed, 1 when one did (or the target could not be started),
-/// 2 for bad flags.
+/// Exit status: 0 when no case failed, 1 when one did, 2 for bad flags or a target that
+/// cannot be started or reached.
 #[derive(Debug, Parser)]
 #[command(
     version,
@@ -35,14 +38,22 @@ pub(crate) struct Cli {
 pub(crate) enum Mode {
     /// Test a server implementation (the runner is its client)
     Server {
-        /// A server already listening on this socket; all cases share it (4/shutdown-drains
-        /// needs --cmd and is not run)
+        /// A server already listening on this socket; all cases share it (the shutdown cases
+        /// signal the server: they need --cmd and are not run)
         #[arg(short, long, value_name = "PATH", required_unless_present_any = ["cmd", "list"], conflicts_with = "cmd")]
         socket: Option<PathBuf>,
         /// A command that serves on `{sock}`, started afresh for each case, run by `sh -c`,
         /// e.g. 'udsecho-server --socket {sock}'; SIGTERM must start its graceful shutdown
         #[arg(long, value_name = "COMMAND")]
         cmd: Option<String>,
+        /// Hold the server to these optional behaviours: a case that finds one absent
+        /// (UNIMPLEMENTED) or not done as recommended (NON-STRICT) fails
+        #[arg(long, value_name = "FEATURE", value_delimiter = ',')]
+        require: Vec<Feature>,
+        /// Require every optional behaviour (--require framed,raw,drain,cut-through): the
+        /// whole text, as udsecho-server holds itself to it
+        #[arg(long)]
+        strict: bool,
         #[command(flatten)]
         common: Common,
     },
@@ -73,7 +84,8 @@ pub(crate) struct Common {
     /// Also write the results as JUnit XML to FILE
     #[arg(long, value_name = "FILE")]
     pub(crate) junit: Option<PathBuf>,
-    /// The longest any single wait may take (a peer silent for longer fails the case)
+    /// The longest any single wait may take (a peer silent for longer fails the case); a
+    /// case as a whole ends within this plus 3 s, whatever the target does
     #[arg(long, value_name = "DUR", default_value = "5s", value_parser = parse_timeout)]
     pub(crate) timeout: Duration,
     /// List the selected cases (id and description) and run nothing
@@ -100,18 +112,18 @@ const EXIT_STATUS: [(&str, &str); 3] = [
     ),
     (
         "1",
-        "At least one case FAILED, the implementation could not be started, or a report file could not be written.",
+        "At least one case FAILED, or a report file could not be written.",
     ),
     (
         "2",
-        "Bad flags or values, or a --cases/--exclude pattern that matches no case.",
+        "Bad flags or values, a --cases/--exclude pattern that matches no case, a --cmd without {sock}, or a target that cannot be started or reached (one line on stderr, no case run).",
     ),
 ];
 
 /// The man page's ENVIRONMENT section.
 const ENVIRONMENT: [(&str, &str); 1] = [(
     "PATH",
-    "The --cmd command runs under sh -c with the runner's environment; {sock} is replaced by a quoted socket path.",
+    "The --cmd command runs under sh -c with the runner's environment; {sock} is replaced by the socket path, quoted where it stands outside quotes.",
 )];
 
 /// What `--generate` makes the man pages and completions from.

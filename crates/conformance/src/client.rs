@@ -9,11 +9,10 @@
 
 use std::os::unix::net::UnixListener;
 use std::process::ExitStatus;
-use std::thread;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use crate::case::{Case, Verdict};
-use crate::target::{self, Process, TargetError};
+use crate::case::{Case, GRACE, Verdict};
+use crate::target::{self, Process, TargetError, status_text};
 use crate::wire::{self, Conn, Got, PREAMBLE, PeerHello, code, reason};
 
 /// What a client case works with.
@@ -21,6 +20,11 @@ use crate::wire::{self, Conn, Got, PREAMBLE, PeerHello, code, reason};
 pub(crate) struct ClientCtx {
     command: String,
     pub(crate) timeout: Duration,
+    /// When the current case's time is up (`--timeout` plus [`GRACE`] from its start).
+    deadline: Instant,
+    /// Set when the command could not be started at all (the shell could not run it): the
+    /// line to say, once, instead of a FAILED line per case.
+    pub(crate) cannot_start: Option<String>,
 }
 
 /// The standard input the client gets.
@@ -28,31 +32,67 @@ pub(crate) const INPUT: &[u8] = b"udsecho conformance\nsecond line\n";
 
 impl ClientCtx {
     pub(crate) fn new(command: String, timeout: Duration) -> Self {
-        ClientCtx { command, timeout }
+        ClientCtx {
+            command,
+            timeout,
+            deadline: Instant::now() + timeout + GRACE,
+            cannot_start: None,
+        }
+    }
+
+    /// Starts a case's clock.
+    pub(crate) fn begin(&mut self) {
+        self.deadline = Instant::now() + self.timeout + GRACE;
     }
 
     /// Starts the client and accepts its connection.
-    fn start(&self) -> Result<Run, String> {
-        let (mut process, listener) = Process::start(&self.command, Some(INPUT.to_vec()), |path| {
+    fn start(&mut self) -> Result<Run, String> {
+        let started = Process::start(&self.command, Some(INPUT.to_vec()), |path| {
             UnixListener::bind(path).map_err(|source| TargetError::Listen {
                 socket: path.to_owned(),
                 source,
             })
-        })
-        .map_err(|e| e.to_string())?;
-        let stream = target::accept(&listener, self.timeout.max(Duration::from_secs(10)), || {
-            process.exited()
-        })
-        .map_err(|e| format!("accepting the client's connection: {e}"))?;
+        });
+        let (mut process, listener) = match started {
+            Ok(started) => started,
+            Err(e @ TargetError::Spawn { .. }) => {
+                self.cannot_start = Some(e.to_string());
+                return Err(e.to_string());
+            }
+            Err(e) => return Err(e.to_string()),
+        };
+        let start = Instant::now();
+        let until = (start + self.timeout).min(self.deadline);
+        let stream = target::accept(&listener, until, || process.status().is_some())
+            .map_err(|e| format!("accepting the client's connection: {e}"))?;
         let Some(stream) = stream else {
             let why = process
                 .stderr_line()
                 .map(|l| format!(" (its stderr: {l})"))
                 .unwrap_or_default();
-            return Err(format!("the client never connected{why}"));
+            return Err(match process.status() {
+                // The shell's own codes: the command was not found, or not executable.
+                Some(status) if matches!(status.code(), Some(126 | 127)) => {
+                    let line = format!(
+                        "cannot start `{}`: it exited with {} without connecting{why}",
+                        crate::report::printable(&self.command),
+                        status_text(status)
+                    );
+                    self.cannot_start = Some(line.clone());
+                    line
+                }
+                Some(status) => format!(
+                    "the client exited with {} without connecting to its socket{why}",
+                    status_text(status)
+                ),
+                None => format!("the client did not connect within {:?}{why}", until - start),
+            });
         };
+        let mut conn = Conn::new(stream, self.timeout, self.deadline);
+        // Until the runner's Hello says more, a client may send control frames only.
+        conn.accept_max = wire::MAX_CONTROL;
         Ok(Run {
-            conn: Conn::new(stream, self.timeout),
+            conn,
             process,
             timeout: self.timeout,
         })
@@ -91,6 +131,7 @@ impl Run {
         piece: usize,
     ) -> Result<(), String> {
         let payload = wire::hello_payload(version, max_frame, "udsecho-conformance", extra);
+        self.conn.accept_max = max_frame;
         self.send_in_pieces(&wire::frame(wire::HELLO, &payload), piece)
     }
 
@@ -100,7 +141,7 @@ impl Run {
         }
         for chunk in bytes.chunks(piece) {
             self.conn.send(chunk)?;
-            thread::sleep(Duration::from_millis(2));
+            self.conn.pause(Duration::from_millis(2));
         }
         Ok(())
     }
@@ -151,8 +192,9 @@ impl Run {
 
     /// Waits for the client to exit; a client still running after the timeout fails.
     fn exit(mut self) -> Result<ExitStatus, String> {
+        let until = (Instant::now() + self.timeout).min(self.conn.deadline);
         drop(self.conn);
-        self.process.wait(self.timeout).ok_or_else(|| {
+        self.process.wait(until).ok_or_else(|| {
             format!(
                 "the client did not exit within {:?} of the session's end",
                 self.timeout
@@ -177,6 +219,13 @@ impl Run {
                         "the client neither closed nor exited within {:?}",
                         self.timeout
                     ));
+                }
+                Got::OutOfTime(_) => {
+                    return Err(
+                        "the client neither closed nor exited before the case's time ran out \
+                         (--timeout plus 3 s)"
+                            .to_owned(),
+                    );
                 }
             }
         }
@@ -262,6 +311,7 @@ pub(crate) fn cases() -> Vec<Case<ClientCtx>> {
         Case {
             id: "1/client-preamble",
             description: "the client opens with the 8-byte preamble",
+            needs: &[],
             run: |ctx| {
                 (|| {
                     let mut run = ctx.start()?;
@@ -282,6 +332,7 @@ pub(crate) fn cases() -> Vec<Case<ClientCtx>> {
         Case {
             id: "4/client-hello-first",
             description: "the first frame is a Hello: L <= 4096, version >= 1, max_frame >= 1",
+            needs: &[],
             run: |ctx| {
                 (|| {
                     let mut run = ctx.start()?;
@@ -300,26 +351,31 @@ pub(crate) fn cases() -> Vec<Case<ClientCtx>> {
         Case {
             id: "4/client-session",
             description: "a whole session: Data echoed, Goodbye or half-close, exit 0",
+            needs: &[],
             run: |ctx| normal(ctx, &[], usize::MAX),
         },
         Case {
             id: "4/client-split-reads",
             description: "the server's Hello and echoes arrive one byte at a time: the session still succeeds",
+            needs: &[],
             run: |ctx| normal(ctx, &[], 1),
         },
         Case {
             id: "3.1/client-ignores-appended-fields",
             description: "a server Hello with bytes after its last known field is accepted",
+            needs: &[],
             run: |ctx| normal(ctx, &[0x07, 0x81, 0x01, 0x00], usize::MAX),
         },
         Case {
             id: "4.1/client-rejects-unknown-version",
             description: "a server Hello choosing a version the client did not offer: no Data, close, exit non-zero",
+            needs: &[],
             run: |ctx| refused(ctx, Some(0), &[]),
         },
         Case {
             id: "4.2/client-respects-max-frame",
             description: "the server's Hello says max_frame 4: the client never sends a Data frame above it",
+            needs: &[],
             run: |ctx| {
                 (|| {
                     let mut run = ctx.start()?;
@@ -335,6 +391,7 @@ pub(crate) fn cases() -> Vec<Case<ClientCtx>> {
         Case {
             id: "3.2/client-error-frame",
             description: "an Error frame (FrameTooLarge) from the server: the client closes and exits non-zero",
+            needs: &[],
             run: |ctx| {
                 refused(
                     ctx,
@@ -346,11 +403,13 @@ pub(crate) fn cases() -> Vec<Case<ClientCtx>> {
         Case {
             id: "3.2/client-unknown-error-code",
             description: "an Error frame with an unknown code (999) is still an error: close, exit non-zero",
+            needs: &[],
             run: |ctx| refused(ctx, None, &wire::error(999, "a code from the future")),
         },
         Case {
             id: "3.3/client-goodbye-shutdown",
             description: "Goodbye (Shutdown) from the server: the client closes and exits",
+            needs: &[],
             run: |ctx| {
                 (|| {
                     let mut run = ctx.start()?;
@@ -382,6 +441,7 @@ pub(crate) fn cases() -> Vec<Case<ClientCtx>> {
         Case {
             id: "4/client-server-closes-mid-frame",
             description: "the server closes inside an echo: the client exits non-zero (a truncated echo)",
+            needs: &[],
             run: |ctx| {
                 (|| {
                     let mut run = ctx.start()?;

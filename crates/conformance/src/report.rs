@@ -1,5 +1,6 @@
 //! The results: a terminal summary (its last line is `N passed, N failed`), `--json` and
-//! `--junit` files for CI.
+//! `--junit` files for CI. Text that comes from the target (its stderr, its bytes) is escaped
+//! before it reaches any of them: see [`printable`].
 
 use std::io::{self, Write};
 use std::path::Path;
@@ -21,8 +22,8 @@ impl Totals {
         for o in outcomes {
             match o.verdict {
                 Verdict::Ok => t.ok += 1,
-                Verdict::NonStrict(_) => t.non_strict += 1,
-                Verdict::Unimplemented(_) => t.unimplemented += 1,
+                Verdict::NonStrict(..) => t.non_strict += 1,
+                Verdict::Unimplemented(..) => t.unimplemented += 1,
                 Verdict::Failed(_) => t.failed += 1,
             }
         }
@@ -34,8 +35,31 @@ impl Totals {
     }
 }
 
-/// One line per case as it finishes, detail indented under it.
-pub(crate) fn line(out: &mut impl Write, outcome: &Outcome) -> io::Result<()> {
+/// `text` safe to print on a terminal: control characters (escape sequences, carriage
+/// returns, newlines, bells) and the invisible formatting characters that reorder or hide
+/// text (bidirectional overrides, zero-width marks) are written as Rust escapes (`\u{1b}`).
+pub(crate) fn printable(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        let hidden = matches!(c, '\u{200b}'..='\u{200f}' | '\u{202a}'..='\u{202e}'
+            | '\u{2060}'..='\u{2069}' | '\u{feff}');
+        if c.is_control() || hidden {
+            out.extend(c.escape_unicode());
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+/// The line that says what the runner saw of the target before the cases (a server's
+/// modes), first in the report.
+pub(crate) fn target(out: &mut impl Write, line: &str) -> io::Result<()> {
+    writeln!(out, "{}", printable(line))
+}
+
+/// One line per case as it finishes, its detail (if `detail`) indented under it.
+pub(crate) fn line(out: &mut impl Write, outcome: &Outcome, detail: bool) -> io::Result<()> {
     writeln!(
         out,
         "{:<13} {:<40} {}",
@@ -43,8 +67,8 @@ pub(crate) fn line(out: &mut impl Write, outcome: &Outcome) -> io::Result<()> {
         outcome.id,
         outcome.description
     )?;
-    if let Some(detail) = outcome.verdict.detail() {
-        writeln!(out, "              {detail}")?;
+    if let (Some(text), true) = (outcome.verdict.detail(), detail) {
+        writeln!(out, "              {}", printable(text))?;
     }
     Ok(())
 }
@@ -80,11 +104,21 @@ pub(crate) fn summary(
     writeln!(out, "{} passed, {} failed", t.passed(), t.failed)
 }
 
-/// A report file writer: the path, what was tested, the outcomes.
-pub(crate) type Writer = fn(&Path, &str, &[Outcome]) -> io::Result<()>;
+/// What a report file says beyond the outcomes: what was tested, and what the runner saw
+/// of it first.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Run<'a> {
+    /// `server` or `client`.
+    pub(crate) mode: &'a str,
+    /// The probe's line (servers), if there was one.
+    pub(crate) target: Option<&'a str>,
+}
+
+/// A report file writer: the path, the run, the outcomes.
+pub(crate) type Writer = fn(&Path, Run<'_>, &[Outcome]) -> io::Result<()>;
 
 /// `--json FILE`: every case with its verdict, plus the totals.
-pub(crate) fn json(path: &Path, mode: &str, outcomes: &[Outcome]) -> io::Result<()> {
+pub(crate) fn json(path: &Path, run: Run<'_>, outcomes: &[Outcome]) -> io::Result<()> {
     let t = Totals::of(outcomes);
     let cases: Vec<serde_json::Value> = outcomes
         .iter()
@@ -94,13 +128,15 @@ pub(crate) fn json(path: &Path, mode: &str, outcomes: &[Outcome]) -> io::Result<
                 "section": o.id.split('/').next().unwrap_or(o.id),
                 "description": o.description,
                 "verdict": o.verdict.word(),
-                "detail": o.verdict.detail(),
+                "detail": o.verdict.detail().map(printable),
+                "needs": o.needs.iter().map(|n| n.name()).collect::<Vec<_>>(),
                 "duration_ms": o.duration.as_millis() as u64,
             })
         })
         .collect();
     let doc = serde_json::json!({
-        "tested": mode,
+        "tested": run.mode,
+        "target": run.target.map(printable),
         "cases": cases,
         "ok": t.ok,
         "non_strict": t.non_strict,
@@ -130,7 +166,8 @@ fn xml(text: &str) -> String {
 
 /// `--junit FILE`: one testsuite, one testcase per case; FAILED is a failure, UNIMPLEMENTED
 /// is skipped, NON-STRICT passes with its reason in system-out.
-pub(crate) fn junit(path: &Path, mode: &str, outcomes: &[Outcome]) -> io::Result<()> {
+pub(crate) fn junit(path: &Path, run: Run<'_>, outcomes: &[Outcome]) -> io::Result<()> {
+    let mode = run.mode;
     let t = Totals::of(outcomes);
     let total: f64 = outcomes.iter().map(|o| o.duration.as_secs_f64()).sum();
     let mut out = String::from("<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n");
@@ -155,12 +192,17 @@ pub(crate) fn junit(path: &Path, mode: &str, outcomes: &[Outcome]) -> io::Result
                 out += &format!(
                     "<failure message=\"{}\">{}</failure>",
                     xml(o.description),
-                    xml(d)
+                    xml(&printable(d))
                 );
             }
-            Verdict::Unimplemented(d) => out += &format!("<skipped message=\"{}\"/>", xml(d)),
-            Verdict::NonStrict(d) => {
-                out += &format!("<system-out>NON-STRICT: {}</system-out>", xml(d))
+            Verdict::Unimplemented(_, d) => {
+                out += &format!("<skipped message=\"{}\"/>", xml(&printable(d)))
+            }
+            Verdict::NonStrict(_, d) => {
+                out += &format!(
+                    "<system-out>NON-STRICT: {}</system-out>",
+                    xml(&printable(d))
+                )
             }
         }
         out += "</testcase>\n";
@@ -172,12 +214,14 @@ pub(crate) fn junit(path: &Path, mode: &str, outcomes: &[Outcome]) -> io::Result
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::case::Feature;
     use std::time::Duration;
 
     fn outcome(id: &'static str, verdict: Verdict) -> Outcome {
         Outcome {
             id,
             description: "d",
+            needs: &[],
             verdict,
             duration: Duration::from_millis(3),
         }
@@ -187,8 +231,8 @@ mod tests {
     fn the_summary_ends_with_passed_and_failed() {
         let outcomes = [
             outcome("1/a", Verdict::Ok),
-            outcome("1/b", Verdict::NonStrict("n".into())),
-            outcome("2/c", Verdict::Unimplemented("u".into())),
+            outcome("1/b", Verdict::NonStrict(Feature::CutThrough, "n".into())),
+            outcome("2/c", Verdict::Unimplemented(Feature::Raw, "u".into())),
             outcome("3/d", Verdict::Failed("f".into())),
         ];
         let mut out = Vec::new();
@@ -196,6 +240,18 @@ mod tests {
         let text = String::from_utf8(out).unwrap();
         assert_eq!(text.lines().last(), Some("3 passed, 1 failed"), "{text}");
         assert!(text.contains("failed: 3/d"));
+    }
+
+    #[test]
+    fn target_text_reaches_the_terminal_escaped() {
+        assert_eq!(
+            printable("ok\x1b[2J\r\n\u{7}\u{202e}gnp.exe é"),
+            r"ok\u{1b}[2J\u{d}\u{a}\u{7}\u{202e}gnp.exe é"
+        );
+        let mut out = Vec::new();
+        let failed = outcome("4/a", Verdict::Failed("stderr: \x1b]0;owned\x07".into()));
+        line(&mut out, &failed, true).unwrap();
+        assert!(!out.contains(&0x1b) && !out.contains(&0x07), "{out:?}");
     }
 
     #[test]

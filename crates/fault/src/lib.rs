@@ -325,8 +325,9 @@ impl Fault {
         !matches!(self, Fault::HalfClose { .. })
     }
 
-    /// Whether the client can do it, as a misbehaving client on `pipe`: slices with a gap,
-    /// stop reading, close mid-message (`limit_data`), half-close early.
+    /// Whether the client can do it, as a misbehaving client (the pipe; `send` takes slices
+    /// only): slices with a gap, stop reading, close mid-message (`limit_data`), half-close
+    /// early.
     pub fn for_client(&self) -> bool {
         matches!(
             self,
@@ -378,13 +379,19 @@ impl<'a> Options<'a> {
     }
 }
 
+/// `0.25` or `25%`, as a number (not yet checked to be a fraction).
+fn parse_fraction(text: &str) -> Option<f64> {
+    match text.strip_suffix('%') {
+        Some(percent) => percent.parse::<f64>().ok().map(|p| p / 100.0),
+        None => text.parse::<f64>().ok(),
+    }
+}
+
 /// `0.25` or `25%`: above 0, at most 1.
 fn parse_share(text: &str) -> Result<u32, String> {
-    let share = match text.strip_suffix('%') {
-        Some(percent) => percent.parse::<f64>().map(|p| p / 100.0),
-        None => text.parse::<f64>(),
-    }
-    .map_err(|_| format!("share {text:?}: expected a fraction of connections (0.25 or 25%)"))?;
+    let share = parse_fraction(text).ok_or_else(|| {
+        format!("share {text:?}: expected a fraction of connections (0.25 or 25%)")
+    })?;
     if !(share > 0.0 && share <= 1.0) {
         return Err(format!(
             "share {text:?}: must be above 0 and at most 1 (100%)"
@@ -395,11 +402,8 @@ fn parse_share(text: &str) -> Result<u32, String> {
 }
 
 fn parse_probability(text: &str) -> Result<f64, String> {
-    let p = match text.strip_suffix('%') {
-        Some(percent) => percent.parse::<f64>().map(|p| p / 100.0),
-        None => text.parse::<f64>(),
-    }
-    .map_err(|_| format!("{text:?}: expected a probability (0.1 or 10%)"))?;
+    let p = parse_fraction(text)
+        .ok_or_else(|| format!("{text:?}: expected a probability (0.1 or 10%)"))?;
     if !(0.0..=1.0).contains(&p) {
         return Err(format!("{text:?}: a probability is from 0 to 1"));
     }

@@ -13,7 +13,7 @@
 //! ([`worked`]), it yields in a loop: with nothing else to run, tokio's current-thread
 //! scheduler answers a yield by polling its epoll set with a zero timeout and running
 //! whatever that woke — exactly a polling loop, with every connection on the thread served
-//! from it. When a whole window passes without an echo, the task sleeps until the next
+//! from it. Between two looks it pauses for about a microsecond ([`PAUSES`]). When a whole window passes without an echo, the task sleeps until the next
 //! echo wakes it (a same-thread wake: no system call), and the thread sleeps in
 //! `epoll_wait` as before.
 //!
@@ -30,6 +30,14 @@ use std::time::{Duration, Instant};
 
 /// The shortest window worth polling, and where a window grows from.
 const GROW_FROM: Duration = Duration::from_micros(10);
+
+/// Spin-wait hints between two looks at the epoll set (about a microsecond): a sibling
+/// hyperthread keeps its share of the core, and the epoll set's lock, which every wake-up of
+/// this thread's sockets takes, is not held by a zero-timeout `epoll_wait` back to back.
+/// Measured at 100 busy connections on 2 vCPUs: without them the generator beside the server
+/// lost 7% of its round trips and the server spent 9% more CPU per round trip than with
+/// polling off; with them neither, and the blocking client keeps its gain.
+const PAUSES: usize = 32;
 
 /// This thread's echoes, as the poller sees them.
 struct Activity {
@@ -116,6 +124,9 @@ pub(crate) async fn run(max: Duration) {
         let mut until = last + window.current();
         while !window.current().is_zero() {
             tokio::task::yield_now().await;
+            for _ in 0..PAUSES {
+                std::hint::spin_loop();
+            }
             let now = Instant::now();
             let count = echoes();
             if count != seen {

@@ -20,6 +20,10 @@ use udsecho_unix::generate::Docs;
 /// the socket file and exits 0; a second one (or SIGQUIT) closes every connection at once.
 /// SIGUSR1, SIGUSR2 and SIGALRM are ignored.
 ///
+/// nc's habits are accepted: -l (listen), -U (a Unix socket), -k (keep listening) and -N
+/// change nothing, so `udsecho-server -lU SOCKET` serves SOCKET; `nc -lU` without -k, which
+/// serves one peer, is --once.
+///
 /// Exit status: 0 after a clean shutdown, 1 when the server cannot start (the message names
 /// the socket and the cause), 2 for bad flags.
 #[derive(Debug, Parser)]
@@ -97,9 +101,10 @@ pub(crate) struct Cli {
     /// Misbehave on purpose: a fault such as latency=100ms~20ms, slicer=1,gap=10ms,
     /// stop_reading=1KiB, limit_data=5, timeout, reset_peer, slow_close=1s, corrupt,
     /// answer=TEXT, answer_file=PATH, error_after=N, goodbye_after=N, withhold_fds,
-    /// extra_fd; loss=P, duplicate=P,
-    /// reorder=P, truncate=N for messages. `@0.25` after it: a quarter of the connections.
-    /// Repeat for several; docs/faults.md has the grammar
+    /// extra_fd; loss=P, duplicate=P, reorder=P, truncate=N for seqpacket and datagram
+    /// messages. `@0.25` after it: a quarter of the connections (of a datagram socket's
+    /// senders). Repeat for several; docs/faults.md has the grammar and which fault works on
+    /// which socket type
     #[arg(long = "fault", value_name = "SPEC", value_parser = parse_fault)]
     faults: Vec<FaultSpec>,
 
@@ -131,13 +136,66 @@ pub(crate) struct Cli {
     #[arg(long, value_name = "FILE.pcapng", requires = "upstream")]
     pub(crate) pcap: Option<std::path::PathBuf>,
 
-    /// Log more: -v shows connections and each echo (`echo: ...`), -vv everything
+    /// Serve one connection, then exit when it ends, as nc -lU does without -k: further peers
+    /// are refused meanwhile (the listening socket is closed); a signal drains it as any
+    /// connection. Stream and seqpacket only (datagram sockets have no connections); a peer
+    /// turned away by --allow-uid does not count, a probe that connects and leaves does
+    #[arg(long, conflicts_with = "inetd")]
+    once: bool,
+
+    /// Log more: -v shows connections and each echo (`echo: ...`), -vv everything. Each echo
+    /// is a log line: a benchmark against a -v server measures its logging (about 9× fewer
+    /// round trips), so benchmark without -v
     #[arg(short, long, action = ArgAction::Count, conflicts_with = "quiet")]
     verbose: u8,
 
     /// Log only warnings and errors (RUST_LOG, when set, overrides -v and -q)
     #[arg(short, long)]
     quiet: bool,
+
+    /// Start each log line with the time: rfc3339 (the wall clock in UTC, to the
+    /// microsecond) or uptime (seconds since the server started, monotonic) [default: none]
+    #[arg(long, value_name = "KIND", value_enum)]
+    timestamps: Option<Timestamps>,
+
+    #[command(flatten)]
+    nc: NcHabits,
+}
+
+/// nc's flags, as someone coming from `nc -lU` types them: all of them are what the server
+/// does anyway. Hidden: the long help and the README say so once.
+#[derive(Debug, clap::Args)]
+struct NcHabits {
+    /// nc -l: listen (the server always does)
+    #[arg(short = 'l', hide = true)]
+    listen: bool,
+    /// nc -U: a Unix socket (it always is)
+    #[arg(short = 'U', hide = true)]
+    unix: bool,
+    /// nc -k: keep listening after a peer (the default; --once is nc without -k)
+    #[arg(short = 'k', hide = true, conflicts_with = "once")]
+    keep: bool,
+    /// nc -N: shut down the write side at EOF (the server does after echoing a peer's EOF)
+    #[arg(short = 'N', hide = true)]
+    half_close: bool,
+}
+
+/// `--timestamps`: what each log line starts with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub(crate) enum Timestamps {
+    /// The wall clock, UTC, RFC 3339 (2026-12-07T18:00:00.123456Z)
+    Rfc3339,
+    /// Seconds since the server started, from the monotonic clock (0.001234s)
+    Uptime,
+}
+
+impl From<Timestamps> for udsecho_server::logging::Timestamps {
+    fn from(t: Timestamps) -> Self {
+        match t {
+            Timestamps::Rfc3339 => udsecho_server::logging::Timestamps::Rfc3339,
+            Timestamps::Uptime => udsecho_server::logging::Timestamps::Uptime,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -284,7 +342,14 @@ impl Cli {
         config.faults = self.faults.clone();
         config.fault_seed = self.fault_seed;
         config.upstream = self.upstream.clone();
+        config.once = self.once;
         config
+    }
+
+    /// What log lines start with (`--timestamps`).
+    pub(crate) fn timestamps(&self) -> udsecho_server::logging::Timestamps {
+        self.timestamps
+            .map_or(udsecho_server::logging::Timestamps::None, Into::into)
     }
 
     fn socket_type(&self) -> SocketType {
@@ -352,6 +417,13 @@ impl Cli {
                     ),
                 ));
             }
+        }
+        if self.once && kind == SocketType::Datagram {
+            return Err(Cli::command().error(
+                clap::error::ErrorKind::ArgumentConflict,
+                "--once serves one connection, and a datagram socket has none (each datagram is \
+                 answered on its own); leave --once out, or use --type stream or seqpacket",
+            ));
         }
         if kind != SocketType::Stream && matches!(self.mode, CliMode::Framed) {
             return Err(Cli::command().error(

@@ -135,6 +135,10 @@ pub struct Config {
     pub upstream: Option<SocketAddress>,
     /// Where a proxy records what crosses it (`--record`), started by the caller.
     pub recorder: Option<Recorder>,
+    /// Serve one connection, then stop accepting and exit when it ends (`--once`, as `nc
+    /// -lU` without `-k`). Stream and seqpacket listeners only: a datagram socket has no
+    /// connections (the binary refuses the combination).
+    pub once: bool,
 }
 
 impl Config {
@@ -156,6 +160,7 @@ impl Config {
             fault_seed: None,
             upstream: None,
             recorder: None,
+            once: false,
         }
     }
 }

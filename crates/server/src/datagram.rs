@@ -7,6 +7,9 @@
 //! - A sender whose receive queue is full (it is not reading its replies) would make the
 //!   server wait for it, and so everyone: its reply is dropped and counted the same way.
 //!   Datagrams are unreliable by nature; a blocked sender never blocks the others.
+//! - With faults (`--fault`, `--control`), each datagram is answered through
+//!   `fault::Datagrams`, which may drop it, hold it back, cut it, answer it otherwise or twice
+//!   (the drain lifts them); without, one `Option` is checked per datagram.
 //! - Replies a sender has not read yet are charged by the kernel to the *server's* send
 //!   buffer, shared by all senders. So the server asks for a large one ([`SEND_BUFFER`]);
 //!   a sender that never reads holds at most `net.unix.max_dgram_qlen + 1` (11) replies.
@@ -34,6 +37,7 @@ use tokio::time::Instant;
 use crate::config::Config;
 use crate::descriptors;
 use crate::echo_log;
+use crate::fault::{Datagrams, Faults};
 use crate::shutdown::Shutdown;
 
 /// The largest datagram answered. Unix datagrams are bounded by the sender's send buffer
@@ -232,7 +236,14 @@ impl DropLog {
 }
 
 /// Answers datagrams on `socket` until the shutdown begins, then the ones already queued.
-pub(crate) async fn serve(socket: UnixDatagram, name: &str, config: &Config, shutdown: &Shutdown) {
+/// With `faults`, as they have it until the shutdown begins.
+pub(crate) async fn serve(
+    socket: UnixDatagram,
+    name: &str,
+    config: &Config,
+    faults: Option<&std::sync::Arc<Faults>>,
+    shutdown: &Shutdown,
+) {
     // Every datagram carries its sender's credentials: for --allow-uid, and to check that a
     // reply path still belongs to the sender.
     if let Err(e) = rustix::net::sockopt::set_socket_passcred(&socket, true) {
@@ -250,11 +261,15 @@ pub(crate) async fn serve(socket: UnixDatagram, name: &str, config: &Config, shu
         names: bound_to_abstract_name(&socket)
             .not()
             .then(AbstractNames::default),
+        faults: faults.map(Datagrams::new),
     };
     loop {
         tokio::select! {
             biased;
-            () = shutdown.begun() => break,
+            () = shutdown.begun() => {
+                lift_faults(&socket, config, &mut state);
+                break;
+            }
             ready = socket.readable() => {
                 if let Err(e) = ready {
                     tracing::error!("{name}: {e}");
@@ -298,6 +313,17 @@ fn send_buffer_full(socket: &UnixDatagram) -> bool {
     matches!(rustix::event::poll(&mut fds, Some(&now)), Ok(0))
 }
 
+/// The drain began: a datagram the faults held back is answered, and no fault applies to
+/// the datagrams still queued.
+fn lift_faults(socket: &UnixDatagram, config: &Config, state: &mut State) {
+    if let Some(faults) = state.faults.take() {
+        let (drops, names) = (&mut state.drops, &mut state.names);
+        faults.lift(|bytes, msg, from| {
+            answer_one(socket, config, drops, names.as_mut(), bytes, msg, from);
+        });
+    }
+}
+
 /// What the datagram loop keeps between turns.
 #[derive(Debug)]
 struct State {
@@ -307,6 +333,8 @@ struct State {
     /// Checks who owns an abstract sender's name here; `None` when the server's own address
     /// is abstract (only sockets of its own namespace can reach it).
     names: Option<AbstractNames>,
+    /// The faults, if the server has any (`--fault`, `--control`).
+    faults: Option<Datagrams>,
 }
 
 /// Does an abstract name belong, in this server's network namespace, to the sender?
@@ -381,7 +409,12 @@ fn answer_queued(
     state: &mut State,
     limit: usize,
 ) -> io::Result<()> {
-    let State { buf, drops, names } = state;
+    let State {
+        buf,
+        drops,
+        names,
+        faults,
+    } = state;
     for _ in 0..limit {
         // Room for the sender's credentials and for descriptors, as many as the process can
         // spare (a datagram's are closed once its reply carries them, or it gets none).
@@ -398,7 +431,12 @@ fn answer_queued(
         // Whatever happens to the datagram, its descriptors are accounted for: carried back,
         // or closed and counted in the drop report.
         drops.passed_now = msg.fds.len();
-        answer_one(socket, config, drops, names.as_mut(), buf, &mut msg, from);
+        match faults {
+            None => answer_one(socket, config, drops, names.as_mut(), buf, &mut msg, from),
+            Some(faults) => faults.answer(buf, &mut msg, from, |bytes, msg, from| {
+                answer_one(socket, config, drops, names.as_mut(), bytes, msg, from);
+            }),
+        }
         crate::busy_poll::worked();
         drops.passed_now = 0;
         msg.fds.close();

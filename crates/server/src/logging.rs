@@ -9,6 +9,9 @@
 //! - **Under systemd** (`JOURNAL_STREAM` names our stderr) each line starts with its syslog
 //!   priority (`<6>`, `<4>`...), which journald turns into the record's priority, and carries
 //!   no level word and no colour.
+//! - **Timestamps are an option** ([`Timestamps`], `--timestamps`): none by default (a
+//!   supervisor's journal stamps lines itself), the wall clock in RFC 3339, or the seconds
+//!   since the start from the monotonic clock.
 
 use std::io::{self, IsTerminal, Write};
 
@@ -89,6 +92,18 @@ fn stderr_is_journal() -> bool {
     rustix::fs::fstat(io::stderr()).is_ok_and(|st| st.st_dev == dev && st.st_ino == ino)
 }
 
+/// What each log line starts with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Timestamps {
+    /// Nothing: the line starts with its level.
+    None,
+    /// The wall clock in UTC, RFC 3339 with microseconds (`2026-12-07T18:00:00.123456Z`).
+    Rfc3339,
+    /// Seconds since logging began, from the monotonic clock (`   0.001234s`): unaffected by
+    /// the wall clock being set.
+    Uptime,
+}
+
 /// Writes to stderr and reports success whatever happens: a log line that cannot be written is
 /// dropped, never turned into an error that something would try to log.
 struct LossyStderr;
@@ -131,8 +146,10 @@ where
     }
 }
 
-/// Installs the global subscriber: `RUST_LOG` if set, else `default_filter` (e.g. `info`).
-pub fn init(default_filter: &str, sink: Sink) -> LogGuard {
+/// Installs the global subscriber: `RUST_LOG` if set, else `default_filter` (e.g. `info`),
+/// each line starting with `timestamps`.
+pub fn init(default_filter: &str, sink: Sink, timestamps: Timestamps) -> LogGuard {
+    use tracing_subscriber::fmt::time;
     if sink == Sink::Off {
         return LogGuard { _worker: None };
     }
@@ -147,19 +164,46 @@ pub fn init(default_filter: &str, sink: Sink) -> LogGuard {
         .with_env_filter(filter)
         .with_writer(writer)
         .with_target(false)
-        .without_time()
         .with_ansi(sink == Sink::Terminal);
-    if sink == Sink::Journal {
-        let format = tracing_subscriber::fmt::format()
-            .with_target(false)
-            .without_time()
-            .with_level(false)
-            .with_ansi(false);
-        builder.event_format(JournalPriority(format)).init();
-    } else {
-        builder.init();
+    // The journal's lines: a priority instead of the level word, no colour.
+    let journal = tracing_subscriber::fmt::format()
+        .with_target(false)
+        .with_level(false)
+        .with_ansi(false);
+    // Each timer is a type of its own; `without_time` also drops the space after the time.
+    match timestamps {
+        Timestamps::None => install(builder.without_time(), journal.without_time(), sink),
+        Timestamps::Rfc3339 => install(
+            builder.with_timer(time::SystemTime),
+            journal.with_timer(time::SystemTime),
+            sink,
+        ),
+        Timestamps::Uptime => {
+            let uptime = time::Uptime::default();
+            install(builder.with_timer(uptime), journal.with_timer(uptime), sink)
+        }
     }
     LogGuard {
         _worker: Some(guard),
+    }
+}
+
+/// Sets `builder` as the global subscriber, with `journal`'s format under journald.
+fn install<T>(
+    builder: tracing_subscriber::fmt::SubscriberBuilder<
+        tracing_subscriber::fmt::format::DefaultFields,
+        tracing_subscriber::fmt::format::Format<tracing_subscriber::fmt::format::Full, T>,
+        tracing_subscriber::EnvFilter,
+        tracing_appender::non_blocking::NonBlocking,
+    >,
+    journal: tracing_subscriber::fmt::format::Format<tracing_subscriber::fmt::format::Full, T>,
+    sink: Sink,
+) where
+    T: tracing_subscriber::fmt::time::FormatTime + Send + Sync + 'static,
+{
+    if sink == Sink::Journal {
+        builder.event_format(JournalPriority(journal)).init();
+    } else {
+        builder.init();
     }
 }

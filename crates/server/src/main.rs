@@ -51,7 +51,7 @@ fn main() -> ExitCode {
     // would only narrow it behind the user's back. The server creates no other file without an
     // explicit mode (the lock file is 0600, the default directory 0700).
     rustix::process::umask(rustix::fs::Mode::empty());
-    let log = logging::init(cli.log_filter(), Sink::detect());
+    let log = logging::init(cli.log_filter(), Sink::detect(), cli.timestamps());
     // As many connections as the hard limit allows (the soft limit is often 1024).
     if let Err(e) = raise_fd_limit(Wanted::Hard) {
         tracing::debug!("could not raise the open-file limit: {}", e.errno);

@@ -227,7 +227,10 @@ pub async fn run_with_control(
                 Some(proxy) => {
                     proxy::datagram::serve(socket, &name, proxy.clone(), config, &shutdown).await;
                 }
-                None => datagram::serve(socket, &name, config, &shutdown).await,
+                None => {
+                    datagram::serve(socket, &name, config, settings.faults.as_ref(), &shutdown)
+                        .await;
+                }
             }
             None
         }
@@ -247,6 +250,15 @@ pub async fn run_with_control(
             None
         }
     };
+    if config.once && fatal.is_none() {
+        // The one connection runs to its end unless a signal begins the shutdown, which
+        // drains it like any other below.
+        tracker.close();
+        tokio::select! {
+            () = shutdown.begun() => {}
+            () = tracker.wait() => {}
+        }
+    }
     notify::stopping();
     if let Some(e) = &fatal {
         tracing::error!("accept on {name}: {e}; this listening socket cannot be served");
@@ -368,7 +380,7 @@ impl Accepted {
     }
 
     /// Starts its handler as a task of `tracker` on the serving thread `on`, unless
-    /// `--allow-uid` turns it away.
+    /// `--allow-uid` turns it away (then `false`).
     #[allow(clippy::too_many_arguments)]
     fn spawn(
         self,
@@ -379,7 +391,7 @@ impl Accepted {
         tracker: &TaskTracker,
         slot: OwnedSemaphorePermit,
         on: &Handle,
-    ) {
+    ) -> bool {
         let (pid, uid) = self.peer();
         if !config.allow_uids.is_empty() && !uid.is_some_and(|uid| config.allow_uids.contains(&uid))
         {
@@ -389,7 +401,7 @@ impl Accepted {
                 uid,
                 "peer uid is not in --allow-uid; closing"
             );
-            return;
+            return false;
         }
         let span = tracing::debug_span!("conn", id, pid, uid);
         // Registered with that thread's reactor: its readiness events, and so the whole
@@ -402,10 +414,11 @@ impl Accepted {
         if let Some(upstream) = &settings.proxy {
             let connection = proxy::serve(fd, id, upstream.clone(), shutdown, slot);
             spawn_traced(connection, span, tracker, on);
-            return;
+            return true;
         }
         let connection = connection::serve(fd, kind, id, settings.clone(), shutdown, slot);
         spawn_traced(connection, span, tracker, on);
+        true
     }
 }
 
@@ -422,8 +435,10 @@ where
     }
 }
 
-/// Accepts until the shutdown begins; returns the error that made accepting impossible, if
-/// that is what ended it.
+/// Accepts until the shutdown begins (with `--once`, until one connection is served: then it
+/// waits for that connection to end, or for the shutdown); returns the error that made
+/// accepting impossible, if that is what ended it. The listening socket closes when this
+/// returns, so a `--once` server refuses further peers while it serves its one.
 async fn accept_loop(
     acceptor: &Acceptor,
     name: &str,
@@ -468,7 +483,7 @@ async fn accept_loop(
         };
         accept_errors.recovered(name);
         let id = next_id.fetch_add(1, Ordering::Relaxed);
-        accepted.spawn(
+        let served = accepted.spawn(
             id,
             config,
             settings,
@@ -477,6 +492,11 @@ async fn accept_loop(
             slot,
             workers.next(),
         );
+        // A peer turned away by --allow-uid is not the one connection.
+        if config.once && served {
+            tracing::info!("--once: serving this connection only; exiting when it ends");
+            return None;
+        }
     }
 }
 

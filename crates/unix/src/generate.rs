@@ -102,7 +102,8 @@ fn man_pages(dir: &Path, docs: &Docs, listing: &mut impl Write) -> std::io::Resu
     pages.extend(command.get_subcommands().cloned());
     for page in pages {
         let has_subcommands = page.get_subcommands().any(|s| !s.is_hide_set());
-        let man = clap_mangen::Man::new(page).source(source.clone());
+        let usage = synopsis(&page);
+        let man = clap_mangen::Man::new(page.override_usage(usage)).source(source.clone());
         let path = dir.join(man.get_filename());
         let mut out = std::io::BufWriter::new(std::fs::File::create(&path)?);
         man.render_title(&mut out)?;
@@ -120,6 +121,55 @@ fn man_pages(dir: &Path, docs: &Docs, listing: &mut impl Write) -> std::io::Resu
         writeln!(listing, "{}", path.display())?;
     }
     Ok(())
+}
+
+/// The SYNOPSIS line of `command`'s page: each visible option with the value it takes
+/// (`[-c|--connections <N>]`; clap_mangen's own lists `[-c|--connections]` without it), then
+/// the positional arguments and the subcommand. Rendered by clap_mangen as an overridden usage
+/// (the name in bold).
+fn synopsis(command: &clap::Command) -> String {
+    let mut line = command
+        .get_bin_name()
+        .unwrap_or_else(|| command.get_name())
+        .to_owned();
+    for arg in command
+        .get_arguments()
+        .filter(|a| !a.is_hide_set() && !a.is_positional())
+    {
+        let names = match (arg.get_short(), arg.get_long()) {
+            (Some(short), Some(long)) => format!("-{short}|--{long}"),
+            (Some(short), None) => format!("-{short}"),
+            (None, Some(long)) => format!("--{long}"),
+            (None, None) => continue,
+        };
+        let takes_value = arg.get_num_args().is_some_and(|n| n.takes_values());
+        let value = match arg.get_value_names() {
+            Some(names) if takes_value => format!(" <{}>", names.join("> <")),
+            None if takes_value => format!(" <{}>", arg.get_id().as_str().to_uppercase()),
+            _ => String::new(),
+        };
+        let repeated = match arg.get_action() {
+            clap::ArgAction::Append | clap::ArgAction::Count => "...",
+            _ => "",
+        };
+        let (open, close) = if arg.is_required_set() {
+            ("<", ">")
+        } else {
+            ("[", "]")
+        };
+        line.push_str(&format!(" {open}{names}{value}{close}{repeated}"));
+    }
+    for arg in command.get_positionals().filter(|a| !a.is_hide_set()) {
+        let name = arg
+            .get_value_names()
+            .map(|v| v.join(" "))
+            .unwrap_or_else(|| arg.get_id().as_str().to_uppercase());
+        line.push_str(&format!(" [{name}]"));
+    }
+    if command.get_subcommands().any(|s| !s.is_hide_set()) {
+        line.push_str(" [COMMAND]");
+    }
+    line
 }
 
 /// A man page section of tagged paragraphs, in roff.
@@ -168,7 +218,25 @@ mod tests {
             // As every binary's does: each page has a VERSION section.
             .propagate_version(true)
             .about("A demo")
-            .subcommand(clap::Command::new("send").about("Sends"));
+            .arg(
+                clap::Arg::new("socket")
+                    .short('s')
+                    .long("socket")
+                    .value_name("PATH"),
+            )
+            .arg(
+                clap::Arg::new("verbose")
+                    .short('v')
+                    .action(clap::ArgAction::Count),
+            )
+            .subcommand(
+                clap::Command::new("send").about("Sends").arg(
+                    clap::Arg::new("count")
+                        .short('n')
+                        .long("count")
+                        .value_parser(clap::value_parser!(u64)),
+                ),
+            );
         Docs {
             completion: command.clone(),
             command,
@@ -202,6 +270,30 @@ mod tests {
         assert!(page.contains(".SH \"EXIT STATUS\""), "{page}");
         assert!(page.contains("\"udsecho-demo 1.2.3\""), "{page}");
         assert!(page.ends_with("v1.2.3\n"), "{page}");
+    }
+
+    /// The SYNOPSIS names each option's value (`[-n|--count <COUNT>]`), as --help does;
+    /// clap_mangen's own left it out (`[-c|--connections]`, #34).
+    #[test]
+    fn the_synopsis_shows_the_values_options_take() {
+        let dir = tempfile::tempdir().unwrap();
+        man_pages(dir.path(), &docs(), &mut Vec::new()).unwrap();
+        let page = std::fs::read_to_string(dir.path().join("udsecho-demo.1")).unwrap();
+        let synopsis = page
+            .split(".SH SYNOPSIS\n")
+            .nth(1)
+            .and_then(|rest| rest.lines().next())
+            .unwrap();
+        assert_eq!(
+            synopsis,
+            "\\fBudsecho\\-demo\\fR [\\-s|\\-\\-socket <PATH>] [\\-v]... [\\-h|\\-\\-help] \
+             [\\-V|\\-\\-version] [COMMAND]"
+        );
+        let page = std::fs::read_to_string(dir.path().join("udsecho-demo-send.1")).unwrap();
+        assert!(
+            page.contains("\\fBudsecho\\-demo send\\fR [\\-n|\\-\\-count <COUNT>]"),
+            "{page}"
+        );
     }
 
     #[test]

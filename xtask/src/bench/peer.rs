@@ -9,7 +9,6 @@ use std::time::{Duration, Instant};
 use serde::Serialize;
 
 use super::scenario::{Load, Plan, Scenario};
-use crate::tools::root;
 
 /// One column of the results.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -98,7 +97,8 @@ impl Setup {
             epoll_echo: udsecho_harness::binary("epoll-echo"),
             tokio_echo: udsecho_harness::binary("tokio-echo"),
             loadgen: udsecho_harness::binary("loadgen"),
-            go_echo: build_go(out_dir),
+            // Without Go (and no way to install it), the Go column is left out.
+            go_echo: crate::tools::build_go(out_dir).ok(),
             socat: nc_and_socat || crate::tools::have("socat"),
             nc: nc_and_socat,
         }
@@ -249,41 +249,4 @@ pub(crate) fn loopback_fits(connections: usize) -> bool {
     limit
         .maximum
         .is_none_or(|max| max >= 2 * connections as u64 + 64)
-}
-
-/// Builds the tutorial's Go server with the system Go, installing golang-go with apt-get
-/// when running as root; `None` (and no Go column) otherwise.
-fn build_go(out_dir: &Path) -> Option<PathBuf> {
-    let works = |go: &str| {
-        Command::new(go)
-            .arg("version")
-            .output()
-            .is_ok_and(|o| o.status.success())
-    };
-    let go = ["go", "/usr/lib/go/bin/go"]
-        .into_iter()
-        .find(|g| works(g))
-        .map(str::to_owned)
-        .or_else(|| {
-            if !rustix::process::geteuid().is_root() {
-                return None;
-            }
-            eprintln!("bench: installing golang-go with apt-get for the Go peer");
-            let installed = Command::new("apt-get")
-                .args(["install", "-y", "-qq", "golang-go"])
-                .env("DEBIAN_FRONTEND", "noninteractive")
-                .status()
-                .is_ok_and(|s| s.success());
-            (installed && works("go")).then(|| "go".to_owned())
-        })?;
-    let binary = out_dir.join("go-echo");
-    let built = Command::new(go)
-        .args(["build", "-o"])
-        .arg(&binary)
-        .arg(root().join("xtask/fixtures/go-echo/main.go"))
-        .env("GOCACHE", out_dir.join("go-cache"))
-        .env("GO111MODULE", "off")
-        .status()
-        .is_ok_and(|s| s.success());
-    built.then_some(binary)
 }

@@ -4,7 +4,7 @@
 
 use bytes::Bytes;
 
-use crate::error::{ErrorKind, preview};
+use crate::error::{ErrorKind, shown};
 use crate::session;
 
 /// A stream of echoes of one payload, checked byte for byte as reads bring them, however
@@ -46,7 +46,7 @@ impl Echoes {
             if self.done == due {
                 return Err(ErrorKind::Unasked {
                     after: self.done,
-                    received: preview(data),
+                    received: shown(data, 0),
                 });
             }
             let at = self.partial.len();
@@ -58,11 +58,7 @@ impl Echoes {
                 return Err(if session::is_framed_refusal(&self.partial) {
                     ErrorKind::FramedOnlyServer
                 } else {
-                    ErrorKind::Mismatch {
-                        index,
-                        sent: preview(&self.payload),
-                        received: preview(&self.partial),
-                    }
+                    ErrorKind::mismatch(index, &self.payload, &self.partial)
                 });
             }
             if at + k == size {
@@ -104,7 +100,7 @@ mod tests {
         let e = echoes.take(b"cXef", 2).unwrap_err();
         assert_eq!(
             e.to_string(),
-            "echo mismatch on message 2: sent \"abcdef\", received \"abcXef\""
+            "echo mismatch on message 2 at offset 3: sent \"abcdef\", received \"abcXef\""
         );
     }
 }

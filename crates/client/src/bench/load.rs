@@ -11,7 +11,7 @@ use tokio::time::Instant;
 
 use super::echoes::Echoes;
 use super::tally::Tally;
-use crate::error::{ErrorKind, preview};
+use crate::error::ErrorKind;
 use crate::session;
 
 /// One connection's share of the benchmark.
@@ -44,11 +44,7 @@ impl Load {
         if session::is_framed_refusal(echo) {
             ErrorKind::FramedOnlyServer
         } else {
-            ErrorKind::Mismatch {
-                index,
-                sent: preview(&self.payload),
-                received: preview(echo),
-            }
+            ErrorKind::mismatch(index, &self.payload, echo)
         }
     }
 

@@ -10,8 +10,8 @@
 //! comes back with `Echoes`. Nothing crosses threads on the data path: each
 //! thread counts its round trips and records their latencies in a histogram of its own,
 //! merged here once every thread is done. Between threads there is only the start signal,
-//! a flag that the first failure sets (so the others stop), and each thread's count for the
-//! progress bar, published every 100 ms.
+//! a flag that the first failure or Ctrl-C sets (so they all stop), and each thread's count
+//! for the progress bar and the `--interval` lines, published every 100 ms.
 
 mod blocking;
 mod echoes;
@@ -21,7 +21,8 @@ mod shard;
 mod tally;
 mod worker;
 
-use std::io::IsTerminal;
+use std::future::Future;
+use std::io::{IsTerminal, Write};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
@@ -58,7 +59,14 @@ pub struct BenchOptions {
     /// How long the client polls its sockets after the last event before it sleeps (raw
     /// stream ping-pong; zero: it sleeps at once).
     pub busy_poll: Duration,
+    /// Print the rates of each interval this long on stderr (`--interval`; at least
+    /// [`COUNTED_EVERY`]).
+    pub interval: Option<Duration>,
 }
+
+/// How often each thread publishes its count: the resolution of the progress bar and of
+/// the `--interval` lines.
+pub const COUNTED_EVERY: Duration = Duration::from_millis(100);
 
 /// The result, as printed and as `--json`.
 #[derive(Debug, Clone, Serialize)]
@@ -85,8 +93,11 @@ pub struct BenchReport {
     pub round_trips: u64,
     /// Round trips per second.
     pub round_trips_per_sec: f64,
-    /// Echoed payload, in megabytes (10^6) per second.
+    /// Echoed payload (round trips × size), in megabytes (10^6) per second; as much again
+    /// went to the server.
     pub mb_per_sec: f64,
+    /// Whether the run was stopped early (Ctrl-C): the figures are for the time it ran.
+    pub interrupted: bool,
     /// Latency from send to echo, in microseconds.
     pub latency_us: Latency,
 }
@@ -117,20 +128,37 @@ pub fn default_threads() -> usize {
     udsecho_unix::threads::default_threads()
 }
 
-/// What every thread shares: whether one of them has failed.
+/// What every thread shares: whether to stop before the deadline.
 #[derive(Debug)]
 struct Shared {
     /// Set by the first thread whose connection fails, so that the others stop.
     failed: AtomicBool,
+    /// Set when the run is stopped early (Ctrl-C): every thread stops and reports what it
+    /// counted.
+    stopped: AtomicBool,
 }
 
-/// Runs the benchmark against `target`.
-pub async fn run(target: &Target, options: &BenchOptions) -> Result<BenchReport, ClientError> {
+impl Shared {
+    /// Whether the threads go on (neither a failure nor a stop).
+    fn going_on(&self) -> bool {
+        !self.failed.load(Ordering::Relaxed) && !self.stopped.load(Ordering::Relaxed)
+    }
+}
+
+/// Runs the benchmark against `target` until its duration has passed, or until `stop`
+/// resolves (Ctrl-C): then every thread stops within [`COUNTED_EVERY`] and the report is of
+/// what was measured so far ([`BenchReport::interrupted`]).
+pub async fn run(
+    target: &Target,
+    options: &BenchOptions,
+    stop: impl Future<Output = ()>,
+) -> Result<BenchReport, ClientError> {
     let connections = options.connections.max(1);
     let threads = options.threads.clamp(1, connections);
     let pipeline = options.pipeline.max(1);
     let shared = Arc::new(Shared {
         failed: AtomicBool::new(false),
+        stopped: AtomicBool::new(false),
     });
 
     // Every thread connects its share first (a bounded number at a time, so the server's
@@ -164,39 +192,57 @@ pub async fn run(target: &Target, options: &BenchOptions) -> Result<BenchReport,
     for shard in &mut shards {
         shard.start(deadline);
     }
+    let counts: Vec<Arc<AtomicU64>> = shards.iter().map(shard::Handle::progress).collect();
+    let done = move || -> u64 { counts.iter().map(|c| c.load(Ordering::Relaxed)).sum() };
     let progress = options.progress.then(|| progress_bar(options.duration));
     let ticker = progress.clone().map(|bar| {
-        let counts: Vec<Arc<AtomicU64>> = shards.iter().map(shard::Handle::progress).collect();
+        let done = done.clone();
         tokio::spawn(async move {
-            let mut tick = tokio::time::interval(Duration::from_millis(100));
+            let mut tick = tokio::time::interval(COUNTED_EVERY);
             loop {
                 tick.tick().await;
                 let elapsed = start.elapsed();
                 bar.set_position(elapsed.as_millis() as u64);
-                let done: u64 = counts.iter().map(|c| c.load(Ordering::Relaxed)).sum();
-                let rate = done as f64 / elapsed.as_secs_f64().max(1e-9);
+                let rate = done() as f64 / elapsed.as_secs_f64().max(1e-9);
                 bar.set_message(format!("{rate:.0} round trips/s"));
             }
         })
     });
+    let lines = options
+        .interval
+        .map(|every| tokio::spawn(interval_lines(every, start, options.size, done)));
 
-    let mut merged = tally::histogram();
-    let mut round_trips = 0;
-    for shard in shards {
-        match shard.finished().await {
-            Ok(tally) => {
-                round_trips += tally.round_trips;
-                // Same bounds everywhere, so adding cannot fail.
-                let _ = merged.add(&tally.latencies);
-            }
-            Err(e) => {
-                first_error.get_or_insert(e);
+    let collect = async {
+        let mut merged = tally::histogram();
+        let mut round_trips = 0;
+        let mut first_error = None;
+        for shard in shards {
+            match shard.finished().await {
+                Ok(tally) => {
+                    round_trips += tally.round_trips;
+                    // Same bounds everywhere, so adding cannot fail.
+                    let _ = merged.add(&tally.latencies);
+                }
+                Err(e) => {
+                    first_error.get_or_insert(e);
+                }
             }
         }
-    }
+        (merged, round_trips, first_error)
+    };
+    tokio::pin!(collect, stop);
+    let mut interrupted = false;
+    let (merged, round_trips, first_error) = tokio::select! {
+        collected = &mut collect => collected,
+        () = &mut stop => {
+            interrupted = true;
+            shared.stopped.store(true, Ordering::Relaxed);
+            collect.await
+        }
+    };
     let seconds = start.elapsed().as_secs_f64();
-    if let Some(t) = ticker {
-        t.abort();
+    for task in [ticker, lines].into_iter().flatten() {
+        task.abort();
     }
     if let Some(bar) = progress {
         bar.finish_and_clear();
@@ -222,6 +268,7 @@ pub async fn run(target: &Target, options: &BenchOptions) -> Result<BenchReport,
         round_trips,
         round_trips_per_sec: round_trips as f64 / seconds,
         mb_per_sec: (round_trips as f64 * options.size as f64) / seconds / 1e6,
+        interrupted,
         latency_us: Latency {
             p50: us(0.5),
             p99: us(0.99),
@@ -241,14 +288,45 @@ fn thread_lost(target: &Target) -> ClientError {
     .at(target)
 }
 
+/// The progress bar: time elapsed of the duration asked for (`-d 4s`: `/4s`; indicatif's own
+/// `{duration}` is an estimate from the rate of progress, which read `0s/5s` there).
 fn progress_bar(duration: Duration) -> indicatif::ProgressBar {
     let bar = indicatif::ProgressBar::new(duration.as_millis() as u64);
-    if let Ok(style) =
-        indicatif::ProgressStyle::with_template("{spinner} [{bar:30}] {elapsed}/{duration} {msg}")
-    {
+    let template = format!(
+        "{{spinner}} [{{bar:30}}] {{elapsed}}/{} {{msg}}",
+        humantime::format_duration(duration)
+    );
+    if let Ok(style) = indicatif::ProgressStyle::with_template(&template) {
         bar.set_style(style.progress_chars("=> "));
     }
     bar
+}
+
+/// `--interval`: every `every`, one line on stderr with the round trips/s and MB/s of that
+/// interval (from the counts the threads publish every [`COUNTED_EVERY`]). A stderr nobody
+/// reads drops the lines.
+async fn interval_lines(every: Duration, start: Instant, size: usize, done: impl Fn() -> u64) {
+    let mut tick = tokio::time::interval_at(start + every, every);
+    let (mut last_at, mut last_count) = (start, 0);
+    for k in 1u32.. {
+        let now = tick.tick().await;
+        let count = done();
+        let seconds = now.duration_since(last_at).as_secs_f64().max(1e-9);
+        let rate = (count - last_count) as f64 / seconds;
+        let line = format!(
+            "{}s: {rate:.0} round trips/s, {:.1} MB/s",
+            seconds_text(every * k),
+            rate * size as f64 / 1e6
+        );
+        let _ = writeln!(std::io::stderr().lock(), "{line}");
+        (last_at, last_count) = (now, count);
+    }
+}
+
+/// `0.25`, `1`, `2.5`: seconds to the millisecond, without trailing zeros.
+fn seconds_text(at: Duration) -> String {
+    let text = format!("{:.3}", at.as_secs_f64());
+    text.trim_end_matches('0').trim_end_matches('.').to_owned()
 }
 
 /// Whether a progress bar makes sense: only when a person watches stdout.

@@ -12,7 +12,6 @@ use std::os::fd::OwnedFd;
 use std::rc::Rc;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Duration;
 
 use bytes::Bytes;
 use tokio::sync::{Semaphore, oneshot};
@@ -191,8 +190,9 @@ async fn drive(
     };
     let publish = || {
         progress.store(tally.round_trips(), Ordering::Relaxed);
-        // Another thread's error is the one reported; this thread just stops.
-        !plan.shared.failed.load(Ordering::Relaxed)
+        // Another thread's error is the one reported (or Ctrl-C stopped the run); this
+        // thread just stops with what it counted.
+        plan.shared.going_on()
     };
     if options.transport == (Transport::Stream { framed: false }) && plan.pipeline == 1 {
         let mut sockets = Vec::with_capacity(conns.len());
@@ -218,7 +218,7 @@ async fn drive(
         let pipeline = plan.pipeline;
         running.spawn_local(worker::run(load, conn, pipeline));
     }
-    let mut tick = tokio::time::interval(Duration::from_millis(100));
+    let mut tick = tokio::time::interval(super::COUNTED_EVERY);
     loop {
         tokio::select! {
             joined = running.join_next() => match joined {

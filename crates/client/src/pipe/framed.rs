@@ -1,6 +1,7 @@
 //! The framed pipe: each stdin line is a Data frame, each echo a line on stdout, in a framed
 //! session whose every wait for the server is bounded. With `--fd` each Data frame carries
-//! the descriptors, and what comes back is closed.
+//! the descriptors, and what comes back is closed. With `--fault` it misbehaves on purpose
+//! (the stream does: see `fd_stream.rs`), and the session ends without an error once it has.
 
 use std::collections::VecDeque;
 use std::time::Duration;
@@ -13,6 +14,7 @@ use udsecho_proto::{Frame, Goodbye, GoodbyeReason};
 use crate::descriptors::Passing;
 use crate::error::{ClientError, ErrorKind};
 use crate::fd_stream::FdStream;
+use crate::misbehave::{Misbehaviour, SendEnd};
 use crate::session;
 use crate::target::Target;
 
@@ -21,11 +23,18 @@ use crate::target::Target;
 /// Every wait for the server (the handshake, each echo, the Goodbye) is bounded by
 /// `timeout`; waiting for input is not. With `passing` (`--fd`) each Data frame carries
 /// those descriptors; what comes back is closed.
+///
+/// With `misbehave` (`--fault`) the frames go out in slices, sending ends after so many
+/// bytes (closed, or half-closed: then it prints the echoes until the server closes), or
+/// reading stops after so many (then `timeout` later it closes). Once the fault has taken
+/// effect, the end it brings — a close, the server's, a timeout — is `Ok`: it was asked for.
+#[allow(clippy::too_many_arguments)]
 pub async fn framed<I, O>(
     stream: UnixStream,
     target: &Target,
     timeout: Duration,
     passing: &Passing,
+    misbehave: &Misbehaviour,
     input: I,
     output: O,
 ) -> Result<(), ClientError>
@@ -33,7 +42,7 @@ where
     I: AsyncRead + Unpin + Send + 'static,
     O: AsyncWrite + Unpin,
 {
-    let stream = FdStream::new(stream, passing.clone());
+    let stream = FdStream::new(stream, passing.clone(), misbehave);
     framed_session(stream, timeout, input, output)
         .await
         .map_err(|kind| kind.at(target))
@@ -80,6 +89,8 @@ where
     let result = loop {
         // The next moment the server is late: the oldest echo, or its Goodbye.
         let due = in_flight.front().copied().or(goodbye_sent);
+        // A fault ended our sending (`half_close`, `limit_data`): no more lines, no Goodbye.
+        let sending = server.io().sending_ended().is_none();
         let late = async {
             match due {
                 Some(at) => tokio::time::sleep_until(at + timeout).await,
@@ -87,12 +98,14 @@ where
             }
         };
         tokio::select! {
-            line = lines.recv(), if goodbye_sent.is_none() => match line {
+            line = lines.recv(), if goodbye_sent.is_none() && sending => match line {
                 Some(Ok(line)) => {
                     server.io().start_message();
                     let sent = tokio::time::timeout(timeout, server.send(Frame::Data(line.into()))).await;
                     match sent {
                         Ok(Ok(())) => in_flight.push_back(Instant::now()),
+                        // Half-closed on purpose in the middle of the frame: read on.
+                        Ok(Err(_)) if server.io().sending_ended() == Some(SendEnd::HalfClose) => {}
                         Ok(Err(e)) => break Err(session::protocol(e)),
                         Err(_) => break Err(ErrorKind::timed_out("sending a line", timeout)),
                     }
@@ -146,5 +159,10 @@ where
         }
     };
     reader.abort();
-    result
+    match result {
+        // What a fault brings (a close, the server's, a timeout) is what was asked for.
+        Err(e @ (ErrorKind::Stdin(_) | ErrorKind::Stdout(_))) => Err(e),
+        Err(_) if server.io().misbehaved() => Ok(()),
+        result => result,
+    }
 }

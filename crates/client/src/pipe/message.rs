@@ -142,7 +142,7 @@ async fn upload_messages(
     {
         let gone = || {
             socket.gone(match sent {
-                0 => "it read nothing from stdin".to_owned(),
+                0 => format!("before reading anything: {}", crate::error::TURNED_AWAY),
                 1 => "it stopped reading after 1 message from stdin".to_owned(),
                 n => format!("it stopped reading after {n} messages from stdin"),
             })

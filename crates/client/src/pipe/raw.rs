@@ -13,10 +13,10 @@ use std::thread;
 use std::time::Duration;
 
 use rustix::net::RecvFlags;
-use udsecho_proto::{Kind, MAX_CONTROL_FRAME};
+use udsecho_proto::{Kind, MAX_CONTROL_FRAME, PREAMBLE};
 
 use crate::descriptors::{self, Passing};
-use crate::error::{ClientError, ErrorKind};
+use crate::error::{ClientError, ErrorKind, TURNED_AWAY};
 use crate::misbehave::{Misbehaviour, SendEnd};
 use crate::session;
 use crate::target::Target;
@@ -133,10 +133,11 @@ fn upload(
             let room = REFUSAL_MAX - first.len();
             first.extend_from_slice(&buf[..n.min(room)]);
         }
+        crate::trace::sent(&buf[..n]);
         send_slices(&mut socket, &buf[..n], &fds, misbehave.slices).map_err(|e| {
             session::transport("sending", e, || {
                 ErrorKind::closed_early(if sent == 0 {
-                    "it read nothing from stdin".to_owned()
+                    format!("before reading anything: {TURNED_AWAY}")
                 } else {
                     format!("it stopped reading after {sent} bytes of stdin")
                 })
@@ -211,6 +212,8 @@ fn download(
     // The server's first bytes, while they may still be a refusal.
     let mut first = Some(Vec::new());
     let mut received = 0u64;
+    // Whether the server sent anything at all.
+    let mut answered = false;
     loop {
         let mut cap = CHUNK;
         if let Some(stop) = stop_reading {
@@ -238,14 +241,16 @@ fn download(
             Ok(0) => {
                 if let Some(held) = first.take() {
                     if is_refusal(&held, sent) {
-                        return Err(ErrorKind::FramedOnlyServer);
+                        return Err(refused(sent));
                     }
                     output.write_all(&held).map_err(ErrorKind::Stdout)?;
                 }
                 return output.flush().map_err(ErrorKind::Stdout).map(|()| false);
             }
             Ok(n) => {
+                crate::trace::received(&buf[..n]);
                 received += n as u64;
+                answered = true;
                 n
             }
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
@@ -253,12 +258,16 @@ fn download(
             Err(e) => {
                 if let Some(held) = first.take() {
                     if is_refusal(&held, sent) {
-                        return Err(ErrorKind::FramedOnlyServer);
+                        return Err(refused(sent));
                     }
                     output.write_all(&held).map_err(ErrorKind::Stdout)?;
                 }
                 return Err(session::transport("receiving", e, || {
-                    ErrorKind::closed_early("it did not read all of stdin")
+                    ErrorKind::closed_early(if answered {
+                        "it did not read all of stdin".to_owned()
+                    } else {
+                        format!("it answered nothing and left what was sent unread: {TURNED_AWAY}")
+                    })
                 }));
             }
         };
@@ -279,6 +288,18 @@ fn download(
             output.flush().map_err(ErrorKind::Stdout)?;
             return lost.map(|()| false);
         }
+    }
+}
+
+/// What one Error frame in answer to raw bytes means: a framed-only server, unless what was
+/// sent began with the framed preamble, which makes a server in auto mode read a framed
+/// session (and refuse what follows as frames).
+fn refused(sent: &Mutex<Vec<u8>>) -> ErrorKind {
+    let sent = sent.lock().unwrap_or_else(PoisonError::into_inner);
+    if sent.starts_with(&PREAMBLE) {
+        ErrorKind::PreambleInInput
+    } else {
+        ErrorKind::FramedOnlyServer
     }
 }
 

@@ -350,6 +350,172 @@ fn raw_bench_reports_a_server_that_hangs_up_mid_echo() {
     );
 }
 
+/// Reads `child`'s stderr until a line containing `needle`; returns the lines read.
+fn stderr_until(stderr: &mut impl std::io::BufRead, needle: &str) -> Vec<String> {
+    let mut lines = Vec::new();
+    loop {
+        let mut line = String::new();
+        let n = stderr.read_line(&mut line).unwrap();
+        assert!(n > 0, "stderr ended before {needle:?}: {lines:?}");
+        let found = line.contains(needle);
+        lines.push(line);
+        if found {
+            return lines;
+        }
+    }
+}
+
+/// Ctrl-C on a long run prints what was measured so far, as `ping` does (#34), and exits 0.
+#[test]
+fn ctrl_c_prints_what_the_bench_measured_so_far() {
+    let server = Server::start(Vec::<String>::new()).unwrap();
+    let mut child = std::process::Command::new(udsecho_harness::binary("udsecho-client"))
+        .env_remove("UDSECHO_SOCKET")
+        .arg("-s")
+        .arg(server.socket())
+        .args(["bench", "-d", "60s", "--interval", "100ms"])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stderr = std::io::BufReader::new(child.stderr.take().unwrap());
+    // Measuring has begun once the first interval line is out.
+    stderr_until(&mut stderr, "round trips/s");
+    udsecho_harness::signal(child.id(), udsecho_harness::Signal::INT).unwrap();
+    let out = crate::wait_within(child, Duration::from_secs(10));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{:?}: {stdout}", out.status);
+    assert!(
+        stdout.contains("interrupted after") && stdout.contains(" s of 1m\n"),
+        "{stdout}"
+    );
+    let rate: f64 = stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("round trips/s:"))
+        .unwrap_or_else(|| panic!("no rate in {stdout}"))
+        .trim()
+        .parse()
+        .unwrap();
+    assert!(rate > 0.0, "{stdout}");
+}
+
+/// `--interval DUR` prints a line per interval on stderr (stdout stays the report, also
+/// with --json).
+#[test]
+fn interval_prints_a_line_per_interval_on_stderr() {
+    let server = Server::start(Vec::<String>::new()).unwrap();
+    let out = client(server.socket())
+        .args(["bench", "-d", "1s", "--interval", "250ms", "--json"])
+        .assert()
+        .success()
+        .get_output()
+        .clone();
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(report["round_trips"].as_u64().unwrap() > 0);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let lines: Vec<&str> = stderr
+        .lines()
+        .filter(|l| l.contains(" round trips/s, ") && l.contains(" MB/s"))
+        .collect();
+    assert!((3..=5).contains(&lines.len()), "{stderr}");
+    assert!(lines[0].starts_with("0.2"), "{stderr}");
+}
+
+/// The progress bar shows the duration asked for (`-d 2s`: `/2s`), not an estimate.
+#[test]
+fn the_progress_bar_shows_the_duration_asked_for() {
+    let server = Server::start(Vec::<String>::new()).unwrap();
+    let command = format!(
+        "exec '{}' -s '{}' bench -d 2s",
+        udsecho_harness::binary("udsecho-client").display(),
+        server.socket().display()
+    );
+    let out = assert_cmd::Command::new("script")
+        .args(["-q", "-e", "-c", &command, "/dev/null"])
+        .env_remove("UDSECHO_SOCKET")
+        .timeout(Duration::from_secs(20))
+        .assert()
+        .success()
+        .get_output()
+        .clone();
+    let screen = String::from_utf8_lossy(&out.stdout);
+    let shown: Vec<&str> = screen
+        .match_indices('/')
+        .filter_map(|(i, _)| {
+            let rest = &screen[i + 1..];
+            let end = rest.find(|c: char| !c.is_ascii_alphanumeric())?;
+            let word = &rest[..end];
+            (word.len() > 1
+                && word.ends_with('s')
+                && word[..word.len() - 1].chars().all(|c| c.is_ascii_digit()))
+            .then_some(word)
+        })
+        .collect();
+    assert!(!shown.is_empty(), "no progress bar: {screen:?}");
+    assert!(shown.iter().all(|w| *w == "2s"), "{shown:?} in {screen:?}");
+}
+
+/// `--help` says what MB/s counts, and that a server run with -v measures its logging.
+#[test]
+fn bench_help_says_what_mb_s_counts_and_warns_about_a_verbose_server() {
+    let out = crate::bare_client()
+        .args(["bench", "--help"])
+        .assert()
+        .success()
+        .get_output()
+        .clone();
+    // Words, whatever the wrapping.
+    let help = String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .collect::<Vec<_>>()
+        .join(" ");
+    assert!(
+        help.contains("MB/s counts the payload echoed back"),
+        "{help}"
+    );
+    assert!(help.contains("-v logs every echo"), "{help}");
+}
+
+/// A mismatch in random payload shows hex from where it differs, with the offset, never
+/// mojibake (`sent "�v6t�y�ꋎ\u{15}…"`).
+#[test]
+fn a_binary_mismatch_shows_the_offset_and_hex() {
+    let (_dir, path) = fake_server(|mut stream| {
+        let mut buf = [0u8; 4096];
+        let mut first = true;
+        while let Ok(n) = stream.read(&mut buf) {
+            if n == 0 {
+                break;
+            }
+            if first && n > 5 {
+                buf[5] ^= 0xff;
+                first = false;
+            }
+            if stream.write_all(&buf[..n]).is_err() {
+                break;
+            }
+        }
+    });
+    let out = client(&path)
+        .args(["bench", "-d", "1s", "--size", "64"])
+        .assert()
+        .code(3)
+        .get_output()
+        .clone();
+    let line = one_line(&out.stderr);
+    assert!(line.contains("mismatch on message 1 at offset 5"), "{line}");
+    assert!(!line.contains('\u{FFFD}'), "{line}");
+    // Hex bytes: pairs of hex digits separated by spaces.
+    assert!(
+        line.split(' ')
+            .filter(|w| w.len() == 2 && w.chars().all(|c| c.is_ascii_hexdigit()))
+            .count()
+            >= 8,
+        "{line}"
+    );
+}
+
 /// `--blocking` (a client that sleeps in `read` for each echo, a thread per connection) and
 /// `--busy-poll` (the client polls before it sleeps) keep every promise of the event loop:
 /// each round trip counted once, every byte checked, a silent server and a hang-up reported.

@@ -152,7 +152,7 @@ fn datagram_send_detects_a_reply_that_differs_and_exits_3() {
     assert_eq!(
         one_line(&out.stderr),
         format!(
-            "udsecho-client: {}: echo mismatch on message 1: sent \"abcdef\", received \"abcde\"",
+            "udsecho-client: {}: echo mismatch on message 1 at offset 5: sent \"abcdef\", received \"abcde\"",
             peer.path().display()
         )
     );

@@ -46,6 +46,24 @@ fn every_subcommand_has_a_man_page_with_environment_and_exit_status() {
         }
         assert!(!text.contains("generate"), "{page} shows --generate");
     }
+    // The SYNOPSIS names the values (`[-c|--connections <N>]`, not `[-c|--connections]`).
+    let bench = render_man(&dir.path().join("udsecho-client-bench.1")).unwrap();
+    let synopsis: String = bench
+        .split("SYNOPSIS")
+        .nth(1)
+        .and_then(|rest| rest.split("DESCRIPTION").next())
+        .unwrap_or_default()
+        .split_whitespace()
+        .collect::<Vec<_>>()
+        .join(" ");
+    for shown in [
+        "[-c|--connections <N>]",
+        "[-d|--duration <DUR>]",
+        "[--size <BYTES>]",
+        "[-i|--interval <DUR>]",
+    ] {
+        assert!(synopsis.contains(shown), "{shown} in {synopsis}");
+    }
 }
 
 #[test]

@@ -12,6 +12,7 @@ mod pipe;
 mod readme;
 mod send;
 mod seqpacket;
+mod trace;
 mod usage;
 mod wrong_server;
 

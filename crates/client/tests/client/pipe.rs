@@ -113,9 +113,35 @@ fn pipe_fails_when_the_server_closes_without_reading_what_was_sent() {
         )),
         "{line}"
     );
+    // It read nothing: the likely causes are named (#34), not `it read nothing from stdin`.
     assert!(
-        line.contains("stdin"),
-        "says what was not delivered: {line}"
+        line.contains("--allow-uid") && line.contains("limit"),
+        "names the likely causes: {line}"
+    );
+    assert!(!line.contains("it read nothing from stdin"), "{line}");
+}
+
+/// Raw input that happens to begin with the framed preamble makes an auto-mode server read a
+/// framed session, which it then refuses: the client must not say the server is framed-only
+/// (it is not), but why this input was taken for frames.
+#[test]
+fn raw_input_that_begins_with_the_preamble_is_not_blamed_on_a_framed_only_server() {
+    let server = Server::start(Vec::<String>::new()).unwrap();
+    let socket = server.socket().to_str().unwrap();
+    let mut input = udsecho_proto::PREAMBLE.to_vec();
+    input.extend_from_slice(b"hello world\n");
+    let run = run_client(["--socket", socket], &input, LIMIT).unwrap();
+    assert_eq!(run.status.code(), Some(1), "{}", run.stderr);
+    assert!(
+        !run.stderr.contains("the server speaks framed mode only"),
+        "{}",
+        run.stderr
+    );
+    assert!(
+        run.stderr.contains("stdin began with the framed preamble")
+            && run.stderr.contains("--mode raw"),
+        "{}",
+        run.stderr
     );
 }
 

@@ -85,7 +85,7 @@ fn send_detects_an_echo_that_differs_and_exits_3() {
     assert_eq!(
         one_line(&out.stderr),
         format!(
-            "udsecho-client: {}: echo mismatch on message 1: sent \"abcdef\", received \"abceef\"",
+            "udsecho-client: {}: echo mismatch on message 1 at offset 3: sent \"abcdef\", received \"abceef\"",
             path.display()
         )
     );

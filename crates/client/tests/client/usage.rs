@@ -1,6 +1,8 @@
 //! Flags that cannot work are usage errors (exit 2) with a line saying what is allowed;
 //! nothing panics.
 
+use predicates::prelude::*;
+
 use crate::{bare_client, usage_error};
 
 /// The `error:` line of a clap usage error.
@@ -255,4 +257,64 @@ fn an_error_with_stderr_closed_exits_with_its_status_not_a_panic() {
         .status()
         .unwrap();
     assert_eq!(status.code(), Some(1));
+}
+
+/// Someone coming from nc types `-U SOCK` and `-NU SOCK` (#34): the client connects to a Unix
+/// socket and half-closes on EOF anyway, so these are accepted, before or after a subcommand.
+#[test]
+fn nc_habits_u_and_n_are_accepted_and_change_nothing() {
+    let server = udsecho_harness::Server::start(Vec::<String>::new()).unwrap();
+    let socket = server.socket().to_str().unwrap();
+    for args in [
+        vec!["-U", socket],
+        vec!["-NU", socket],
+        vec!["-N", "-U", socket],
+        vec!["pipe", "-U", socket],
+    ] {
+        let out = bare_client()
+            .args(&args)
+            .write_stdin("hello\n")
+            .assert()
+            .get_output()
+            .clone();
+        assert!(
+            out.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert_eq!(out.stdout, b"hello\n", "{args:?}");
+    }
+    bare_client()
+        .args(["-U", socket, "send", "-n", "1"])
+        .assert()
+        .success()
+        .stdout(predicate::str::contains("received: olá mundo"));
+}
+
+/// `nc -lU SOCK` listens; the client cannot, and says in one line what to type instead, not
+/// clap's `tip: to pass '-l' as a value, use '-- -l'`.
+#[test]
+fn nc_listen_flag_on_the_client_says_what_to_type_instead() {
+    for args in [["-lU", "/tmp/x.sock"], ["-l", "/tmp/x.sock"]] {
+        let stderr = usage_error(&args);
+        assert!(!stderr.contains("tip:"), "{args:?}: {stderr}");
+        assert!(
+            error_line(&stderr).contains("udsecho-server -s SOCK")
+                && error_line(&stderr).contains("--once"),
+            "{args:?}: {stderr}"
+        );
+    }
+}
+
+/// `udsecho-client sned /tmp/echo.sock`: the typo hint works with a socket after the word too.
+#[test]
+fn a_mistyped_subcommand_followed_by_a_socket_gets_the_hint() {
+    for (typo, meant) in [("sned", "send"), ("bnech", "bench"), ("piep", "pipe")] {
+        let stderr = usage_error(&[typo, "/tmp/echo.sock"]);
+        assert!(
+            error_line(&stderr).contains(&format!("did you mean '{meant}'?")),
+            "{typo}: {stderr}"
+        );
+        assert!(!stderr.contains("tip:"), "{stderr}");
+    }
 }

@@ -8,13 +8,14 @@ use udsecho_proto::{Frame, Hello};
 use crate::{client, fake_server, one_line};
 
 /// Reads the preamble and the client's Hello (whatever their length), leaving the stream
-/// open.
-fn swallow_opening(stream: &mut std::os::unix::net::UnixStream) {
+/// open; how many bytes that was.
+pub(crate) fn swallow_opening(stream: &mut std::os::unix::net::UnixStream) -> usize {
     let mut head = [0u8; 12];
     stream.read_exact(&mut head).unwrap();
     let len = u32::from_be_bytes([head[8], head[9], head[10], head[11]]) as usize;
     let mut body = vec![0u8; len];
     stream.read_exact(&mut body).unwrap();
+    head.len() + len
 }
 
 #[test]

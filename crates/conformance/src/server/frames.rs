@@ -3,17 +3,20 @@
 use std::time::Duration;
 
 use super::ServerCtx;
-use crate::case::{Case, Verdict};
+use crate::case::{Case, Need, Verdict};
 use crate::wire::{self, Expect, code, reason};
 
 /// The `max_frame` the runner offers in cases about the limit.
 const OFFER: u32 = 1024;
+
+const FRAMED: &[Need] = &[Need::Framed];
 
 pub(super) fn cases() -> Vec<Case<ServerCtx>> {
     vec![
         Case {
             id: "3/length-at-max",
             description: "a Data frame with L exactly at the enforced max_frame is echoed",
+            needs: FRAMED,
             run: |ctx| {
                 (|| {
                     let (mut conn, hello) = ctx.greeted(OFFER)?;
@@ -30,6 +33,7 @@ pub(super) fn cases() -> Vec<Case<ServerCtx>> {
         Case {
             id: "3/length-over-max",
             description: "a Data header with L one over max_frame gets FrameTooLarge before any payload",
+            needs: FRAMED,
             run: |ctx| {
                 (|| {
                     let (mut conn, hello) = ctx.greeted(OFFER)?;
@@ -46,6 +50,7 @@ pub(super) fn cases() -> Vec<Case<ServerCtx>> {
         Case {
             id: "3/length-4gib",
             description: "a declared length of 4 GiB - 1 gets FrameTooLarge from the 4 length bytes alone",
+            needs: FRAMED,
             run: |ctx| {
                 (|| {
                     let (mut conn, _) = ctx.greeted(OFFER)?;
@@ -58,16 +63,19 @@ pub(super) fn cases() -> Vec<Case<ServerCtx>> {
         Case {
             id: "3/empty-frame",
             description: "L = 0 gets EmptyFrame",
+            needs: FRAMED,
             run: |ctx| after_hello(ctx, &[0, 0, 0, 0], code::EMPTY_FRAME),
         },
         Case {
             id: "3/unknown-kind",
             description: "kind byte 0x07 gets UnknownKind, without waiting for the payload",
+            needs: FRAMED,
             run: |ctx| after_hello(ctx, &[0, 0, 0, 0x10, 0x07], code::UNKNOWN_KIND),
         },
         Case {
             id: "3/header-split-bytewise",
             description: "a Data frame sent one byte at a time (20 ms apart) is echoed whole",
+            needs: FRAMED,
             run: |ctx| {
                 (|| {
                     let (mut conn, _) = ctx.greeted(OFFER)?;
@@ -80,6 +88,7 @@ pub(super) fn cases() -> Vec<Case<ServerCtx>> {
         Case {
             id: "3.1/hello-appended-fields",
             description: "bytes after the last known field of a Hello are ignored",
+            needs: FRAMED,
             run: |ctx| {
                 (|| {
                     let mut conn = ctx.framed()?;
@@ -95,6 +104,7 @@ pub(super) fn cases() -> Vec<Case<ServerCtx>> {
         Case {
             id: "3.1/hello-agent-not-utf8",
             description: "a Hello whose agent is not UTF-8 gets Malformed",
+            needs: FRAMED,
             run: |ctx| {
                 (|| {
                     let mut conn = ctx.framed()?;
@@ -110,6 +120,7 @@ pub(super) fn cases() -> Vec<Case<ServerCtx>> {
         Case {
             id: "3.2/error-from-client",
             description: "an Error frame from the client is not answered: the server just closes",
+            needs: FRAMED,
             run: |ctx| {
                 (|| {
                     let (mut conn, _) = ctx.greeted(OFFER)?;
@@ -122,6 +133,7 @@ pub(super) fn cases() -> Vec<Case<ServerCtx>> {
         Case {
             id: "3.2/error-from-client-before-hello",
             description: "an Error frame as the first frame is not answered either",
+            needs: FRAMED,
             run: |ctx| {
                 (|| {
                     let mut conn = ctx.framed()?;
@@ -134,6 +146,7 @@ pub(super) fn cases() -> Vec<Case<ServerCtx>> {
         Case {
             id: "3.3/goodbye-unknown-reason",
             description: "a Goodbye with an unknown reason (9) is treated like Done",
+            needs: FRAMED,
             run: |ctx| {
                 (|| {
                     let (mut conn, _) = ctx.greeted(OFFER)?;

@@ -1,16 +1,21 @@
-//! Cases that test a server: the runner is the client. One module per PROTOCOL.md section.
+//! Cases that test a server: the runner is the client. One module per PROTOCOL.md section,
+//! and `probe`, which looks once at what the server speaks before the cases run.
 
 mod detect;
 mod frames;
+mod probe;
 mod session;
+mod shutdown;
 mod vectors;
 
 use std::os::unix::net::UnixStream;
 use std::path::PathBuf;
 use std::thread;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use crate::case::{Case, Verdict};
+pub(crate) use probe::Profile;
+
+use crate::case::{Case, GRACE};
 use crate::target::{Process, TargetError};
 use crate::wire::{self, Conn, Got, PREAMBLE, PeerHello};
 
@@ -31,37 +36,44 @@ pub(crate) struct ServerCtx {
     process: Option<Process>,
     /// The longest any single wait may take.
     pub(crate) timeout: Duration,
+    /// When the case's time is up (`--timeout` plus [`GRACE`] from its start).
+    pub(crate) deadline: Instant,
+    /// Set when the probe saw no answer to a Hello at all: why. Cases that need a session
+    /// stop at once with it instead of each waiting out the same silence.
+    no_session: Option<String>,
 }
 
-/// Cases that signal the server process, so only run when the runner starts it (`--cmd`).
-pub(crate) const NEED_COMMAND: [&str; 1] = ["4/shutdown-drains"];
-
 impl ServerCtx {
-    /// Sets up the target for one case: starts the command and waits until it listens.
-    pub(crate) fn new(target: &ServerTarget, timeout: Duration) -> Result<Self, TargetError> {
-        match target {
-            ServerTarget::Socket(path) => Ok(ServerCtx {
-                socket: path.clone(),
-                process: None,
-                timeout,
-            }),
+    /// Sets up the target for one case: starts the command and waits until it listens. The
+    /// case's clock starts here.
+    pub(crate) fn new(
+        target: &ServerTarget,
+        timeout: Duration,
+        profile: Option<&Profile>,
+    ) -> Result<Self, TargetError> {
+        let deadline = Instant::now() + timeout + GRACE;
+        let (socket, process) = match target {
+            ServerTarget::Socket(path) => (path.clone(), None),
             ServerTarget::Command(template) => {
                 let (mut process, ()) = Process::start(template, None, |_| Ok(()))?;
-                process.wait_listening(timeout.max(Duration::from_secs(10)))?;
-                Ok(ServerCtx {
-                    socket: process.socket.clone(),
-                    process: Some(process),
-                    timeout,
-                })
+                process.wait_listening((Instant::now() + timeout).min(deadline))?;
+                (process.socket.clone(), Some(process))
             }
-        }
+        };
+        Ok(ServerCtx {
+            socket,
+            process,
+            timeout,
+            deadline,
+            no_session: profile.and_then(Profile::silence),
+        })
     }
 
     /// A new connection to the server.
     pub(crate) fn connect(&self) -> Result<Conn, String> {
         let stream = UnixStream::connect(&self.socket)
             .map_err(|e| format!("connecting to {}: {e}", self.socket.display()))?;
-        Ok(Conn::new(stream, self.timeout))
+        Ok(Conn::new(stream, self.timeout, self.deadline))
     }
 
     /// A connection that has sent the preamble.
@@ -74,6 +86,9 @@ impl ServerCtx {
     /// A connection after the Hello exchange, the client's Hello offering `max_frame`. The
     /// server's answer must be a valid Hello of version 1.
     pub(crate) fn greeted(&self, max_frame: u32) -> Result<(Conn, PeerHello), String> {
+        if let Some(why) = &self.no_session {
+            return Err(format!("expected a Hello frame; {why}"));
+        }
         let mut conn = self.framed()?;
         conn.send(&wire::hello(1, max_frame))?;
         let hello = conn.expect_hello()?;
@@ -87,19 +102,6 @@ impl ServerCtx {
             .as_ref()
             .ok_or("needs --cmd: the runner did not start the server")?
             .terminate()
-    }
-
-    /// Whether the server answers raw connections (auto mode). A framed-only server is
-    /// conformant (PROTOCOL.md §1): it answers them with an Error frame, or closes.
-    pub(crate) fn speaks_raw(&self) -> Result<bool, String> {
-        let mut conn = self.connect()?;
-        let probe = b"udsecho-conformance raw probe\n";
-        conn.send(probe)?;
-        conn.half_close()?;
-        let back = conn.raw(probe.len())?;
-        // The probe starts with `u`: an echo of it, even a wrong one, cannot look like a frame.
-        let refused = back.first() == Some(&0) && back.get(4) == Some(&wire::ERROR);
-        Ok(!(back.is_empty() || refused))
     }
 }
 
@@ -117,42 +119,26 @@ fn check_server_hello(hello: &PeerHello) -> Result<(), String> {
     Ok(())
 }
 
-/// For raw-mode cases: UNIMPLEMENTED when the server is framed-only.
-pub(crate) fn needs_raw(ctx: &ServerCtx) -> Result<Option<Verdict>, String> {
-    Ok((!ctx.speaks_raw()?).then(|| {
-        Verdict::Unimplemented(
-            "raw mode (auto detection): the server answers raw bytes with an Error frame or a \
-             close, as a framed-only server may"
-                .to_owned(),
-        )
-    }))
-}
-
 /// Sends `input` from one thread while reading on this one, after `read_after`, until the
-/// server closes (the writer half-closes when done). Returns everything read.
+/// server closes (the writer half-closes when done). Returns everything read. Both sides
+/// stop at the case's deadline.
 pub(crate) fn pump(
     conn: &mut Conn,
     input: Vec<u8>,
     read_after: Duration,
     expected_len: usize,
 ) -> Result<Vec<u8>, String> {
-    let mut writer = conn.try_clone().map_err(|e| e.to_string())?;
-    let timeout = conn.timeout;
+    let writer = conn.try_clone().map_err(|e| e.to_string())?;
+    let (timeout, deadline) = (conn.timeout, conn.deadline);
     let sender = thread::spawn(move || -> Result<(), String> {
-        use std::io::Write;
-        writer
-            .set_write_timeout(Some(timeout + read_after))
-            .map_err(|e| e.to_string())?;
-        for chunk in input.chunks(16 * 1024) {
-            writer
-                .write_all(chunk)
-                .map_err(|e| format!("sending: {e} (the server stopped reading)"))?;
-        }
+        // The first writes may wait for the reader's pause as well.
+        wire::write_until(&writer, &input, timeout + read_after, deadline)
+            .map_err(|e| format!("{e} (the server stopped reading)"))?;
         writer
             .shutdown(std::net::Shutdown::Write)
             .map_err(|e| e.to_string())
     });
-    thread::sleep(read_after);
+    conn.pause(read_after);
     let mut got = Vec::new();
     while got.len() < expected_len {
         let part = conn.raw(expected_len - got.len())?;
@@ -161,10 +147,16 @@ pub(crate) fn pump(
         }
         got.extend(part);
     }
+    if got.len() < expected_len {
+        // The writer may be blocked on a server that stopped reading: free it now.
+        conn.cut();
+    }
     let sent = sender
         .join()
         .map_err(|_| "the sending thread panicked".to_owned())?;
-    sent?;
+    if got.len() == expected_len {
+        sent?;
+    }
     Ok(got)
 }
 
@@ -184,7 +176,7 @@ pub(crate) fn first_difference(want: &[u8], got: &[u8]) -> String {
     )
 }
 
-/// `got` must be exactly what was expected, then the end of the stream.
+/// The end of the stream must come next.
 pub(crate) fn expect_end(conn: &mut Conn) -> Result<(), String> {
     match conn.next()? {
         Got::Eof => Ok(()),

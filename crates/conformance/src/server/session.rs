@@ -4,26 +4,33 @@
 use std::time::Duration;
 
 use super::{ServerCtx, detect::payload, first_difference, pump};
-use crate::case::{Case, Verdict};
+use crate::case::{Case, Feature, Need, Verdict};
 use crate::wire::{self, Expect, Got, code, reason};
 
 const OFFER: u32 = wire::MAX_CONTROL;
+
+const FRAMED: &[Need] = &[Need::Framed];
+/// The shutdown cases signal the server: they need `--cmd`.
+const SHUTDOWN: &[Need] = &[Need::Framed, Need::Signal];
 
 pub(super) fn cases() -> Vec<Case<ServerCtx>> {
     vec![
         Case {
             id: "4/hello-first",
             description: "Data before Hello gets UnexpectedFrame",
+            needs: FRAMED,
             run: |ctx| before_hello(ctx, &wire::data(b"too soon"), code::UNEXPECTED_FRAME),
         },
         Case {
             id: "4/goodbye-before-hello",
             description: "Goodbye before Hello gets UnexpectedFrame",
+            needs: FRAMED,
             run: |ctx| before_hello(ctx, &wire::goodbye(reason::DONE), code::UNEXPECTED_FRAME),
         },
         Case {
             id: "4/duplicate-hello",
             description: "a second Hello gets UnexpectedFrame",
+            needs: FRAMED,
             run: |ctx| {
                 (|| {
                     let (mut conn, _) = ctx.greeted(OFFER)?;
@@ -36,6 +43,7 @@ pub(super) fn cases() -> Vec<Case<ServerCtx>> {
         Case {
             id: "4/echo-in-order",
             description: "200 pipelined Data frames (empty to 3000 bytes) come back identical, in order",
+            needs: FRAMED,
             run: |ctx| {
                 (|| {
                     let (mut conn, _) = ctx.greeted(OFFER)?;
@@ -57,6 +65,7 @@ pub(super) fn cases() -> Vec<Case<ServerCtx>> {
         Case {
             id: "4/goodbye-done",
             description: "Goodbye (Done) after Data: the echo, then Goodbye (Done), then the close",
+            needs: FRAMED,
             run: |ctx| {
                 (|| {
                     let (mut conn, _) = ctx.greeted(OFFER)?;
@@ -75,6 +84,7 @@ pub(super) fn cases() -> Vec<Case<ServerCtx>> {
         Case {
             id: "4/nothing-after-goodbye",
             description: "a Data frame after the client's Goodbye is neither echoed nor answered with an Error",
+            needs: FRAMED,
             run: |ctx| {
                 (|| {
                     let (mut conn, _) = ctx.greeted(OFFER)?;
@@ -89,6 +99,7 @@ pub(super) fn cases() -> Vec<Case<ServerCtx>> {
         Case {
             id: "4/half-close-at-boundary",
             description: "a half-close after whole frames: the echoes, then the close",
+            needs: FRAMED,
             run: |ctx| {
                 (|| {
                     let (mut conn, _) = ctx.greeted(OFFER)?;
@@ -118,6 +129,7 @@ pub(super) fn cases() -> Vec<Case<ServerCtx>> {
         Case {
             id: "4/partial-header-dropped",
             description: "a half-close inside a frame header: the partial header is dropped, no Error",
+            needs: FRAMED,
             run: |ctx| {
                 (|| {
                     let (mut conn, _) = ctx.greeted(OFFER)?;
@@ -131,16 +143,19 @@ pub(super) fn cases() -> Vec<Case<ServerCtx>> {
         Case {
             id: "4/cut-through",
             description: "the echo of a large Data frame begins before the frame has fully arrived",
+            needs: FRAMED,
             run: cut_through,
         },
         Case {
             id: "4/half-close-mid-data",
             description: "a half-close inside a Data frame: the echo ends where the input ended",
+            needs: FRAMED,
             run: half_close_mid_data,
         },
         Case {
             id: "4/back-pressure",
             description: "framed: a peer that reads nothing for 1 s, then everything, loses no frame",
+            needs: FRAMED,
             run: |ctx| {
                 (|| {
                     let (mut conn, _) = ctx.greeted(udsecho_proto::DEFAULT_MAX_FRAME)?;
@@ -159,12 +174,20 @@ pub(super) fn cases() -> Vec<Case<ServerCtx>> {
         },
         Case {
             id: "4/shutdown-drains",
-            description: "on shutdown (SIGTERM) a Data frame already sent is echoed, then Goodbye (Shutdown)",
-            run: shutdown_drains,
+            description: "on SIGTERM every Data frame queued in the server's socket is echoed, then Goodbye (Shutdown)",
+            needs: SHUTDOWN,
+            run: super::shutdown::shutdown_drains,
+        },
+        Case {
+            id: "4/shutdown-mid-frame",
+            description: "SIGTERM in the middle of a Data frame's echo: the frame is finished, then Goodbye (Shutdown)",
+            needs: SHUTDOWN,
+            run: super::shutdown::shutdown_mid_frame,
         },
         Case {
             id: "4.1/negotiate-down",
             description: "a client offering version 7 is answered with version 1",
+            needs: FRAMED,
             run: |ctx| {
                 (|| {
                     let mut conn = ctx.framed()?;
@@ -185,16 +208,19 @@ pub(super) fn cases() -> Vec<Case<ServerCtx>> {
         Case {
             id: "4.1/version-zero",
             description: "a Hello with version 0 gets UnsupportedVersion",
+            needs: FRAMED,
             run: |ctx| before_hello(ctx, &wire::hello(0, OFFER), code::UNSUPPORTED_VERSION),
         },
         Case {
             id: "4.2/max-frame-zero",
             description: "a Hello with max_frame 0 gets Malformed",
+            needs: FRAMED,
             run: |ctx| before_hello(ctx, &wire::hello(1, 0), code::MALFORMED),
         },
         Case {
             id: "4.2/control-frame-above-max-frame",
             description: "after a Hello offering max_frame 16, a Goodbye of L = 100 is still accepted",
+            needs: FRAMED,
             run: |ctx| {
                 (|| {
                     let (mut conn, _) = ctx.greeted(16)?;
@@ -209,6 +235,7 @@ pub(super) fn cases() -> Vec<Case<ServerCtx>> {
         Case {
             id: "4.2/hello-at-4096",
             description: "a Hello of exactly 4096 bytes (appended fields) is accepted",
+            needs: FRAMED,
             run: |ctx| {
                 (|| {
                     let mut conn = ctx.framed()?;
@@ -223,6 +250,7 @@ pub(super) fn cases() -> Vec<Case<ServerCtx>> {
         Case {
             id: "4.3/place-before-payload",
             description: "a second Hello with a malformed payload gets UnexpectedFrame, not Malformed",
+            needs: FRAMED,
             run: |ctx| {
                 (|| {
                     let (mut conn, _) = ctx.greeted(OFFER)?;
@@ -235,6 +263,7 @@ pub(super) fn cases() -> Vec<Case<ServerCtx>> {
         Case {
             id: "4.3/echoed-before-error",
             description: "frames before a bad one are echoed first, then the Error, then the close",
+            needs: FRAMED,
             run: |ctx| {
                 (|| {
                     let (mut conn, _) = ctx.greeted(OFFER)?;
@@ -255,6 +284,7 @@ pub(super) fn cases() -> Vec<Case<ServerCtx>> {
         Case {
             id: "4.3/other-connections-unaffected",
             description: "a protocol error on one connection leaves another one's session intact",
+            needs: FRAMED,
             run: |ctx| {
                 (|| {
                     let (mut good, _) = ctx.greeted(OFFER)?;
@@ -280,27 +310,55 @@ fn before_hello(ctx: &mut ServerCtx, bytes: &[u8], code: u16) -> Verdict {
     .into()
 }
 
+/// A session in the middle of a 256 KiB Data frame: `sent` bytes of it sent, and whether
+/// its echo began within 1 s.
+#[derive(Debug)]
+pub(super) struct HalfSent {
+    pub(super) conn: wire::Conn,
+    pub(super) body: Vec<u8>,
+    pub(super) frame: Vec<u8>,
+    pub(super) sent: usize,
+    pub(super) began: bool,
+}
+
+pub(super) fn half_sent(ctx: &ServerCtx, seed: u64, sent: usize) -> Result<HalfSent, String> {
+    let (mut conn, _) = ctx.greeted(udsecho_proto::DEFAULT_MAX_FRAME)?;
+    let body = payload(256 * 1024, seed);
+    let frame = wire::data(&body);
+    conn.send(&frame[..sent])?;
+    let began = !conn.peek_for(Duration::from_secs(1))?.is_empty();
+    Ok(HalfSent {
+        conn,
+        body,
+        frame,
+        sent,
+        began,
+    })
+}
+
+impl HalfSent {
+    /// The rest of the frame, then its whole echo: OK if the echo had begun, otherwise
+    /// NON-STRICT (`why`).
+    pub(super) fn finish(mut self, why: &str) -> Result<Verdict, String> {
+        self.conn.send(&self.frame[self.sent..])?;
+        self.conn.expect(&[Expect::Data(self.body)])?;
+        Ok(if self.began {
+            Verdict::Ok
+        } else {
+            Verdict::NonStrict(Feature::CutThrough, why.to_owned())
+        })
+    }
+}
+
 /// Half of a 256 KiB Data frame, then a wait for its echo to begin; the rest, then the rest
 /// of the echo. A server that echoes only whole frames is NON-STRICT.
 fn cut_through(ctx: &mut ServerCtx) -> Verdict {
     (|| {
-        let (mut conn, _) = ctx.greeted(udsecho_proto::DEFAULT_MAX_FRAME)?;
-        let body = payload(256 * 1024, 7);
-        let frame = wire::data(&body);
-        let half = frame.len() / 2;
-        conn.send(&frame[..half])?;
-        let began = !conn.peek_for(Duration::from_secs(1))?.is_empty();
-        conn.send(&frame[half..])?;
-        conn.expect(&[Expect::Data(body)])?;
-        Ok(if began {
-            Verdict::Ok
-        } else {
-            Verdict::NonStrict(
-                "the echo began only once the whole frame had arrived (PROTOCOL.md §4 item 3 recommends \
-                 echoing as bytes arrive)"
-                    .to_owned(),
-            )
-        })
+        let half = (5 + 256 * 1024) / 2;
+        half_sent(ctx, 7, half)?.finish(
+            "the echo began only once the whole frame had arrived (PROTOCOL.md §4 item 3 \
+             recommends echoing as bytes arrive)",
+        )
     })()
     .into()
 }
@@ -315,6 +373,7 @@ fn half_close_mid_data(ctx: &mut ServerCtx) -> Verdict {
         match conn.next()? {
             Got::Partial(bytes) if bytes == sent => Ok(Verdict::Ok),
             Got::Eof => Ok(Verdict::NonStrict(
+                Feature::CutThrough,
                 "the start of a Data frame cut by a half-close was not echoed (a server that \
                  holds whole frames drops it; PROTOCOL.md §4 item 3 recommends echoing as bytes arrive)"
                     .to_owned(),
@@ -325,58 +384,6 @@ fn half_close_mid_data(ctx: &mut ServerCtx) -> Verdict {
                 &other,
             )),
         }
-    })()
-    .into()
-}
-
-fn shutdown_drains(ctx: &mut ServerCtx) -> Verdict {
-    let no_drain = || {
-        Verdict::Unimplemented(
-            "graceful shutdown: the server closed on SIGTERM without Goodbye (Shutdown); PROTOCOL.md \
-             §4 item 4 applies to servers that drain"
-                .to_owned(),
-        )
-    };
-    (|| {
-        let (mut conn, _) = ctx.greeted(OFFER)?;
-        conn.send(&wire::data(b"before"))?;
-        conn.expect(&[Expect::Data(b"before".to_vec())])?;
-        conn.send(&wire::data(b"queued"))?;
-        ctx.terminate()?;
-        // The echo may beat the signal; a Goodbye (Shutdown) must come after it, never
-        // instead of it.
-        match conn.next()? {
-            // Killed by the signal, perhaps in the middle of the echo.
-            Got::Eof | Got::Partial(_) => return Ok(no_drain()),
-            Got::Frame {
-                kind: wire::DATA,
-                payload,
-            } if payload == b"queued" => {}
-            other => {
-                return Err(wire::mismatch(
-                    "the echo of the frame sent before the signal",
-                    Some(wire::data(b"queued")),
-                    &other,
-                ));
-            }
-        }
-        let got = conn.next()?;
-        if got == Got::Eof {
-            return Ok(no_drain());
-        }
-        if got
-            != (Got::Frame {
-                kind: wire::GOODBYE,
-                payload: wire::varint(reason::SHUTDOWN.into()),
-            })
-        {
-            return Err(wire::mismatch(
-                "Goodbye (Shutdown)",
-                Some(wire::goodbye(reason::SHUTDOWN)),
-                &got,
-            ));
-        }
-        conn.expect(&[Expect::Eof]).map(|()| Verdict::Ok)
     })()
     .into()
 }

@@ -2,7 +2,7 @@
 //! server byte for byte; the answers are compared byte for byte where the text fixes them.
 
 use super::ServerCtx;
-use crate::case::{Case, Verdict};
+use crate::case::{Case, Need, Verdict};
 use crate::wire::{self, Expect, PREAMBLE, code, reason};
 
 const PROTOCOL: &str = include_str!("../../../../PROTOCOL.md");
@@ -67,11 +67,14 @@ fn invalid(name: &str) -> Result<(Vec<u8>, u16), String> {
     Ok((bytes, code))
 }
 
+const FRAMED: &[Need] = &[Need::Framed];
+
 pub(super) fn cases() -> Vec<Case<ServerCtx>> {
     vec![
         Case {
             id: "6/valid-vectors",
             description: "hello-64k-no-agent, the Data vectors and goodbye-done: echoes and Goodbye byte for byte",
+            needs: FRAMED,
             run: |ctx| {
                 (|| {
                     let mut conn = ctx.framed()?;
@@ -92,6 +95,7 @@ pub(super) fn cases() -> Vec<Case<ServerCtx>> {
         Case {
             id: "6/error-data-first",
             description: "Data before Hello is answered like error-data-first (code 4; its text is free)",
+            needs: FRAMED,
             run: |ctx| {
                 (|| {
                     let mut conn = ctx.framed()?;
@@ -104,6 +108,7 @@ pub(super) fn cases() -> Vec<Case<ServerCtx>> {
         Case {
             id: "6/session",
             description: "the whole session of §6 (preamble, hello-client-8mib, Data \"hi\", goodbye-done)",
+            needs: FRAMED,
             run: |ctx| {
                 (|| {
                     let mut conn = ctx.connect()?;
@@ -125,31 +130,37 @@ pub(super) fn cases() -> Vec<Case<ServerCtx>> {
         Case {
             id: "6/too-large-4gib",
             description: "invalid vector too-large-4gib gets FrameTooLarge",
+            needs: FRAMED,
             run: |ctx| invalid_vector(ctx, "too-large-4gib"),
         },
         Case {
             id: "6/too-large-by-one",
             description: "invalid vector too-large-by-one gets FrameTooLarge",
+            needs: FRAMED,
             run: |ctx| invalid_vector(ctx, "too-large-by-one"),
         },
         Case {
             id: "6/empty-frame",
             description: "invalid vector empty-frame gets EmptyFrame",
+            needs: FRAMED,
             run: |ctx| invalid_vector(ctx, "empty-frame"),
         },
         Case {
             id: "6/unknown-kind",
             description: "invalid vector unknown-kind gets UnknownKind",
+            needs: FRAMED,
             run: |ctx| invalid_vector(ctx, "unknown-kind"),
         },
         Case {
             id: "6/hello-truncated",
             description: "invalid vector hello-truncated, as the first frame, gets Malformed",
+            needs: FRAMED,
             run: |ctx| invalid_vector(ctx, "hello-truncated"),
         },
         Case {
             id: "6/goodbye-bad-varint",
             description: "invalid vector goodbye-bad-varint gets Malformed",
+            needs: FRAMED,
             run: |ctx| invalid_vector(ctx, "goodbye-bad-varint"),
         },
     ]

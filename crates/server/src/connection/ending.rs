@@ -12,9 +12,10 @@ use std::time::Duration;
 
 use udsecho_proto::{ErrorCode, GoodbyeReason};
 
+use super::framed;
 use super::peer::Peer;
 use super::plan::{Breach, End, Faulted};
-use super::{SCRATCH, framed};
+use super::scratch::SCRATCH;
 use crate::shutdown::Shutdown;
 
 /// After our last frame (Error, Goodbye): how long, and how much, late input is read and

@@ -25,7 +25,9 @@ use super::framed::Session;
 use super::input::Input;
 use super::peer::{Kind, Peeked, Peer, Sent};
 use super::plan::{Before, Breach, End, Plan};
-use super::{SCRATCH, Settings, raw};
+use super::raw;
+use super::scratch::SCRATCH;
+use super::settings::Settings;
 use crate::busy_poll;
 use crate::config::Mode;
 use crate::echo_log;
@@ -400,9 +402,6 @@ impl Handler {
                 }
                 self.input.consumed(read.len);
                 busy_poll::worked();
-                if let Some(faults) = &mut self.faults {
-                    faults.consumed(read.len);
-                }
                 let mut note = read.note;
                 let chunk = &scratch[..read.len];
                 let plan = self.plan(chunk, &mut note);
@@ -415,6 +414,7 @@ impl Handler {
                 match &mut self.faults {
                     None => self.peer.write(before, echo)?,
                     Some(faults) => {
+                        faults.consumed(read.len);
                         let unframed = matches!(self.protocol, Protocol::Raw);
                         let cut = faults.echo(&mut self.peer, before, echo, unframed);
                         if let Some(end) = ending.take().or(cut) {
@@ -478,18 +478,19 @@ impl Handler {
                     whole = self.peer.peek_whole(len)?;
                     &whole
                 };
-                let refused = match &mut self.faults {
+                // `stopped`: a fault stops reading after this message (`stop_reading`).
+                let (refused, stopped) = match &mut self.faults {
                     None => match self.peer.send_message(message)? {
-                        Sent::Echoed { refused } => refused,
+                        Sent::Echoed { refused } => (refused, false),
                         Sent::Blocked => return Ok(Step::Again),
                     },
-                    Some(faults) => {
-                        faults.consumed(len);
-                        match faulty_message(faults, &mut self.peer, message)? {
-                            Some(refused) => refused,
-                            None => return Ok(Step::Again),
+                    Some(faults) => match faulty_message(faults, &mut self.peer, message)? {
+                        Some(refused) => {
+                            faults.consumed(len);
+                            (refused, faults.stopped())
                         }
-                    }
+                        None => return Ok(Step::Again),
+                    },
                 };
                 if echo_log::enabled() {
                     echo_log::log_with(&[message], note.as_deref());
@@ -501,6 +502,9 @@ impl Handler {
                 self.alive();
                 if let Some(truncation) = truncated {
                     return Ok(Step::Stop(truncation.end()));
+                }
+                if stopped {
+                    return Ok(Step::Again);
                 }
             }
             Ok(Step::Yield)

@@ -5,6 +5,7 @@
 //! | `handler.rs` | the [`Handler`](handler::Handler): the connection's protocol, how much input is left, its timers, and its loop (read into the scratch buffer, ask the protocol, have the peer write, the drain) |
 //! | `peer.rs` | the [`Peer`](peer::Peer): the socket and everything that crosses it — reads with their descriptors, writes that carry them back, the backlog, the half-close, the close |
 //! | `ending.rs` | the last words: Goodbye, Error, the half-close, the linger |
+//! | `settings.rs`, `scratch.rs` | what a connection needs of the server's configuration; the thread's read buffer |
 //! | `input.rs` | how much input is left (open, draining, finishing a frame, EOF, drained) |
 //! | `plan.rs` | what the protocols answer the handler: a `Plan` per chunk, a `Breach`, and how a connection `End`s (a leaf) |
 //! | `detect.rs`, `raw.rs`, `framed.rs` | the stream protocols, as state machines over chunks: no socket, no buffer |
@@ -37,37 +38,10 @@ mod passing;
 mod peer;
 mod plan;
 mod raw;
-
-use std::cell::RefCell;
-use std::sync::Arc;
-use std::time::Duration;
-
-use crate::config::Mode;
-use crate::fault::Faults;
+mod scratch;
+mod settings;
 
 pub(crate) use self::handler::serve;
 pub(crate) use self::peer::{Kind, Peer};
 pub(crate) use self::plan::{End, Faulted};
-
-/// Size of the per-thread scratch buffer reads land in.
-const SCRATCH_LEN: usize = 64 * 1024;
-
-thread_local! {
-    /// Where every connection on this thread reads: it is echoed from here at once, so no
-    /// connection needs a buffer of its own.
-    static SCRATCH: RefCell<Box<[u8]>> = RefCell::new(vec![0; SCRATCH_LEN].into_boxed_slice());
-}
-
-/// What a connection needs from the server's configuration.
-#[derive(Debug, Clone)]
-pub(crate) struct Settings {
-    pub(crate) mode: Mode,
-    pub(crate) max_frame: u32,
-    pub(crate) idle_timeout: Option<Duration>,
-    /// Our name in the Hello answer.
-    pub(crate) agent: &'static str,
-    /// The server's faults (`--fault`, `--control`); `None` without them.
-    pub(crate) faults: Option<Arc<Faults>>,
-    /// A proxy's upstream (`--upstream`): connections are forwarded there, not echoed.
-    pub(crate) proxy: Option<Arc<crate::proxy::Proxy>>,
-}
+pub(crate) use self::settings::Settings;

@@ -45,6 +45,7 @@ impl Received {
 ///
 /// The value is kept small (no sender address): it is moved out of every read of every
 /// connection. Datagrams, which need the address, use [`recv_from`].
+#[inline]
 pub(crate) fn recv(
     fd: BorrowedFd<'_>,
     buf: &mut [u8],
@@ -52,7 +53,7 @@ pub(crate) fn recv(
     room: usize,
     creds: bool,
 ) -> rustix::io::Result<Received> {
-    recv_from(fd, buf, flags, room, creds).map(|(received, _)| received)
+    passing::recv(fd, buf, flags, room, creds).map(Received::from)
 }
 
 /// [`recv`], and the sender's address.
@@ -64,20 +65,26 @@ pub(crate) fn recv_from(
     room: usize,
     creds: bool,
 ) -> rustix::io::Result<(Received, Option<SocketAddrAny>)> {
-    let (got, from) = passing::recv_from(fd, buf, flags, room, creds)?;
-    let fds = if got.fds.is_empty() {
-        Passed::none()
-    } else {
-        Passed::take(got.fds)
-    };
-    let received = Received {
-        len: got.len,
-        fds,
-        creds: got.creds,
-        truncated: got.truncated,
-        cut: got.cut,
-    };
-    Ok((received, from))
+    passing::recv_from(fd, buf, flags, room, creds).map(|(got, from)| (got.into(), from))
+}
+
+impl From<passing::Received> for Received {
+    /// Counts what came as held from this moment (nothing allocated when nothing came).
+    #[inline(always)]
+    fn from(got: passing::Received) -> Received {
+        let fds = if got.fds.is_empty() {
+            Passed::none()
+        } else {
+            Passed::take(got.fds)
+        };
+        Received {
+            len: got.len,
+            fds,
+            creds: got.creds,
+            truncated: got.truncated,
+            cut: got.cut,
+        }
+    }
 }
 
 /// `sendmsg` of `bufs` carrying `fds` (none: a plain send of one buffer), to `to` if given.

@@ -16,18 +16,13 @@ use std::sync::Arc;
 use std::task::Context;
 use std::time::Duration;
 
-use bytes::{Buf, Bytes, BytesMut};
-use rand::Rng;
-use rand::rngs::ChaCha8Rng;
+use bytes::{Buf, BytesMut};
 use tokio::time::{Instant, Sleep};
 
+use super::effects::{Draws, Effects, Fate, extra_descriptor};
 use super::table::Faults;
 use crate::connection::{End, Faulted, Peer};
-use udsecho_fault::{Answer, Fault, FaultSpec};
-
-/// A reordered message is held only if it fits here: a connection's memory must not follow
-/// the message sizes its peer sends.
-const MAX_REORDERED: usize = 64 * 1024;
+use udsecho_fault::FaultSpec;
 
 /// What the handler does next, by the faults.
 #[derive(Debug)]
@@ -40,75 +35,6 @@ pub(crate) enum Turn {
     Wait,
     /// A fault ends the connection this way.
     Stop(End),
-}
-
-/// What becomes of one seqpacket message.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) enum Fate {
-    /// Echo its first `len` bytes, `times` times.
-    Echo { len: usize, times: u8 },
-    /// Answer it with these bytes instead (`answer`, `answer_file`).
-    Answer(Bytes),
-    /// Take it off the queue without an echo.
-    Drop,
-    /// Keep a copy, take it off the queue, and echo it after the next one.
-    Hold,
-}
-
-/// The merged effects of the faults hitting a connection (a later fault of a kind replaces
-/// an earlier one).
-#[derive(Debug, Default)]
-struct Effects {
-    latency: Option<(Duration, Duration)>,
-    rate: Option<u64>,
-    slice: Option<(usize, Duration)>,
-    stop_reading: Option<u64>,
-    limit_data: Option<u64>,
-    silent: Option<Option<Duration>>,
-    reset: Option<Duration>,
-    slow_close: Option<Duration>,
-    corrupt: Option<u64>,
-    answer: Option<Answer>,
-    frames_end: Option<(u32, Faulted)>,
-    loss: f64,
-    duplicate: f64,
-    reorder: f64,
-    truncate: Option<usize>,
-    withhold_fds: bool,
-    extra_fd: bool,
-}
-
-impl Effects {
-    fn of(hits: &[Arc<FaultSpec>]) -> Effects {
-        let mut e = Effects::default();
-        for spec in hits {
-            match &spec.fault {
-                Fault::Latency { delay, jitter } => e.latency = Some((*delay, *jitter)),
-                Fault::Bandwidth { bytes_per_sec } => e.rate = Some(*bytes_per_sec),
-                Fault::Slicer { size, gap } => e.slice = Some((*size, *gap)),
-                Fault::StopReading { after } => e.stop_reading = Some(*after),
-                Fault::LimitData { bytes } => e.limit_data = Some(*bytes),
-                Fault::Timeout { close_after } => e.silent = Some(*close_after),
-                Fault::ResetPeer { after } => e.reset = Some(*after),
-                Fault::SlowClose { delay } => e.slow_close = Some(*delay),
-                Fault::Corrupt { offset } => e.corrupt = Some(*offset),
-                Fault::Answer(answer) => e.answer = Some(answer.clone()),
-                Fault::ErrorAfter { frames, code } => {
-                    e.frames_end = Some((*frames, Faulted::Error(*code)));
-                }
-                Fault::GoodbyeAfter { frames } => e.frames_end = Some((*frames, Faulted::Goodbye)),
-                Fault::Loss { probability } => e.loss = *probability,
-                Fault::Duplicate { probability } => e.duplicate = *probability,
-                Fault::Reorder { probability } => e.reorder = *probability,
-                Fault::Truncate { len } => e.truncate = Some(*len),
-                Fault::WithholdFds => e.withhold_fds = true,
-                Fault::ExtraFd => e.extra_fd = true,
-                // A client's fault: refused where a server's faults are parsed.
-                Fault::HalfClose { .. } => {}
-            }
-        }
-        e
-    }
 }
 
 /// One connection's faults (see the module's doc). Boxed in the handler, and only on a
@@ -126,15 +52,14 @@ pub(crate) struct Active {
     effects: Effects,
     /// When the connection took its current faults: their durations count from here.
     since: Instant,
-    /// The connection's own random draws (jitter, loss...), replayed by the seed.
-    rng: ChaCha8Rng,
+    /// The connection's own random draws (jitter, loss...), replayed by the seed, and its
+    /// place in a file of answers.
+    draws: Draws,
     /// Bytes read from the peer, and echo bytes produced, since the connection opened.
     read: u64,
     echoed: u64,
     /// Data frames echoed since the connection opened.
     frames: u32,
-    /// The next line of a file of answers.
-    next_answer: usize,
     /// Echo held back (at most one read's worth, plus the answers it asked for).
     held: BytesMut,
     /// When the next bytes of `held` may go out.
@@ -158,11 +83,10 @@ impl Active {
             hits: Vec::new(),
             effects: Effects::default(),
             since: Instant::now(),
-            rng: table.connection_rng(conn),
+            draws: Draws::new(table.connection_rng(conn)),
             read: 0,
             echoed: 0,
             frames: 0,
-            next_answer: 0,
             held: BytesMut::new(),
             next_at: None,
             timer: None,
@@ -213,6 +137,9 @@ impl Active {
         loop {
             let now = Instant::now();
             let mut wake = None;
+            // Nothing is read until the reset: what the peer sends stays unread, so its
+            // next read after the close is ECONNRESET.
+            let resetting = self.effects.reset.is_some();
             if let Some(after) = self.effects.reset {
                 let at = self.since + after;
                 if now >= at {
@@ -242,7 +169,7 @@ impl Active {
             } else if let Some(end) = self.deferred.take() {
                 return Ok(Turn::Stop(end));
             } else {
-                read = !self.stopped();
+                read = !self.stopped() && !resetting;
             }
             // The timer is armed for the earliest of held echo due and the deadlines, read
             // or not: a deadline comes whether or not the peer sends. Every `at` is ahead.
@@ -263,7 +190,7 @@ impl Active {
     }
 
     /// Whether reading has stopped for good (`stop_reading`, or an end waiting for held echo).
-    fn stopped(&self) -> bool {
+    pub(crate) fn stopped(&self) -> bool {
         self.deferred.is_some() || self.effects.stop_reading.is_some_and(|n| self.read >= n)
     }
 
@@ -336,14 +263,8 @@ impl Active {
             Some(answer) if unframed => {
                 let lines = before.iter().chain(echo).filter(|&&b| b == b'\n').count();
                 for _ in 0..lines {
-                    match answer {
-                        Answer::Fixed(bytes) => self.held.extend_from_slice(bytes),
-                        Answer::Lines { lines, .. } => {
-                            self.held
-                                .extend_from_slice(&lines[self.next_answer % lines.len()]);
-                            self.next_answer = self.next_answer.wrapping_add(1);
-                        }
-                    }
+                    let bytes = self.draws.answer(answer);
+                    self.held.extend_from_slice(&bytes);
                 }
             }
             _ => {
@@ -371,7 +292,7 @@ impl Active {
             && added > 0
             && let Some((delay, jitter)) = self.effects.latency
         {
-            let due = Instant::now() + self.jittered(delay, jitter);
+            let due = Instant::now() + self.draws.jittered(delay, jitter);
             self.next_at = Some(self.next_at.map_or(due, |at| at.max(due)));
         }
         end
@@ -384,28 +305,12 @@ impl Active {
         if self.effects.withhold_fds {
             peer.lose_held("a withhold_fds fault");
         }
-        if self.effects.extra_fd {
-            match rustix::fs::open(
-                "/dev/null",
-                rustix::fs::OFlags::RDONLY | rustix::fs::OFlags::CLOEXEC,
-                rustix::fs::Mode::empty(),
-            ) {
-                Ok(fd) => peer.pass_extra(fd),
-                Err(e) => tracing::debug!("extra_fd: opening /dev/null: {e}"),
-            }
+        if self.effects.extra_fd
+            && let Some(fd) = extra_descriptor()
+        {
+            peer.pass_extra(fd);
         }
         self.effects.withhold_fds
-    }
-
-    /// `delay`, plus or minus up to `jitter`, uniformly; never below zero.
-    fn jittered(&mut self, delay: Duration, jitter: Duration) -> Duration {
-        let jitter = u64::try_from(jitter.as_nanos()).unwrap_or(u64::MAX / 4);
-        if jitter == 0 {
-            return delay;
-        }
-        let offset = self.rng.next_u64() % (2 * jitter + 1);
-        let delay = u64::try_from(delay.as_nanos()).unwrap_or(u64::MAX / 4);
-        Duration::from_nanos((delay + offset).saturating_sub(jitter))
     }
 
     /// Writes the next part of the held echo: all of it, a slice, or a rate's 20 ms worth.
@@ -444,32 +349,8 @@ impl Active {
 
     /// What becomes of the next seqpacket message, `len` bytes long.
     pub(crate) fn message(&mut self, len: usize) -> Fate {
-        if self.effects.silent.is_some() || self.draw(self.effects.loss) {
-            return Fate::Drop;
-        }
-        if self.reordered.is_none() && len <= MAX_REORDERED && self.draw(self.effects.reorder) {
-            return Fate::Hold;
-        }
-        if let Some(answer) = &self.effects.answer {
-            let bytes = match answer {
-                Answer::Fixed(bytes) => bytes.clone(),
-                Answer::Lines { lines, .. } => {
-                    let line = lines[self.next_answer % lines.len()].clone();
-                    self.next_answer = self.next_answer.wrapping_add(1);
-                    line
-                }
-            };
-            return Fate::Answer(bytes);
-        }
-        let times = if self.draw(self.effects.duplicate) {
-            2
-        } else {
-            1
-        };
-        Fate::Echo {
-            len: self.effects.truncate.map_or(len, |t| t.min(len)),
-            times,
-        }
+        self.draws
+            .message(&self.effects, len, self.reordered.is_none())
     }
 
     /// Keeps a message to echo after the next one.
@@ -480,16 +361,6 @@ impl Active {
     /// The message held back, once the one after it is out.
     pub(crate) fn take_reordered(&mut self) -> Option<Vec<u8>> {
         self.reordered.take()
-    }
-
-    /// True with probability `p`, from the connection's stream.
-    fn draw(&mut self, p: f64) -> bool {
-        if p <= 0.0 {
-            return false;
-        }
-        // 53 random bits: a uniform double in [0, 1).
-        let u = (self.rng.next_u64() >> 11) as f64 / (1u64 << 53) as f64;
-        u < p
     }
 }
 

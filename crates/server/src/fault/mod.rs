@@ -5,7 +5,9 @@
 //! |---|---|
 //! | (`udsecho-fault`) | the grammar, shared with the client: one `--fault` value parsed into a [`FaultSpec`] |
 //! | `table.rs` | the server's faults ([`Faults`]): what `--fault` gave and the control socket changed, with a generation number a connection reads in one atomic load, and which connections a fault hits (seeded) |
+//! | `effects.rs` | what the faults hitting a connection or a datagram add up to, and their seeded draws (jitter, the message faults, the next canned answer) |
 //! | `active.rs` | one connection's faults ([`Active`]): the merged effects, the echo held back for a delay, a rate or slices, and the counters the faults count with |
+//! | `datagrams.rs` | a datagram socket's faults ([`Datagrams`]): per datagram, dropped, held back, cut, answered or sent twice; a share of senders, by address |
 //! | `control.rs` | the control socket: `add`, `remove`, `list`, `clear`, one line each |
 //!
 //! The handler calls down into [`Active`] at four points, and only when the server has faults
@@ -16,16 +18,24 @@
 //! random draws (jitter, loss) are per connection, so one connection's fault never touches
 //! another's bytes.
 //!
+//! The datagram loop calls down into [`Datagrams`] where it answers a datagram (with the
+//! same `Option` check, per datagram, when the server has no faults).
+//!
 //! When the graceful shutdown begins, a connection's faults are lifted: what it holds goes
 //! out at once and the drain runs as without faults, so SIGTERM still drains and exits
-//! within `--shutdown-timeout`.
+//! within `--shutdown-timeout`. The same for the datagram socket: a datagram held back is
+//! answered, and the queued ones are answered as without faults.
 
 mod active;
 mod control;
+mod datagrams;
+mod effects;
 mod table;
 
-pub(crate) use self::active::{Active, Fate, Turn};
+pub(crate) use self::active::{Active, Turn};
 pub use self::control::Control;
 pub(crate) use self::control::serve_control;
+pub(crate) use self::datagrams::Datagrams;
+pub(crate) use self::effects::Fate;
 pub use self::table::Faults;
 pub use udsecho_fault::{Answer, Fault, FaultError, FaultSpec};

@@ -114,11 +114,19 @@ impl Faults {
         (generation, hits)
     }
 
+    /// The faults in force, with their numbers, and the generation they are of: for the
+    /// datagram socket, which draws which faults hit each sender itself ([`Faults::hits`]).
+    pub(crate) fn snapshot(&self) -> (u64, Vec<(u64, Arc<FaultSpec>)>) {
+        let entries = self.entries();
+        (self.generation(), entries.list.clone())
+    }
+
     /// Whether fault `id`, for a share of `share_ppm` millionths, hits connection `conn`:
     /// one draw from the seed's ChaCha8 stream number `conn` at a place given by `id`, so
     /// the answer depends on nothing else (ChaCha8's output is fixed by its specification,
-    /// whatever the crate's version).
-    fn hits(&self, conn: u64, id: u64, share_ppm: u32) -> bool {
+    /// whatever the crate's version). A datagram sender is "connection"
+    /// [`sender_key`]`(its address)`.
+    pub(crate) fn hits(&self, conn: u64, id: u64, share_ppm: u32) -> bool {
         if share_ppm >= 1_000_000 {
             return true;
         }
@@ -136,6 +144,16 @@ impl Faults {
         rng.set_stream(conn);
         rng
     }
+}
+
+/// Which "connection" a datagram sender is, for the choice of senders a share hits: its
+/// address's bytes (a path, or `\0` and an abstract name) hashed with 64-bit FNV-1a, whose
+/// output is fixed by its definition, so the same sender is chosen on every run with the
+/// same seed. Numbers of stream connections count from 1; the two never meet on one socket.
+pub(crate) fn sender_key(address: &[u8]) -> u64 {
+    address.iter().fold(0xcbf2_9ce4_8422_2325, |hash, &byte| {
+        (hash ^ u64::from(byte)).wrapping_mul(0x0000_0100_0000_01b3)
+    })
 }
 
 #[cfg(test)]
@@ -171,6 +189,14 @@ mod tests {
             })
             .collect();
         assert_eq!(first, chosen(7));
+    }
+
+    #[test]
+    fn a_senders_key_is_fnv1a_of_its_address() {
+        // The published FNV-1a 64 test vectors: the key never changes with a version.
+        assert_eq!(sender_key(b""), 0xcbf2_9ce4_8422_2325);
+        assert_eq!(sender_key(b"a"), 0xaf63_dc4c_8601_ec8c);
+        assert_eq!(sender_key(b"foobar"), 0x8594_4171_f739_67e8);
     }
 
     #[test]

@@ -170,3 +170,40 @@ fn zero_limits_say_what_is_allowed() {
         .code(2)
         .stderr(predicate::str::contains("must be at least 1"));
 }
+
+/// `nc -lU SOCK` habits (#34): -l (listen), -U (a Unix socket), -k (keep listening) and -N are
+/// what the server does anyway, so `udsecho-server -lU SOCK` serves as `udsecho-server SOCK`.
+#[test]
+fn nc_habits_l_u_k_and_n_are_accepted() {
+    for args in [&["-lU"][..], &["-l", "-U"], &["-lkU"], &["-N"]] {
+        let dir = udsecho_harness::short_temp_dir();
+        let socket = dir.path().join("nc.sock");
+        let mut server = udsecho_harness::Server::builder()
+            .socket(&socket)
+            .args(args.iter().copied())
+            .start()
+            .unwrap_or_else(|e| panic!("{args:?}: {e}"));
+        assert_eq!(
+            udsecho_harness::raw_round_trip(&socket, b"hi", 2).unwrap(),
+            b"hi",
+            "{args:?}"
+        );
+        let status = server
+            .stop(
+                udsecho_harness::Signal::TERM,
+                std::time::Duration::from_secs(10),
+            )
+            .unwrap();
+        assert!(status.success(), "{args:?}: {}", server.stderr());
+    }
+}
+
+/// Where -v is documented, it says what it costs a benchmark.
+#[test]
+fn help_says_that_verbose_logging_slows_a_benchmark() {
+    let assert = server().arg("--help").assert().success();
+    let help = String::from_utf8_lossy(&assert.get_output().stdout).into_owned();
+    assert!(help.contains("benchmark"), "{help}");
+    assert!(help.contains("--once"), "{help}");
+    assert!(help.contains("--timestamps"), "{help}");
+}

@@ -1,5 +1,6 @@
-//! `--fault`: each fault as a client sees it, the seeded choice of connections, `-v`, and the
-//! drain on SIGTERM with a fault active.
+//! `--fault` on stream and seqpacket connections: each fault as a client sees it, the seeded
+//! choice of connections, `-v`, and the drain on SIGTERM with a fault active. (Datagram
+//! sockets: `faults_datagram.rs`.)
 
 use std::io::{ErrorKind, Read, Write};
 use std::net::Shutdown;
@@ -31,6 +32,18 @@ fn client(server: &Server) -> UnixStream {
     stream
 }
 
+/// Asserts that at least `least` has passed since `since`.
+pub(crate) fn at_least(since: Instant, least: Duration) {
+    let took = since.elapsed();
+    assert!(took >= least, "{took:?}, expected at least {least:?}");
+}
+
+/// Asserts that less than `most` has passed since `since`.
+pub(crate) fn sooner_than(since: Instant, most: Duration) {
+    let took = since.elapsed();
+    assert!(took < most, "{took:?}, expected less than {most:?}");
+}
+
 /// Everything until EOF, or until the peer resets the connection (a close with our bytes
 /// unread): what arrived before either.
 fn read_to_close(stream: &mut UnixStream) -> Vec<u8> {
@@ -56,11 +69,7 @@ fn latency_holds_each_echo_at_least_the_delay() {
         let mut echo = [0u8; 4];
         stream.read_exact(&mut echo).unwrap();
         assert_eq!(&echo, b"ping");
-        assert!(
-            sent.elapsed() >= Duration::from_millis(300),
-            "{:?}",
-            sent.elapsed()
-        );
+        at_least(sent, Duration::from_millis(300));
     }
 }
 
@@ -94,11 +103,7 @@ fn slicer_echoes_in_slices_with_a_gap() {
     }
     assert_eq!(got, message);
     // Seven slices, six gaps between them.
-    assert!(
-        sent.elapsed() >= Duration::from_millis(300),
-        "{:?}",
-        sent.elapsed()
-    );
+    at_least(sent, Duration::from_millis(300));
 }
 
 #[test]
@@ -112,11 +117,7 @@ fn bandwidth_limits_the_echo_rate() {
     stream.read_exact(&mut echo).unwrap();
     assert_eq!(echo, data);
     // A second's worth, in 20 ms portions: the first goes at once.
-    assert!(
-        sent.elapsed() >= Duration::from_millis(900),
-        "{:?}",
-        sent.elapsed()
-    );
+    at_least(sent, Duration::from_millis(900));
 }
 
 #[test]
@@ -183,11 +184,7 @@ fn timeout_with_a_duration_closes_without_a_word() {
     let opened = Instant::now();
     stream.write_all(b"ping\n").unwrap();
     assert_eq!(read_to_close(&mut stream), b"");
-    assert!(
-        opened.elapsed() >= Duration::from_millis(300),
-        "{:?}",
-        opened.elapsed()
-    );
+    at_least(opened, Duration::from_millis(300));
 }
 
 #[test]
@@ -197,11 +194,18 @@ fn reset_peer_closes_at_once() {
     let opened = Instant::now();
     let _ = stream.write_all(b"hello\n");
     assert_eq!(read_to_close(&mut stream), b"");
-    assert!(
-        opened.elapsed() < Duration::from_secs(2),
-        "{:?}",
-        opened.elapsed()
-    );
+    sooner_than(opened, Duration::from_secs(2));
+}
+
+#[test]
+fn reset_peer_with_a_duration_closes_no_sooner() {
+    let server = faulty(&["reset_peer=400ms"]);
+    let mut stream = client(&server);
+    let opened = Instant::now();
+    stream.write_all(b"hello\n").unwrap();
+    assert_eq!(read_to_close(&mut stream), b"", "closed unanswered");
+    at_least(opened, Duration::from_millis(400));
+    sooner_than(opened, Duration::from_secs(5));
 }
 
 #[test]
@@ -212,11 +216,7 @@ fn slow_close_delays_the_servers_close_after_the_half_close() {
     let closed = Instant::now();
     stream.shutdown(Shutdown::Write).unwrap();
     assert_eq!(read_to_close(&mut stream), b"bye");
-    assert!(
-        closed.elapsed() >= Duration::from_millis(400),
-        "{:?}",
-        closed.elapsed()
-    );
+    at_least(closed, Duration::from_millis(400));
 }
 
 #[test]
@@ -253,6 +253,14 @@ fn answer_file_answers_with_its_lines_in_turn() {
     assert_eq!(read_to_close(&mut stream), b"one\ntwo\none\n");
 }
 
+/// The next frame is Goodbye (`Done`).
+fn expect_goodbye(peer: &mut FramedPeer) {
+    match peer.recv().unwrap() {
+        Some(Frame::Goodbye(g)) => assert_eq!(g.reason, GoodbyeReason::Done),
+        other => panic!("expected Goodbye, got {other:?}"),
+    }
+}
+
 fn data(payload: &'static [u8]) -> Frame {
     Frame::Data(Bytes::from_static(payload))
 }
@@ -266,10 +274,15 @@ fn goodbye_after_n_frames_ends_a_framed_session() {
     }
     assert_eq!(peer.recv().unwrap(), Some(data(b"one")));
     assert_eq!(peer.recv().unwrap(), Some(data(b"two")));
-    match peer.recv().unwrap() {
-        Some(Frame::Goodbye(g)) => assert_eq!(g.reason, GoodbyeReason::Done),
-        other => panic!("expected Goodbye, got {other:?}"),
-    }
+    expect_goodbye(&mut peer);
+}
+
+#[test]
+fn goodbye_after_zero_frames_says_goodbye_right_after_the_hello() {
+    let server = faulty(&["goodbye_after=0"]);
+    let (mut peer, _hello) = FramedPeer::handshake(server.socket()).unwrap();
+    peer.send(&data(b"never echoed")).unwrap();
+    expect_goodbye(&mut peer);
 }
 
 #[test]
@@ -328,17 +341,24 @@ fn verbose_says_which_fault_hit_which_connection() {
     let mut echo = [0u8; 9];
     stream.read_exact(&mut echo).unwrap();
     assert!(server.wait_stderr("echo:", STOP), "{}", server.stderr());
-    let stderr = server.stderr();
-    let line = stderr
-        .lines()
-        .find(|l| l.contains("fault: corrupt@100%"))
-        .unwrap_or_else(|| panic!("{stderr}"));
+    let line = escaped_line(&server, "fault: corrupt@100%");
     assert!(line.contains("conn{id=1"), "{line}");
-    assert!(stderr.contains("fault seed 7"), "{stderr}");
+    assert!(server.stderr().contains("fault seed 7"));
+}
+
+/// The server's log line that holds `needle`, once no line holds an escape character: what
+/// a peer sent (bytes, an address) is escaped.
+pub(crate) fn escaped_line(server: &Server, needle: &str) -> String {
+    let stderr = server.stderr();
     assert!(
         !stderr.contains('\u{1b}'),
-        "the peer's bytes are escaped: {stderr}"
+        "a peer's bytes unescaped: {stderr}"
     );
+    stderr
+        .lines()
+        .find(|l| l.contains(needle))
+        .unwrap_or_else(|| panic!("no {needle:?} in {stderr}"))
+        .to_owned()
 }
 
 #[test]
@@ -415,20 +435,111 @@ fn seqpacket_echoes(fault: &str, sent: &[&[u8]]) -> Vec<Vec<u8>> {
     got
 }
 
-#[test]
-fn seqpacket_messages_are_lost_duplicated_reordered_and_truncated_on_demand() {
+/// The message faults as a peer of a message socket sees them, the same on seqpacket and
+/// datagram: `echoes(fault, sent)` is what came back for `sent` from a server with `fault`.
+pub(crate) fn message_faults_hold(echoes: impl Fn(&str, &[&[u8]]) -> Vec<Vec<u8>>) {
     let sent: [&[u8]; 2] = [b"first", b"second"];
-    assert!(seqpacket_echoes("loss=1", &sent).is_empty());
+    assert_eq!(echoes("truncate=99", &sent), sent, "as sent");
+    assert!(echoes("loss=1", &sent).is_empty());
+    assert!(echoes("timeout", &sent).is_empty());
     assert_eq!(
-        seqpacket_echoes("duplicate=1", &sent),
+        echoes("duplicate=1", &sent),
         [&b"first"[..], b"first", b"second", b"second"]
     );
-    assert_eq!(
-        seqpacket_echoes("reorder=1", &sent),
-        [&b"second"[..], b"first"]
-    );
-    assert_eq!(seqpacket_echoes("truncate=3", &sent), [&b"fir"[..], b"sec"]);
-    assert_eq!(seqpacket_echoes("answer=ok", &sent), [&b"ok"[..], b"ok"]);
+    assert_eq!(echoes("reorder=1", &sent), [&b"second"[..], b"first"]);
+    assert_eq!(echoes("truncate=3", &sent), [&b"fir"[..], b"sec"]);
+    assert_eq!(echoes("answer=ok", &sent), [&b"ok"[..], b"ok"]);
+    let dir = short_temp_dir();
+    let file = dir.path().join("answers");
+    std::fs::write(&file, "one\ntwo\n").unwrap();
+    let answer_file = format!("answer_file={}", file.display());
+    assert_eq!(echoes(&answer_file, &sent), [&b"one\n"[..], b"two\n"]);
+}
+
+#[test]
+fn seqpacket_messages_are_lost_duplicated_reordered_and_truncated_on_demand() {
+    message_faults_hold(seqpacket_echoes);
+}
+
+/// A seqpacket connection to a server with `fault`, its reads waiting 500 ms at most.
+fn seqpacket_with(fault: &str) -> (Server, OwnedFd) {
+    let server = Server::start(["--type", "seqpacket", "--fault", fault]).unwrap();
+    let fd = seqpacket(server.socket());
+    (server, fd)
+}
+
+/// The next message, `None` at EOF or a reset, `Err` when none came within the read timeout.
+fn next_message(fd: &OwnedFd) -> Result<Option<Vec<u8>>, rustix::io::Errno> {
+    let mut buf = vec![0u8; 4096];
+    match rustix::net::recv(fd, &mut buf[..], RecvFlags::empty()) {
+        Ok((0, _)) | Err(rustix::io::Errno::CONNRESET) => Ok(None),
+        Ok((n, _)) => Ok(Some(buf[..n].to_vec())),
+        Err(e) => Err(e),
+    }
+}
+
+#[test]
+fn seqpacket_stop_reading_leaves_messages_queued_until_the_peers_sends_block() {
+    let (_server, fd) = seqpacket_with("stop_reading=10");
+    rustix::net::sockopt::set_socket_timeout(
+        &fd,
+        rustix::net::sockopt::Timeout::Send,
+        Some(Duration::from_millis(300)),
+    )
+    .unwrap();
+    let mut sent = 0;
+    loop {
+        match rustix::net::send(&fd, b"four", SendFlags::empty()) {
+            Ok(_) => sent += 1,
+            Err(rustix::io::Errno::AGAIN) => break,
+            Err(e) => panic!("{e}"),
+        }
+        assert!(
+            sent < 1_000_000,
+            "a million messages went in: the server still reads"
+        );
+    }
+    let mut echoed = 0;
+    while let Ok(Some(message)) = next_message(&fd) {
+        assert_eq!(message, b"four");
+        echoed += 1;
+    }
+    // Whole messages: the one that reaches 10 bytes is the last read.
+    assert_eq!(echoed, 3, "{sent} sent");
+}
+
+#[test]
+fn seqpacket_timeout_answers_nothing_not_even_the_end() {
+    let (_server, fd) = seqpacket_with("timeout");
+    rustix::net::send(&fd, b"anyone?", SendFlags::empty()).unwrap();
+    rustix::net::shutdown(&fd, rustix::net::Shutdown::Write).unwrap();
+    assert_eq!(next_message(&fd), Err(rustix::io::Errno::AGAIN));
+}
+
+#[test]
+fn seqpacket_reset_peer_closes_at_once() {
+    let (_server, fd) = seqpacket_with("reset_peer");
+    let opened = Instant::now();
+    let _ = rustix::net::send(&fd, b"hello", SendFlags::empty());
+    let long = Some(Duration::from_secs(5));
+    rustix::net::sockopt::set_socket_timeout(&fd, rustix::net::sockopt::Timeout::Recv, long)
+        .unwrap();
+    assert_eq!(next_message(&fd), Ok(None));
+    sooner_than(opened, Duration::from_secs(2));
+}
+
+#[test]
+fn seqpacket_slow_close_echoes_then_waits_before_closing() {
+    let (_server, fd) = seqpacket_with("slow_close=400ms");
+    rustix::net::send(&fd, b"bye", SendFlags::empty()).unwrap();
+    let closed = Instant::now();
+    rustix::net::shutdown(&fd, rustix::net::Shutdown::Write).unwrap();
+    let long = Some(Duration::from_secs(5));
+    rustix::net::sockopt::set_socket_timeout(&fd, rustix::net::sockopt::Timeout::Recv, long)
+        .unwrap();
+    assert_eq!(next_message(&fd), Ok(Some(b"bye".to_vec())));
+    assert_eq!(next_message(&fd), Ok(None));
+    at_least(closed, Duration::from_millis(400));
 }
 
 /// Sends "x" with one descriptor (a pipe's read end) to a server with `fault`; returns how
@@ -454,4 +565,24 @@ fn descriptors_are_withheld_or_one_added_on_demand() {
     );
     assert_eq!(descriptors_back("withhold_fds"), 0);
     assert_eq!(descriptors_back("extra_fd"), 2);
+}
+
+/// [`descriptors_back`] on a seqpacket connection: one message with one descriptor.
+fn seqpacket_descriptors_back(fault: &str) -> usize {
+    use std::os::fd::AsFd;
+    use udsecho_harness::descriptors::{recv_with_fds, send_with_fds};
+    let (_server, fd) = seqpacket_with(fault);
+    let (read, _write) = std::io::pipe().unwrap();
+    send_with_fds(fd.as_fd(), b"x", &[read.as_fd()], None).unwrap();
+    let mut buf = [0u8; 16];
+    let got = recv_with_fds(fd.as_fd(), &mut buf).unwrap();
+    assert_eq!(&buf[..got.len], b"x", "{fault}");
+    got.fds.len()
+}
+
+#[test]
+fn seqpacket_descriptors_are_withheld_or_one_added_on_demand() {
+    assert_eq!(seqpacket_descriptors_back("truncate=99"), 1);
+    assert_eq!(seqpacket_descriptors_back("withhold_fds"), 0);
+    assert_eq!(seqpacket_descriptors_back("extra_fd"), 2);
 }

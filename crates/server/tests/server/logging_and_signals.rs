@@ -371,3 +371,39 @@ fn each_read_is_one_echo_line_and_a_peer_cannot_forge_a_log_line() {
     );
     assert!(!text.contains('\x1b'), "{text:?}");
 }
+
+/// `--timestamps rfc3339` starts each line with the wall-clock time in UTC, `--timestamps
+/// uptime` with the seconds since the server started (monotonic); without the flag lines
+/// carry no time (a supervisor's journal adds its own).
+#[test]
+fn timestamps_on_log_lines_are_an_option() {
+    let first_line = |args: &[&str]| {
+        let dir = short_temp_dir();
+        let log = dir.path().join("server.log");
+        let file = fs::File::create(&log).unwrap();
+        let mut child = spawn_with_stderr(dir.path(), args, Stdio::from(file), &[]);
+        assert!(stop(&mut child).success());
+        let text = fs::read_to_string(&log).unwrap();
+        text.lines().next().unwrap_or_default().to_owned()
+    };
+    let line = first_line(&["--timestamps", "rfc3339"]);
+    let (stamp, rest) = line.split_once(' ').unwrap();
+    let bytes = stamp.as_bytes();
+    assert!(
+        stamp.len() >= 20
+            && bytes[4] == b'-'
+            && bytes[10] == b'T'
+            && stamp.ends_with('Z')
+            && stamp[..4].parse::<u32>().is_ok_and(|y| y >= 2024),
+        "{line}"
+    );
+    assert!(rest.trim_start().starts_with("INFO listening on"), "{line}");
+
+    let line = first_line(&["--timestamps", "uptime"]);
+    let (stamp, rest) = line.trim_start().split_once(' ').unwrap();
+    let seconds: f64 = stamp.strip_suffix('s').unwrap().parse().unwrap();
+    assert!((0.0..60.0).contains(&seconds), "{line}");
+    assert!(rest.trim_start().starts_with("INFO listening on"), "{line}");
+
+    assert!(first_line(&[]).starts_with(" INFO listening on"));
+}

@@ -36,6 +36,20 @@ pub(crate) fn seqpacket(path: &Path) -> OwnedFd {
     fd
 }
 
+/// A datagram socket bound to the abstract name `name`.
+pub(crate) fn abstract_datagram(name: &str) -> OwnedFd {
+    let fd = rustix::net::socket_with(
+        AddressFamily::UNIX,
+        SocketType::DGRAM,
+        SocketFlags::CLOEXEC,
+        None,
+    )
+    .unwrap();
+    let address = SocketAddrUnix::new_abstract_name(name.as_bytes()).unwrap();
+    rustix::net::bind(&fd, &address).unwrap();
+    fd
+}
+
 /// Receives one message; returns it and its whole length (larger than the buffer if cut).
 fn recv_message(fd: &OwnedFd) -> (Vec<u8>, usize) {
     let mut buf = vec![0u8; 128 * 1024];
@@ -138,19 +152,7 @@ fn an_unnamed_sender_is_counted_and_dropped_and_disturbs_nobody() {
 #[test]
 fn a_client_on_an_abstract_address_gets_its_replies() {
     let server = Server::start(["-u"]).unwrap();
-    let fd = rustix::net::socket_with(
-        AddressFamily::UNIX,
-        SocketType::DGRAM,
-        SocketFlags::CLOEXEC,
-        None,
-    )
-    .unwrap();
-    let name = format!("udsecho-test-client-{}", std::process::id());
-    rustix::net::bind(
-        &fd,
-        &SocketAddrUnix::new_abstract_name(name.as_bytes()).unwrap(),
-    )
-    .unwrap();
+    let fd = abstract_datagram(&format!("udsecho-test-client-{}", std::process::id()));
     let to = SocketAddrUnix::new(server.socket()).unwrap();
     rustix::net::sendto(&fd, b"abstract", SendFlags::empty(), &to).unwrap();
     rustix::net::sockopt::set_socket_timeout(

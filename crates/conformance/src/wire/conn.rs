@@ -1,189 +1,13 @@
-//! Bytes on the wire, judged by the runner itself.
-//!
-//! Frames the runner *sends* are built here byte by byte (sometimes deliberately wrong); frames
-//! it *receives* are cut and decoded here too, strictly, without `udsecho-proto`'s decoder: a
-//! lenient decoder must not hide a wrong implementation. Every read is bounded by a deadline.
+//! One connection to the target: writes and reads, every wait bounded twice (by `--timeout`
+//! and by the case's deadline), and what a read [`Got`].
 
 use std::io::{self, Read, Write};
 use std::net::Shutdown;
 use std::os::unix::net::UnixStream;
 use std::time::{Duration, Instant};
 
-/// `"\0UDSECHO"`, PROTOCOL.md §1.
-pub(crate) const PREAMBLE: [u8; 8] = udsecho_proto::PREAMBLE;
-/// Control frames up to this body length are always accepted (PROTOCOL.md §4.2).
-pub(crate) const MAX_CONTROL: u32 = udsecho_proto::MAX_CONTROL_FRAME;
-
-/// Kind bytes.
-pub(crate) const HELLO: u8 = 0;
-pub(crate) const DATA: u8 = 1;
-pub(crate) const ERROR: u8 = 2;
-pub(crate) const GOODBYE: u8 = 3;
-
-/// Error codes (PROTOCOL.md §3.2).
-pub(crate) mod code {
-    pub(crate) const FRAME_TOO_LARGE: u16 = 1;
-    pub(crate) const EMPTY_FRAME: u16 = 2;
-    pub(crate) const UNKNOWN_KIND: u16 = 3;
-    pub(crate) const UNEXPECTED_FRAME: u16 = 4;
-    pub(crate) const MALFORMED: u16 = 5;
-    pub(crate) const UNSUPPORTED_VERSION: u16 = 6;
-}
-
-/// Goodbye reasons (PROTOCOL.md §3.3).
-pub(crate) mod reason {
-    pub(crate) const DONE: u16 = 0;
-    pub(crate) const SHUTDOWN: u16 = 1;
-}
-
-/// Bytes as hex pairs, `00 55 44`, cut after 64 bytes with the total length.
-pub(crate) fn hex(bytes: &[u8]) -> String {
-    const SHOWN: usize = 64;
-    let mut out: Vec<String> = bytes
-        .iter()
-        .take(SHOWN)
-        .map(|b| format!("{b:02x}"))
-        .collect();
-    if bytes.len() > SHOWN {
-        out.push(format!("… ({} bytes in all)", bytes.len()));
-    }
-    if out.is_empty() {
-        "(nothing)".to_owned()
-    } else {
-        out.join(" ")
-    }
-}
-
-/// An unsigned LEB128 varint, as postcard writes it.
-pub(crate) fn varint(mut n: u64) -> Vec<u8> {
-    let mut out = Vec::new();
-    loop {
-        let byte = (n & 0x7f) as u8;
-        n >>= 7;
-        if n == 0 {
-            out.push(byte);
-            return out;
-        }
-        out.push(byte | 0x80);
-    }
-}
-
-/// A frame: the 4-byte length, the kind byte and the payload.
-pub(crate) fn frame(kind: u8, payload: &[u8]) -> Vec<u8> {
-    let len = u32::try_from(payload.len() + 1).expect("the runner builds frames below 4 GiB");
-    let mut out = len.to_be_bytes().to_vec();
-    out.push(kind);
-    out.extend_from_slice(payload);
-    out
-}
-
-/// A Data frame.
-pub(crate) fn data(payload: &[u8]) -> Vec<u8> {
-    frame(DATA, payload)
-}
-
-/// A Hello payload, with `extra` appended after the last field (a later revision's fields).
-pub(crate) fn hello_payload(version: u16, max_frame: u32, agent: &str, extra: &[u8]) -> Vec<u8> {
-    let mut out = varint(version.into());
-    out.extend(varint(max_frame.into()));
-    out.extend(varint(agent.len() as u64));
-    out.extend_from_slice(agent.as_bytes());
-    out.extend_from_slice(extra);
-    out
-}
-
-/// A Hello frame.
-pub(crate) fn hello(version: u16, max_frame: u32) -> Vec<u8> {
-    frame(
-        HELLO,
-        &hello_payload(version, max_frame, "udsecho-conformance", &[]),
-    )
-}
-
-/// A Goodbye frame.
-pub(crate) fn goodbye(reason: u16) -> Vec<u8> {
-    frame(GOODBYE, &varint(reason.into()))
-}
-
-/// An Error frame.
-pub(crate) fn error(code: u16, message: &str) -> Vec<u8> {
-    let mut payload = varint(code.into());
-    payload.extend(varint(message.len() as u64));
-    payload.extend_from_slice(message.as_bytes());
-    frame(ERROR, &payload)
-}
-
-/// A strict postcard reader over a control payload.
-#[derive(Debug)]
-pub(crate) struct Fields<'a> {
-    bytes: &'a [u8],
-}
-
-impl<'a> Fields<'a> {
-    pub(crate) fn new(bytes: &'a [u8]) -> Self {
-        Fields { bytes }
-    }
-
-    /// A varint of at most `max_bytes` bytes whose value fits `bits`.
-    fn varint(&mut self, max_bytes: usize, bits: u32, what: &str) -> Result<u64, String> {
-        let mut value: u64 = 0;
-        for i in 0..max_bytes {
-            let Some((&byte, rest)) = self.bytes.split_first() else {
-                return Err(format!("{what}: the payload ends inside a varint"));
-            };
-            self.bytes = rest;
-            value |= u64::from(byte & 0x7f)
-                .checked_shl(7 * i as u32)
-                .unwrap_or(0);
-            if byte & 0x80 == 0 {
-                return if value.checked_shr(bits).unwrap_or(0) == 0 {
-                    Ok(value)
-                } else {
-                    Err(format!(
-                        "{what}: varint value {value} does not fit {bits} bits"
-                    ))
-                };
-            }
-        }
-        Err(format!("{what}: varint longer than {max_bytes} bytes"))
-    }
-
-    pub(crate) fn u16(&mut self, what: &str) -> Result<u16, String> {
-        self.varint(3, 16, what).map(|v| v as u16)
-    }
-
-    pub(crate) fn u32(&mut self, what: &str) -> Result<u32, String> {
-        self.varint(5, 32, what).map(|v| v as u32)
-    }
-
-    pub(crate) fn string(&mut self, what: &str) -> Result<String, String> {
-        let len = self.varint(10, 64, what)? as usize;
-        if len > self.bytes.len() {
-            return Err(format!(
-                "{what}: string of {len} bytes runs past the payload"
-            ));
-        }
-        let (text, rest) = self.bytes.split_at(len);
-        self.bytes = rest;
-        String::from_utf8(text.to_vec()).map_err(|_| format!("{what}: not UTF-8"))
-    }
-}
-
-/// A server's or client's Hello, decoded by the runner.
-#[derive(Debug, Clone)]
-pub(crate) struct PeerHello {
-    pub(crate) version: u16,
-    pub(crate) max_frame: u32,
-}
-
-/// Decodes a Hello payload strictly (bytes after the last field are allowed: §3.1).
-pub(crate) fn parse_hello(payload: &[u8]) -> Result<PeerHello, String> {
-    let mut f = Fields::new(payload);
-    let version = f.u16("Hello.version")?;
-    let max_frame = f.u32("Hello.max_frame")?;
-    f.string("Hello.agent")?;
-    Ok(PeerHello { version, max_frame })
-}
+use super::build::*;
+use super::parse::{Fields, PeerHello, parse_hello};
 
 /// One thing read from a connection.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -194,8 +18,10 @@ pub(crate) enum Got {
     Eof,
     /// The peer closed inside a frame; these are its bytes.
     Partial(Vec<u8>),
-    /// Nothing more arrived before the deadline; these bytes of a frame had.
+    /// Nothing more arrived within the timeout; these bytes of a frame had.
     Timeout(Vec<u8>),
+    /// The case's time ran out (the peer may still be sending); these bytes had arrived.
+    OutOfTime(Vec<u8>),
 }
 
 impl Got {
@@ -226,8 +52,61 @@ impl Got {
             Got::Partial(bytes) => format!("[{}] then end of stream inside a frame", hex(bytes)),
             Got::Timeout(bytes) if bytes.is_empty() => "nothing (timed out)".to_owned(),
             Got::Timeout(bytes) => format!("[{}] then nothing more (timed out)", hex(bytes)),
+            Got::OutOfTime(bytes) if bytes.is_empty() => {
+                "nothing before the case's time ran out (--timeout plus 3 s)".to_owned()
+            }
+            Got::OutOfTime(bytes) => format!(
+                "[{}] and no end before the case's time ran out (--timeout plus 3 s)",
+                hex(bytes)
+            ),
         }
     }
+}
+
+/// Writes all of `bytes` to `stream`: each write may wait up to `timeout` for the peer to
+/// take something, all of them together until `deadline`.
+pub(crate) fn write_until(
+    mut stream: &UnixStream,
+    bytes: &[u8],
+    timeout: Duration,
+    deadline: Instant,
+) -> Result<(), String> {
+    let mut at = 0;
+    while at < bytes.len() {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err(format!(
+                "sending {} bytes: the case's time ran out after the peer had taken {at}",
+                bytes.len()
+            ));
+        }
+        stream
+            .set_write_timeout(Some(left.min(timeout)))
+            .map_err(|e| e.to_string())?;
+        match stream.write(&bytes[at..]) {
+            Ok(0) => return Err("sending: the socket takes nothing more".to_owned()),
+            Ok(n) => at += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                ) && Instant::now() < deadline =>
+            {
+                return Err(format!(
+                    "sending {} bytes: the peer read nothing for {timeout:?} (it had taken {at})",
+                    bytes.len()
+                ));
+            }
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                ) => {}
+            Err(e) => return Err(format!("sending [{}]: {e}", hex(&bytes[at..]))),
+        }
+    }
+    Ok(())
 }
 
 /// A stream connection to the peer under test, with deadlines on every wait.
@@ -238,20 +117,31 @@ pub(crate) struct Conn {
     buf: Vec<u8>,
     /// The longest a single wait may take.
     pub(crate) timeout: Duration,
+    /// When the case's time is up: no wait goes past it.
+    pub(crate) deadline: Instant,
     /// The body length above which a received frame is refused (what we told the peer).
     pub(crate) accept_max: u32,
     eof: bool,
+    /// The last wait ended at the case's deadline, not at a timeout.
+    out_of_time: bool,
 }
 
 impl Conn {
-    pub(crate) fn new(stream: UnixStream, timeout: Duration) -> Self {
+    pub(crate) fn new(stream: UnixStream, timeout: Duration, deadline: Instant) -> Self {
         Conn {
             stream,
             buf: Vec::new(),
             timeout,
+            deadline,
             accept_max: udsecho_proto::DEFAULT_MAX_FRAME,
             eof: false,
+            out_of_time: false,
         }
+    }
+
+    /// Where a wait starting now ends: after the timeout, or at the case's deadline.
+    fn until(&self, wait: Duration) -> Instant {
+        (Instant::now() + wait).min(self.deadline)
     }
 
     /// Another handle on the same socket (for a writer thread).
@@ -259,28 +149,76 @@ impl Conn {
         self.stream.try_clone()
     }
 
-    /// Writes all of `bytes`, within the timeout.
+    /// Whether the peer has closed its side (or reset).
+    pub(crate) fn eof(&self) -> bool {
+        self.eof
+    }
+
+    /// Writes all of `bytes`, each wait within the timeout, all before the deadline.
     pub(crate) fn send(&mut self, bytes: &[u8]) -> Result<(), String> {
-        self.stream
-            .set_write_timeout(Some(self.timeout))
-            .map_err(|e| e.to_string())?;
-        self.stream.write_all(bytes).map_err(|e| match e.kind() {
-            io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut => format!(
-                "sending {} bytes: the peer read nothing for {:?}",
-                bytes.len(),
-                self.timeout
-            ),
-            _ => format!("sending [{}]: {e}", hex(bytes)),
-        })
+        write_until(&self.stream, bytes, self.timeout, self.deadline)
     }
 
     /// Writes `bytes` one at a time, `gap` apart.
     pub(crate) fn trickle(&mut self, bytes: &[u8], gap: Duration) -> Result<(), String> {
         for b in bytes {
             self.send(std::slice::from_ref(b))?;
-            std::thread::sleep(gap);
+            self.pause(gap);
         }
         Ok(())
+    }
+
+    /// Sleeps for `wait`, or until the case's deadline if that comes first.
+    pub(crate) fn pause(&self, wait: Duration) {
+        std::thread::sleep(wait.min(self.deadline.saturating_duration_since(Instant::now())));
+    }
+
+    /// Sends the frames `frame(0)`, `frame(1)`, … without reading, until the peer stops
+    /// taking them (no room for the next one for `stall`), `limit` bytes, or the deadline;
+    /// returns how many it took. Each is sent whole or not at all: Linux queues a write on a
+    /// Unix stream socket that is under half its send buffer as one piece, and a
+    /// non-blocking one that does not fit is refused whole.
+    pub(crate) fn stuff(
+        &mut self,
+        frame: impl Fn(u64) -> Vec<u8>,
+        limit: usize,
+        stall: Duration,
+    ) -> Result<u64, String> {
+        self.stream
+            .set_nonblocking(true)
+            .map_err(|e| e.to_string())?;
+        let (mut sent, mut bytes, mut blocked_since) = (0, 0, None);
+        let result = loop {
+            if bytes >= limit || Instant::now() >= self.deadline {
+                break Ok(sent);
+            }
+            let next = frame(sent);
+            match (&self.stream).write(&next) {
+                Ok(n) if n == next.len() => {
+                    (sent, bytes, blocked_since) = (sent + 1, bytes + n, None);
+                }
+                Ok(n) => {
+                    break Err(format!(
+                        "the socket took {n} bytes of a {}-byte frame: the runner cannot tell \
+                         what was queued (a kernel that splits small writes)",
+                        next.len()
+                    ));
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    let since = *blocked_since.get_or_insert_with(Instant::now);
+                    if since.elapsed() >= stall {
+                        break Ok(sent);
+                    }
+                    std::thread::sleep(Duration::from_millis(5));
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => break Err(format!("sending frame {}: {e}", sent + 1)),
+            }
+        };
+        self.stream
+            .set_nonblocking(false)
+            .map_err(|e| e.to_string())?;
+        result
     }
 
     /// Shuts down the write side: the peer reads end of stream.
@@ -290,13 +228,20 @@ impl Conn {
             .map_err(|e| format!("half-closing: {e}"))
     }
 
-    /// Reads once, waiting until `deadline`. `Ok(false)` at end of stream or on timeout.
-    fn fill(&mut self, deadline: Instant) -> Result<bool, String> {
+    /// Shuts down both sides (a writer thread blocked on this socket returns at once).
+    pub(crate) fn cut(&self) {
+        let _ = self.stream.shutdown(Shutdown::Both);
+    }
+
+    /// Reads once, waiting until `until`. `Ok(false)` at end of stream or on timeout.
+    fn fill(&mut self, until: Instant) -> Result<bool, String> {
+        self.out_of_time = false;
         if self.eof {
             return Ok(false);
         }
-        let left = deadline.saturating_duration_since(Instant::now());
+        let left = until.saturating_duration_since(Instant::now());
         if left.is_zero() {
+            self.out_of_time = until >= self.deadline;
             return Ok(false);
         }
         self.stream
@@ -318,6 +263,7 @@ impl Conn {
                     io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
                 ) =>
             {
+                self.out_of_time = until >= self.deadline;
                 Ok(false)
             }
             Err(e) if e.kind() == io::ErrorKind::Interrupted => Ok(true),
@@ -341,20 +287,23 @@ impl Conn {
         Ok(true)
     }
 
-    fn ended_at(&mut self, deadline: Instant) -> Got {
+    /// What stopped a read short: the end of the stream, or a timeout (of the wait or of
+    /// the case); the bytes read so far go with it.
+    fn ended(&mut self) -> Got {
         let bytes = std::mem::take(&mut self.buf);
-        match (self.eof, bytes.is_empty(), Instant::now() >= deadline) {
-            (true, true, _) => Got::Eof,
-            (true, false, _) => Got::Partial(bytes),
+        match (self.eof, bytes.is_empty()) {
+            (true, true) => Got::Eof,
+            (true, false) => Got::Partial(bytes),
+            _ if self.out_of_time => Got::OutOfTime(bytes),
             _ => Got::Timeout(bytes),
         }
     }
 
     /// The next frame, the end of the stream, or a timeout.
     pub(crate) fn next(&mut self) -> Result<Got, String> {
-        let deadline = Instant::now() + self.timeout;
+        let deadline = self.until(self.timeout);
         if !self.want(4, deadline)? {
-            return Ok(self.ended_at(deadline));
+            return Ok(self.ended());
         }
         let len = u32::from_be_bytes([self.buf[0], self.buf[1], self.buf[2], self.buf[3]]);
         if len == 0 {
@@ -372,7 +321,7 @@ impl Conn {
         }
         let total = 4 + len as usize;
         if !self.want(total, deadline)? {
-            return Ok(self.ended_at(deadline));
+            return Ok(self.ended());
         }
         let rest = self.buf.split_off(total);
         let whole = std::mem::replace(&mut self.buf, rest);
@@ -384,19 +333,30 @@ impl Conn {
 
     /// Up to `n` raw bytes (raw mode), or fewer if the stream ends or the deadline passes.
     pub(crate) fn raw(&mut self, n: usize) -> Result<Vec<u8>, String> {
-        let deadline = Instant::now() + self.timeout;
-        self.want(n, deadline)?;
+        self.want(n, self.until(self.timeout))?;
         let rest = self.buf.split_off(self.buf.len().min(n));
         Ok(std::mem::replace(&mut self.buf, rest))
     }
 
-    /// Waits up to `wait` for any byte; returns what arrived (possibly nothing).
+    /// Waits up to `wait` for any byte; returns what arrived (possibly nothing: see
+    /// [`Conn::eof`] for why).
     pub(crate) fn peek_for(&mut self, wait: Duration) -> Result<&[u8], String> {
-        let deadline = Instant::now() + wait;
         if self.buf.is_empty() {
-            self.fill(deadline)?;
+            self.fill(self.until(wait))?;
         }
         Ok(&self.buf)
+    }
+
+    /// The first `n` bytes to come, without consuming them (fewer if the stream ends, or
+    /// nothing more comes within the timeout).
+    pub(crate) fn peek_n(&mut self, n: usize) -> Result<&[u8], String> {
+        self.want(n, self.until(self.timeout))?;
+        Ok(&self.buf[..self.buf.len().min(n)])
+    }
+
+    /// Whether the last wait ran into the case's deadline.
+    pub(crate) fn out_of_time(&self) -> bool {
+        self.out_of_time
     }
 
     /// Expects each item in turn.
@@ -516,66 +476,5 @@ impl std::fmt::Display for Expect {
             Expect::Goodbye(r) => write!(f, "Goodbye reason {r}"),
             Expect::Eof => write!(f, "the end of the stream"),
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn varints_match_the_protocol_examples() {
-        assert_eq!(varint(1), [0x01]);
-        assert_eq!(varint(8_388_608), [0x80, 0x80, 0x80, 0x04]);
-    }
-
-    #[test]
-    fn built_frames_match_the_vectors() {
-        assert_eq!(goodbye(0), [0, 0, 0, 2, 3, 0]);
-        assert_eq!(data(b"\0"), [0, 0, 0, 2, 1, 0]);
-        assert_eq!(
-            frame(HELLO, &hello_payload(1, 65_536, "", &[])),
-            [0, 0, 0, 6, 0, 1, 0x80, 0x80, 0x04, 0]
-        );
-    }
-
-    #[test]
-    fn strict_fields_refuse_overlong_and_overflowing_varints() {
-        assert_eq!(Fields::new(&[0x81, 0x00]).u16("v"), Ok(1));
-        assert!(Fields::new(&[0x80, 0x80, 0x80, 0x01]).u16("v").is_err());
-        assert!(Fields::new(&[0xff, 0xff, 0x7f]).u16("v").is_err());
-        assert!(Fields::new(&[0x80]).u16("v").is_err());
-        assert!(Fields::new(&[0x02, 0xff, 0xfe]).string("s").is_err());
-    }
-
-    #[test]
-    fn hex_cuts_long_input() {
-        assert_eq!(hex(&[0, 0x55]), "00 55");
-        assert!(hex(&[0; 100]).ends_with("(100 bytes in all)"));
-        assert_eq!(hex(&[]), "(nothing)");
-    }
-
-    #[test]
-    fn frames_split_across_reads_are_reassembled() {
-        let (a, mut b) = UnixStream::pair().unwrap();
-        let mut conn = Conn::new(a, Duration::from_secs(5));
-        let bytes = data(b"abc");
-        let writer = std::thread::spawn(move || {
-            for byte in bytes {
-                b.write_all(&[byte]).unwrap();
-                std::thread::sleep(Duration::from_millis(2));
-            }
-        });
-        conn.expect(&[Expect::Data(b"abc".to_vec()), Expect::Eof])
-            .unwrap();
-        writer.join().unwrap();
-    }
-
-    #[test]
-    fn a_silent_peer_is_a_timeout_not_a_hang() {
-        let (a, _b) = UnixStream::pair().unwrap();
-        let mut conn = Conn::new(a, Duration::from_millis(50));
-        let err = conn.expect(&[Expect::Goodbye(0)]).unwrap_err();
-        assert!(err.contains("timed out"), "{err}");
     }
 }
