@@ -8,7 +8,7 @@ use clap::parser::ValueSource;
 use clap::{ArgAction, CommandFactory, FromArgMatches, Parser, ValueEnum};
 use udsecho_server::{
     Config, DEFAULT_BUSY_POLL, DEFAULT_MAX_CONNECTIONS, DEFAULT_SHUTDOWN_TIMEOUT,
-    DEFAULT_SOCKET_MODE, FaultSpec, MIN_BUSY_POLL, Mode, SocketAddress, SocketType,
+    DEFAULT_SOCKET_MODE, FaultSpec, MIN_BUSY_POLL, Mode, SocketAddress, SocketType, proxy_applies,
 };
 use udsecho_unix::generate::Docs;
 
@@ -121,6 +121,23 @@ pub(crate) struct Cli {
     /// (`udsecho-client fault` speaks it)
     #[arg(long, value_name = "PATH", value_parser = parse_socket, conflicts_with = "inetd")]
     pub(crate) control: Option<SocketAddress>,
+
+    /// Be a proxy: connect each client to this socket (a path, or @name) and forward
+    /// bytes and passed descriptors both ways instead of echoing (docs/proxy.md). An upstream
+    /// that does not answer at start is a warning: each connection tries it again. --fault
+    /// applies to what goes to the client (stream sockets)
+    #[arg(long, value_name = "TARGET", value_parser = parse_socket)]
+    pub(crate) upstream: Option<SocketAddress>,
+
+    /// With --upstream: record every read each way, with its descriptors, the client's
+    /// credentials, opens and closes, as JSON lines (docs/proxy.md has the schema)
+    #[arg(long, value_name = "FILE.jsonl", requires = "upstream")]
+    pub(crate) record: Option<std::path::PathBuf>,
+
+    /// With --upstream: record as pcapng for Wireshark, each stream connection a synthetic
+    /// TCP connection 127.0.0.1 -> 127.0.0.2:80 (so HTTP shows as HTTP), messages as UDP
+    #[arg(long, value_name = "FILE.pcapng", requires = "upstream")]
+    pub(crate) pcap: Option<std::path::PathBuf>,
 
     /// Serve one connection, then exit when it ends, as nc -lU does without -k: further peers
     /// are refused meanwhile (the listening socket is closed); a signal drains it as any
@@ -333,6 +350,7 @@ impl Cli {
         config.busy_poll = *self.busy_poll;
         config.faults = self.faults.clone();
         config.fault_seed = self.fault_seed;
+        config.upstream = self.upstream.clone();
         config.once = self.once;
         config
     }
@@ -391,6 +409,24 @@ impl Cli {
             ));
         }
         let kind = self.socket_type();
+        if self.upstream.is_some() {
+            if kind != SocketType::Stream && (!self.faults.is_empty() || self.control.is_some()) {
+                return Err(Cli::command().error(
+                    clap::error::ErrorKind::ArgumentConflict,
+                    format!("the proxy applies faults to stream connections only, not {kind}"),
+                ));
+            }
+            if let Some(spec) = self.faults.iter().find(|s| !proxy_applies(&s.fault)) {
+                return Err(Cli::command().error(
+                    clap::error::ErrorKind::ArgumentConflict,
+                    format!(
+                        "--fault {}: the proxy applies {} (to what goes to the client)",
+                        spec.fault.name(),
+                        udsecho_server::PROXY_FAULTS
+                    ),
+                ));
+            }
+        }
         if self.once && kind == SocketType::Datagram {
             return Err(Cli::command().error(
                 clap::error::ErrorKind::ArgumentConflict,

@@ -8,6 +8,7 @@ use std::time::Duration;
 pub use udsecho_unix::SocketType;
 
 use crate::fault::FaultSpec;
+use crate::proxy::record::Recorder;
 pub use udsecho_unix::socket::MAX_SOCKET_PATH;
 pub use udsecho_unix::socket_dir::{DEFAULT_SOCKET_NAME, default_socket_dir};
 
@@ -136,6 +137,10 @@ pub struct Config {
     pub faults: Vec<FaultSpec>,
     /// Where the draws of the faults start (`--fault-seed`); `None`: from the clock, logged.
     pub fault_seed: Option<u64>,
+    /// Proxy each connection to this socket instead of echoing it (`--upstream`).
+    pub upstream: Option<SocketAddress>,
+    /// Where a proxy records what crosses it (`--record`), started by the caller.
+    pub recorder: Option<Recorder>,
     /// Serve one connection, then stop accepting and exit when it ends (`--once`, as `nc
     /// -lU` without `-k`). Stream and seqpacket listeners only: a datagram socket has no
     /// connections (the binary refuses the combination).
@@ -159,6 +164,8 @@ impl Config {
             busy_poll: DEFAULT_BUSY_POLL,
             faults: Vec::new(),
             fault_seed: None,
+            upstream: None,
+            recorder: None,
             once: false,
         }
     }

@@ -63,9 +63,25 @@ fn trim_newline(bytes: &[u8]) -> &[u8] {
 }
 
 /// Appends `bytes` to `out`: printable text as it is, everything else escaped.
+///
+/// Runs of printable ASCII are copied whole and bytes that are not UTF-8 are written from a
+/// table, not through `fmt`: the proxy's recording escapes every byte that crosses it.
 pub(crate) fn escape_into(bytes: &[u8], out: &mut String) {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    out.reserve(bytes.len());
     for chunk in bytes.utf8_chunks() {
-        for c in chunk.valid().chars() {
+        let mut text = chunk.valid();
+        while !text.is_empty() {
+            let plain = text
+                .bytes()
+                .position(|b| !(b' '..=b'~').contains(&b) || b == b'\\')
+                .unwrap_or(text.len());
+            out.push_str(&text[..plain]);
+            text = &text[plain..];
+            let Some(c) = text.chars().next() else {
+                break;
+            };
+            text = &text[c.len_utf8()..];
             match c {
                 '\\' => out.push_str("\\\\"),
                 '\n' => out.push_str("\\n"),
@@ -78,8 +94,10 @@ pub(crate) fn escape_into(bytes: &[u8], out: &mut String) {
                 c => out.push(c),
             }
         }
-        for byte in chunk.invalid() {
-            let _ = write!(out, "\\x{byte:02x}");
+        for &byte in chunk.invalid() {
+            out.push_str("\\x");
+            out.push(char::from(HEX[usize::from(byte >> 4)]));
+            out.push(char::from(HEX[usize::from(byte & 0xf)]));
         }
     }
 }
@@ -101,6 +119,53 @@ mod tests {
         assert_eq!(escaped(b"\x1b[31mred\r"), "\\u{1b}[31mred\\r");
         assert_eq!(escaped(b"a\xffb\\"), "a\\xffb\\\\");
         assert_eq!(escaped("x\u{2028}y".as_bytes()), "x\\u{2028}y");
+    }
+
+    /// The escaping written plainly, char by char: the fast path must say the same.
+    fn escaped_plainly(bytes: &[u8]) -> String {
+        let mut out = String::new();
+        for chunk in bytes.utf8_chunks() {
+            for c in chunk.valid().chars() {
+                match c {
+                    '\\' => out.push_str("\\\\"),
+                    '\n' => out.push_str("\\n"),
+                    '\r' => out.push_str("\\r"),
+                    '\t' => out.push_str("\\t"),
+                    c if c.is_control() || c == '\u{2028}' || c == '\u{2029}' => {
+                        out.push_str(&format!("\\u{{{:x}}}", u32::from(c)));
+                    }
+                    c => out.push(c),
+                }
+            }
+            for byte in chunk.invalid() {
+                out.push_str(&format!("\\x{byte:02x}"));
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn the_fast_path_escapes_as_char_by_char_would() {
+        let mut state = 0x2545_f491_4f6c_dd1du64;
+        for len in 0..300 {
+            let bytes: Vec<u8> = (0..len)
+                .map(|_| {
+                    state ^= state << 13;
+                    state ^= state >> 7;
+                    state ^= state << 17;
+                    // Mostly text, some controls, UTF-8 lead bytes and stray continuations.
+                    match state % 8 {
+                        0 => (state >> 8) as u8,
+                        1 => 0xc3,
+                        2 => 0xa9,
+                        _ => b' ' + (state >> 16) as u8 % 95,
+                    }
+                })
+                .collect();
+            assert_eq!(escaped(&bytes), escaped_plainly(&bytes), "{bytes:?}");
+        }
+        let text = "olá\\ \u{2028} mundo\u{1b}[0m\r\n".as_bytes();
+        assert_eq!(escaped(text), escaped_plainly(text));
     }
 
     #[test]

@@ -8,7 +8,8 @@ use std::process::ExitCode;
 
 use udsecho_server::logging::{self, Sink};
 use udsecho_server::{
-    Control, Inherited, ListenError, Listener, ServeError, Shutdown, Signals, SocketAddress,
+    Control, Inherited, ListenError, Listener, RecordError, Recorder, ServeError, Shutdown,
+    Signals, SocketAddress,
 };
 use udsecho_unix::fd_limit::{Wanted, raise_fd_limit};
 use udsecho_unix::generate;
@@ -26,6 +27,8 @@ enum Failure {
     Runtime(std::io::Error),
     #[error("installing signal handlers: {0}")]
     Signals(std::io::Error),
+    #[error("{0}")]
+    Record(#[from] RecordError),
 }
 
 fn main() -> ExitCode {
@@ -104,7 +107,7 @@ async fn serve(cli: &Cli, inherited: Option<Inherited>) -> Result<(), Failure> {
         None if cli.inetd => Some(Listener::inetd()?),
         None => None,
     };
-    let (listener, config) = match handed_over {
+    let (listener, mut config) = match handed_over {
         // The socket's own type decides, whatever --type says.
         Some(listener) => {
             let mut config = cli.config(SocketAddress::parse(listener.name()));
@@ -122,6 +125,14 @@ async fn serve(cli: &Cli, inherited: Option<Inherited>) -> Result<(), Failure> {
             (listener, config)
         }
     };
+    if cli.record.is_some() || cli.pcap.is_some() {
+        let recorder = Recorder::start(
+            cli.record.as_deref(),
+            cli.pcap.as_deref(),
+            config.socket_type,
+        )?;
+        config.recorder = Some(recorder);
+    }
     let control = match &cli.control {
         Some(address) => Some(Control::bind(address).await?),
         None => None,

@@ -22,6 +22,7 @@ use crate::datagram;
 use crate::fault::{self, Control, Faults};
 use crate::listener::{Listener, Socket};
 use crate::notify;
+use crate::proxy;
 use crate::shutdown::Shutdown;
 use crate::workers::Workers;
 
@@ -175,14 +176,16 @@ pub async fn run_with_control(
         ))),
         _ => None,
     };
+    let kind = socket.kind();
+    let proxy = proxy::start(config, &name, kind, faults.clone()).await;
     let settings = Arc::new(Settings {
         mode: config.mode,
         max_frame: config.max_frame,
         idle_timeout: config.idle_timeout,
         agent: concat!("udsecho/", env!("CARGO_PKG_VERSION")),
         faults,
+        proxy,
     });
-    let kind = socket.kind();
     // The serving threads of a listener live until the drain is over: their connections are
     // on them. A datagram socket or a single connection is served on this thread.
     let workers = matches!(socket, Socket::Stream(_) | Socket::Seqpacket(_))
@@ -221,7 +224,15 @@ pub async fn run_with_control(
             .await
         }
         Socket::Datagram(socket) => {
-            datagram::serve(socket, &name, config, settings.faults.as_ref(), &shutdown).await;
+            match &settings.proxy {
+                Some(proxy) => {
+                    proxy::datagram::serve(socket, &name, proxy.clone(), config, &shutdown).await;
+                }
+                None => {
+                    datagram::serve(socket, &name, config, settings.faults.as_ref(), &shutdown)
+                        .await;
+                }
+            }
             None
         }
         Socket::OneStream(fd) => {
@@ -278,6 +289,9 @@ pub async fn run_with_control(
     if let Some(control) = control {
         // It stopped when the shutdown began; its file goes with it.
         let _ = control.await;
+    }
+    if let Some(recorder) = &config.recorder {
+        recorder.finish().await;
     }
     drop(workers);
     drop(owned_file);
@@ -396,14 +410,27 @@ impl Accepted {
             Accepted::Stream(fd) => (fd, connection::Kind::Stream),
             Accepted::Seqpacket(fd) => (fd, connection::Kind::Seqpacket),
         };
-        let connection = connection::serve(fd, kind, id, settings.clone(), shutdown, slot);
-        // The span costs memory in every task: only when it will be seen (-v).
-        if span.is_disabled() {
-            tracker.spawn_on(connection, on);
-        } else {
-            tracker.spawn_on(connection.instrument(span), on);
+        if let Some(upstream) = &settings.proxy {
+            let connection = proxy::serve(fd, id, upstream.clone(), shutdown, slot);
+            spawn_traced(connection, span, tracker, on);
+            return true;
         }
+        let connection = connection::serve(fd, kind, id, settings.clone(), shutdown, slot);
+        spawn_traced(connection, span, tracker, on);
         true
+    }
+}
+
+/// Spawns a connection's task on `on`, in its span when that will be seen.
+fn spawn_traced<F>(connection: F, span: tracing::Span, tracker: &TaskTracker, on: &Handle)
+where
+    F: std::future::Future<Output = ()> + Send + 'static,
+{
+    // The span costs memory in every task: only when it will be seen (-v).
+    if span.is_disabled() {
+        tracker.spawn_on(connection, on);
+    } else {
+        tracker.spawn_on(connection.instrument(span), on);
     }
 }
 

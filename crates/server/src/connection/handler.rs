@@ -676,6 +676,7 @@ mod tests {
             idle_timeout: None,
             agent: "t",
             faults: None,
+            proxy: None,
         });
         let slot = Arc::new(tokio::sync::Semaphore::new(1))
             .try_acquire_owned()
@@ -701,6 +702,7 @@ mod tests {
             idle_timeout,
             agent: "udsecho/test",
             faults: None,
+            proxy: None,
         })
     }
 

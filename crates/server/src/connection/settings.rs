@@ -17,4 +17,6 @@ pub(crate) struct Settings {
     pub(crate) agent: &'static str,
     /// The server's faults (`--fault`, `--control`); `None` without them.
     pub(crate) faults: Option<Arc<Faults>>,
+    /// A proxy's upstream (`--upstream`): connections are forwarded there, not echoed.
+    pub(crate) proxy: Option<Arc<crate::proxy::Proxy>>,
 }

@@ -44,7 +44,7 @@ use tokio::io::Interest;
 use tokio::net::UnixDatagram;
 
 use self::drops::{DropLog, Dropped};
-use self::names::{AbstractNames, Holder};
+pub(crate) use self::names::{AbstractNames, Holder};
 use crate::config::Config;
 use crate::descriptors;
 use crate::echo_log;
@@ -77,7 +77,7 @@ const SEND: SendFlags = SendFlags::DONTWAIT.union(SendFlags::NOSIGNAL);
 /// So the path is opened with `O_PATH | O_NOFOLLOW` (a symlink fails), the inode is checked
 /// (a socket owned by the uid the kernel says sent the datagram), and the reply goes to that
 /// very inode through `/proc/self/fd/N`. `EPERM` means the check failed.
-fn reply_to_path(
+pub(crate) fn reply_to_path(
     socket: &UnixDatagram,
     datagram: &[u8],
     fds: &descriptors::Passed,

@@ -54,7 +54,7 @@ use crate::unix_diag::{self, Described, Diag, show};
 
 /// Who holds an abstract sender's name here.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) enum Holder {
+pub(crate) enum Holder {
     /// A socket of the sender's uid: the reply may go to it.
     Sender,
     /// Another user's socket.
@@ -80,7 +80,7 @@ const MAX_PROBES_PER_USER: usize = 4;
 
 /// The state of the check: the netlink socket, the probes kept, what each uid's senders cost.
 #[derive(Debug, Default)]
-pub(super) struct AbstractNames {
+pub(crate) struct AbstractNames {
     /// Opened at the first check; dropped after an error, to start clean.
     diag: Option<Diag>,
     users: HashMap<u32, User>,
@@ -141,7 +141,7 @@ impl User {
 
 impl AbstractNames {
     /// Who holds `name` (without its leading NUL) here, for a datagram from `uid`.
-    pub(super) fn holder(&mut self, name: &[u8], uid: u32) -> Holder {
+    pub(crate) fn holder(&mut self, name: &[u8], uid: u32) -> Holder {
         match self.ask(name, uid) {
             Ok(holder) => holder,
             Err(e) => {

@@ -37,8 +37,20 @@ pub(super) fn describe(fds: &[OwnedFd]) -> String {
 /// The most of one descriptor's description a note shows (a path can be 4 KiB, escaped 4×).
 const NAME_SHOWN: usize = 160;
 
-/// One descriptor in words: its kind, and for a file its path (escaped like the bytes).
-fn describe_one(fd: BorrowedFd<'_>, out: &mut String) {
+/// What a passed descriptor is: its kind, and the path it names where it has one (a file's,
+/// a memfd's name, a device's). The `-v` note shows it as `kind path`; the proxy's recording
+/// keeps the two apart.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Identity {
+    /// `file`, `memfd`, `directory`, `socket (unix stream)`, `pipe`, `character device`,
+    /// `block device`, or `descriptor` (eventfd, epoll, pidfd...: their path names them).
+    pub(crate) kind: String,
+    /// The path as the kernel gives it (not UTF-8 perhaps); `None` for sockets and pipes.
+    pub(crate) path: Option<Vec<u8>>,
+}
+
+/// What `fd` is.
+pub(crate) fn identify(fd: BorrowedFd<'_>) -> Identity {
     use rustix::fs::FileType;
     let path = || {
         rustix::fs::readlink(format!("/proc/self/fd/{}", fd.as_raw_fd()), Vec::new())
@@ -49,25 +61,22 @@ fn describe_one(fd: BorrowedFd<'_>, out: &mut String) {
         Ok(stat) => FileType::from_raw_mode(stat.st_mode),
         Err(_) => FileType::Unknown,
     };
+    let named = |kind: &str, path: Vec<u8>| Identity {
+        kind: kind.to_owned(),
+        path: Some(path),
+    };
     match kind {
         FileType::RegularFile => {
             let path = path();
             match path.strip_prefix(b"/memfd:") {
                 Some(name) => {
-                    out.push_str("memfd ");
                     let name = name.strip_suffix(b" (deleted)").unwrap_or(name);
-                    escape_into(name, out);
+                    named("memfd", name.to_vec())
                 }
-                None => {
-                    out.push_str("file ");
-                    escape_into(&path, out);
-                }
+                None => named("file", path),
             }
         }
-        FileType::Directory => {
-            out.push_str("directory ");
-            escape_into(&path(), out);
-        }
+        FileType::Directory => named("directory", path()),
         FileType::Socket => {
             let domain = rustix::net::sockopt::socket_domain(fd).ok();
             let ty = rustix::net::sockopt::socket_type(fd).ok();
@@ -84,21 +93,28 @@ fn describe_one(fd: BorrowedFd<'_>, out: &mut String) {
                 Some(rustix::net::SocketType::SEQPACKET) => "seqpacket",
                 _ => "other",
             };
-            let _ = write!(out, "socket ({domain} {ty})");
+            Identity {
+                kind: format!("socket ({domain} {ty})"),
+                path: None,
+            }
         }
-        FileType::Fifo => out.push_str("pipe"),
-        FileType::CharacterDevice => {
-            out.push_str("character device ");
-            escape_into(&path(), out);
-        }
-        FileType::BlockDevice => {
-            out.push_str("block device ");
-            escape_into(&path(), out);
-        }
-        _ => {
-            // eventfd, epoll, timerfd, pidfd...: anonymous inodes name themselves.
-            out.push_str("descriptor ");
-            escape_into(&path(), out);
-        }
+        FileType::Fifo => Identity {
+            kind: "pipe".to_owned(),
+            path: None,
+        },
+        FileType::CharacterDevice => named("character device", path()),
+        FileType::BlockDevice => named("block device", path()),
+        // eventfd, epoll, timerfd, pidfd...: anonymous inodes name themselves.
+        _ => named("descriptor", path()),
+    }
+}
+
+/// One descriptor in words: its kind, and its path where it has one (escaped like the bytes).
+fn describe_one(fd: BorrowedFd<'_>, out: &mut String) {
+    let Identity { kind, path } = identify(fd);
+    out.push_str(&kind);
+    if let Some(path) = path {
+        out.push(' ');
+        escape_into(&path, out);
     }
 }

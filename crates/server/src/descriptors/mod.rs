@@ -21,7 +21,7 @@
 //! | `tally.rs` | the process-wide count, [`room`], [`Counted`] connections, the [`Waiter`] for room |
 //! | `passed.rs` | [`Passed`]: one read's descriptors, and how they are let go |
 //! | `aside.rs` | [`close_aside`]: closing away from the serving threads |
-//! | `describe.rs` | the `-v` note |
+//! | `describe.rs` | the `-v` note, and what one descriptor is ([`identify`]) |
 //! | `cmsg.rs` | the `recvmsg`/`sendmsg` themselves |
 
 mod aside;
@@ -32,6 +32,7 @@ mod tally;
 
 pub(crate) use self::aside::close_aside;
 pub(crate) use self::cmsg::{Received, recv, recv_from, send};
+pub(crate) use self::describe::Identity;
 pub(crate) use self::passed::Passed;
 pub(crate) use self::tally::{Counted, Waiter, count_own, limit, open_now, room};
 

@@ -87,6 +87,15 @@ impl Passed {
         }
     }
 
+    /// What each is, in order (the proxy's recording).
+    pub(crate) fn identities(&self) -> Vec<describe::Identity> {
+        use std::os::fd::AsFd;
+        self.0
+            .iter()
+            .map(|fd| describe::identify(fd.as_fd()))
+            .collect()
+    }
+
     /// What they are, for `-v`: `2 descriptors: file /etc/hosts, socket (unix stream)`.
     pub(crate) fn describe(&self) -> String {
         describe::describe(&self.0)

@@ -16,6 +16,7 @@ mod logging_and_signals;
 mod memory;
 mod once;
 mod pid_namespaces;
+mod proxy;
 mod shutdown_and_limits;
 mod socket_file;
 mod socket_types;

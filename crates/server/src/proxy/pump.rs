@@ -1,0 +1,286 @@
+//! One direction of a proxied stream connection: read with the descriptors that came (into
+//! a buffer of [`BUFFER`] bytes), record, write it all with those descriptors to the other
+//! side, and only then read again. So a side that does not read stops the other side's
+//! bytes at the kernel's socket buffers, and a connection holds at most one read per
+//! direction whatever its peers do.
+//!
+//! EOF is passed on as a half-close (`shutdown(Write)` on the other side); then the pump is
+//! done.
+//!
+//! A seqpacket direction ([`messages`]) goes message by message, boundaries kept: each
+//! message is peeked for its length, read whole (into a buffer of its size when it is longer
+//! than [`BUFFER`], as the echo does, for the moment it is forwarded) and sent as one message.
+
+use std::io::{self, IoSlice};
+use std::os::fd::{AsFd, OwnedFd};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use rustix::io::Errno;
+use rustix::net::{RecvFlags, SendFlags};
+use tokio::io::unix::AsyncFd;
+
+use super::faults::{ClientFaults, Plan};
+use super::record::frames::{Frames, Session};
+use super::record::{Dir, Recorder, What};
+use super::{report_read, view};
+use crate::config::SocketType;
+use crate::descriptors::{self, Passed};
+
+/// The most one read takes: the proxy's memory per direction.
+pub(super) const BUFFER: usize = 64 * 1024;
+
+/// Sends never raise SIGPIPE (a peer that left is an error, not a signal) and never block.
+const SEND_FLAGS: SendFlags = SendFlags::NOSIGNAL.union(SendFlags::DONTWAIT);
+
+/// What a direction reports of itself as it goes: to the recording, to `-v`, and its byte
+/// count to the connection.
+pub(super) struct Flow<'a> {
+    pub(super) conn: u64,
+    pub(super) dir: Dir,
+    pub(super) recorder: Option<&'a Recorder>,
+    /// udsecho frames in the bytes, for the recording (none without one).
+    pub(super) frames: Option<Frames>,
+    pub(super) session: &'a Session,
+    /// Bytes forwarded so far.
+    pub(super) forwarded: &'a AtomicU64,
+    /// Faults on what this direction writes (the client's direction of a server with
+    /// `--fault` or `--control`).
+    pub(super) faults: Option<ClientFaults>,
+}
+
+/// How a direction failed: which side, and the error.
+#[derive(Debug)]
+pub(super) struct Broken {
+    /// `client` or `upstream`.
+    pub(super) side: &'static str,
+    pub(super) why: String,
+}
+
+impl Broken {
+    fn new(side: &'static str, e: impl std::fmt::Display) -> Broken {
+        Broken {
+            side,
+            why: e.to_string(),
+        }
+    }
+}
+
+impl Flow<'_> {
+    /// The side bytes of this direction come from, and the one they go to.
+    fn sides(&self) -> (&'static str, &'static str) {
+        match self.dir {
+            Dir::ToUpstream => ("client", "upstream"),
+            Dir::ToClient => ("upstream", "client"),
+        }
+    }
+
+    async fn data(&mut self, bytes: &[u8], fds: &Passed) {
+        let frames = match (self.recorder, &mut self.frames) {
+            (Some(_), Some(frames)) => frames.read(self.session, bytes),
+            _ => Vec::new(),
+        };
+        report_read(self.recorder, self.conn, self.dir, bytes, fds, frames).await;
+    }
+
+    /// The sender's EOF: recorded, and passed on as a half-close of `to`.
+    async fn pass_eof(&mut self, to: &AsyncFd<OwnedFd>) -> Result<(), Broken> {
+        view::eof(self.conn, self.dir);
+        if let Some(recorder) = self.recorder {
+            recorder
+                .record(self.conn, What::Eof { dir: self.dir })
+                .await;
+        }
+        match rustix::net::shutdown(to.get_ref(), rustix::net::Shutdown::Write) {
+            Ok(()) | Err(Errno::NOTCONN) => Ok(()),
+            Err(e) => Err(Broken::new(self.sides().1, e)),
+        }
+    }
+}
+
+/// Forwards `from` to `to` until `from`'s EOF, which it passes on. `Err`: a side failed (a
+/// reset, descriptors the kernel closed): the connection ends.
+pub(super) async fn pump(
+    from: &AsyncFd<OwnedFd>,
+    to: &AsyncFd<OwnedFd>,
+    mut flow: Flow<'_>,
+) -> Result<(), Broken> {
+    let (source, sink) = flow.sides();
+    // Allocated at the first byte: an idle connection holds none.
+    let mut buf = Vec::new();
+    loop {
+        let got = loop {
+            let mut ready = from.readable().await.map_err(|e| Broken::new(source, e))?;
+            if buf.is_empty() {
+                buf = vec![0u8; BUFFER];
+            }
+            let room = descriptors::room();
+            let read = ready.try_io(|fd| {
+                descriptors::recv(fd.as_fd(), &mut buf, RecvFlags::DONTWAIT, room, false)
+                    .map_err(io::Error::from)
+            });
+            match read {
+                Ok(Ok(got)) => break got,
+                Ok(Err(e)) => return Err(Broken::new(source, e)),
+                Err(_would_block) => continue,
+            }
+        };
+        if got.truncated {
+            let why = format!(
+                "the kernel closed descriptors passed with {} byte(s): the proxy had room for \
+                 {room} (near its descriptor limit)",
+                got.len,
+                room = descriptors::room()
+            );
+            return Err(Broken { side: source, why });
+        }
+        if got.len == 0 {
+            return flow.pass_eof(to).await;
+        }
+        let mut fds = got.fds;
+        flow.data(&buf[..got.len], &fds).await;
+        // Without faults: all of it, in one write if the socket takes it.
+        let plan = match &mut flow.faults {
+            Some(faults) => faults.plan(&mut buf[..got.len], &mut fds),
+            None => Plan {
+                delay: Duration::ZERO,
+                len: got.len,
+                piece: got.len,
+                gap: Duration::ZERO,
+                end: false,
+            },
+        };
+        if !plan.delay.is_zero() {
+            tokio::time::sleep(plan.delay).await;
+        }
+        let len = plan.len;
+        let mut sent = 0;
+        while sent < len {
+            let upto = (sent + plan.piece).min(len);
+            // The descriptors go with the first byte.
+            sent += send(to, &buf[sent..upto], &mut fds)
+                .await
+                .map_err(|e| Broken::new(sink, e))?;
+            if sent == upto && !plan.gap.is_zero() {
+                tokio::time::sleep(plan.gap).await;
+            }
+        }
+        flow.forwarded.fetch_add(len as u64, Ordering::Relaxed);
+        crate::busy_poll::worked();
+        if plan.end {
+            let why = format!(
+                "limit_data reached: {} bytes went to the client",
+                flow.forwarded.load(Ordering::Relaxed)
+            );
+            return Err(Broken { side: "fault", why });
+        }
+    }
+}
+
+/// One direction of a connection of `kind`: [`pump`] for a stream, [`messages`] for
+/// seqpacket.
+pub(super) async fn direction(
+    kind: SocketType,
+    from: &AsyncFd<OwnedFd>,
+    to: &AsyncFd<OwnedFd>,
+    flow: Flow<'_>,
+) -> Result<(), Broken> {
+    match kind {
+        SocketType::Seqpacket => messages(from, to, flow).await,
+        _ => pump(from, to, flow).await,
+    }
+}
+
+/// Forwards the messages of a seqpacket `from` to `to`, each whole and as one message, until
+/// `from`'s EOF, which it passes on.
+pub(super) async fn messages(
+    from: &AsyncFd<OwnedFd>,
+    to: &AsyncFd<OwnedFd>,
+    mut flow: Flow<'_>,
+) -> Result<(), Broken> {
+    let (source, sink) = flow.sides();
+    let mut buf = Vec::new();
+    loop {
+        // The next message's length (MSG_TRUNC), without taking it. Its credentials (every
+        // message has them: SO_PASSCRED) tell an empty message from the end; no room for its
+        // descriptors: a peek's are copies, closed at once.
+        let (len, eof) = loop {
+            let mut ready = from.readable().await.map_err(|e| Broken::new(source, e))?;
+            let peek = ready.try_io(|fd| {
+                udsecho_unix::passing::recv(
+                    fd.as_fd(),
+                    &mut [],
+                    RecvFlags::PEEK | RecvFlags::TRUNC | RecvFlags::DONTWAIT,
+                    0,
+                    true,
+                )
+                .map_err(io::Error::from)
+            });
+            match peek {
+                Ok(Ok(got)) => break (got.len, got.len == 0 && got.creds.is_none()),
+                Ok(Err(e)) => return Err(Broken::new(source, e)),
+                Err(_would_block) => continue,
+            }
+        };
+        if eof {
+            return flow.pass_eof(to).await;
+        }
+        // A message longer than the usual buffer gets one of its size while it is forwarded.
+        buf.resize(len.max(BUFFER), 0);
+        let room = descriptors::room();
+        let got = descriptors::recv(
+            from.get_ref().as_fd(),
+            &mut buf[..len],
+            RecvFlags::DONTWAIT,
+            room,
+            true,
+        )
+        .map_err(|e| Broken::new(source, e))?;
+        if got.truncated {
+            let why = format!(
+                "the kernel closed descriptors passed with a {len}-byte message: the proxy had \
+                 room for {room} (near its descriptor limit)"
+            );
+            return Err(Broken { side: source, why });
+        }
+        let mut fds = got.fds;
+        flow.data(&buf[..got.len], &fds).await;
+        // One message: all of it or nothing.
+        send(to, &buf[..got.len], &mut fds)
+            .await
+            .map_err(|e| Broken::new(sink, e))?;
+        if buf.len() > BUFFER {
+            buf.truncate(BUFFER);
+            buf.shrink_to_fit();
+        }
+        flow.forwarded.fetch_add(got.len as u64, Ordering::Relaxed);
+        crate::busy_poll::worked();
+    }
+}
+
+/// One `sendmsg` of `bytes` with `fds` on `to`, once it has room: how many bytes went (a
+/// stream may take part; a message goes whole). The descriptors go with it (our copies
+/// close); the kernel refusing them (`ETOOMANYREFS`) closes them with a log line and the
+/// bytes go alone.
+async fn send(to: &AsyncFd<OwnedFd>, bytes: &[u8], fds: &mut Passed) -> io::Result<usize> {
+    loop {
+        let mut ready = to.writable().await?;
+        let sent = ready.try_io(|fd| {
+            descriptors::send(fd.as_fd(), &[IoSlice::new(bytes)], fds, SEND_FLAGS, None)
+                .map_err(io::Error::from)
+        });
+        match sent {
+            Ok(Ok(n)) => {
+                fds.returned();
+                return Ok(n);
+            }
+            Ok(Err(e)) => {
+                let errno = e.raw_os_error().map(Errno::from_raw_os_error);
+                if !errno.is_some_and(|errno| fds.refused(errno)) {
+                    return Err(e);
+                }
+            }
+            Err(_would_block) => {}
+        }
+    }
+}

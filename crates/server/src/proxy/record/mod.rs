@@ -1,0 +1,282 @@
+//! The proxy's recording: every event of every proxied connection (open, each read's bytes
+//! with their descriptors, EOF, errors, close), written by one thread to the files asked for
+//! (`--record FILE.jsonl`, `--pcap FILE.pcapng`; the formats are docs/proxy.md's).
+//!
+//! Nothing recorded is lost: connections hand their events to the writer through a bounded
+//! channel and wait for room when it is full, so a proxy that records runs at the speed of
+//! the disk rather than drop an event. The channel's bound is also what bounds the memory
+//! the recording takes ([`QUEUED`] events of at most one read each).
+//!
+//! | file | holds |
+//! |---|---|
+//! | `mod.rs` | the [`Recorder`] handle, the [`Event`]s, the writer thread |
+//! | `jsonl.rs` | one JSON object a line |
+//! | `pcapng.rs` | packets for Wireshark: each connection a synthetic TCP stream or UDP flow |
+//! | `frames.rs` | udsecho frames found in a framed session's reads |
+
+pub(crate) mod frames;
+mod jsonl;
+mod pcapng;
+
+use std::fmt;
+use std::fs::File;
+use std::io::{self, BufWriter};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Instant, SystemTime};
+
+use bytes::Bytes;
+use tokio::sync::mpsc;
+
+use self::frames::FrameNote;
+use crate::config::SocketType;
+use crate::descriptors::Identity;
+
+/// Events waiting for the writer before connections have to wait for it.
+const QUEUED: usize = 1024;
+
+/// Which way bytes went.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Dir {
+    /// From the client (the peer that connected to us) to the upstream.
+    ToUpstream,
+    /// From the upstream back to the client.
+    ToClient,
+}
+
+impl Dir {
+    pub(crate) fn name(self) -> &'static str {
+        match self {
+            Dir::ToUpstream => "to_upstream",
+            Dir::ToClient => "to_client",
+        }
+    }
+}
+
+/// Who connected, from `SO_PEERCRED` when the connection was accepted.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Credentials {
+    pub(crate) pid: u32,
+    pub(crate) uid: u32,
+    pub(crate) gid: u32,
+    /// `/proc/PID/comm`, if the process is still there to ask.
+    pub(crate) command: Option<String>,
+}
+
+impl Credentials {
+    /// The credentials of the peer of `fd`, if the kernel gives them.
+    pub(crate) fn of(fd: impl std::os::fd::AsFd) -> Option<Credentials> {
+        let cred = rustix::net::sockopt::socket_peercred(fd).ok()?;
+        let pid = u32::try_from(cred.pid.as_raw_nonzero().get()).unwrap_or(0);
+        let command = std::fs::read(format!("/proc/{pid}/comm"))
+            .ok()
+            .map(|comm| String::from_utf8_lossy(comm.trim_ascii_end()).into_owned());
+        Some(Credentials {
+            pid,
+            uid: cred.uid.as_raw(),
+            gid: cred.gid.as_raw(),
+            command,
+        })
+    }
+}
+
+/// Something that happened on a proxied connection.
+#[derive(Debug)]
+pub(crate) struct Event {
+    /// When it happened (the recording's `t` counts from the recorder's start).
+    pub(crate) at: Instant,
+    /// The connection, as the server's logs number it.
+    pub(crate) conn: u64,
+    pub(crate) what: What,
+}
+
+/// What happened.
+#[derive(Debug)]
+pub(crate) enum What {
+    /// A client connected and the proxy reached the upstream (or tried: an `Error` and a
+    /// `Close` follow at once when it could not).
+    Open {
+        peer: Option<Credentials>,
+        /// The listening socket, as the logs name it.
+        socket: Arc<str>,
+        /// The upstream, as `--upstream` gave it.
+        upstream: Arc<str>,
+    },
+    /// One read: its bytes and the descriptors that came with them, as they were forwarded.
+    Data {
+        dir: Dir,
+        bytes: Bytes,
+        fds: Vec<Identity>,
+        /// udsecho frames this read completed (a framed session only).
+        frames: Vec<FrameNote>,
+    },
+    /// The sender of `dir` shut down its side; the proxy passed the half-close on.
+    Eof { dir: Dir },
+    /// Something failed: the upstream could not be reached, a side reset, descriptors were
+    /// truncated. `dir`: the direction it happened in, if one.
+    Error { dir: Option<Dir>, message: String },
+    /// The connection is over; what went each way in all.
+    Close { to_upstream: u64, to_client: u64 },
+}
+
+/// Why the recording could not start.
+#[derive(Debug, thiserror::Error)]
+#[error("{path}: cannot {op}: {source}")]
+pub struct RecordError {
+    /// The file asked for.
+    pub path: PathBuf,
+    /// What failed.
+    pub op: &'static str,
+    #[source]
+    pub source: io::Error,
+}
+
+/// Where events go: a handle connections clone; the writer thread behind it stops at
+/// [`Recorder::finish`].
+#[derive(Clone)]
+pub struct Recorder {
+    /// Connections wait here for room.
+    queue: mpsc::Sender<Message>,
+    /// The writer, joined once by `finish`.
+    writer: Arc<Mutex<Option<JoinHandle<()>>>>,
+    /// The files, for messages.
+    files: Arc<str>,
+}
+
+impl fmt::Display for Recorder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.files)
+    }
+}
+
+impl fmt::Debug for Recorder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Recorder")
+            .field("files", &self.files)
+            .finish_non_exhaustive()
+    }
+}
+
+enum Message {
+    Event(Event),
+    /// Everything sent before this is written: flush and stop.
+    Stop,
+}
+
+/// One output format.
+trait Sink: Send {
+    /// Writes one event; `t` is its time in seconds since the recording began.
+    fn write(&mut self, t: f64, event: &Event) -> io::Result<()>;
+    /// Pushes what is buffered to the file (the queue ran dry, or the end).
+    fn flush(&mut self) -> io::Result<()>;
+    /// Which file, for messages.
+    fn name(&self) -> &Path;
+}
+
+impl Recorder {
+    /// Creates (or truncates) the files asked for — `jsonl` (`--record`), `pcap` (`--pcap`,
+    /// packets for connections of `kind`) — and starts the writer thread.
+    pub fn start(
+        jsonl: Option<&Path>,
+        pcap: Option<&Path>,
+        kind: SocketType,
+    ) -> Result<Recorder, RecordError> {
+        let failed = |path: &Path, op, source| RecordError {
+            path: path.to_owned(),
+            op,
+            source,
+        };
+        let create = |path: &Path| {
+            File::create(path)
+                .map(BufWriter::new)
+                .map_err(|e| failed(path, "create the recording", e))
+        };
+        let mut sinks: Vec<Box<dyn Sink>> = Vec::new();
+        if let Some(path) = jsonl {
+            sinks.push(Box::new(jsonl::Jsonl::new(create(path)?, path)));
+        }
+        let wall = SystemTime::now();
+        if let Some(path) = pcap {
+            let sink = pcapng::Pcapng::new(create(path)?, path, kind, wall)
+                .map_err(|e| failed(path, "start the capture", e))?;
+            sinks.push(Box::new(sink));
+        }
+        let files: Vec<String> = sinks
+            .iter()
+            .map(|s| s.name().display().to_string())
+            .collect();
+        let files = Arc::from(files.join(" and "));
+        let (queue, events) = mpsc::channel(QUEUED);
+        let start = Instant::now();
+        let writer = std::thread::Builder::new()
+            .name("udsecho-record".to_owned())
+            .spawn(move || write_all(events, sinks, start))
+            .map_err(|e| failed(Path::new(&*files), "start the recording thread", e))?;
+        Ok(Recorder {
+            queue,
+            writer: Arc::new(Mutex::new(Some(writer))),
+            files,
+        })
+    }
+
+    /// Records `what` for connection `conn`, now; waits while the writer is behind.
+    pub(crate) async fn record(&self, conn: u64, what: What) {
+        let event = Event {
+            at: Instant::now(),
+            conn,
+            what,
+        };
+        // Closed only after `finish`, when no connection is left.
+        let _ = self.queue.send(Message::Event(event)).await;
+    }
+
+    /// Writes out everything recorded and stops the writer; for the end of the server, once
+    /// every connection has ended. Blocks until the files are flushed.
+    pub(crate) async fn finish(&self) {
+        let _ = self.queue.send(Message::Stop).await;
+        let writer = self.writer.lock().ok().and_then(|mut w| w.take());
+        if let Some(writer) = writer {
+            let _ = tokio::task::spawn_blocking(move || writer.join()).await;
+        }
+        tracing::debug!("recording written to {}", self.files);
+    }
+}
+
+/// The writer thread: events in order, flushed whenever the queue runs dry. A file that
+/// fails (disk full) is reported once and dropped; the others, and the proxy, go on.
+fn write_all(mut events: mpsc::Receiver<Message>, mut sinks: Vec<Box<dyn Sink>>, start: Instant) {
+    let fail = |sink: &dyn Sink, e: io::Error| {
+        tracing::warn!(
+            "recording to {}: {e}; nothing more is written there",
+            sink.name().display()
+        );
+    };
+    while let Some(message) = events.blocking_recv() {
+        let Message::Event(event) = message else {
+            break;
+        };
+        let t = event.at.saturating_duration_since(start).as_micros() as f64 / 1e6;
+        sinks.retain_mut(|sink| match sink.write(t, &event) {
+            Ok(()) => true,
+            Err(e) => {
+                fail(sink.as_ref(), e);
+                false
+            }
+        });
+        if events.is_empty() {
+            sinks.retain_mut(|sink| match sink.flush() {
+                Ok(()) => true,
+                Err(e) => {
+                    fail(sink.as_ref(), e);
+                    false
+                }
+            });
+        }
+    }
+    for sink in &mut sinks {
+        if let Err(e) = sink.flush() {
+            fail(sink.as_ref(), e);
+        }
+    }
+}

@@ -1,0 +1,1039 @@
+//! `--upstream`: the server as a proxy. The upstream is a second udsecho-server (an echo) or
+//! a socket this test serves itself; the client is this test, or udsecho-client.
+
+use std::fs::File;
+use std::io::{Read, Seek, SeekFrom, Write};
+use std::net::Shutdown;
+use std::os::fd::{AsFd, OwnedFd};
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::{Path, PathBuf};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use base64::Engine as _;
+use udsecho_harness::descriptors::{read_stream_with_fds, same_open_file, send_with_fds};
+use udsecho_harness::{
+    FramedPeer, Server, Signal, raw_round_trip, rss_kib, run_client, short_temp_dir,
+};
+
+const STOP: Duration = Duration::from_secs(10);
+
+/// An echo server, and a proxy in front of it with `args`.
+fn echo_behind_proxy(args: &[&str]) -> (Server, Server) {
+    let upstream = Server::start(["--mode", "raw"]).unwrap();
+    let proxy = proxy_to(upstream.socket(), args);
+    (upstream, proxy)
+}
+
+fn connect(path: &Path) -> UnixStream {
+    let stream = UnixStream::connect(path).unwrap();
+    stream.set_read_timeout(Some(STOP)).unwrap();
+    stream.set_write_timeout(Some(STOP)).unwrap();
+    stream
+}
+
+#[test]
+fn bytes_come_through_both_ways_intact() {
+    let (_upstream, proxy) = echo_behind_proxy(&[]);
+    assert_eq!(raw_round_trip(proxy.socket(), b"x", 1).unwrap(), b"x");
+    let mib = udsecho_harness::random_payload(1 << 20, 7);
+    let back = raw_round_trip(proxy.socket(), &mib, 10_000).unwrap();
+    assert!(
+        back == mib,
+        "1 MiB came back changed ({} bytes)",
+        back.len()
+    );
+}
+
+/// A proxy to `upstream` with `args`, once it listens. Not probed with a connection as the
+/// harness does, which would be proxied too: each test's first connection is conn 1, and
+/// the upstream sees only the proxy's check at start before it.
+fn proxy_to(upstream: &Path, args: &[&str]) -> Server {
+    let proxy = Server::builder()
+        .args(["--upstream".as_ref(), upstream.as_os_str()])
+        .args(args)
+        .no_wait()
+        .start()
+        .unwrap();
+    assert!(
+        proxy.wait_stderr("listening on", STOP),
+        "{}",
+        proxy.stderr()
+    );
+    proxy
+}
+
+/// The upstream's first connection is the proxy's check at start: it is let go.
+fn upstream_after_check<T: Send + 'static>(
+    serve: impl FnOnce(UnixStream) -> T + Send + 'static,
+) -> (tempfile::TempDir, PathBuf, thread::JoinHandle<T>) {
+    let dir = short_temp_dir();
+    let path = dir.path().join("up.sock");
+    let listener = UnixListener::bind(&path).unwrap();
+    let handle = thread::spawn(move || {
+        let (check, _) = listener.accept().unwrap();
+        drop(check);
+        let (stream, _) = listener.accept().unwrap();
+        stream.set_read_timeout(Some(STOP)).unwrap();
+        serve(stream)
+    });
+    (dir, path, handle)
+}
+
+#[test]
+fn the_clients_half_close_reaches_the_upstream_which_can_still_answer() {
+    let (_dir, path, upstream) = upstream_after_check(|mut stream| {
+        let mut got = Vec::new();
+        stream.read_to_end(&mut got).unwrap();
+        stream.write_all(b"answer after your EOF").unwrap();
+        got
+    });
+    let proxy = proxy_to(&path, &[]);
+    let mut client = connect(proxy.socket());
+    client.write_all(b"request").unwrap();
+    client.shutdown(Shutdown::Write).unwrap();
+    let mut answer = Vec::new();
+    client.read_to_end(&mut answer).unwrap();
+    assert_eq!(upstream.join().unwrap(), b"request");
+    assert_eq!(answer, b"answer after your EOF");
+}
+
+#[test]
+fn the_upstreams_half_close_reaches_the_client_which_can_still_send() {
+    let (_dir, path, upstream) = upstream_after_check(|mut stream| {
+        stream.write_all(b"banner").unwrap();
+        stream.shutdown(Shutdown::Write).unwrap();
+        let mut got = Vec::new();
+        stream.read_to_end(&mut got).unwrap();
+        got
+    });
+    let proxy = proxy_to(&path, &[]);
+    let mut client = connect(proxy.socket());
+    let mut banner = Vec::new();
+    client.read_to_end(&mut banner).unwrap();
+    assert_eq!(banner, b"banner", "then EOF");
+    client.write_all(b"still talking").unwrap();
+    client.shutdown(Shutdown::Write).unwrap();
+    assert_eq!(upstream.join().unwrap(), b"still talking");
+}
+
+#[test]
+fn descriptors_go_through_to_the_upstream_and_back_as_the_same_open_files() {
+    let (_upstream, proxy) = echo_behind_proxy(&[]);
+    let mut file = tempfile::tempfile().unwrap();
+    file.write_all(b"0123456789").unwrap();
+    file.seek(SeekFrom::Start(0)).unwrap();
+    let (pipe_r, _pipe_w) = std::io::pipe().unwrap();
+    let stream = connect(proxy.socket());
+    send_with_fds(
+        stream.as_fd(),
+        b"with two",
+        &[file.as_fd(), pipe_r.as_fd()],
+        None,
+    )
+    .unwrap();
+    let (echo, fds) = read_stream_with_fds(stream.as_fd(), 8).unwrap();
+    assert_eq!(echo, b"with two");
+    assert_eq!(fds.len(), 2, "both came back");
+    assert!(fds.iter().all(|(at, _)| *at == 0), "with the first byte");
+    let fds: Vec<OwnedFd> = fds.into_iter().map(|(_, fd)| fd).collect();
+    assert!(same_open_file(&fds[0], &file));
+    assert!(same_open_file(&fds[1], &pipe_r));
+    // The same open file: reading through the one that came back moves ours.
+    let mut back = File::from(fds[0].try_clone().unwrap());
+    let mut first = [0u8; 4];
+    back.read_exact(&mut first).unwrap();
+    let mut rest = String::new();
+    file.read_to_string(&mut rest).unwrap();
+    assert_eq!((&first, rest.as_str()), (b"0123", "456789"));
+
+    // And the client's own check: `send --fd` sees the same open files come back.
+    let dir = tempfile::tempdir().unwrap();
+    let passed = dir.path().join("passed.txt");
+    std::fs::write(&passed, b"contents").unwrap();
+    let run = run_client(
+        [
+            "--socket".as_ref(),
+            proxy.socket().as_os_str(),
+            "send".as_ref(),
+            "-n".as_ref(),
+            "3".as_ref(),
+            "-i".as_ref(),
+            "1ms".as_ref(),
+            "-m".as_ref(),
+            "hi".as_ref(),
+            "--fd".as_ref(),
+            passed.as_os_str(),
+        ],
+        b"",
+        STOP,
+    )
+    .unwrap();
+    assert!(run.status.success(), "{}", run.stderr);
+    assert_eq!(run.stderr, "3 sent, 3 echoed intact\n");
+}
+
+#[test]
+fn an_upstream_that_never_reads_stops_the_client_not_the_proxys_memory() {
+    let (_dir, path, upstream) = upstream_after_check(|stream| {
+        // Holds the connection, reads nothing, until the test is done.
+        thread::sleep(Duration::from_secs(4));
+        drop(stream);
+    });
+    let proxy = proxy_to(&path, &[]);
+    let before = rss_kib(proxy.pid()).unwrap();
+    let client = connect(proxy.socket());
+    client.set_nonblocking(true).unwrap();
+    let block = vec![0x5au8; 64 * 1024];
+    let mut sent = 0usize;
+    let mut stalled_since = Instant::now();
+    // Write until the writes have blocked for half a second straight.
+    while stalled_since.elapsed() < Duration::from_millis(500) {
+        match (&client).write(&block) {
+            Ok(n) => {
+                sent += n;
+                stalled_since = Instant::now();
+                assert!(sent < 64 << 20, "64 MiB went in and nothing blocked");
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                thread::sleep(Duration::from_millis(5));
+            }
+            Err(e) => panic!("write: {e}"),
+        }
+    }
+    let after = rss_kib(proxy.pid()).unwrap();
+    // The kernel's buffers on three sockets and one 64 KiB read: a few MiB at most.
+    assert!(
+        sent < 16 << 20,
+        "{sent} bytes went in before the writes blocked"
+    );
+    assert!(
+        after < before + 4 * 1024,
+        "the proxy grew from {before} KiB to {after} KiB"
+    );
+    drop(client);
+    upstream.join().unwrap();
+}
+
+#[test]
+fn an_upstream_that_is_down_is_one_warning_and_the_client_is_closed() {
+    let dir = short_temp_dir();
+    let missing = dir.path().join("nobody.sock");
+    let proxy = proxy_to(&missing, &[]);
+    assert!(
+        proxy.wait_stderr("serving anyway", STOP),
+        "a warning at start: {}",
+        proxy.stderr()
+    );
+    let mut client = connect(proxy.socket());
+    client.write_all(b"anyone?").ok();
+    let mut got = Vec::new();
+    let _ = client.read_to_end(&mut got);
+    assert!(got.is_empty(), "nothing came back: {got:?}");
+    let line = format!("upstream {}: ", missing.display());
+    assert!(proxy.wait_stderr("closing the client's connection", STOP));
+    let stderr = proxy.stderr();
+    let lines: Vec<&str> = stderr
+        .lines()
+        .filter(|l| l.contains("closing the client's connection"))
+        .collect();
+    assert_eq!(lines.len(), 1, "{stderr}");
+    assert!(
+        lines[0].contains(&line) && lines[0].contains("no such socket"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn sigterm_stops_accepting_and_open_connections_go_on_until_they_end() {
+    let (_upstream, mut proxy) = echo_behind_proxy(&[]);
+    let mut client = connect(proxy.socket());
+    client.write_all(b"before").unwrap();
+    let mut got = [0u8; 6];
+    client.read_exact(&mut got).unwrap();
+    proxy.signal(Signal::TERM).unwrap();
+    // The socket goes: no new client.
+    let deadline = Instant::now() + STOP;
+    while UnixStream::connect(proxy.socket()).is_ok() {
+        assert!(Instant::now() < deadline, "still accepting");
+        thread::sleep(Duration::from_millis(10));
+    }
+    client.write_all(b"after the signal").unwrap();
+    let mut got = [0u8; 16];
+    client.read_exact(&mut got).unwrap();
+    assert_eq!(&got, b"after the signal");
+    client.shutdown(Shutdown::Write).unwrap();
+    let mut rest = Vec::new();
+    client.read_to_end(&mut rest).unwrap();
+    assert!(rest.is_empty());
+    assert!(proxy.wait_exit(STOP).unwrap().success());
+}
+
+#[test]
+fn after_sigterm_a_connection_still_open_at_the_shutdown_timeout_is_closed() {
+    let (_upstream, mut proxy) = echo_behind_proxy(&["--shutdown-timeout", "300ms"]);
+    let mut client = connect(proxy.socket());
+    client.write_all(b"hi").unwrap();
+    let mut got = [0u8; 2];
+    client.read_exact(&mut got).unwrap();
+    let signalled = Instant::now();
+    let status = proxy.stop(Signal::TERM, STOP).unwrap();
+    assert!(status.success());
+    assert!(signalled.elapsed() >= Duration::from_millis(300));
+    let mut rest = Vec::new();
+    let _ = client.read_to_end(&mut rest);
+    assert!(rest.is_empty());
+}
+
+/// The recording's lines, parsed.
+fn read_jsonl(path: &Path) -> Vec<serde_json::Value> {
+    std::fs::read_to_string(path)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+        .collect()
+}
+
+/// `-v`'s escaping, written out again (the test's own oracle): printable text as it is,
+/// `\\`, `\n`, `\r`, `\t`, other controls as `\u{..}`, bytes not UTF-8 as `\xNN`.
+fn escaped(bytes: &[u8]) -> String {
+    let mut out = String::new();
+    for chunk in bytes.utf8_chunks() {
+        for c in chunk.valid().chars() {
+            match c {
+                '\\' => out.push_str("\\\\"),
+                '\n' => out.push_str("\\n"),
+                '\r' => out.push_str("\\r"),
+                '\t' => out.push_str("\\t"),
+                c if c.is_control() || c == '\u{2028}' || c == '\u{2029}' => {
+                    out.push_str(&format!("\\u{{{:x}}}", u32::from(c)));
+                }
+                c => out.push(c),
+            }
+        }
+        for byte in chunk.invalid() {
+            out.push_str(&format!("\\x{byte:02x}"));
+        }
+    }
+    out
+}
+
+fn decoded(line: &serde_json::Value) -> Vec<u8> {
+    base64::engine::general_purpose::STANDARD
+        .decode(line["base64"].as_str().unwrap())
+        .unwrap()
+}
+
+#[test]
+fn the_recording_accounts_for_every_byte_in_order_each_way() {
+    let dir = tempfile::tempdir().unwrap();
+    let record = dir.path().join("r.jsonl");
+    let (_upstream, mut proxy) = echo_behind_proxy(&["--record", record.to_str().unwrap()]);
+    let mut client = connect(proxy.socket());
+    let mut sent = Vec::new();
+    for i in 0..20u32 {
+        let piece = format!("line {i}\n\x1b");
+        client.write_all(piece.as_bytes()).unwrap();
+        sent.extend_from_slice(piece.as_bytes());
+        if i % 5 == 0 {
+            thread::sleep(Duration::from_millis(20));
+        }
+    }
+    let big = udsecho_harness::random_payload(300_000, 3);
+    sent.extend_from_slice(&big);
+    let writer = {
+        let mut client = client.try_clone().unwrap();
+        thread::spawn(move || {
+            client.write_all(&big).unwrap();
+            client.shutdown(Shutdown::Write).unwrap();
+        })
+    };
+    let mut echoed = Vec::new();
+    client.read_to_end(&mut echoed).unwrap();
+    writer.join().unwrap();
+    assert!(echoed == sent);
+    assert!(proxy.stop(Signal::TERM, STOP).unwrap().success());
+
+    let lines = read_jsonl(&record);
+    // The proxy's own check of the upstream is no connection of the proxy's: conn 1 is ours.
+    assert!(lines.iter().all(|l| l["conn"] == 1), "one connection");
+    let events: Vec<&str> = lines.iter().map(|l| l["event"].as_str().unwrap()).collect();
+    assert_eq!(events.first(), Some(&"open"));
+    assert_eq!(events.last(), Some(&"close"));
+    let open = &lines[0];
+    assert_eq!(open["peer"]["pid"], std::process::id());
+    assert_eq!(open["peer"]["uid"], rustix::process::getuid().as_raw());
+    assert_eq!(open["upstream"], _upstream.socket().to_str().unwrap());
+    let mut last_t = 0.0;
+    for line in &lines {
+        let t = line["t"].as_f64().unwrap();
+        assert!(t >= last_t, "time goes forward: {line}");
+        last_t = t;
+    }
+    for (dir, want) in [("to_upstream", &sent), ("to_client", &echoed)] {
+        let mut got = Vec::new();
+        let mut eof = false;
+        for line in lines.iter().filter(|l| l["dir"] == dir) {
+            match line["event"].as_str().unwrap() {
+                "data" => {
+                    assert!(!eof, "{dir}: data after EOF");
+                    let bytes = decoded(line);
+                    assert_eq!(line["len"], bytes.len());
+                    assert!(!bytes.is_empty());
+                    assert_eq!(line["text"], escaped(&bytes), "{dir}: text escaped as -v");
+                    assert_eq!(line["fds"], serde_json::json!([]));
+                    got.extend_from_slice(&bytes);
+                }
+                "eof" => eof = true,
+                other => panic!("{dir}: unexpected {other}"),
+            }
+        }
+        assert!(eof, "{dir}: the half-close is recorded");
+        assert!(
+            &got == want,
+            "{dir}: {} bytes recorded of {}",
+            got.len(),
+            want.len()
+        );
+    }
+    let close = lines.last().unwrap();
+    assert_eq!(close["to_upstream"], sent.len());
+    assert_eq!(close["to_client"], echoed.len());
+}
+
+#[test]
+fn the_recording_names_passed_descriptors_and_decodes_a_framed_session() {
+    let dir = tempfile::tempdir().unwrap();
+    let record = dir.path().join("r.jsonl");
+    let upstream = Server::start(Vec::<String>::new()).unwrap();
+    let mut proxy = proxy_to(upstream.socket(), &["--record", record.to_str().unwrap()]);
+
+    let passed = dir.path().join("passed file.txt");
+    std::fs::write(&passed, b"x").unwrap();
+    let file = File::open(&passed).unwrap();
+    let stream = connect(proxy.socket());
+    send_with_fds(stream.as_fd(), b"raw with a file", &[file.as_fd()], None).unwrap();
+    let (echo, fds) = read_stream_with_fds(stream.as_fd(), 15).unwrap();
+    assert_eq!((echo.as_slice(), fds.len()), (&b"raw with a file"[..], 1));
+    drop(stream);
+
+    let (mut framed, _hello) = FramedPeer::handshake(proxy.socket()).unwrap();
+    framed
+        .echo_all(&[
+            bytes::Bytes::from_static(b"one"),
+            bytes::Bytes::from(vec![9u8; 100_000]),
+        ])
+        .unwrap();
+    framed.finish().unwrap();
+    while framed.recv().unwrap().is_some() {}
+    drop(framed);
+    assert!(proxy.stop(Signal::TERM, STOP).unwrap().success());
+
+    let lines = read_jsonl(&record);
+    let with_fd: Vec<_> = lines
+        .iter()
+        .filter(|l| l["event"] == "data" && l["fds"] != serde_json::json!([]))
+        .collect();
+    assert_eq!(
+        with_fd.len(),
+        2,
+        "the read that brought it, and the echo that carried it back"
+    );
+    for line in &with_fd {
+        assert_eq!(
+            line["fds"],
+            serde_json::json!([{"kind": "file", "path": passed.to_str().unwrap()}])
+        );
+        assert_eq!(line["text"], "raw with a file");
+    }
+    // conn 2 is the framed one: its frames, in order, each direction.
+    for (dir, agent) in [("to_upstream", "harness"), ("to_client", "udsecho/")] {
+        let frames: Vec<serde_json::Value> = lines
+            .iter()
+            .filter(|l| l["conn"] == 2 && l["dir"] == dir && l["event"] == "data")
+            .flat_map(|l| l["frames"].as_array().cloned().unwrap_or_default())
+            .collect();
+        let kinds: Vec<&str> = frames.iter().map(|f| f["kind"].as_str().unwrap()).collect();
+        // (The upstream may end with a Goodbye.)
+        assert_eq!(kinds[..3], ["hello", "data", "data"], "{dir}: {frames:?}");
+        assert!(
+            frames[0]["decoded"].as_str().unwrap().contains(agent),
+            "{dir}: {}",
+            frames[0]
+        );
+        assert_eq!(frames[1]["len"], 4);
+        assert_eq!(frames[2]["len"], 100_001);
+    }
+}
+
+#[test]
+fn verbose_shows_each_read_with_its_size_descriptors_and_escaped_bytes() {
+    let (_upstream, mut proxy) = echo_behind_proxy(&["-v"]);
+    let passed = tempfile::NamedTempFile::new().unwrap();
+    let stream = connect(proxy.socket());
+    send_with_fds(
+        stream.as_fd(),
+        b"GET / HTTP/1.1\r\n",
+        &[passed.as_file().as_fd()],
+        None,
+    )
+    .unwrap();
+    let (echo, _fds) = read_stream_with_fds(stream.as_fd(), 16).unwrap();
+    assert_eq!(echo, b"GET / HTTP/1.1\r\n");
+    let want = format!(
+        "> conn 1 to_upstream 16 bytes, 1 fd (file {}): GET / HTTP/1.1\\r\\n",
+        passed.path().display()
+    );
+    assert!(proxy.wait_stderr(&want, STOP), "{}", proxy.stderr());
+    assert!(proxy.wait_stderr("< conn 1 to_client 16 bytes, 1 fd", STOP));
+    stream.shutdown(Shutdown::Write).unwrap();
+    assert!(proxy.wait_stderr("> conn 1 to_upstream EOF", STOP));
+    assert!(proxy.stop(Signal::TERM, STOP).unwrap().success());
+}
+
+#[test]
+fn bad_proxy_flags_are_one_line_and_exit_2() {
+    for args in [
+        &["--record", "x.jsonl"][..],
+        &["--pcap", "x.pcapng"],
+        &["--upstream", "", "--type", "datagram"],
+        &["--upstream", "/tmp/x.sock", "--fault", "timeout"],
+        &["--upstream", "/tmp/x.sock", "-u", "--fault", "latency=1ms"],
+    ] {
+        let out = std::process::Command::new(udsecho_harness::binary("udsecho-server"))
+            .args(args)
+            .args(["--socket", "/tmp/never-bound.sock"])
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(2), "{args:?}");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.starts_with("error: "), "{args:?}: {stderr}");
+    }
+}
+
+/// One message from a seqpacket socket, with its descriptors; a buffer of 256 KiB, so a
+/// message cut short would show as `cut`.
+fn recv_message(fd: &OwnedFd, proxy: &Server) -> (Vec<u8>, Vec<OwnedFd>) {
+    let mut buf = vec![0u8; 256 * 1024];
+    let got = udsecho_harness::descriptors::recv_with_fds(fd.as_fd(), &mut buf)
+        .unwrap_or_else(|e| panic!("{e}; the proxy's stderr:\n{}", proxy.stderr()));
+    assert!(!got.cut, "the message came whole");
+    buf.truncate(got.len);
+    (buf, got.fds)
+}
+
+#[test]
+fn seqpacket_messages_keep_their_boundaries_both_ways_with_their_descriptors() {
+    let dir = tempfile::tempdir().unwrap();
+    let record = dir.path().join("r.jsonl");
+    let up = short_temp_dir();
+    let upstream = udsecho_harness::SeqpacketPeer::echo(&up.path().join("up.sock")).unwrap();
+    let mut proxy = proxy_to(
+        upstream.path(),
+        &["--type", "seqpacket", "--record", record.to_str().unwrap()],
+    );
+    let client = super::socket_types::seqpacket(proxy.socket());
+    // 100,000 bytes: more than the proxy's 64 KiB buffer.
+    let sizes = [1usize, 1000, 100_000];
+    let messages: Vec<Vec<u8>> = sizes
+        .iter()
+        .map(|&n| udsecho_harness::random_payload(n, n as u64))
+        .collect();
+    for message in &messages {
+        send_with_fds(client.as_fd(), message, &[], None).unwrap();
+    }
+    for message in &messages {
+        let (back, _) = recv_message(&client, &proxy);
+        assert!(
+            &back == message,
+            "a {}-byte message came back as {}",
+            message.len(),
+            back.len()
+        );
+    }
+    rustix::net::shutdown(&client, rustix::net::Shutdown::Write).unwrap();
+    let (end, _) = recv_message(&client, &proxy);
+    assert!(end.is_empty(), "then the end");
+    drop(client);
+    assert!(proxy.stop(Signal::TERM, STOP).unwrap().success());
+    // The upstream got them as the same messages, one each.
+    let received = upstream.received();
+    assert_eq!(
+        received.len(),
+        3,
+        "{:?}",
+        received.iter().map(Vec::len).collect::<Vec<_>>()
+    );
+    assert!(received == messages);
+    let lens: Vec<u64> = read_jsonl(&record)
+        .iter()
+        .filter(|l| l["event"] == "data" && l["dir"] == "to_upstream")
+        .map(|l| l["len"].as_u64().unwrap())
+        .collect();
+    assert_eq!(lens, [1, 1000, 100_000], "one event a message");
+
+    // Descriptors, and an empty message, through to an echo server and back.
+    let upstream = Server::start(["--type", "seqpacket"]).unwrap();
+    let proxy = proxy_to(upstream.socket(), &["--type", "seqpacket"]);
+    let client = super::socket_types::seqpacket(proxy.socket());
+    let file = tempfile::tempfile().unwrap();
+    send_with_fds(client.as_fd(), b"with a file", &[file.as_fd()], None).unwrap();
+    send_with_fds(client.as_fd(), b"", &[], None).unwrap();
+    send_with_fds(client.as_fd(), b"after", &[], None).unwrap();
+    let (back, fds) = recv_message(&client, &proxy);
+    assert_eq!((back.as_slice(), fds.len()), (&b"with a file"[..], 1));
+    assert!(same_open_file(&fds[0], &file));
+    let (empty, _) = recv_message(&client, &proxy);
+    assert!(empty.is_empty());
+    let (after, _) = recv_message(&client, &proxy);
+    assert_eq!(after, b"after", "an empty message is not the end");
+}
+
+#[test]
+fn datagrams_go_through_a_relay_per_sender_and_each_gets_its_own_replies() {
+    use std::os::unix::net::UnixDatagram;
+    use udsecho_harness::{DatagramPeer, Sender};
+    let dir = tempfile::tempdir().unwrap();
+    let record = dir.path().join("r.jsonl");
+    let up = short_temp_dir();
+    let upstream = DatagramPeer::echo(&up.path().join("up.sock")).unwrap();
+    let mut proxy = proxy_to(
+        upstream.path(),
+        &["--type", "datagram", "--record", record.to_str().unwrap()],
+    );
+    let here = short_temp_dir();
+    let clients: Vec<UnixDatagram> = (0..2)
+        .map(|i| {
+            let client = UnixDatagram::bind(here.path().join(format!("c{i}.sock"))).unwrap();
+            client.connect(proxy.socket()).unwrap();
+            client.set_read_timeout(Some(STOP)).unwrap();
+            client
+        })
+        .collect();
+    let sent: Vec<Vec<Vec<u8>>> = (0..2u64)
+        .map(|i| {
+            [1usize, 1000, 60_000]
+                .iter()
+                .map(|&n| udsecho_harness::random_payload(n, n as u64 + 7 * i))
+                .collect()
+        })
+        .collect();
+    for (client, datagrams) in clients.iter().zip(&sent) {
+        for datagram in datagrams {
+            client.send(datagram).unwrap();
+        }
+    }
+    let mut buf = vec![0u8; 256 * 1024];
+    for (client, datagrams) in clients.iter().zip(&sent) {
+        for datagram in datagrams {
+            let n = client
+                .recv(&mut buf)
+                .unwrap_or_else(|e| panic!("{e}: {}", proxy.stderr()));
+            assert!(
+                &buf[..n] == datagram.as_slice(),
+                "{n} bytes for {}",
+                datagram.len()
+            );
+        }
+    }
+    // The upstream saw two senders (the relays, autobound), each with one client's datagrams.
+    let received = upstream.received();
+    assert_eq!(received.len(), 6);
+    let mut senders: Vec<Sender> = received.iter().map(|d| d.sender.clone()).collect();
+    senders.dedup();
+    assert_eq!(senders.len(), 2, "{senders:?}");
+    assert!(senders.iter().all(|s| matches!(s, Sender::Abstract(_))));
+    for sender in &senders {
+        let theirs: Vec<&Vec<u8>> = received
+            .iter()
+            .filter(|d| &d.sender == sender)
+            .map(|d| &d.bytes)
+            .collect();
+        assert!(
+            sent.iter()
+                .any(|mine| mine.iter().collect::<Vec<_>>() == theirs)
+        );
+    }
+    // A sender with no address cannot be answered: dropped, and said.
+    let unnamed = UnixDatagram::unbound().unwrap();
+    unnamed.send_to(b"who am I", proxy.socket()).unwrap();
+    assert!(
+        proxy.wait_stderr("from a sender with no address", STOP),
+        "{}",
+        proxy.stderr()
+    );
+    assert!(proxy.stop(Signal::TERM, STOP).unwrap().success());
+    let lines = read_jsonl(&record);
+    let opens: Vec<&serde_json::Value> = lines.iter().filter(|l| l["event"] == "open").collect();
+    assert_eq!(opens.len(), 2, "a relay a sender");
+    assert!(opens.iter().all(|o| o["peer"]["pid"] == std::process::id()));
+    for conn in [1, 2] {
+        let lens = |dir: &str| -> Vec<u64> {
+            lines
+                .iter()
+                .filter(|l| l["conn"] == conn && l["event"] == "data" && l["dir"] == dir)
+                .map(|l| l["len"].as_u64().unwrap())
+                .collect()
+        };
+        assert_eq!(lens("to_upstream"), [1, 1000, 60_000], "conn {conn}");
+        assert_eq!(lens("to_client"), [1, 1000, 60_000], "conn {conn}");
+        let close = lines
+            .iter()
+            .find(|l| l["conn"] == conn && l["event"] == "close")
+            .expect("each relay's close is recorded");
+        assert_eq!(close["to_upstream"], 61_001);
+        assert_eq!(close["to_client"], 61_001);
+    }
+
+    // Descriptors go through with a datagram and come back with its reply.
+    let upstream = Server::start(["--type", "datagram"]).unwrap();
+    let proxy = proxy_to(upstream.socket(), &["--type", "datagram"]);
+    let client = UnixDatagram::bind(here.path().join("fd.sock")).unwrap();
+    client.set_read_timeout(Some(STOP)).unwrap();
+    let file = tempfile::tempfile().unwrap();
+    send_with_fds(
+        client.as_fd(),
+        b"with a file",
+        &[file.as_fd()],
+        Some(proxy.socket()),
+    )
+    .unwrap();
+    let got = udsecho_harness::descriptors::recv_with_fds(client.as_fd(), &mut buf)
+        .unwrap_or_else(|e| panic!("{e}: {}", proxy.stderr()));
+    assert_eq!((&buf[..got.len], got.fds.len()), (&b"with a file"[..], 1));
+    assert!(same_open_file(&got.fds[0], &file));
+}
+
+#[test]
+fn datagram_relays_are_bounded_and_expire_when_idle() {
+    use std::os::unix::net::UnixDatagram;
+    let dir = tempfile::tempdir().unwrap();
+    let record = dir.path().join("r.jsonl");
+    let up = short_temp_dir();
+    let upstream = udsecho_harness::DatagramPeer::echo(&up.path().join("up.sock")).unwrap();
+    let mut proxy = proxy_to(
+        upstream.path(),
+        &[
+            "-u",
+            "--max-connections",
+            "1",
+            "--idle-timeout",
+            "300ms",
+            "-v",
+            "--record",
+            record.to_str().unwrap(),
+        ],
+    );
+    let here = short_temp_dir();
+    let mut buf = [0u8; 16];
+    let mut ask = |name: &str, what: &[u8]| {
+        let client = UnixDatagram::bind(here.path().join(name)).unwrap();
+        client.set_read_timeout(Some(STOP)).unwrap();
+        client.send_to(what, proxy.socket()).unwrap();
+        let n = client.recv(&mut buf).unwrap();
+        assert_eq!(&buf[..n], what);
+    };
+    // One relay at most: the second sender's takes the first's place.
+    ask("a.sock", b"from a");
+    ask("b.sock", b"from b");
+    assert!(
+        proxy.wait_stderr("relay closed conn=1", STOP),
+        "{}",
+        proxy.stderr()
+    );
+    // Idle past --idle-timeout: the second closes too.
+    assert!(
+        proxy.wait_stderr("relay closed conn=2", STOP),
+        "{}",
+        proxy.stderr()
+    );
+    assert!(proxy.stop(Signal::TERM, STOP).unwrap().success());
+    let events: Vec<(u64, String)> = read_jsonl(&record)
+        .iter()
+        .map(|l| {
+            (
+                l["conn"].as_u64().unwrap(),
+                l["event"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    let of = |conn: u64| -> Vec<&str> {
+        events
+            .iter()
+            .filter(|(c, _)| *c == conn)
+            .map(|(_, e)| e.as_str())
+            .collect()
+    };
+    assert_eq!(of(1), ["open", "data", "data", "close"]);
+    assert_eq!(of(2), ["open", "data", "data", "close"]);
+}
+
+#[test]
+fn a_datagram_from_a_uid_not_allowed_is_not_forwarded() {
+    use std::os::unix::net::UnixDatagram;
+    let up = short_temp_dir();
+    let upstream = udsecho_harness::DatagramPeer::echo(&up.path().join("up.sock")).unwrap();
+    let someone_else = (rustix::process::getuid().as_raw() + 1).to_string();
+    let proxy = proxy_to(upstream.path(), &["-u", "--allow-uid", &someone_else]);
+    let here = short_temp_dir();
+    let client = UnixDatagram::bind(here.path().join("c.sock")).unwrap();
+    client.send_to(b"let me in", proxy.socket()).unwrap();
+    assert!(
+        proxy.wait_stderr("from a uid not in --allow-uid", STOP),
+        "{}",
+        proxy.stderr()
+    );
+    assert!(upstream.received().is_empty());
+}
+
+/// A captured packet: its comment, and the IPv4 packet.
+type Packet = (Option<String>, Vec<u8>);
+
+/// The packets of a pcapng file, and the interface's name.
+fn read_pcapng(path: &Path) -> (Option<String>, Vec<Packet>) {
+    use pcap_file::pcapng::blocks::enhanced_packet::EnhancedPacketOption;
+    use pcap_file::pcapng::blocks::interface_description::InterfaceDescriptionOption;
+    use pcap_file::pcapng::{Block, PcapNgReader};
+    let mut reader = PcapNgReader::new(File::open(path).unwrap()).unwrap();
+    let (mut name, mut packets) = (None, Vec::new());
+    while let Some(block) = reader.next_block() {
+        match block.unwrap() {
+            Block::InterfaceDescription(idb) => {
+                assert_eq!(idb.linktype, pcap_file::DataLink::IPV4);
+                for option in idb.options {
+                    if let InterfaceDescriptionOption::IfName(n) = option {
+                        name = Some(n.into_owned());
+                    }
+                }
+            }
+            Block::EnhancedPacket(epb) => {
+                let comment = epb.options.iter().find_map(|o| match o {
+                    EnhancedPacketOption::Comment(c) => Some(c.to_string()),
+                    _ => None,
+                });
+                assert_eq!(epb.original_len as usize, epb.data.len());
+                packets.push((comment, epb.data.into_owned()));
+            }
+            _ => {}
+        }
+    }
+    (name, packets)
+}
+
+/// One direction's TCP payload, put back in sequence order, and the flags seen.
+fn reassemble(packets: &[Packet], to_port: u16) -> (Vec<u8>, Vec<&'static str>) {
+    use etherparse::{SlicedPacket, TransportSlice};
+    let mut segments = Vec::new();
+    let mut flags = Vec::new();
+    for (_, packet) in packets {
+        let sliced = SlicedPacket::from_ip(packet).unwrap();
+        let Some(TransportSlice::Tcp(tcp)) = sliced.transport else {
+            panic!("a TCP segment")
+        };
+        if tcp.destination_port() != to_port {
+            continue;
+        }
+        if tcp.syn() {
+            flags.push("syn");
+        }
+        if tcp.fin() {
+            flags.push("fin");
+        }
+        if tcp.rst() {
+            flags.push("rst");
+        }
+        if !tcp.payload().is_empty() {
+            segments.push((tcp.sequence_number(), tcp.payload().to_vec()));
+        }
+    }
+    segments.sort_by_key(|(seq, _)| *seq);
+    let mut stream = Vec::new();
+    let mut next = segments.first().map_or(1, |(seq, _)| *seq);
+    assert_eq!(next, 1, "data starts after the SYN");
+    for (seq, payload) in segments {
+        assert_eq!(seq, next, "no gap, no overlap");
+        next += payload.len() as u32;
+        stream.extend_from_slice(&payload);
+    }
+    (stream, flags)
+}
+
+#[test]
+fn the_pcapng_shows_an_http_exchange_over_a_unix_socket_as_tcp_to_port_80() {
+    let request = b"GET /version HTTP/1.1\r\nHost: docker\r\n\r\n";
+    let response =
+        b"HTTP/1.0 200 OK\r\nContent-Type: application/json\r\n\r\n{\"Version\":\"27.0\"}\n";
+    let (_dir, path, upstream) = upstream_after_check(move |mut stream| {
+        let mut got = Vec::new();
+        let mut chunk = [0u8; 1024];
+        while !got.ends_with(b"\r\n\r\n") {
+            let n = stream.read(&mut chunk).unwrap();
+            assert!(n > 0, "the request ends with a blank line");
+            got.extend_from_slice(&chunk[..n]);
+        }
+        stream.write_all(response).unwrap();
+        got
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let pcap = dir.path().join("capture.pcapng");
+    let mut proxy = proxy_to(&path, &["--pcap", pcap.to_str().unwrap()]);
+    let mut client = connect(proxy.socket());
+    client.write_all(request).unwrap();
+    let mut answer = Vec::new();
+    client.read_to_end(&mut answer).unwrap();
+    assert_eq!(answer, response);
+    assert_eq!(upstream.join().unwrap(), request);
+    drop(client);
+    assert!(proxy.stop(Signal::TERM, STOP).unwrap().success());
+
+    let (name, packets) = read_pcapng(&pcap);
+    assert_eq!(name.as_deref(), proxy.socket().to_str());
+    let first = packets[0].0.as_deref().unwrap_or_default();
+    assert!(
+        first.contains(&format!("client pid {} uid ", std::process::id())),
+        "the first packet names the client: {first}"
+    );
+    let (to_upstream, client_flags) = reassemble(&packets, 80);
+    let (to_client, upstream_flags) = reassemble(&packets, 49153);
+    assert_eq!(to_upstream, request, "the HTTP request, whole");
+    assert!(to_upstream.starts_with(b"GET /version HTTP/1.1\r\n"));
+    assert_eq!(to_client, response);
+    assert_eq!(client_flags, ["syn", "fin"]);
+    assert_eq!(upstream_flags, ["syn", "fin"]);
+}
+
+#[test]
+fn the_pcapng_shows_messages_as_udp_with_descriptors_in_comments() {
+    use etherparse::{SlicedPacket, TransportSlice};
+    let upstream = Server::start(["--type", "seqpacket"]).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let pcap = dir.path().join("capture.pcapng");
+    let mut proxy = proxy_to(
+        upstream.socket(),
+        &["--type", "seqpacket", "--pcap", pcap.to_str().unwrap()],
+    );
+    let client = super::socket_types::seqpacket(proxy.socket());
+    let file = tempfile::NamedTempFile::new().unwrap();
+    send_with_fds(client.as_fd(), b"one", &[file.as_file().as_fd()], None).unwrap();
+    send_with_fds(client.as_fd(), b"two", &[], None).unwrap();
+    for _ in 0..2 {
+        recv_message(&client, &proxy);
+    }
+    drop(client);
+    assert!(proxy.stop(Signal::TERM, STOP).unwrap().success());
+    let (_, packets) = read_pcapng(&pcap);
+    let mut seen = Vec::new();
+    for (comment, packet) in &packets {
+        let sliced = SlicedPacket::from_ip(packet).unwrap();
+        let Some(TransportSlice::Udp(udp)) = sliced.transport else {
+            panic!("a UDP datagram")
+        };
+        seen.push((
+            udp.destination_port(),
+            udp.payload().to_vec(),
+            comment.clone(),
+        ));
+    }
+    // Each direction in order, one datagram a message, whatever their interleaving.
+    let to = |port: u16| -> Vec<&[u8]> {
+        seen.iter()
+            .filter(|(p, _, _)| *p == port)
+            .map(|(_, b, _)| b.as_slice())
+            .collect()
+    };
+    assert_eq!(to(9), [&b"one"[..], b"two"], "to the upstream");
+    assert_eq!(to(49153), [&b"one"[..], b"two"], "back to the client");
+    let first = seen[0].2.as_deref().unwrap_or_default();
+    assert!(first.contains("client pid"), "{first}");
+    assert!(
+        first.contains(&format!(
+            "1 passed descriptor(s): file {}",
+            file.path().display()
+        )),
+        "{first}"
+    );
+}
+
+/// Reads until the proxy closes; each read's length, and how long it all took.
+fn reads_until_closed(stream: &mut UnixStream) -> (Vec<u8>, Vec<usize>, Duration) {
+    let started = Instant::now();
+    let (mut all, mut reads) = (Vec::new(), Vec::new());
+    let mut chunk = [0u8; 4096];
+    loop {
+        match stream.read(&mut chunk) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => {
+                reads.push(n);
+                all.extend_from_slice(&chunk[..n]);
+            }
+        }
+    }
+    (all, reads, started.elapsed())
+}
+
+#[test]
+fn fault_latency_holds_back_what_goes_to_the_client() {
+    let (_upstream, proxy) = echo_behind_proxy(&["--fault", "latency=300ms"]);
+    let mut client = connect(proxy.socket());
+    let sent = Instant::now();
+    client.write_all(b"ping").unwrap();
+    let mut got = [0u8; 4];
+    client.read_exact(&mut got).unwrap();
+    assert_eq!(&got, b"ping");
+    assert!(
+        sent.elapsed() >= Duration::from_millis(300),
+        "{:?}",
+        sent.elapsed()
+    );
+}
+
+#[test]
+fn fault_slicer_gives_the_client_the_bytes_in_slices_with_gaps() {
+    let (_upstream, proxy) = echo_behind_proxy(&["--fault", "slicer=1,gap=30ms"]);
+    let mut client = connect(proxy.socket());
+    client.write_all(b"hello").unwrap();
+    client.shutdown(Shutdown::Write).unwrap();
+    let (all, reads, took) = reads_until_closed(&mut client);
+    assert_eq!(all, b"hello");
+    // One byte every 30 ms: five reads when the client keeps up (a client descheduled for
+    // longer than a gap finds two slices in one read, so only "several" is asserted), and
+    // never faster than the gaps allow.
+    assert!(reads.len() >= 3, "{reads:?}");
+    assert!(took >= Duration::from_millis(120), "{took:?}");
+}
+
+#[test]
+fn fault_limit_data_closes_the_client_after_that_many_bytes() {
+    let (_upstream, proxy) = echo_behind_proxy(&["--fault", "limit_data=5"]);
+    let mut client = connect(proxy.socket());
+    client.write_all(b"hello world").unwrap();
+    let (all, _, _) = reads_until_closed(&mut client);
+    assert_eq!(all, b"hello");
+}
+
+#[test]
+fn fault_reset_peer_closes_the_connection_when_it_is_due() {
+    let (_upstream, proxy) = echo_behind_proxy(&["--fault", "reset_peer=400ms"]);
+    let mut client = connect(proxy.socket());
+    let opened = Instant::now();
+    client.write_all(b"early").unwrap();
+    let mut got = [0u8; 5];
+    client.read_exact(&mut got).unwrap();
+    assert_eq!(&got, b"early", "served until then");
+    let (rest, _, _) = reads_until_closed(&mut client);
+    assert!(rest.is_empty());
+    let closed = opened.elapsed();
+    assert!(
+        closed >= Duration::from_millis(400) && closed < Duration::from_secs(3),
+        "{closed:?}"
+    );
+    // reset_peer with no delay: nothing at all.
+    let (_upstream, proxy) = echo_behind_proxy(&["--fault", "reset_peer"]);
+    let mut client = connect(proxy.socket());
+    let _ = client.write_all(b"hello");
+    let (all, _, took) = reads_until_closed(&mut client);
+    assert!(
+        all.is_empty() && took < Duration::from_secs(2),
+        "{all:?} {took:?}"
+    );
+}
