@@ -141,7 +141,7 @@ pub(crate) const GO: Tool = Tool {
 
 /// Every tool `cargo xtask ci` needs, checked before its first step. `.ci/run` installs the
 /// same packages (a test keeps the two lists equal).
-pub(crate) const ALL: [Tool; 12] = [
+pub(crate) const ALL: [Tool; 14] = [
     NC,
     SOCAT,
     GO,
@@ -216,6 +216,22 @@ pub(crate) const ALL: [Tool; 12] = [
         kind: "man",
         package: "man-db",
         why: "the man pages are rendered with man -l",
+    },
+    Tool {
+        command: "curl",
+        probe: &["--version"],
+        says: None,
+        kind: "curl",
+        package: "curl",
+        why: "the README's proxy recipe sends an HTTP request over a Unix socket with curl",
+    },
+    Tool {
+        command: "jq",
+        probe: &["--version"],
+        says: None,
+        kind: "jq",
+        package: "jq",
+        why: "the README's proxy recipe reads the recording with jq",
     },
 ];
 
