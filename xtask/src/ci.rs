@@ -39,6 +39,8 @@ pub(crate) const STEPS: [Step; 11] = [
             "-p",
             "udsecho-unix",
             "-p",
+            "udsecho-fault",
+            "-p",
             "udsecho-server",
             "-p",
             "udsecho-client",

@@ -61,6 +61,8 @@ pub const MAX_FDS: usize = 253;
 #[repr(C, align(8))]
 struct Space([MaybeUninit<u8>; SPACE]);
 
+// `UCred`'s size only: nothing is read through it.
+#[expect(clippy::disallowed_types)]
 const SPACE: usize = rustix::cmsg_space!(ScmCredentials(1), ScmRights(MAX_FDS));
 
 impl Space {

@@ -92,8 +92,8 @@ pub(crate) async fn serve_control(control: Control, faults: Arc<Faults>, shutdow
 /// Only our own user (or root) may change the faults: the file's mode says so for a path,
 /// and this for an abstract name, which has no file.
 fn trusted(fd: &OwnedFd) -> bool {
-    let me = rustix::process::geteuid();
-    rustix::net::sockopt::socket_peercred(fd).is_ok_and(|cred| cred.uid == me || cred.uid.is_root())
+    let me = rustix::process::geteuid().as_raw();
+    udsecho_unix::credentials::of_peer(fd).is_ok_and(|cred| cred.uid == me || cred.uid == 0)
 }
 
 /// Answers one control client's commands until it closes.

@@ -57,6 +57,7 @@ impl Dir {
 /// Who connected, from `SO_PEERCRED` when the connection was accepted.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Credentials {
+    /// 0: unknown (the peer is in a pid namespace the proxy cannot see).
     pub(crate) pid: u32,
     pub(crate) uid: u32,
     pub(crate) gid: u32,
@@ -65,17 +66,19 @@ pub(crate) struct Credentials {
 }
 
 impl Credentials {
-    /// The credentials of the peer of `fd`, if the kernel gives them.
+    /// The credentials of the peer of `fd`, if the kernel gives them (through
+    /// `udsecho-unix`, which keeps a pid of 0 — a peer in another pid namespace — as 0 here).
     pub(crate) fn of(fd: impl std::os::fd::AsFd) -> Option<Credentials> {
-        let cred = rustix::net::sockopt::socket_peercred(fd).ok()?;
-        let pid = u32::try_from(cred.pid.as_raw_nonzero().get()).unwrap_or(0);
-        let command = std::fs::read(format!("/proc/{pid}/comm"))
-            .ok()
+        let cred = udsecho_unix::credentials::of_peer(&fd).ok()?;
+        let pid = cred.pid.get().unwrap_or(0);
+        let command = (pid != 0)
+            .then(|| std::fs::read(format!("/proc/{pid}/comm")).ok())
+            .flatten()
             .map(|comm| String::from_utf8_lossy(comm.trim_ascii_end()).into_owned());
         Some(Credentials {
             pid,
-            uid: cred.uid.as_raw(),
-            gid: cred.gid.as_raw(),
+            uid: cred.uid,
+            gid: cred.gid,
             command,
         })
     }
