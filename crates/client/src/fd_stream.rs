@@ -170,6 +170,7 @@ impl FdStream {
         loop {
             ready!(self.stream.poll_write_ready(cx))?;
             let armed = self.armed.load(Ordering::Relaxed);
+            let order = crate::trace::sending();
             let sent = self.stream.try_io(Interest::WRITABLE, || {
                 let fds = if armed {
                     self.passing.fds()
@@ -185,6 +186,7 @@ impl FdStream {
                         self.armed.store(false, Ordering::Relaxed);
                     }
                     crate::trace::sent(&bytes[..n]);
+                    drop(order);
                     if let Some(end) = self.progress().and_then(|mut p| p.wrote(n)) {
                         self.end_sending(end);
                     }

@@ -82,15 +82,18 @@ impl MessageSocket {
     pub(crate) async fn send(&self, message: &[u8]) -> io::Result<()> {
         self.fd
             .async_io(Interest::WRITABLE, |fd| {
-                if self.passing.is_empty() {
+                let _order = crate::trace::sending();
+                let sent = if self.passing.is_empty() {
                     rustix::net::send(fd, message, SendFlags::NOSIGNAL)
                 } else {
                     descriptors::send(fd.as_fd(), message, &self.passing.fds())
+                };
+                if let Ok(n) = sent {
+                    crate::trace::sent(&message[..n.min(message.len())]);
                 }
-                .map_err(io::Error::from)
+                sent.map(drop).map_err(io::Error::from)
             })
             .await
-            .map(|n| crate::trace::sent(&message[..n.min(message.len())]))
     }
 
     /// Receives one message into `buf`. Cancel-safe: a message is either received whole

@@ -10,24 +10,43 @@
 
 use std::io::Write;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Mutex, MutexGuard, PoisonError};
 
 static ON: AtomicBool = AtomicBool::new(false);
 /// Bytes traced so far in each direction: the next record's offset.
 static SENT: AtomicU64 = AtomicU64::new(0);
 static RECEIVED: AtomicU64 = AtomicU64::new(0);
 
+/// Held by a sender from before its send until its record is written, and by a receiver
+/// while it writes its record: an answer cannot arrive before the send it answers, so its
+/// record cannot come before that send's either (the two directions run on different
+/// threads, and the send's record is written after the kernel took the bytes).
+static ORDER: Mutex<()> = Mutex::new(());
+
 /// Turns tracing on for the rest of the process.
 pub fn enable() {
     ON.store(true, Ordering::Relaxed);
 }
 
-/// Records `bytes` as sent to the server.
+/// While tracing: hold this around a send and its [`sent`] record, so that no record of what
+/// came back can be written between them. `None` (and nothing taken) when tracing is off.
+pub(crate) fn sending() -> Option<MutexGuard<'static, ()>> {
+    ON.load(Ordering::Relaxed)
+        .then(|| ORDER.lock().unwrap_or_else(PoisonError::into_inner))
+}
+
+/// Records `bytes` as sent to the server (under [`sending`]'s guard, where there is one).
 pub(crate) fn sent(bytes: &[u8]) {
     record('>', &SENT, bytes);
 }
 
-/// Records `bytes` as received from the server.
+/// Records `bytes` as received from the server: after any send in progress has been
+/// recorded.
 pub(crate) fn received(bytes: &[u8]) {
+    if !ON.load(Ordering::Relaxed) {
+        return;
+    }
+    let _order = ORDER.lock().unwrap_or_else(PoisonError::into_inner);
     record('<', &RECEIVED, bytes);
 }
 
