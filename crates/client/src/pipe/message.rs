@@ -80,6 +80,9 @@ where
     let mut upload = tokio::spawn(upload_messages(socket.clone(), input));
     let mut buf = vec![0u8; REPLY_BUFFER];
     let mut uploaded = false;
+    // Whether any reply came: a server that closes on us before answering anything most
+    // likely turned us away.
+    let mut answered = false;
     // The server hung up on the upload: what is left of its replies is printed first.
     let mut upload_failed: Option<ErrorKind> = None;
     let result = loop {
@@ -93,6 +96,7 @@ where
             },
             got = socket.recv(&mut buf) => match got {
                 Ok(Received::Message(n)) => {
+                    answered = true;
                     if let Err(e) = socket.take_returned().close() {
                         break Err(e);
                     }
@@ -117,8 +121,19 @@ where
                     };
                 }
                 Err(e) => {
+                    // A reset: the server closed with messages of ours unread. Whether the
+                    // upload saw it first (the server gone before our first send) or this
+                    // read did is a matter of timing; with no reply at all the likely
+                    // causes are the same.
                     let gone = || upload_failed.take().unwrap_or_else(|| {
-                        socket.gone("it did not read all of stdin")
+                        socket.gone(if answered {
+                            "it did not read all of stdin".to_owned()
+                        } else {
+                            format!(
+                                "before answering anything, with stdin unread: {}",
+                                crate::error::TURNED_AWAY
+                            )
+                        })
                     });
                     break Err(socket.failure("receiving", e, gone));
                 }

@@ -298,8 +298,10 @@ fn seqpacket_pipe_fails_when_the_server_closes_without_reading_stdin() {
         "{line}"
     );
     // It read nothing: the likely causes are named (#34), not `it read nothing from stdin`.
+    // Whether the client's send or its read meets the close first is timing: the send says
+    // "before reading anything", the read "before answering anything".
     assert!(
-        line.contains("before reading anything")
+        (line.contains("before reading anything") || line.contains("before answering anything"))
             && line.contains("--allow-uid")
             && line.contains("limit"),
         "names the likely causes: {line}"
