@@ -1,6 +1,8 @@
 //! Who is measured: the servers (udsecho, the epoll reference, plain tokio, the Go tutorial
-//! server, socat), the generator alone (`--loopback`), and in the pipe scenario the clients
-//! (udsecho-client, OpenBSD `nc`, socat). How to build, start and stop each.
+//! server, socat), the generator alone (`--loopback`), in the pipe scenario the clients
+//! (udsecho-client, OpenBSD `nc`, socat), and in the proxied scenarios the proxies in front of
+//! the epoll reference (udsecho-server --upstream, with and without --record, and socat). How
+//! to build, start and stop each.
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -30,6 +32,12 @@ pub(crate) enum Contender {
     NcPipe,
     /// Pipe scenario: `socat - UNIX-CONNECT:SOCKET`.
     SocatPipe,
+    /// Proxied scenarios: `udsecho-server --upstream REFERENCE`.
+    Proxy,
+    /// Proxied scenarios: the same with `--record FILE.jsonl` (a file in the run's directory).
+    ProxyRecording,
+    /// Proxied scenarios: `socat UNIX-LISTEN:SOCKET,fork UNIX-CONNECT:REFERENCE`.
+    SocatProxy,
 }
 
 /// What a column is to the comparison.
@@ -59,17 +67,25 @@ impl Contender {
             Contender::ClientPipe => "udsecho-client",
             Contender::NcPipe => "nc -NU",
             Contender::SocatPipe => "socat -",
+            Contender::Proxy => "udsecho --upstream",
+            Contender::ProxyRecording => "udsecho --upstream --record",
+            Contender::SocatProxy => "socat fork UNIX-CONNECT",
         }
     }
 
     pub(crate) fn role(self) -> Role {
         match self {
-            Contender::Udsecho | Contender::ClientPipe => Role::Ours,
+            Contender::Udsecho
+            | Contender::ClientPipe
+            | Contender::Proxy
+            | Contender::ProxyRecording => Role::Ours,
             Contender::Epoll | Contender::EpollPolling | Contender::NcPipe => Role::Reference,
             Contender::Loopback => Role::Headroom,
-            Contender::Tokio | Contender::Go | Contender::Socat | Contender::SocatPipe => {
-                Role::Peer
-            }
+            Contender::Tokio
+            | Contender::Go
+            | Contender::Socat
+            | Contender::SocatPipe
+            | Contender::SocatProxy => Role::Peer,
         }
     }
 }
@@ -108,6 +124,18 @@ impl Setup {
     /// generator alone where it applies.
     pub(crate) fn contenders(&self, scenario: &Scenario, plan: &Plan) -> Vec<Contender> {
         let mut list = Vec::new();
+        if scenario.proxied {
+            // The reference, direct, is what the proxies' ratios are taken against.
+            list.extend([
+                Contender::Proxy,
+                Contender::ProxyRecording,
+                Contender::Epoll,
+            ]);
+            if self.socat {
+                list.push(Contender::SocatProxy);
+            }
+            return list;
+        }
         match scenario.load {
             Load::Pingpong { framed: true, .. } => list.push(Contender::Udsecho),
             Load::Pipe { .. } => {
@@ -212,6 +240,9 @@ impl Setup {
             (Contender::Loopback, None) => {
                 return Err("the loopback has no server".to_owned());
             }
+            (Contender::Proxy | Contender::ProxyRecording | Contender::SocatProxy, None) => {
+                return Err(format!("{} needs an upstream (start_proxy)", who.name()));
+            }
         };
         if let Some((_, cpus)) = pinned {
             cmd = taskset(cpus, &cmd);
@@ -228,6 +259,79 @@ impl Setup {
             return Err(format!("never accepted on {}: {e}", socket.display()));
         }
         Ok(child)
+    }
+}
+
+/// A proxy and the epoll reference behind it.
+pub(crate) struct Proxied {
+    pub(crate) proxy: Child,
+    pub(crate) upstream: Child,
+}
+
+impl Proxied {
+    /// Stops the proxy, then the reference.
+    pub(crate) fn stop(mut self) {
+        crate::child::stop(&mut self.proxy, Duration::from_secs(5));
+        crate::child::stop(&mut self.upstream, Duration::from_secs(5));
+    }
+}
+
+impl Setup {
+    /// Starts the epoll reference on `dir`/up.sock and proxy `who` in front of it on
+    /// `dir`/p.sock (returned), recording into `dir` for [`Contender::ProxyRecording`]; waits
+    /// until both accept.
+    pub(crate) fn start_proxy(
+        &self,
+        who: Contender,
+        dir: &Path,
+    ) -> Result<(Proxied, PathBuf), String> {
+        let up = dir.join("up.sock");
+        let front = dir.join("p.sock");
+        let mut upstream = self.start(Contender::Epoll, &up)?;
+        let mut cmd = match who {
+            Contender::Proxy | Contender::ProxyRecording => {
+                let mut c = Command::new(&self.server);
+                c.arg("--socket")
+                    .arg(&front)
+                    .arg("--upstream")
+                    .arg(&up)
+                    .arg("--quiet");
+                if who == Contender::ProxyRecording {
+                    c.arg("--record").arg(dir.join("record.jsonl"));
+                }
+                c
+            }
+            Contender::SocatProxy => {
+                let mut c = Command::new("socat");
+                c.arg(format!("UNIX-LISTEN:{},fork,backlog=4096", front.display()))
+                    .arg(format!("UNIX-CONNECT:{}", up.display()));
+                c
+            }
+            other => {
+                crate::child::stop(&mut upstream, Duration::from_secs(5));
+                return Err(format!("{} is not a proxy", other.name()));
+            }
+        };
+        let proxy = cmd
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .map_err(|e| format!("cannot start: {e}"));
+        let mut proxy = match proxy {
+            Ok(p) => p,
+            Err(e) => {
+                crate::child::stop(&mut upstream, Duration::from_secs(5));
+                return Err(e);
+            }
+        };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        if let Err(e) = udsecho_harness::wait_for_socket(&front, deadline, || false) {
+            crate::child::kill(&mut proxy);
+            crate::child::stop(&mut upstream, Duration::from_secs(5));
+            return Err(format!("never accepted on {}: {e}", front.display()));
+        }
+        Ok((Proxied { proxy, upstream }, front))
     }
 }
 

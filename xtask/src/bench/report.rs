@@ -217,6 +217,13 @@ const SERVERS: [Contender; 6] = [
     Contender::Go,
     Contender::Socat,
 ];
+/// Columns of the proxy table, in order.
+const PROXIES: [Contender; 4] = [
+    Contender::Proxy,
+    Contender::ProxyRecording,
+    Contender::Epoll,
+    Contender::SocatProxy,
+];
 const PIPE_CLIENTS: [Contender; 3] = [
     Contender::ClientPipe,
     Contender::NcPipe,
@@ -294,7 +301,7 @@ impl Results {
     fn server_rows(&self) -> impl Iterator<Item = &Row> {
         self.rows
             .iter()
-            .filter(|r| !matches!(r.scenario.load, Load::Pipe { .. }))
+            .filter(|r| !r.scenario.proxied && !matches!(r.scenario.load, Load::Pipe { .. }))
     }
 
     /// The servers that appear anywhere, in column order.
@@ -337,6 +344,7 @@ impl Results {
         md += &self.latency_table();
         md += &self.headroom_table();
         md += &self.pipe_table();
+        md += &self.proxy_table();
         md += &self.notes();
         md
     }
@@ -374,6 +382,9 @@ impl Results {
             let (to_ref, to_best) = row.figure_ratios(figure);
             cells.extend([ratio(to_ref), ratio(to_best)]);
             t.rows.push(cells);
+        }
+        if t.rows.is_empty() {
+            return String::new();
         }
         format!("{title_and_intro}\n\n{}\n", t.render())
     }
@@ -426,6 +437,9 @@ impl Results {
             }
             cells.push(ratio(row.figure_ratios(Figure::P99).0));
             t.rows.push(cells);
+        }
+        if t.rows.is_empty() {
+            return String::new();
         }
         format!(
             "## Latency\n\nSend to complete echo, µs, p50 / p99 / p99.9 (medians over the runs). \
@@ -535,6 +549,81 @@ impl Results {
             "## The client as a pipe\n\n`head -c N /dev/zero | CLIENT > /dev/null` against the \
              epoll reference, wall time from start to exit; each client first passed 16 MiB \
              through intact. Higher is better.\n\n{}\n",
+            t.render()
+        )
+    }
+
+    /// The proxied scenarios: each proxy's figure and CPU, and its ratios to the reference
+    /// alone (direct) and to socat's proxy.
+    fn proxy_table(&self) -> String {
+        let rows: Vec<&Row> = self.rows.iter().filter(|r| r.scenario.proxied).collect();
+        if rows.is_empty() {
+            return String::new();
+        }
+        let mut head = vec!["scenario".to_owned(), "unit".to_owned()];
+        head.extend(PROXIES.iter().map(|c| c.name().to_owned()));
+        head.extend(
+            [
+                "--upstream ÷ direct",
+                "--record ÷ direct",
+                "--upstream ÷ socat",
+                "--record ÷ socat",
+                "CPU per unit: --upstream / --record / socat",
+                "generator cores",
+            ]
+            .map(str::to_owned),
+        );
+        let mut t = Table::new(head, 2);
+        for row in rows {
+            let load = row.scenario.load;
+            let med = |who: Contender, figure: Figure| {
+                row.column(who)
+                    .and_then(|c| c.figure(figure, load))
+                    .map(|s| s.median)
+            };
+            let to = |ours: Contender, other: Contender| {
+                let (o, x) = (med(ours, Figure::Headline)?, med(other, Figure::Headline)?);
+                (x > 1e-9).then_some(o / x)
+            };
+            let show = |v: Option<f64>| v.map_or("—".to_owned(), number);
+            let mut cells = vec![row.scenario.name.clone(), row.scenario.unit().to_owned()];
+            for who in PROXIES {
+                cells.push(
+                    self.cell(
+                        row.column(who)
+                            .and_then(|c| c.figure(Figure::Headline, load)),
+                    ),
+                );
+            }
+            cells.extend([
+                ratio(to(Contender::Proxy, Contender::Epoll)),
+                ratio(to(Contender::ProxyRecording, Contender::Epoll)),
+                ratio(to(Contender::Proxy, Contender::SocatProxy)),
+                ratio(to(Contender::ProxyRecording, Contender::SocatProxy)),
+                format!(
+                    "{} / {} / {} {}",
+                    show(med(Contender::Proxy, Figure::ServerCpu)),
+                    show(med(Contender::ProxyRecording, Figure::ServerCpu)),
+                    show(med(Contender::SocatProxy, Figure::ServerCpu)),
+                    row.scenario.cpu_unit().unwrap_or_default()
+                ),
+                format!(
+                    "{} / {} / {}",
+                    show(med(Contender::Proxy, Figure::GeneratorCores)),
+                    show(med(Contender::ProxyRecording, Figure::GeneratorCores)),
+                    show(med(Contender::SocatProxy, Figure::GeneratorCores)),
+                ),
+            ]);
+            t.rows.push(cells);
+        }
+        format!(
+            "## Through a proxy\n\nThe same load through a proxy in front of the epoll \
+             reference: `udsecho-server --upstream` (docs/proxy.md), the same with `--record` \
+             to a JSONL file in the run's directory, and `socat UNIX-LISTEN:…,fork \
+             UNIX-CONNECT:…`; \"epoll reference\" is the reference alone, direct, which a \
+             proxy's extra hop each way cannot beat (about half of it is the ceiling). CPU is \
+             the proxy's (all threads and children; the reference's is not counted). Higher \
+             is better.\n\n{}\n",
             t.render()
         )
     }

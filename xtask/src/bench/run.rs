@@ -46,6 +46,17 @@ pub(crate) fn one(
         return loadgen(setup, plan, scenario.load, None).map(|r| Measured::Load(Box::new(r)));
     }
     let dir = short_temp_dir();
+    if scenario.proxied && who != Contender::Epoll {
+        let (proxied, socket) = setup.start_proxy(who, dir.path())?;
+        let result = loadgen(
+            setup,
+            plan,
+            scenario.load,
+            Some((&socket, proxied.proxy.id())),
+        );
+        proxied.stop();
+        return result.map(|r| Measured::Load(Box::new(r)));
+    }
     let socket = dir.path().join("b.sock");
     let mut server = setup.start(who, &socket)?;
     let result = loadgen(setup, plan, scenario.load, Some((&socket, server.id())));

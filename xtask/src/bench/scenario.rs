@@ -83,14 +83,28 @@ pub(crate) enum Load {
     Blocking { every_ms: Option<u64> },
 }
 
-/// One scenario: a name for people and the load.
+/// One scenario: a name for people, the load, and whether it goes through a proxy.
 #[derive(Debug, Clone, Serialize)]
 pub(crate) struct Scenario {
     pub(crate) name: String,
     pub(crate) load: Load,
+    /// The load goes through a proxy in front of the epoll reference (the proxy is what is
+    /// measured; the reference alone, direct, is the yardstick).
+    pub(crate) proxied: bool,
 }
 
 impl Scenario {
+    /// `load` through a proxy (docs/proxy.md): udsecho-server --upstream, with and without
+    /// --record, and socat, each in front of the epoll reference.
+    fn proxied(load: Load) -> Scenario {
+        let direct = Scenario::new(load);
+        Scenario {
+            name: format!("proxied {}", direct.name),
+            load,
+            proxied: true,
+        }
+    }
+
     fn new(load: Load) -> Scenario {
         let name = match load {
             Load::Pingpong {
@@ -122,7 +136,11 @@ impl Scenario {
                 format!("trickle: blocking client 64 B every {ms} ms, 1 connection")
             }
         };
-        Scenario { name, load }
+        Scenario {
+            name,
+            load,
+            proxied: false,
+        }
     }
 
     /// The unit of the headline figure.
@@ -175,6 +193,13 @@ pub(crate) fn all(plan: &Plan) -> Vec<Scenario> {
         pipeline,
         framed: true,
     };
+    let streams = |connections: usize| Load::Stream {
+        connections,
+        write: 64 * 1024,
+    };
+    let proxied = [pingpong(1, 64), pingpong(100, 64), streams(1), streams(8)]
+        .into_iter()
+        .map(Scenario::proxied);
     [
         pingpong(1, 64),
         Load::Blocking { every_ms: None },
@@ -183,14 +208,8 @@ pub(crate) fn all(plan: &Plan) -> Vec<Scenario> {
         pingpong(1_000, 64),
         pingpong(most, 64),
         pingpong(1, 16 * 1024),
-        Load::Stream {
-            connections: 1,
-            write: 64 * 1024,
-        },
-        Load::Stream {
-            connections: 8,
-            write: 64 * 1024,
-        },
+        streams(1),
+        streams(8),
         Load::Stream {
             connections: 1,
             write: 1024,
@@ -204,6 +223,7 @@ pub(crate) fn all(plan: &Plan) -> Vec<Scenario> {
     ]
     .into_iter()
     .map(Scenario::new)
+    .chain(proxied)
     .collect()
 }
 
@@ -262,6 +282,20 @@ mod tests {
         assert!(
             full.iter()
                 .any(|s| s.name == "pipe 1 GiB through the client")
+        );
+        let proxied: Vec<&str> = full
+            .iter()
+            .filter(|s| s.proxied)
+            .map(|s| s.name.as_str())
+            .collect();
+        assert_eq!(
+            proxied,
+            [
+                "proxied ping-pong 64 B, 1 connection",
+                "proxied ping-pong 64 B, 100 connections",
+                "proxied stream 64 KiB writes, 1 connection",
+                "proxied stream 64 KiB writes, 8 connections",
+            ]
         );
     }
 }

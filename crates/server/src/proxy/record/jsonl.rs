@@ -1,5 +1,10 @@
 //! `--record FILE.jsonl`: one JSON object a line, one line an event. The schema is
 //! docs/proxy.md's and stays stable: fields are only ever added.
+//!
+//! A read's bytes are written once, exactly: as the JSON string `text` when they are UTF-8
+//! with no NUL, else as `base64`. They are the last field of the line and written straight
+//! into it (the rest goes through serde), so a busy stream costs one base64 pass and one copy
+//! per byte, not an escaping pass over a string built for the purpose.
 
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
@@ -15,6 +20,8 @@ use crate::echo_log::escape_into;
 pub(super) struct Jsonl<W> {
     out: W,
     path: PathBuf,
+    /// One line, built whole before it is written (reused).
+    scratch: Vec<u8>,
 }
 
 impl<W: Write> Jsonl<W> {
@@ -22,6 +29,7 @@ impl<W: Write> Jsonl<W> {
         Jsonl {
             out,
             path: path.to_owned(),
+            scratch: Vec::new(),
         }
     }
 }
@@ -36,10 +44,6 @@ struct Line<'a> {
     dir: Option<&'static str>,
     #[serde(skip_serializing_if = "Option::is_none")]
     len: Option<usize>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    text: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    base64: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     fds: Option<Vec<Fd>>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -85,8 +89,39 @@ impl<'a> Peer<'a> {
     }
 }
 
+/// How a read's bytes are written: `text` when they are UTF-8 with no NUL (a JSON string
+/// holds them exactly), `base64` otherwise.
+fn as_text(bytes: &[u8]) -> Option<&str> {
+    if bytes.contains(&0) {
+        return None;
+    }
+    std::str::from_utf8(bytes).ok()
+}
+
+/// Appends `"text":"..."` or `"base64":"..."` for `bytes` to the line in `out`.
+fn push_bytes(out: &mut Vec<u8>, bytes: &[u8]) -> io::Result<()> {
+    if let Some(text) = as_text(bytes) {
+        out.extend_from_slice(b"\"text\":");
+        serde_json::to_writer(&mut *out, text)?;
+    } else {
+        let engine = &base64::engine::general_purpose::STANDARD;
+        out.extend_from_slice(b"\"base64\":\"");
+        let start = out.len();
+        out.resize(
+            start + base64::encoded_len(bytes.len(), true).unwrap_or(0),
+            0,
+        );
+        let written = engine
+            .encode_slice(bytes, &mut out[start..])
+            .map_err(io::Error::other)?;
+        out.truncate(start + written);
+        out.push(b'"');
+    }
+    Ok(())
+}
+
 /// `bytes` escaped as `-v` escapes them (controls as `\n`, `\u{1b}`, bytes that are not UTF-8
-/// as `\xNN`), whole.
+/// as `\xNN`), whole: for descriptor paths and commands, which are for reading.
 pub(crate) fn escaped(bytes: &[u8]) -> String {
     let mut text = String::with_capacity(bytes.len());
     escape_into(bytes, &mut text);
@@ -120,8 +155,6 @@ fn line(t: f64, event: &Event) -> Line<'_> {
             line.event = "data";
             line.dir = Some(dir.name());
             line.len = Some(bytes.len());
-            line.text = Some(escaped(bytes));
-            line.base64 = Some(base64::engine::general_purpose::STANDARD.encode(bytes));
             line.fds = Some(
                 fds.iter()
                     .map(|fd| Fd {
@@ -157,8 +190,18 @@ fn line(t: f64, event: &Event) -> Line<'_> {
 
 impl<W: Write + Send> Sink for Jsonl<W> {
     fn write(&mut self, t: f64, event: &Event) -> io::Result<()> {
-        serde_json::to_writer(&mut self.out, &line(t, event))?;
-        self.out.write_all(b"\n")
+        let out = &mut self.scratch;
+        out.clear();
+        serde_json::to_writer(&mut *out, &line(t, event))?;
+        if let What::Data { bytes, .. } = &event.what {
+            // The object's closing brace comes back after the bytes.
+            out.pop();
+            out.push(b',');
+            push_bytes(out, bytes)?;
+            out.push(b'}');
+        }
+        out.push(b'\n');
+        self.out.write_all(out)
     }
 
     fn flush(&mut self) -> io::Result<()> {
@@ -193,26 +236,44 @@ mod tests {
         serde_json::from_str(&text).unwrap()
     }
 
-    #[test]
-    fn a_read_is_one_line_with_its_bytes_twice_and_its_descriptors() {
-        let line = written(What::Data {
+    fn data(bytes: &'static [u8]) -> What {
+        What::Data {
             dir: Dir::ToUpstream,
-            bytes: Bytes::from_static(b"GET / HTTP/1.1\r\n\xff"),
+            bytes: Bytes::from_static(bytes),
             fds: vec![Identity {
                 kind: "file".to_owned(),
-                path: Some(b"/etc/hosts".to_vec()),
+                path: Some(b"/etc/hosts\n".to_vec()),
             }],
             frames: Vec::new(),
-        });
+        }
+    }
+
+    #[test]
+    fn a_read_of_text_is_one_line_with_its_text_exactly_and_its_descriptors() {
+        let line = written(data("GET / HTTP/1.1\r\n\u{1b}[1m\"é\"\\".as_bytes()));
         assert_eq!(
             line,
             serde_json::json!({
-                "t": 1.5, "conn": 3, "event": "data", "dir": "to_upstream", "len": 17,
-                "text": "GET / HTTP/1.1\\r\\n\\xff",
-                "base64": "R0VUIC8gSFRUUC8xLjENCv8=",
-                "fds": [{"kind": "file", "path": "/etc/hosts"}],
+                "t": 1.5, "conn": 3, "event": "data", "dir": "to_upstream", "len": 25,
+                "text": "GET / HTTP/1.1\r\n\u{1b}[1m\"é\"\\",
+                "fds": [{"kind": "file", "path": "/etc/hosts\\n"}],
             })
         );
+    }
+
+    #[test]
+    fn a_read_that_is_not_utf8_or_holds_a_nul_is_base64() {
+        for (bytes, base64) in [
+            (&b"GET / HTTP/1.1\r\n\xff"[..], "R0VUIC8gSFRUUC8xLjENCv8="),
+            (&b"\0\0\0\x05hello"[..], "AAAABWhlbGxv"),
+        ] {
+            let mut line = written(data(bytes));
+            assert_eq!(line["len"], bytes.len());
+            assert_eq!(line["base64"], base64, "{bytes:?}");
+            assert!(line.as_object_mut().unwrap().remove("text").is_none());
+        }
+        // A seqpacket's empty message.
+        assert_eq!(written(data(b""))["text"], "");
     }
 
     #[test]

@@ -24,7 +24,7 @@ use std::io::{self, BufWriter};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
-use std::time::{Instant, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use bytes::Bytes;
 use tokio::sync::mpsc;
@@ -35,6 +35,18 @@ use crate::descriptors::Identity;
 
 /// Events waiting for the writer before connections have to wait for it.
 const QUEUED: usize = 1024;
+
+/// How long the writer sleeps when it finds the queue empty, while events keep coming.
+const NAP: Duration = Duration::from_millis(1);
+
+/// Naps in a row with nothing new before the writer flushes and parks until woken.
+const NAPS_BEFORE_PARKING: u32 = 20;
+
+/// While events keep coming, the files are flushed at least this often.
+const FLUSH_EVERY: Duration = Duration::from_millis(100);
+
+/// Each file's write buffer: a busy recording goes to the kernel in writes this large.
+const BUFFER: usize = 256 * 1024;
 
 /// Which way bytes went.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -192,7 +204,7 @@ impl Recorder {
         };
         let create = |path: &Path| {
             File::create(path)
-                .map(BufWriter::new)
+                .map(|file| BufWriter::with_capacity(BUFFER, file))
                 .map_err(|e| failed(path, "create the recording", e))
         };
         let mut sinks: Vec<Box<dyn Sink>> = Vec::new();
@@ -246,8 +258,15 @@ impl Recorder {
     }
 }
 
-/// The writer thread: events in order, flushed whenever the queue runs dry. A file that
-/// fails (disk full) is reported once and dropped; the others, and the proxy, go on.
+/// The writer thread: events in order. A file that fails (disk full) is reported once and
+/// dropped; the others, and the proxy, go on.
+///
+/// Waking a parked thread is a system call for whoever sends, and a busy proxy would pay it
+/// for nearly every event (the writer keeps up, finds the queue empty, parks): so while events
+/// keep coming the writer naps [`NAP`] when the queue is empty, with no waker for senders to
+/// call, and parks only after [`NAPS_BEFORE_PARKING`] naps with nothing new. It flushes when
+/// it parks and at least every [`FLUSH_EVERY`] in between, so `tail -f` is at most that far
+/// behind.
 fn write_all(mut events: mpsc::Receiver<Message>, mut sinks: Vec<Box<dyn Sink>>, start: Instant) {
     let fail = |sink: &dyn Sink, e: io::Error| {
         tracing::warn!(
@@ -255,7 +274,40 @@ fn write_all(mut events: mpsc::Receiver<Message>, mut sinks: Vec<Box<dyn Sink>>,
             sink.name().display()
         );
     };
-    while let Some(message) = events.blocking_recv() {
+    let flush = |sinks: &mut Vec<Box<dyn Sink>>| {
+        sinks.retain_mut(|sink| match sink.flush() {
+            Ok(()) => true,
+            Err(e) => {
+                fail(sink.as_ref(), e);
+                false
+            }
+        });
+    };
+    let mut naps = 0;
+    let mut flushed = Instant::now();
+    loop {
+        let message = match events.try_recv() {
+            Ok(message) => message,
+            Err(mpsc::error::TryRecvError::Disconnected) => break,
+            Err(mpsc::error::TryRecvError::Empty) if naps < NAPS_BEFORE_PARKING => {
+                if flushed.elapsed() >= FLUSH_EVERY {
+                    flush(&mut sinks);
+                    flushed = Instant::now();
+                }
+                naps += 1;
+                std::thread::sleep(NAP);
+                continue;
+            }
+            Err(mpsc::error::TryRecvError::Empty) => {
+                flush(&mut sinks);
+                flushed = Instant::now();
+                match events.blocking_recv() {
+                    Some(message) => message,
+                    None => break,
+                }
+            }
+        };
+        naps = 0;
         let Message::Event(event) = message else {
             break;
         };
@@ -267,19 +319,6 @@ fn write_all(mut events: mpsc::Receiver<Message>, mut sinks: Vec<Box<dyn Sink>>,
                 false
             }
         });
-        if events.is_empty() {
-            sinks.retain_mut(|sink| match sink.flush() {
-                Ok(()) => true,
-                Err(e) => {
-                    fail(sink.as_ref(), e);
-                    false
-                }
-            });
-        }
     }
-    for sink in &mut sinks {
-        if let Err(e) = sink.flush() {
-            fail(sink.as_ref(), e);
-        }
-    }
+    flush(&mut sinks);
 }
