@@ -201,22 +201,7 @@ pub(super) async fn messages(
         // The next message's length (MSG_TRUNC), without taking it. Its credentials (every
         // message has them: SO_PASSCRED) tell an empty message from the end; no room for its
         // descriptors: a peek's are copies, closed at once.
-        if let Some(faults) = flow.faults.as_mut().filter(|f| f.holds()) {
-            // A message held back for `reorder` goes out at the drain, if no other comes
-            // first.
-            let drain = tokio::select! {
-                ready = from.readable() => {
-                    // Dropped without clearing: the read below sees it ready.
-                    let _ready = ready.map_err(|e| Broken::new(source, e))?;
-                    false
-                }
-                () = faults.drain_begun() => true,
-            };
-            if drain {
-                send_held(to, faults, flow.forwarded).await?;
-            }
-        }
-        let (len, eof) = when_ready(from, source, |fd| {
+        let peek = |fd: BorrowedFd<'_>| {
             udsecho_unix::passing::recv(
                 fd,
                 &mut [],
@@ -225,8 +210,19 @@ pub(super) async fn messages(
                 true,
             )
             .map(|got| (got.len, got.len == 0 && got.creds.is_none()))
-        })
-        .await?;
+        };
+        let (len, eof) = match flow.faults.as_mut().filter(|f| f.holds()) {
+            // A message held back for `reorder` goes out at the drain, if no other comes
+            // first.
+            Some(faults) => tokio::select! {
+                peeked = when_ready(from, source, peek) => peeked?,
+                () = faults.drain_begun() => {
+                    send_held(to, faults, flow.forwarded).await?;
+                    continue;
+                }
+            },
+            None => when_ready(from, source, peek).await?,
+        };
         if eof {
             if let Some(faults) = &mut flow.faults {
                 // The message held back goes before the end.

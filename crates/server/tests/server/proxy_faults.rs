@@ -151,6 +151,31 @@ fn seqpacket_proxy_reset_peer_closes_at_once_or_when_due() {
     sooner_than(opened, Duration::from_secs(3));
 }
 
+#[test]
+fn sigterm_sends_the_message_a_reorder_held_back_in_a_seqpacket_proxy() {
+    let (_upstream, mut proxy) = proxy_of("seqpacket", &["reorder=1"], &[]);
+    let fd = seqpacket(proxy.socket());
+    rustix::net::send(&fd, b"held back", SendFlags::empty()).unwrap();
+    assert_eq!(
+        next_message(&fd),
+        Err(rustix::io::Errno::AGAIN),
+        "held for the next message"
+    );
+    proxy.signal(udsecho_harness::Signal::TERM).unwrap();
+    assert_eq!(
+        next_message(&fd),
+        Ok(Some(b"held back".to_vec())),
+        "the drain lifts the fault"
+    );
+    rustix::net::shutdown(&fd, rustix::net::Shutdown::Write).unwrap();
+    assert_eq!(next_message(&fd), Ok(None));
+    assert!(
+        proxy.wait_exit(STOP).unwrap().success(),
+        "{}",
+        proxy.stderr()
+    );
+}
+
 /// Which of 16 messages come back through a seqpacket proxy with `loss=0.5` and `seed`.
 fn kept(seed: &str) -> Vec<u8> {
     let sent: Vec<[u8; 1]> = (0..16u8).map(|i| [i]).collect();
