@@ -62,6 +62,11 @@ fn message_faults_hold(through: impl Fn(&str) -> Vec<Vec<u8>>) {
 #[test]
 fn seqpacket_proxy_loses_duplicates_reorders_and_truncates_what_goes_to_the_client() {
     message_faults_hold(|fault| through_seqpacket(&[fault], &[], &SENT));
+    assert_eq!(
+        through_seqpacket(&["reorder=1"], &[], &[b"alone"]),
+        [b"alone"],
+        "a message held back with none after it goes before the end"
+    );
 }
 
 #[test]
