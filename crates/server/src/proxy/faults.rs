@@ -188,6 +188,10 @@ impl ClientFaults {
         let had = !self.hits.is_empty();
         self.effects = Effects::of(&hits);
         self.hits = hits;
+        if self.kind == SocketType::Datagram {
+            // As in the echo's datagram socket, each reply a fault hits says so instead.
+            return;
+        }
         match self.names() {
             Some(names) => tracing::debug!("fault: {names}"),
             None if had => tracing::debug!("fault: none"),

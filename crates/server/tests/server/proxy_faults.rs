@@ -198,15 +198,18 @@ fn seqpacket_proxy_draws_replay_with_the_same_seed() {
     assert_eq!(kept("7"), first);
 }
 
-#[test]
-fn a_fault_added_through_control_reaches_an_open_seqpacket_proxy_connection() {
+/// A proxy of `kind` with `-v` and a control socket (at `PATH`, in `DIR`), in front of an
+/// echo: `(DIR, PATH, echo, proxy)`.
+fn controlled(kind: &str) -> (tempfile::TempDir, std::path::PathBuf, Server, Server) {
     let dir = short_temp_dir();
     let path = dir.path().join("control.sock");
-    let (_upstream, proxy) = proxy_of(
-        "seqpacket",
-        &[],
-        &["-v", "--control", path.to_str().unwrap()],
-    );
+    let (upstream, proxy) = proxy_of(kind, &[], &["-v", "--control", path.to_str().unwrap()]);
+    (dir, path, upstream, proxy)
+}
+
+#[test]
+fn a_fault_added_through_control_reaches_an_open_seqpacket_proxy_connection() {
+    let (_dir, path, _upstream, proxy) = controlled("seqpacket");
     let fd = seqpacket(proxy.socket());
     let round_trip = |message: &[u8]| {
         rustix::net::send(&fd, message, SendFlags::empty()).unwrap();
@@ -296,13 +299,7 @@ fn datagram_proxy_draws_and_shares_replay_with_the_same_seed() {
 
 #[test]
 fn datagram_proxy_takes_faults_through_control_and_names_them_with_verbose() {
-    let dir = short_temp_dir();
-    let path = dir.path().join("control.sock");
-    let (_upstream, proxy) = proxy_of(
-        "datagram",
-        &[],
-        &["-v", "--control", path.to_str().unwrap()],
-    );
+    let (dir, path, _upstream, proxy) = controlled("datagram");
     let socket = sender(dir.path(), "c.sock");
     socket.send_to(b"healthy", proxy.socket()).unwrap();
     assert_eq!(replies(&socket), [b"healthy"]);
