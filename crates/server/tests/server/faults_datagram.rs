@@ -48,10 +48,15 @@ pub(crate) fn replies(socket: &UnixDatagram) -> Vec<Vec<u8>> {
 /// The replies to `sent`, from a server with `fault`.
 fn datagram_echoes(fault: &str, sent: &[&[u8]]) -> Vec<Vec<u8>> {
     let server = datagram_server(&[fault], &[]);
+    replies_to(server.socket(), sent)
+}
+
+/// The replies to `sent` from one bound sender to `to`, until none comes for [`QUIET`].
+pub(crate) fn replies_to(to: &Path, sent: &[&[u8]]) -> Vec<Vec<u8>> {
     let dir = short_temp_dir();
     let socket = sender(dir.path(), "c.sock");
     for datagram in sent {
-        socket.send_to(datagram, server.socket()).unwrap();
+        socket.send_to(datagram, to).unwrap();
     }
     replies(&socket)
 }

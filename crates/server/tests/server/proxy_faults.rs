@@ -10,7 +10,7 @@ use rustix::net::SendFlags;
 use udsecho_harness::{Server, short_temp_dir};
 
 use crate::faults::{at_least, next_message, seqpacket, sooner_than};
-use crate::faults_datagram::{control, replies, replies_per_named_sender, sender};
+use crate::faults_datagram::{control, replies, replies_per_named_sender, replies_to, sender};
 use crate::proxy::proxy_to;
 
 const STOP: Duration = Duration::from_secs(10);
@@ -233,12 +233,7 @@ fn a_fault_added_through_control_reaches_an_open_seqpacket_proxy_connection() {
 /// flags; the replies, until none comes for 500 ms.
 fn through_datagram(faults: &[&str], more: &[&str], sent: &[&[u8]]) -> Vec<Vec<u8>> {
     let (_upstream, proxy) = proxy_of("datagram", faults, more);
-    let dir = short_temp_dir();
-    let socket = sender(dir.path(), "c.sock");
-    for datagram in sent {
-        socket.send_to(datagram, proxy.socket()).unwrap();
-    }
-    replies(&socket)
+    replies_to(proxy.socket(), sent)
 }
 
 #[test]
