@@ -125,7 +125,7 @@ pub(crate) struct Cli {
     /// Be a proxy: connect each client to this socket (a path, or @name) and forward
     /// bytes and passed descriptors both ways instead of echoing (docs/proxy.md). An upstream
     /// that does not answer at start is a warning: each connection tries it again. --fault
-    /// applies to what goes to the client (stream sockets)
+    /// applies to what goes to the client (which faults, by socket type: docs/proxy.md)
     #[arg(long, value_name = "TARGET", value_parser = parse_socket)]
     pub(crate) upstream: Option<SocketAddress>,
 
@@ -409,23 +409,17 @@ impl Cli {
             ));
         }
         let kind = self.socket_type();
-        if self.upstream.is_some() {
-            if kind != SocketType::Stream && (!self.faults.is_empty() || self.control.is_some()) {
-                return Err(Cli::command().error(
-                    clap::error::ErrorKind::ArgumentConflict,
-                    format!("the proxy applies faults to stream connections only, not {kind}"),
-                ));
-            }
-            if let Some(spec) = self.faults.iter().find(|s| !proxy_applies(&s.fault)) {
-                return Err(Cli::command().error(
-                    clap::error::ErrorKind::ArgumentConflict,
-                    format!(
-                        "--fault {}: the proxy applies {} (to what goes to the client)",
-                        spec.fault.name(),
-                        udsecho_server::PROXY_FAULTS
-                    ),
-                ));
-            }
+        if self.upstream.is_some()
+            && let Some(spec) = self.faults.iter().find(|s| !proxy_applies(kind, &s.fault))
+        {
+            return Err(Cli::command().error(
+                clap::error::ErrorKind::ArgumentConflict,
+                format!(
+                    "--fault {}: a {kind} proxy applies {} (to what goes to the client)",
+                    spec.fault.name(),
+                    udsecho_server::proxy_faults(kind)
+                ),
+            ));
         }
         if self.once && kind == SocketType::Datagram {
             return Err(Cli::command().error(

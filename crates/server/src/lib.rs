@@ -46,7 +46,7 @@ pub use crate::config::{
 pub use crate::fault::{Answer, Control, Fault, FaultError, FaultSpec, Faults};
 pub use crate::listen_error::ListenError;
 pub use crate::listener::{Inherited, Listener};
-pub use crate::proxy::faults::{APPLIED as PROXY_FAULTS, applies as proxy_applies};
+pub use crate::proxy::faults::{applied as proxy_faults, applies as proxy_applies};
 pub use crate::proxy::record::{RecordError, Recorder};
 pub use crate::server::{ServeError, run, run_with_control};
 pub use crate::shutdown::Shutdown;

@@ -1,6 +1,8 @@
 //! Why a datagram got no answer ([`Dropped`]), and the count of them that reaches the log
 //! ([`DropLog`]): a first line at once, then a summary at most every few seconds, so that a
-//! flood of bad datagrams is a few lines, not one per datagram.
+//! flood of bad datagrams is a few lines, not one per datagram. The echo's and the datagram
+//! proxy's (`proxy/datagram.rs`: a datagram on its way to the upstream, a reply on its way
+//! back).
 
 use std::time::Duration;
 
@@ -11,7 +13,7 @@ const REPORT_EVERY: Duration = Duration::from_secs(5);
 
 /// Why a datagram got no answer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) enum Dropped {
+pub(crate) enum Dropped {
     /// Its sender has no address.
     Unnamed,
     /// Its sender is not in `--allow-uid`.
@@ -52,11 +54,27 @@ pub(super) enum Dropped {
     /// The sender was gone before the descriptors its datagram passed could go back (a
     /// datagram without any is not counted: nothing of it is lost that the sender kept).
     SenderGone,
+    /// The kernel gave no credentials with it (the proxy's `--allow-uid` cannot be checked).
+    NoCredentials,
+    /// The proxy's upstream could not be reached for a new sender's relay.
+    UpstreamUnreachable,
+    /// The proxy could not set up a relay for a new sender.
+    NoRelay,
+    /// The proxy's upstream's queue was full.
+    UpstreamNotReading,
+    /// The proxy's upstream has gone away.
+    UpstreamGone,
+    /// The proxy's upstream refused it otherwise.
+    UpstreamRefused,
+    /// A reply the proxy could not take whole (too large, or its descriptors).
+    ReplyNotWhole,
+    /// A reply the proxy could not send its sender otherwise.
+    ReplyFailed,
 }
 
 impl Dropped {
     /// Every reason, in the order the log gives them.
-    const ALL: [Dropped; 16] = [
+    const ALL: [Dropped; 24] = [
         Dropped::Unnamed,
         Dropped::Refused,
         Dropped::TooLarge,
@@ -73,6 +91,14 @@ impl Dropped {
         Dropped::TooManyInFlight,
         Dropped::RightsRefused,
         Dropped::SenderGone,
+        Dropped::NoCredentials,
+        Dropped::UpstreamUnreachable,
+        Dropped::NoRelay,
+        Dropped::UpstreamNotReading,
+        Dropped::UpstreamGone,
+        Dropped::UpstreamRefused,
+        Dropped::ReplyNotWhole,
+        Dropped::ReplyFailed,
     ];
 
     fn why(self) -> &'static str {
@@ -123,13 +149,26 @@ impl Dropped {
                  descriptors it passed"
             }
             Dropped::SenderGone => "whose sender had gone before its descriptors could go back",
+            Dropped::NoCredentials => "without the sender's credentials",
+            Dropped::UpstreamUnreachable => "for a new sender: the upstream could not be reached",
+            Dropped::NoRelay => "for a new sender: the proxy could not set up its relay",
+            Dropped::UpstreamNotReading => {
+                "to the upstream, which was not reading (its queue full)"
+            }
+            Dropped::UpstreamGone => "to the upstream, which has gone away",
+            Dropped::UpstreamRefused => "to the upstream, which would not take them",
+            Dropped::ReplyNotWhole => {
+                "from the upstream that the proxy could not take whole (too large, or their \
+                 descriptors)"
+            }
+            Dropped::ReplyFailed => "from the upstream that could not be sent on to their sender",
         }
     }
 }
 
 /// Counts unanswered datagrams and logs them at most once every [`REPORT_EVERY`].
 #[derive(Debug, Default)]
-pub(super) struct DropLog {
+pub(crate) struct DropLog {
     counts: [u64; Dropped::ALL.len()],
     /// Descriptors that came with unanswered datagrams, closed.
     descriptors: u64,
@@ -139,7 +178,7 @@ pub(super) struct DropLog {
 }
 
 impl DropLog {
-    pub(super) fn dropped(&mut self, why: Dropped) {
+    pub(crate) fn dropped(&mut self, why: Dropped) {
         self.counts[why as usize] += 1;
         self.descriptors += std::mem::take(&mut self.passed_now) as u64;
         let now = Instant::now();
@@ -152,7 +191,7 @@ impl DropLog {
         }
     }
 
-    pub(super) fn report(&mut self) {
+    pub(crate) fn report(&mut self) {
         for why in Dropped::ALL {
             let n = std::mem::take(&mut self.counts[why as usize]);
             if n > 0 {

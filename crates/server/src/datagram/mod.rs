@@ -43,7 +43,7 @@ use rustix::net::{RecvFlags, SendFlags, SocketAddrUnix};
 use tokio::io::Interest;
 use tokio::net::UnixDatagram;
 
-use self::drops::{DropLog, Dropped};
+pub(crate) use self::drops::{DropLog, Dropped};
 pub(crate) use self::names::{AbstractNames, Holder};
 use crate::config::Config;
 use crate::descriptors;

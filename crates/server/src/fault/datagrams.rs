@@ -223,9 +223,17 @@ impl Datagrams {
     }
 }
 
+/// Which "connection" the sender at `from` is, for the choice of senders a share hits
+/// ([`sender_key`] of its address): the proxy's relays draw by it too. And its address as
+/// `-v` shows it (escaped).
+pub(crate) fn sender_of(from: &SocketAddrUnix) -> (u64, String) {
+    let address = unix_address(from);
+    (sender_key(address.key()), address.shown())
+}
+
 impl Fate {
     /// What became of a datagram of `len` bytes, for `-v`.
-    fn said(&self, len: usize) -> String {
+    pub(crate) fn said(&self, len: usize) -> String {
         match self {
             Fate::Drop => "dropped".to_owned(),
             Fate::Hold => "held back, to go after the next one".to_owned(),
@@ -253,9 +261,13 @@ enum Address {
 }
 
 fn address_of(from: &SocketAddrAny) -> Address {
-    let Ok(unix) = SocketAddrUnix::try_from(from.clone()) else {
-        return Address::Unnamed;
-    };
+    match SocketAddrUnix::try_from(from.clone()) {
+        Ok(unix) => unix_address(&unix),
+        Err(_) => Address::Unnamed,
+    }
+}
+
+fn unix_address(unix: &SocketAddrUnix) -> Address {
     if let Some(path) = unix.path_bytes() {
         Address::Path(path.to_vec())
     } else if let Some(name) = unix.abstract_name() {

@@ -17,7 +17,7 @@ use udsecho_fault::{Answer, Fault, FaultSpec};
 
 /// A message is held back for reordering only if it fits here: memory must not follow the
 /// message sizes a peer sends.
-pub(super) const MAX_REORDERED: usize = 64 * 1024;
+pub(crate) const MAX_REORDERED: usize = 64 * 1024;
 
 /// What becomes of one message (seqpacket) or datagram.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -35,28 +35,28 @@ pub(crate) enum Fate {
 /// The merged effects of the faults hitting a connection or a datagram (a later fault of a
 /// kind replaces an earlier one).
 #[derive(Debug, Clone, Default)]
-pub(super) struct Effects {
-    pub(super) latency: Option<(Duration, Duration)>,
-    pub(super) rate: Option<u64>,
-    pub(super) slice: Option<(usize, Duration)>,
-    pub(super) stop_reading: Option<u64>,
-    pub(super) limit_data: Option<u64>,
-    pub(super) silent: Option<Option<Duration>>,
-    pub(super) reset: Option<Duration>,
-    pub(super) slow_close: Option<Duration>,
-    pub(super) corrupt: Option<u64>,
-    pub(super) answer: Option<Answer>,
-    pub(super) frames_end: Option<(u32, Faulted)>,
-    pub(super) loss: f64,
-    pub(super) duplicate: f64,
-    pub(super) reorder: f64,
-    pub(super) truncate: Option<usize>,
-    pub(super) withhold_fds: bool,
-    pub(super) extra_fd: bool,
+pub(crate) struct Effects {
+    pub(crate) latency: Option<(Duration, Duration)>,
+    pub(crate) rate: Option<u64>,
+    pub(crate) slice: Option<(usize, Duration)>,
+    pub(crate) stop_reading: Option<u64>,
+    pub(crate) limit_data: Option<u64>,
+    pub(crate) silent: Option<Option<Duration>>,
+    pub(crate) reset: Option<Duration>,
+    pub(crate) slow_close: Option<Duration>,
+    pub(crate) corrupt: Option<u64>,
+    pub(crate) answer: Option<Answer>,
+    pub(crate) frames_end: Option<(u32, Faulted)>,
+    pub(crate) loss: f64,
+    pub(crate) duplicate: f64,
+    pub(crate) reorder: f64,
+    pub(crate) truncate: Option<usize>,
+    pub(crate) withhold_fds: bool,
+    pub(crate) extra_fd: bool,
 }
 
 impl Effects {
-    pub(super) fn of(hits: &[Arc<FaultSpec>]) -> Effects {
+    pub(crate) fn of(hits: &[Arc<FaultSpec>]) -> Effects {
         let mut e = Effects::default();
         for spec in hits {
             match &spec.fault {
@@ -91,14 +91,14 @@ impl Effects {
 /// The random draws of one connection (or of the datagram socket), from its own ChaCha8
 /// stream of the seed, and the place in a file of answers.
 #[derive(Debug)]
-pub(super) struct Draws {
+pub(crate) struct Draws {
     rng: ChaCha8Rng,
     /// The next line of a file of answers.
     next_answer: usize,
 }
 
 impl Draws {
-    pub(super) fn new(rng: ChaCha8Rng) -> Draws {
+    pub(crate) fn new(rng: ChaCha8Rng) -> Draws {
         Draws {
             rng,
             next_answer: 0,
@@ -107,7 +107,7 @@ impl Draws {
 
     /// What becomes of the next message, `len` bytes long. `may_hold`: no message is held
     /// back already (one at a time).
-    pub(super) fn message(&mut self, effects: &Effects, len: usize, may_hold: bool) -> Fate {
+    pub(crate) fn message(&mut self, effects: &Effects, len: usize, may_hold: bool) -> Fate {
         if effects.silent.is_some() || self.draw(effects.loss) {
             return Fate::Drop;
         }
@@ -137,7 +137,7 @@ impl Draws {
     }
 
     /// `delay`, plus or minus up to `jitter`, uniformly; never below zero.
-    pub(super) fn jittered(&mut self, delay: Duration, jitter: Duration) -> Duration {
+    pub(crate) fn jittered(&mut self, delay: Duration, jitter: Duration) -> Duration {
         let jitter = u64::try_from(jitter.as_nanos()).unwrap_or(u64::MAX / 4);
         if jitter == 0 {
             return delay;

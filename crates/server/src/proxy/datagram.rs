@@ -32,11 +32,13 @@ use tokio::net::UnixDatagram;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
+use super::faults::ClientFaults;
 use super::record::{Credentials, Dir, What};
 use super::{Proxy, report_read, upstream};
-use crate::config::Config;
-use crate::datagram::{AbstractNames, Holder};
+use crate::config::{Config, SocketType};
+use crate::datagram::{AbstractNames, DropLog, Dropped, Holder};
 use crate::descriptors::{self, Passed};
+use crate::fault::sender_of;
 use crate::shutdown::Shutdown;
 
 /// The largest datagram forwarded either way (a Unix datagram is bounded by its sender's
@@ -48,8 +50,6 @@ pub(crate) const IDLE: Duration = Duration::from_secs(60);
 const PER_TURN: usize = 256;
 /// At shutdown, replies are waited for until the relays have been quiet this long.
 const QUIET: Duration = Duration::from_millis(100);
-/// How often dropped datagrams are summarised.
-const REPORT_EVERY: Duration = Duration::from_secs(5);
 
 /// Sends never block and never raise SIGPIPE.
 const SEND: SendFlags = SendFlags::DONTWAIT.union(SendFlags::NOSIGNAL);
@@ -77,13 +77,15 @@ struct Relays {
     idle: Duration,
     next_conn: u64,
     began: Instant,
-    drops: Drops,
+    drops: DropLog,
     /// `--allow-uid`: checked on every datagram, from its credentials.
     allow_uids: Vec<u32>,
     /// Checks abstract senders' names (as the echo does, `datagram/names.rs`), unless the
     /// proxy's own address is abstract (only sockets of its own namespace reach it); shared
     /// with the relays' reply tasks, which check again before each reply.
     names: Option<Names>,
+    /// The drain lifts the faults on replies.
+    shutdown: Shutdown,
 }
 
 /// The abstract-name check, shared by the loop and the reply tasks of one socket (the
@@ -91,44 +93,15 @@ struct Relays {
 type Names = Arc<std::sync::Mutex<AbstractNames>>;
 
 /// Whether `name` is held here by a socket of `uid`; why not, if not.
-fn names_holder(names: &Names, name: &[u8], uid: u32) -> Result<(), &'static str> {
+fn names_holder(names: &Names, name: &[u8], uid: u32) -> Result<(), Dropped> {
     let mut names = names
         .lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner);
     match names.holder(name, uid) {
         Holder::Sender => Ok(()),
-        Holder::Other => Err("from an abstract address another user holds here"),
-        Holder::Nobody => Err("from an abstract address no socket holds here"),
-        Holder::Unchecked => {
-            Err("from an abstract address not checked (its uid's share of checks is spent)")
-        }
-    }
-}
-
-/// Datagrams dropped, by reason, summarised in the log every [`REPORT_EVERY`].
-#[derive(Default)]
-struct Drops {
-    counts: HashMap<&'static str, u64>,
-    reported_at: Option<Instant>,
-}
-
-impl Drops {
-    fn add(&mut self, why: &'static str) {
-        *self.counts.entry(why).or_default() += 1;
-        let now = Instant::now();
-        if self
-            .reported_at
-            .is_none_or(|at| now.duration_since(at) >= REPORT_EVERY)
-        {
-            self.report();
-            self.reported_at = Some(now);
-        }
-    }
-
-    fn report(&mut self) {
-        for (why, n) in self.counts.drain() {
-            tracing::warn!("proxy dropped {n} datagram(s): {why}");
-        }
+        Holder::Other => Err(Dropped::ForeignName),
+        Holder::Nobody => Err(Dropped::NameGone),
+        Holder::Unchecked => Err(Dropped::Unchecked),
     }
 }
 
@@ -154,9 +127,10 @@ pub(crate) async fn serve(
         idle: config.idle_timeout.unwrap_or(IDLE),
         next_conn: 1,
         began: Instant::now(),
-        drops: Drops::default(),
+        drops: DropLog::default(),
         allow_uids: config.allow_uids.clone(),
         names,
+        shutdown: shutdown.clone(),
     };
     let mut buf = vec![0u8; MAX_DATAGRAM];
     let mut sweep = tokio::time::interval(relays.idle / 4);
@@ -243,30 +217,28 @@ impl Relays {
             let mut fds = msg.fds;
             if msg.truncated {
                 fds.close();
-                self.drops
-                    .add("whose descriptors the proxy could not take (near its descriptor limit)");
+                self.drops.dropped(Dropped::DescriptorsTruncated);
                 continue;
             }
             if msg.cut {
                 fds.close();
-                self.drops.add("larger than 256 KiB");
+                self.drops.dropped(Dropped::TooLarge);
                 continue;
             }
             let sender = from.and_then(|a| SocketAddrUnix::try_from(a).ok());
             let Some((sender, key)) = sender.and_then(|s| sender_key(&s).map(|k| (s, k))) else {
                 fds.close();
-                self.drops
-                    .add("from a sender with no address (bind it to get replies)");
+                self.drops.dropped(Dropped::Unnamed);
                 continue;
             };
             let Some(creds) = msg.creds else {
                 fds.close();
-                self.drops.add("without the sender's credentials");
+                self.drops.dropped(Dropped::NoCredentials);
                 continue;
             };
             if !self.allow_uids.is_empty() && !self.allow_uids.contains(&creds.uid) {
                 fds.close();
-                self.drops.add("from a uid not in --allow-uid");
+                self.drops.dropped(Dropped::Refused);
                 continue;
             }
             if !self.by_sender.contains_key(&key) {
@@ -278,7 +250,7 @@ impl Relays {
                 };
                 if let Err(why) = self.open(&key, sender, creds).await {
                     fds.close();
-                    self.drops.add(why);
+                    self.drops.dropped(why);
                     continue;
                 }
             }
@@ -300,15 +272,13 @@ impl Relays {
             relay.used.store(now, Ordering::Relaxed);
             match send(&relay.socket, datagram, &mut fds, None) {
                 Ok(()) => relay.to_upstream += msg.len as u64,
-                Err(Errno::AGAIN) => self
-                    .drops
-                    .add("the upstream was not reading (its queue was full)"),
+                Err(Errno::AGAIN) => self.drops.dropped(Dropped::UpstreamNotReading),
                 Err(Errno::CONNREFUSED | Errno::NOENT) => {
-                    self.drops.add("the upstream has gone away");
+                    self.drops.dropped(Dropped::UpstreamGone);
                 }
                 Err(e) => {
                     tracing::debug!("proxy: forwarding a datagram: {e}");
-                    self.drops.add("the upstream would not take it");
+                    self.drops.dropped(Dropped::UpstreamRefused);
                 }
             }
             fds.close();
@@ -323,11 +293,11 @@ impl Relays {
         key: &[u8],
         sender: SocketAddrUnix,
         peer: Credentials,
-    ) -> Result<(), &'static str> {
+    ) -> Result<(), Dropped> {
         if let Some(path) = sender.path()
             && !path.to_bytes().starts_with(b"/")
         {
-            return Err("from a sender bound to a relative path (bind it to an absolute one)");
+            return Err(Dropped::RelativePath);
         }
         if let Some(names) = &self.names
             && let Some(name) = sender.abstract_name()
@@ -362,7 +332,7 @@ impl Relays {
                     tracing::debug!("proxy: registering a relay: {e}");
                     self.record_failure(conn, format!("registering the relay: {e}"))
                         .await;
-                    return Err("the proxy could not set up a relay for its sender");
+                    return Err(Dropped::NoRelay);
                 }
             },
             Err(e) => {
@@ -373,7 +343,7 @@ impl Relays {
                 );
                 self.record_failure(conn, format!("upstream {}: {e}", self.proxy.upstream))
                     .await;
-                return Err("the upstream could not be reached");
+                return Err(Dropped::UpstreamUnreachable);
             }
         };
         tracing::debug!(
@@ -384,6 +354,13 @@ impl Relays {
         );
         let used = Arc::new(AtomicU64::new(self.now_ms()));
         let to_client = Arc::new(AtomicU64::new(0));
+        // A share hits the senders the echo's datagram socket would hit: drawn by the
+        // sender's address. The probabilities draw from the relay's own stream, by its
+        // number, so they replay when the senders come in the same order.
+        let (number, shown) = sender_of(&sender);
+        let faults = self.proxy.faults.as_ref().map(|table| {
+            ClientFaults::new(table, SocketType::Datagram, (number, conn), &self.shutdown)
+        });
         let replies = tokio::spawn(replies(Replies {
             conn,
             relay: socket.clone(),
@@ -395,6 +372,8 @@ impl Relays {
             used: used.clone(),
             began: self.began,
             to_client: to_client.clone(),
+            faults,
+            shown,
         }));
         self.by_sender.insert(
             key.to_vec(),
@@ -486,14 +465,35 @@ struct Replies {
     used: Arc<AtomicU64>,
     began: Instant,
     to_client: Arc<AtomicU64>,
+    /// The faults on this sender's replies (`--fault`, `--control`).
+    faults: Option<ClientFaults>,
+    /// The sender, as `-v` names it.
+    shown: String,
 }
 
-/// Reads what the upstream answers to one relay and sends it to the relay's sender, until
-/// the relay is closed.
-async fn replies(r: Replies) {
+/// Reads what the upstream answers to one relay and sends it to the relay's sender (as the
+/// faults have it), until the relay is closed.
+async fn replies(mut r: Replies) {
     let mut buf = vec![0u8; MAX_DATAGRAM];
-    let mut drops = Drops::default();
+    let mut drops = DropLog::default();
+    let mut faults = r.faults.take();
     loop {
+        if let Some(faults) = faults.as_mut().filter(|f| f.holds()) {
+            // A reply held back for `reorder` goes at the drain, if no other comes first.
+            let drain = tokio::select! {
+                ready = r.relay.readable() => {
+                    if let Err(e) = ready {
+                        tracing::debug!(conn = r.conn, "relay: {e}");
+                        return;
+                    }
+                    false
+                }
+                () = faults.drain_begun() => true,
+            };
+            if drain && let Some(held) = faults.take_held() {
+                deliver(&r, &held, &mut Passed::none(), &mut drops);
+            }
+        }
         if let Err(e) = r.relay.readable().await {
             tracing::debug!(conn = r.conn, "relay: {e}");
             return;
@@ -515,7 +515,7 @@ async fn replies(r: Replies) {
         let mut fds = msg.fds;
         if msg.truncated || msg.cut {
             fds.close();
-            drops.add("a reply the proxy could not take whole (too large, or its descriptors)");
+            drops.dropped(Dropped::ReplyNotWhole);
             continue;
         }
         let reply = &buf[..msg.len];
@@ -523,37 +523,78 @@ async fn replies(r: Replies) {
             .store(r.began.elapsed().as_millis() as u64, Ordering::Relaxed);
         let recorder = r.proxy.recorder.as_ref();
         report_read(recorder, r.conn, Dir::ToClient, reply, &fds, Vec::new()).await;
-        let sent = match r.sender.path() {
-            Some(path) => crate::datagram::reply_to_path(&r.listener, reply, &fds, &path, r.uid)
-                .map(|_| fds.returned()),
-            None => {
-                let name = r.sender.abstract_name().unwrap_or_default();
-                if let Some(why) = r
-                    .names
-                    .as_ref()
-                    .and_then(|names| names_holder(names, name, r.uid).err())
-                {
-                    fds.close();
-                    drops.add(why);
-                    continue;
-                }
-                send(&r.listener, reply, &mut fds, Some(&r.sender))
-            }
-        };
-        match sent {
-            Ok(()) => {
-                r.to_client.fetch_add(msg.len as u64, Ordering::Relaxed);
-            }
-            Err(Errno::AGAIN) => drops.add("a reply whose sender was not reading"),
-            Err(Errno::PERM) => {
-                drops.add("a reply whose sender's path no longer named a socket of its own")
-            }
-            Err(e) => {
-                tracing::debug!(conn = r.conn, "relay: replying: {e}");
-                drops.add("a reply its sender could not be sent");
-            }
+        match &mut faults {
+            None => deliver(&r, reply, &mut fds, &mut drops),
+            Some(faults) => faulty_reply(&r, faults, reply, &mut fds, &mut drops).await,
         }
         fds.close();
         crate::busy_poll::worked();
+    }
+}
+
+/// A reply as the faults have it: dropped, held back for `reorder` (one at a time, its
+/// descriptors closed), or after `latency`, cut, once or twice, then the reply held back
+/// before it. Said with `-v`, as the echo says what became of a datagram.
+async fn faulty_reply(
+    r: &Replies,
+    faults: &mut ClientFaults,
+    reply: &[u8],
+    fds: &mut Passed,
+    drops: &mut DropLog,
+) {
+    let fate = faults.message(reply.len());
+    if let Some(names) = faults.names() {
+        tracing::debug!(
+            conn = r.conn,
+            "fault: {names}: a reply to {}: {}",
+            r.shown,
+            fate.said(reply.len())
+        );
+    }
+    let Some(goes) = faults.outcome(fate, reply, fds) else {
+        return;
+    };
+    if !goes.delay.is_zero() {
+        // The relay's next replies wait in its socket meanwhile.
+        tokio::time::sleep(goes.delay).await;
+    }
+    for _ in 0..goes.times {
+        // A duplicate carries no descriptors: the first took them.
+        deliver(r, &reply[..goes.len], fds, drops);
+    }
+    if let Some(held) = faults.take_held() {
+        deliver(r, &held, &mut Passed::none(), drops);
+    }
+}
+
+/// Sends `reply` with `fds` to the relay's sender, or counts why not.
+fn deliver(r: &Replies, reply: &[u8], fds: &mut Passed, drops: &mut DropLog) {
+    let sent = match r.sender.path() {
+        Some(path) => crate::datagram::reply_to_path(&r.listener, reply, fds, &path, r.uid)
+            .map(|_| fds.returned()),
+        None => {
+            let name = r.sender.abstract_name().unwrap_or_default();
+            if let Some(why) = r
+                .names
+                .as_ref()
+                .and_then(|names| names_holder(names, name, r.uid).err())
+            {
+                fds.close();
+                drops.dropped(why);
+                return;
+            }
+            send(&r.listener, reply, fds, Some(&r.sender))
+        }
+    };
+    match sent {
+        Ok(()) => {
+            r.to_client.fetch_add(reply.len() as u64, Ordering::Relaxed);
+        }
+        Err(Errno::AGAIN) => drops.dropped(Dropped::NotReading),
+        Err(Errno::PERM) => drops.dropped(Dropped::Impostor),
+        Err(e) => {
+            tracing::debug!(conn = r.conn, "relay: replying: {e}");
+            drops.dropped(Dropped::ReplyFailed);
+        }
     }
 }

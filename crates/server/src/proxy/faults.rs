@@ -1,81 +1,83 @@
 //! Faults in the proxy (`--fault` with `--upstream`): the server's fault table (`crate::fault`:
 //! the specs, the seeded choice of connections, `--control`'s changes) applied to what goes
 //! **to the client**, so the proxy is a Toxiproxy for Unix sockets: the upstream answers as
-//! it does, and the client sees it late, in slices, slowly, cut short, corrupted, or not at
-//! all. Stream connections only.
+//! it does, and the client sees it late, in slices, slowly, cut short, corrupted, lost,
+//! twice, out of order, or not at all.
 //!
-//! What a fault does here, per read of the upstream's: `latency` holds it back (with its
-//! jitter, drawn from the connection's seeded stream), `slicer` writes it in slices with a
-//! gap, `bandwidth` at a rate, `corrupt` flips one byte at an offset of the client's
-//! stream, `withhold_fds` closes the descriptors instead of passing them on, `limit_data`
-//! ends the connection once that many bytes have gone to the client, and `reset_peer` ends
-//! it that long after it opened. The recording shows what the upstream sent; the faults
-//! shape what the client then gets. When the graceful shutdown begins, the faults are lifted.
-//! Memory stays bounded: a read held back is the read the pump holds anyway, and nothing
-//! more is read from the upstream meanwhile.
+//! The faults hitting a connection are merged by the echo's own [`Effects`], and the message
+//! faults (`loss`, `duplicate`, `reorder`, `truncate`) and the jitter are drawn by the echo's
+//! [`Draws`], from the connection's own seeded stream: a fault means the same in the proxy
+//! as in the echo, and `--fault-seed` replays it. Which faults apply depends on the socket
+//! type ([`applies`]); one added through `--control` that does not is logged and ignored.
+//!
+//! - **Stream**, per read of the upstream's: `latency` holds it back, `slicer` writes it in
+//!   slices with a gap, `bandwidth` at a rate, `corrupt` flips one byte at an offset of the
+//!   client's stream, `withhold_fds` closes the descriptors instead of passing them on,
+//!   `limit_data` ends the connection once that many bytes have gone to the client, and
+//!   `reset_peer` ends it that long after it opened.
+//! - **Seqpacket**, per message of the upstream's: the message faults decide its fate
+//!   ([`Fate`]: dropped, held back to go after the next one, cut, sent twice); `latency`
+//!   holds each message sent back; `corrupt`, `withhold_fds`, `limit_data` (the message that
+//!   reaches it is cut there) and `reset_peer` as on a stream.
+//! - **Datagram**, per reply of the upstream's to one relay: the message faults and
+//!   `latency`, drawn per sender (its address is its "connection", as in the echo).
+//!
+//! The recording shows what the upstream sent; the faults shape what the client then gets.
+//! When the graceful shutdown begins, the faults are lifted (a message held back goes out).
+//! Memory stays bounded: a read held back is the read the pump holds anyway, nothing more is
+//! read from the upstream meanwhile, and a message held back for `reorder` is one, of at
+//! most 64 KiB, per connection (per relay).
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use rand::RngExt;
-use rand::rngs::ChaCha8Rng;
 use tokio::time::Instant;
 
+use crate::config::SocketType;
 use crate::descriptors::Passed;
-use crate::fault::{Fault, FaultSpec, Faults};
+use crate::fault::{Draws, Effects, Fate, Fault, FaultSpec, Faults};
 use crate::shutdown::Shutdown;
 
-/// Whether the proxy applies `fault` (the others are refused with `--upstream`).
-pub fn applies(fault: &Fault) -> bool {
-    matches!(
-        fault,
-        Fault::Latency { .. }
-            | Fault::Bandwidth { .. }
-            | Fault::Slicer { .. }
-            | Fault::LimitData { .. }
-            | Fault::ResetPeer { .. }
-            | Fault::Corrupt { .. }
-            | Fault::WithholdFds
-    )
-}
-
-/// The faults the proxy applies, by name, for messages.
-pub const APPLIED: &str =
-    "latency, bandwidth, slicer, limit_data, reset_peer, corrupt and withhold_fds";
-
-/// The faults hitting one connection, merged (a later one of a kind replaces an earlier).
-#[derive(Debug, Default)]
-struct Shape {
-    latency: Option<(Duration, Duration)>,
-    rate: Option<u64>,
-    slice: Option<(usize, Duration)>,
-    limit: Option<u64>,
-    reset: Option<Duration>,
-    corrupt: Option<u64>,
-    withhold_fds: bool,
-}
-
-impl Shape {
-    fn of(hits: &[Arc<FaultSpec>]) -> Shape {
-        let mut shape = Shape::default();
-        for hit in hits {
-            match hit.fault {
-                Fault::Latency { delay, jitter } => shape.latency = Some((delay, jitter)),
-                Fault::Bandwidth { bytes_per_sec } => shape.rate = Some(bytes_per_sec.max(1)),
-                Fault::Slicer { size, gap } => shape.slice = Some((size.max(1), gap)),
-                Fault::LimitData { bytes } => shape.limit = Some(bytes),
-                Fault::ResetPeer { after } => shape.reset = Some(after),
-                Fault::Corrupt { offset } => shape.corrupt = Some(offset),
-                Fault::WithholdFds => shape.withhold_fds = true,
-                // Added through --control but not the proxy's: logged, not applied.
-                _ => tracing::debug!("fault {}: not applied by the proxy", hit.text()),
-            }
+/// Whether the proxy applies `fault` on a `kind` socket (the others are refused with
+/// `--upstream`).
+pub fn applies(kind: SocketType, fault: &Fault) -> bool {
+    // The faults of a connection, whose bytes or messages it counts.
+    let connection = || {
+        matches!(
+            fault,
+            Fault::LimitData { .. }
+                | Fault::ResetPeer { .. }
+                | Fault::Corrupt { .. }
+                | Fault::WithholdFds
+        )
+    };
+    let latency = matches!(fault, Fault::Latency { .. });
+    match kind {
+        SocketType::Stream => {
+            latency
+                || connection()
+                || matches!(fault, Fault::Bandwidth { .. } | Fault::Slicer { .. })
         }
-        shape
+        SocketType::Seqpacket => latency || connection() || fault.messages_only(),
+        SocketType::Datagram => latency || fault.messages_only(),
     }
 }
 
-/// How one read goes to the client.
+/// The faults the proxy applies on a `kind` socket, by name, for messages.
+pub fn applied(kind: SocketType) -> &'static str {
+    match kind {
+        SocketType::Stream => {
+            "latency, bandwidth, slicer, limit_data, reset_peer, corrupt and withhold_fds"
+        }
+        SocketType::Seqpacket => {
+            "loss, duplicate, reorder, truncate, latency, limit_data, reset_peer, corrupt and \
+             withhold_fds"
+        }
+        SocketType::Datagram => "loss, duplicate, reorder, truncate and latency",
+    }
+}
+
+/// How one read goes to the client (a stream).
 #[derive(Debug, PartialEq, Eq)]
 pub(super) struct Plan {
     /// Wait this long before its first byte.
@@ -89,55 +91,122 @@ pub(super) struct Plan {
     pub(super) end: bool,
 }
 
-/// One connection's faults on what goes to its client.
+/// What goes out of one write to the client, as `limit_data` and `corrupt` have it.
+#[derive(Debug, PartialEq, Eq)]
+pub(super) struct Cut {
+    /// Write this much (less at `limit_data`).
+    pub(super) len: usize,
+    /// Then end the connection (`limit_data` reached).
+    pub(super) end: bool,
+    /// The byte `corrupt` flipped, to flip back once written (a duplicate is a clean copy).
+    pub(super) flipped: Option<usize>,
+}
+
+/// How a message goes to the client: after `delay`, its first `len` bytes, `times` times
+/// (then the message held back before it, if any).
+#[derive(Debug, PartialEq, Eq)]
+pub(super) struct Goes {
+    pub(super) delay: Duration,
+    pub(super) len: usize,
+    pub(super) times: u8,
+}
+
+/// One connection's (one datagram relay's) faults on what goes to its client.
 #[derive(Debug)]
 pub(super) struct ClientFaults {
     table: Arc<Faults>,
-    conn: u64,
+    /// Which faults apply.
+    kind: SocketType,
+    /// Which faults hit is drawn from it: the connection's number, or a datagram sender's
+    /// key (`crate::fault::sender_of`), as the echo's datagram socket draws.
+    key: u64,
     generation: u64,
-    shape: Shape,
-    /// The connection's own draws (jitter), replayed by `--fault-seed`.
-    rng: ChaCha8Rng,
+    /// The faults that hit and apply, as drawn (to log a change).
+    hits: Vec<Arc<FaultSpec>>,
+    effects: Effects,
+    /// The connection's own draws (jitter, the message faults), replayed by `--fault-seed`.
+    draws: Draws,
     /// When the connection opened: `reset_peer` counts from here.
     opened: Instant,
     /// Bytes that have gone to the client.
     sent: u64,
+    /// A message held back by `reorder`, to go after the next one (at most 64 KiB).
+    held: Option<Vec<u8>>,
     shutdown: Shutdown,
 }
 
 impl ClientFaults {
-    pub(super) fn new(table: &Arc<Faults>, conn: u64, shutdown: &Shutdown) -> ClientFaults {
+    /// The faults of connection (or sender) `key` of a `kind` proxy with `table`, drawing
+    /// from the seed's stream number `stream` (a connection's number).
+    pub(super) fn new(
+        table: &Arc<Faults>,
+        kind: SocketType,
+        (key, stream): (u64, u64),
+        shutdown: &Shutdown,
+    ) -> ClientFaults {
         let mut faults = ClientFaults {
             table: table.clone(),
-            conn,
+            kind,
+            key,
             generation: u64::MAX,
-            shape: Shape::default(),
-            rng: table.connection_rng(conn),
+            hits: Vec::new(),
+            effects: Effects::default(),
+            draws: Draws::new(table.connection_rng(stream)),
             opened: Instant::now(),
             sent: 0,
+            held: None,
             shutdown: shutdown.clone(),
         };
         faults.refresh();
         faults
     }
 
-    /// Follows the table (`--control`): one atomic load when nothing changed.
+    /// Follows the table (`--control`): one atomic load when nothing changed. Says (`-v`)
+    /// which faults hit, when that changes.
     fn refresh(&mut self) {
         if self.table.generation() == self.generation {
             return;
         }
-        let (generation, hits) = self.table.hitting(self.conn);
-        if !hits.is_empty() {
-            let names: Vec<&str> = hits.iter().map(|s| s.text()).collect();
-            tracing::debug!("fault: {}", names.join(" "));
-        }
+        let (generation, hits) = self.table.hitting(self.key);
         self.generation = generation;
-        self.shape = Shape::of(&hits);
+        let (hits, others): (Vec<_>, Vec<_>) = hits
+            .into_iter()
+            .partition(|spec| applies(self.kind, &spec.fault));
+        for spec in others {
+            // Added through --control: logged, not applied.
+            tracing::debug!(
+                "fault {}: not applied by a {} proxy",
+                spec.text(),
+                self.kind
+            );
+        }
+        let same = hits.len() == self.hits.len()
+            && hits.iter().zip(&self.hits).all(|(a, b)| Arc::ptr_eq(a, b));
+        if same {
+            return;
+        }
+        let had = !self.hits.is_empty();
+        self.effects = Effects::of(&hits);
+        self.hits = hits;
+        if self.kind == SocketType::Datagram {
+            // As in the echo's datagram socket, each reply a fault hits says so instead.
+            return;
+        }
+        match self.names() {
+            Some(names) => tracing::debug!("fault: {names}"),
+            None if had => tracing::debug!("fault: none"),
+            None => {}
+        }
+    }
+
+    /// The drain began: no fault applies any more.
+    fn lifted(&self) -> bool {
+        self.shutdown.is_begun()
     }
 
     /// When `reset_peer` ends the connection, if it does.
     pub(super) fn reset_at(&self) -> Option<Instant> {
-        self.shape.reset.map(|after| self.opened + after)
+        self.effects.reset.map(|after| self.opened + after)
     }
 
     /// What becomes of one read of `len` bytes from the upstream, in `bytes` (corrupted
@@ -150,37 +219,22 @@ impl ClientFaults {
             gap: Duration::ZERO,
             end: false,
         };
-        if self.shutdown.is_begun() {
-            // The drain lifts the faults.
+        if self.lifted() {
             return whole;
         }
         self.refresh();
-        let mut plan = whole;
-        if self.shape.withhold_fds {
-            fds.lose("a withhold_fds fault");
-        }
-        if let Some(limit) = self.shape.limit {
-            let room = usize::try_from(limit.saturating_sub(self.sent)).unwrap_or(usize::MAX);
-            if plan.len >= room {
-                plan.len = room;
-                plan.end = true;
-            }
-        }
-        if let Some(offset) = self.shape.corrupt
-            && let Some(at) = offset.checked_sub(self.sent)
-            && let Ok(at) = usize::try_from(at)
-            && at < plan.len
-        {
-            bytes[at] ^= 0xff;
-        }
-        if let Some((delay, jitter)) = self.shape.latency {
-            plan.delay = self.jittered(delay, jitter);
-        }
-        if let Some((size, gap)) = self.shape.slice {
-            plan.piece = plan.piece.min(size);
+        let cut = self.cut(bytes, fds);
+        let mut plan = Plan {
+            delay: self.delay(),
+            len: cut.len,
+            end: cut.end,
+            ..whole
+        };
+        if let Some((size, gap)) = self.effects.slice {
+            plan.piece = plan.piece.min(size.max(1));
             plan.gap = gap;
         }
-        if let Some(rate) = self.shape.rate {
+        if let Some(rate) = self.effects.rate.map(|rate| rate.max(1)) {
             // A fiftieth of a second's worth at a time.
             let portion = usize::try_from(rate / 50).unwrap_or(usize::MAX).max(1);
             plan.piece = plan.piece.min(portion);
@@ -188,18 +242,114 @@ impl ClientFaults {
                 .gap
                 .max(Duration::from_secs_f64(plan.piece as f64 / rate as f64));
         }
-        self.sent += plan.len as u64;
         plan
     }
 
-    /// `delay` give or take up to `jitter`, uniformly, never below zero.
-    fn jittered(&mut self, delay: Duration, jitter: Duration) -> Duration {
-        if jitter.is_zero() {
-            return delay;
+    /// What becomes of the next message (a seqpacket message, a reply to a datagram), `len`
+    /// bytes long: the echo's draw ([`Draws::message`]), so the same seed gives the same
+    /// fates. A message may be held back when none is already.
+    pub(super) fn message(&mut self, len: usize) -> Fate {
+        if self.lifted() {
+            return Fate::Echo { len, times: 1 };
         }
-        let spread = u64::try_from(jitter.as_micros()).unwrap_or(u64::MAX / 4);
-        let drawn = self.rng.random_range(0..=2 * spread);
-        (delay + Duration::from_micros(drawn)).saturating_sub(jitter)
+        self.refresh();
+        self.draws.message(&self.effects, len, self.held.is_none())
+    }
+
+    /// What becomes of `message` (with `fds`) by its `fate` ([`ClientFaults::message`]):
+    /// `None` when it is dropped or held back for `reorder` (its descriptors closed), else
+    /// how it goes.
+    pub(super) fn outcome(&mut self, fate: Fate, message: &[u8], fds: &mut Passed) -> Option<Goes> {
+        let (len, times) = match fate {
+            Fate::Drop => {
+                fds.lose("a fault dropped the message");
+                return None;
+            }
+            Fate::Hold => {
+                fds.lose("a fault held the message back to reorder it");
+                self.hold(message);
+                return None;
+            }
+            Fate::Echo { len, times } => (len, times),
+            // `answer` is not the proxy's (never drawn here): the message goes as it is.
+            Fate::Answer(_) => (message.len(), 1),
+        };
+        Some(Goes {
+            delay: self.delay(),
+            len,
+            times,
+        })
+    }
+
+    /// How long the next message is held back (`latency`, with its jitter).
+    pub(super) fn delay(&mut self) -> Duration {
+        match self.effects.latency {
+            Some((delay, jitter)) if !self.lifted() => self.draws.jittered(delay, jitter),
+            _ => Duration::ZERO,
+        }
+    }
+
+    /// One write of `bytes` to the client, with `fds`: how much of it goes (`limit_data`),
+    /// the byte `corrupt` flips (here, in `bytes`), the descriptors `withhold_fds` closes.
+    /// Counts what goes.
+    pub(super) fn cut(&mut self, bytes: &mut [u8], fds: &mut Passed) -> Cut {
+        let mut cut = Cut {
+            len: bytes.len(),
+            end: false,
+            flipped: None,
+        };
+        if self.lifted() {
+            return cut;
+        }
+        if self.effects.withhold_fds {
+            fds.lose("a withhold_fds fault");
+        }
+        if let Some(limit) = self.effects.limit_data {
+            let room = usize::try_from(limit.saturating_sub(self.sent)).unwrap_or(usize::MAX);
+            if cut.len >= room {
+                cut.len = room;
+                cut.end = true;
+            }
+        }
+        if let Some(offset) = self.effects.corrupt
+            && let Some(at) = offset.checked_sub(self.sent)
+            && let Ok(at) = usize::try_from(at)
+            && at < cut.len
+        {
+            bytes[at] ^= 0xff;
+            cut.flipped = Some(at);
+        }
+        self.sent += cut.len as u64;
+        cut
+    }
+
+    /// The faults that hit, by name, when there are some and `-v` shows them.
+    pub(super) fn names(&self) -> Option<String> {
+        let shown = !self.hits.is_empty() && tracing::enabled!(tracing::Level::DEBUG);
+        shown.then(|| {
+            let names: Vec<&str> = self.hits.iter().map(|s| s.text()).collect();
+            names.join(" ")
+        })
+    }
+
+    /// Keeps `message` to send after the next one.
+    fn hold(&mut self, message: &[u8]) {
+        self.held = Some(message.to_vec());
+    }
+
+    /// The message held back, if any: to go now.
+    pub(super) fn take_held(&mut self) -> Option<Vec<u8>> {
+        self.held.take()
+    }
+
+    /// Whether a message is held back (it goes at the drain, or at the end).
+    pub(super) fn holds(&self) -> bool {
+        self.held.is_some()
+    }
+
+    /// Waits for the drain, which lifts the faults.
+    pub(super) async fn drain_begun(&self) {
+        self.shutdown.begun().await;
     }
 }
 
@@ -208,8 +358,81 @@ mod tests {
     use super::*;
 
     fn faults(specs: &[&str]) -> ClientFaults {
+        faults_on(SocketType::Stream, specs)
+    }
+
+    fn faults_on(kind: SocketType, specs: &[&str]) -> ClientFaults {
         let specs = specs.iter().map(|s| FaultSpec::parse(s).unwrap()).collect();
-        ClientFaults::new(&Arc::new(Faults::new(specs, 7)), 1, &Shutdown::new())
+        ClientFaults::new(
+            &Arc::new(Faults::new(specs, 7)),
+            kind,
+            (1, 1),
+            &Shutdown::new(),
+        )
+    }
+
+    #[test]
+    fn a_message_is_held_back_one_at_a_time_and_the_drain_lifts_the_fates() {
+        let mut f = faults_on(SocketType::Seqpacket, &["reorder=1", "truncate=2"]);
+        assert_eq!(f.message(5), Fate::Hold);
+        f.hold(b"first");
+        assert_eq!(
+            f.message(6),
+            Fate::Echo { len: 2, times: 1 },
+            "one at a time"
+        );
+        assert_eq!(f.take_held().as_deref(), Some(&b"first"[..]));
+        f.shutdown.begin();
+        assert_eq!(f.message(6), Fate::Echo { len: 6, times: 1 });
+    }
+
+    #[test]
+    fn a_message_reaching_limit_data_is_cut_there_and_corrupt_says_what_it_flipped() {
+        let mut f = faults_on(SocketType::Seqpacket, &["limit_data=5", "corrupt=4"]);
+        let mut fds = Passed::none();
+        let cut = f.cut(&mut [b'a', b'b', b'c'], &mut fds);
+        assert_eq!(
+            cut,
+            Cut {
+                len: 3,
+                end: false,
+                flipped: None
+            }
+        );
+        let mut second = *b"defg";
+        let cut = f.cut(&mut second, &mut fds);
+        assert_eq!(
+            cut,
+            Cut {
+                len: 2,
+                end: true,
+                flipped: Some(1)
+            }
+        );
+        assert_eq!(second, [b'd', b'e' ^ 0xff, b'f', b'g']);
+    }
+
+    #[test]
+    fn faults_not_for_the_socket_type_are_not_applied() {
+        // As when added through --control (the command line refuses them).
+        let mut f = faults_on(SocketType::Stream, &["loss=1"]);
+        assert_eq!(f.message(3), Fate::Echo { len: 3, times: 1 });
+        let mut f = faults_on(SocketType::Datagram, &["limit_data=1", "reset_peer"]);
+        let cut = f.cut(&mut [0u8; 3], &mut Passed::none());
+        assert_eq!((cut.len, cut.end), (3, false));
+        assert_eq!(f.reset_at(), None);
+        assert!(applies(
+            SocketType::Seqpacket,
+            &Fault::Loss { probability: 0.5 }
+        ));
+        assert!(!applies(
+            SocketType::Seqpacket,
+            &Fault::Slicer {
+                size: 1,
+                gap: Duration::ZERO
+            }
+        ));
+        assert!(!applies(SocketType::Stream, &Fault::Truncate { len: 1 }));
     }
 
     #[test]

@@ -242,8 +242,7 @@ async fn forward(
     let faults = proxy
         .faults
         .as_ref()
-        .filter(|_| proxy.kind == SocketType::Stream)
-        .map(|table| ClientFaults::new(table, conn, shutdown));
+        .map(|table| ClientFaults::new(table, proxy.kind, (conn, conn), shutdown));
     let reset_at = faults.as_ref().and_then(ClientFaults::reset_at);
     let flow = |dir, forwarded, faults| Flow {
         conn,

@@ -12,7 +12,7 @@
 //! than [`BUFFER`], as the echo does, for the moment it is forwarded) and sent as one message.
 
 use std::io::{self, IoSlice};
-use std::os::fd::{AsFd, OwnedFd};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
@@ -109,22 +109,19 @@ pub(super) async fn pump(
     // Allocated at the first byte: an idle connection holds none.
     let mut buf = Vec::new();
     loop {
-        let got = loop {
-            let mut ready = from.readable().await.map_err(|e| Broken::new(source, e))?;
+        let got = when_ready(from, source, |fd| {
             if buf.is_empty() {
                 buf = vec![0u8; BUFFER];
             }
-            let room = descriptors::room();
-            let read = ready.try_io(|fd| {
-                descriptors::recv(fd.as_fd(), &mut buf, RecvFlags::DONTWAIT, room, false)
-                    .map_err(io::Error::from)
-            });
-            match read {
-                Ok(Ok(got)) => break got,
-                Ok(Err(e)) => return Err(Broken::new(source, e)),
-                Err(_would_block) => continue,
-            }
-        };
+            descriptors::recv(
+                fd,
+                &mut buf,
+                RecvFlags::DONTWAIT,
+                descriptors::room(),
+                false,
+            )
+        })
+        .await?;
         if got.truncated {
             let why = format!(
                 "the kernel closed descriptors passed with {} byte(s): the proxy had room for \
@@ -204,25 +201,33 @@ pub(super) async fn messages(
         // The next message's length (MSG_TRUNC), without taking it. Its credentials (every
         // message has them: SO_PASSCRED) tell an empty message from the end; no room for its
         // descriptors: a peek's are copies, closed at once.
-        let (len, eof) = loop {
-            let mut ready = from.readable().await.map_err(|e| Broken::new(source, e))?;
-            let peek = ready.try_io(|fd| {
-                udsecho_unix::passing::recv(
-                    fd.as_fd(),
-                    &mut [],
-                    RecvFlags::PEEK | RecvFlags::TRUNC | RecvFlags::DONTWAIT,
-                    0,
-                    true,
-                )
-                .map_err(io::Error::from)
-            });
-            match peek {
-                Ok(Ok(got)) => break (got.len, got.len == 0 && got.creds.is_none()),
-                Ok(Err(e)) => return Err(Broken::new(source, e)),
-                Err(_would_block) => continue,
-            }
+        let peek = |fd: BorrowedFd<'_>| {
+            udsecho_unix::passing::recv(
+                fd,
+                &mut [],
+                RecvFlags::PEEK | RecvFlags::TRUNC | RecvFlags::DONTWAIT,
+                0,
+                true,
+            )
+            .map(|got| (got.len, got.len == 0 && got.creds.is_none()))
+        };
+        let (len, eof) = match flow.faults.as_mut().filter(|f| f.holds()) {
+            // A message held back for `reorder` goes out at the drain, if no other comes
+            // first.
+            Some(faults) => tokio::select! {
+                peeked = when_ready(from, source, peek) => peeked?,
+                () = faults.drain_begun() => {
+                    send_held(to, faults, flow.forwarded).await?;
+                    continue;
+                }
+            },
+            None => when_ready(from, source, peek).await?,
         };
         if eof {
+            if let Some(faults) = &mut flow.faults {
+                // The message held back goes before the end.
+                send_held(to, faults, flow.forwarded).await?;
+            }
             return flow.pass_eof(to).await;
         }
         // A message longer than the usual buffer gets one of its size while it is forwarded.
@@ -245,16 +250,100 @@ pub(super) async fn messages(
         }
         let mut fds = got.fds;
         flow.data(&buf[..got.len], &fds).await;
-        // One message: all of it or nothing.
-        send(to, &buf[..got.len], &mut fds)
-            .await
-            .map_err(|e| Broken::new(sink, e))?;
+        match &mut flow.faults {
+            // One message: all of it or nothing.
+            None => {
+                send(to, &buf[..got.len], &mut fds)
+                    .await
+                    .map_err(|e| Broken::new(sink, e))?;
+                flow.forwarded.fetch_add(got.len as u64, Ordering::Relaxed);
+            }
+            Some(faults) => {
+                faulty_message(to, faults, &mut buf[..got.len], fds, flow.forwarded).await?
+            }
+        }
         if buf.len() > BUFFER {
             buf.truncate(BUFFER);
             buf.shrink_to_fit();
         }
-        flow.forwarded.fetch_add(got.len as u64, Ordering::Relaxed);
         crate::busy_poll::worked();
+    }
+}
+
+/// Sends a message of the upstream's to the client as the faults have it: dropped, held back
+/// for `reorder`, or after `latency`, cut (`truncate`, `limit_data`), once or twice, then the
+/// message held back before it, if any. `Err` when a side failed, or `limit_data` ends the
+/// connection.
+async fn faulty_message(
+    to: &AsyncFd<OwnedFd>,
+    faults: &mut ClientFaults,
+    message: &mut [u8],
+    mut fds: Passed,
+    forwarded: &AtomicU64,
+) -> Result<(), Broken> {
+    let fate = faults.message(message.len());
+    let Some(goes) = faults.outcome(fate, message, &mut fds) else {
+        return Ok(());
+    };
+    if !goes.delay.is_zero() {
+        tokio::time::sleep(goes.delay).await;
+    }
+    for _ in 0..goes.times {
+        // A duplicate carries no descriptors: the first took them.
+        send_cut(to, faults, &mut message[..goes.len], &mut fds, forwarded).await?;
+    }
+    send_held(to, faults, forwarded).await
+}
+
+/// Sends the message `reorder` held back, if any.
+async fn send_held(
+    to: &AsyncFd<OwnedFd>,
+    faults: &mut ClientFaults,
+    forwarded: &AtomicU64,
+) -> Result<(), Broken> {
+    match faults.take_held() {
+        Some(mut held) => send_cut(to, faults, &mut held, &mut Passed::none(), forwarded).await,
+        None => Ok(()),
+    }
+}
+
+/// One message to the client, as `limit_data` (cut, then the end), `corrupt` and
+/// `withhold_fds` have it.
+async fn send_cut(
+    to: &AsyncFd<OwnedFd>,
+    faults: &mut ClientFaults,
+    message: &mut [u8],
+    fds: &mut Passed,
+    forwarded: &AtomicU64,
+) -> Result<(), Broken> {
+    let cut = faults.cut(message, fds);
+    let sent = send(to, &message[..cut.len], fds).await;
+    if let Some(at) = cut.flipped {
+        message[at] ^= 0xff;
+    }
+    sent.map_err(|e| Broken::new("client", e))?;
+    let total = forwarded.fetch_add(cut.len as u64, Ordering::Relaxed) + cut.len as u64;
+    if cut.end {
+        let why = format!("limit_data reached: {total} bytes went to the client");
+        return Err(Broken { side: "fault", why });
+    }
+    Ok(())
+}
+
+/// Reads `from` with `read` once it is ready (again, when a read would block), as the side
+/// `source`.
+async fn when_ready<T>(
+    from: &AsyncFd<OwnedFd>,
+    source: &'static str,
+    mut read: impl FnMut(BorrowedFd<'_>) -> rustix::io::Result<T>,
+) -> Result<T, Broken> {
+    loop {
+        let mut ready = from.readable().await.map_err(|e| Broken::new(source, e))?;
+        match ready.try_io(|fd| read(fd.as_fd()).map_err(io::Error::from)) {
+            Ok(Ok(got)) => return Ok(got),
+            Ok(Err(e)) => return Err(Broken::new(source, e)),
+            Err(_would_block) => {}
+        }
     }
 }
 

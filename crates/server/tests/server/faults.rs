@@ -408,7 +408,7 @@ fn sigterm_still_drains_with_a_fault_active() {
 }
 
 /// A blocking seqpacket connection to `path` whose reads wait 500 ms at most.
-fn seqpacket(path: &Path) -> OwnedFd {
+pub(crate) fn seqpacket(path: &Path) -> OwnedFd {
     let fd = crate::socket_types::seqpacket(path);
     let timeout = Some(Duration::from_millis(500));
     rustix::net::sockopt::set_socket_timeout(&fd, rustix::net::sockopt::Timeout::Recv, timeout)
@@ -469,7 +469,7 @@ fn seqpacket_with(fault: &str) -> (Server, OwnedFd) {
 }
 
 /// The next message, `None` at EOF or a reset, `Err` when none came within the read timeout.
-fn next_message(fd: &OwnedFd) -> Result<Option<Vec<u8>>, rustix::io::Errno> {
+pub(crate) fn next_message(fd: &OwnedFd) -> Result<Option<Vec<u8>>, rustix::io::Errno> {
     let mut buf = vec![0u8; 4096];
     match rustix::net::recv(fd, &mut buf[..], RecvFlags::empty()) {
         Ok((0, _)) | Err(rustix::io::Errno::CONNRESET) => Ok(None),

@@ -29,14 +29,14 @@ fn datagram_server(faults: &[&str], more: &[&str]) -> Server {
 }
 
 /// A sender bound to `name` in `dir`, whose reads wait [`QUIET`] at most.
-fn sender(dir: &Path, name: &str) -> UnixDatagram {
+pub(crate) fn sender(dir: &Path, name: &str) -> UnixDatagram {
     let socket = UnixDatagram::bind(dir.join(name)).unwrap();
     socket.set_read_timeout(Some(QUIET)).unwrap();
     socket
 }
 
 /// Every reply until none comes for [`QUIET`].
-fn replies(socket: &UnixDatagram) -> Vec<Vec<u8>> {
+pub(crate) fn replies(socket: &UnixDatagram) -> Vec<Vec<u8>> {
     let mut got = Vec::new();
     let mut buf = vec![0u8; 4096];
     while let Ok(n) = socket.recv(&mut buf) {
@@ -48,10 +48,15 @@ fn replies(socket: &UnixDatagram) -> Vec<Vec<u8>> {
 /// The replies to `sent`, from a server with `fault`.
 fn datagram_echoes(fault: &str, sent: &[&[u8]]) -> Vec<Vec<u8>> {
     let server = datagram_server(&[fault], &[]);
+    replies_to(server.socket(), sent)
+}
+
+/// The replies to `sent` from one bound sender to `to`, until none comes for [`QUIET`].
+pub(crate) fn replies_to(to: &Path, sent: &[&[u8]]) -> Vec<Vec<u8>> {
     let dir = short_temp_dir();
     let socket = sender(dir.path(), "c.sock");
     for datagram in sent {
-        socket.send_to(datagram, server.socket()).unwrap();
+        socket.send_to(datagram, to).unwrap();
     }
     replies(&socket)
 }
@@ -77,10 +82,16 @@ fn abstract_sender(name: &str) -> OwnedFd {
 /// a server with `loss=1@50%` and `seed`: how many replies each got.
 fn replies_per_sender(seed: &str) -> Vec<usize> {
     let server = datagram_server(&["loss=1@50%"], &["--fault-seed", seed]);
-    let to = SocketAddrUnix::new(server.socket()).unwrap();
+    replies_per_named_sender(server.socket(), "udsecho-fault-test")
+}
+
+/// For twelve senders (abstract names `PREFIX-PID-N`, the same on every call) sending two
+/// datagrams each to `to`: how many replies each got.
+pub(crate) fn replies_per_named_sender(to: &Path, prefix: &str) -> Vec<usize> {
+    let to = SocketAddrUnix::new(to).unwrap();
     (0..12)
         .map(|i| {
-            let name = format!("udsecho-fault-test-{}-{i}", std::process::id());
+            let name = format!("{prefix}-{}-{i}", std::process::id());
             let fd = abstract_sender(&name);
             for datagram in [&b"one"[..], b"two"] {
                 rustix::net::sendto(&fd, datagram, SendFlags::empty(), &to).unwrap();
@@ -144,7 +155,7 @@ fn verbose_names_the_fault_and_the_sender_escaped() {
 }
 
 /// One command on the control socket at `path`, and its answer line.
-fn control(path: &Path, command: &str) -> String {
+pub(crate) fn control(path: &Path, command: &str) -> String {
     let mut stream = UnixStream::connect(path).unwrap();
     stream.set_read_timeout(Some(STOP)).unwrap();
     writeln!(stream, "{command}").unwrap();

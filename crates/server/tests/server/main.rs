@@ -17,6 +17,7 @@ mod memory;
 mod once;
 mod pid_namespaces;
 mod proxy;
+mod proxy_faults;
 mod shutdown_and_limits;
 mod socket_file;
 mod socket_types;

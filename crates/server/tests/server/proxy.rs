@@ -48,7 +48,7 @@ fn bytes_come_through_both_ways_intact() {
 /// A proxy to `upstream` with `args`, once it listens. Not probed with a connection as the
 /// harness does, which would be proxied too: each test's first connection is conn 1, and
 /// the upstream sees only the proxy's check at start before it.
-fn proxy_to(upstream: &Path, args: &[&str]) -> Server {
+pub(crate) fn proxy_to(upstream: &Path, args: &[&str]) -> Server {
     let proxy = Server::builder()
         .args(["--upstream".as_ref(), upstream.as_os_str()])
         .args(args)
@@ -489,7 +489,7 @@ fn bad_proxy_flags_are_one_line_and_exit_2() {
         &["--pcap", "x.pcapng"],
         &["--upstream", "", "--type", "datagram"],
         &["--upstream", "/tmp/x.sock", "--fault", "timeout"],
-        &["--upstream", "/tmp/x.sock", "-u", "--fault", "latency=1ms"],
+        &["--upstream", "/tmp/x.sock", "-u", "--fault", "reset_peer"],
     ] {
         let out = std::process::Command::new(udsecho_harness::binary("udsecho-server"))
             .args(args)
