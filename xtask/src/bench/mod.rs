@@ -26,7 +26,7 @@ use std::fs;
 use std::path::Path;
 use std::time::Instant;
 
-use self::peer::Setup;
+use self::peer::{Contender, Setup};
 use self::report::{Column, Results, Row};
 use self::scenario::{Load, Plan};
 
@@ -116,6 +116,15 @@ pub(crate) fn run(args: &[String]) -> Result<(), String> {
         .collect();
     check_pipe_clients(&setup, &rows)?;
 
+    // Measured before any run, on a quiet machine: what a recording can be written at.
+    let records = rows
+        .iter()
+        .any(|r| r.column(Contender::ProxyRecording).is_some());
+    let file_write_mb_per_sec = if records {
+        Some(run::file_write_rate(plan.pipe_bytes.min(512 << 20))?)
+    } else {
+        None
+    };
     let total: usize = plan.reps * rows.iter().map(|r| r.columns.len()).sum::<usize>();
     let started = Instant::now();
     let mut done = 0;
@@ -150,6 +159,7 @@ pub(crate) fn run(args: &[String]) -> Result<(), String> {
             "cargo xtask bench".to_owned()
         },
         plan,
+        file_write_mb_per_sec,
         rows,
     };
     let md = results.markdown();

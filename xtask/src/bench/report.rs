@@ -19,6 +19,9 @@ pub(crate) struct Results {
     pub(crate) command: String,
     pub(crate) plan: Plan,
     pub(crate) rows: Vec<Row>,
+    /// MB/s one thread writes to a file in the runs' directory with nothing else running
+    /// (measured when a proxied scenario records): the ceiling of a recording.
+    pub(crate) file_write_mb_per_sec: Option<f64>,
 }
 
 /// One scenario and its columns.
@@ -158,7 +161,7 @@ impl Column {
 }
 
 impl Row {
-    fn column(&self, who: Contender) -> Option<&Column> {
+    pub(crate) fn column(&self, who: Contender) -> Option<&Column> {
         self.columns.iter().find(|c| c.contender == who)
     }
 
@@ -623,9 +626,45 @@ impl Results {
              UNIX-CONNECT:…`; \"epoll reference\" is the reference alone, direct, which a \
              proxy's extra hop each way cannot beat (about half of it is the ceiling). CPU is \
              the proxy's (all threads and children; the reference's is not counted). Higher \
-             is better.\n\n{}\n",
-            t.render()
+             is better.\n\n{}\n{}",
+            t.render(),
+            self.recording_ceiling()
         )
+    }
+
+    /// What the file system allows a recording of streams: one writer thread writes every
+    /// byte both ways in base64, 8/3 of the bytes forwarded.
+    fn recording_ceiling(&self) -> String {
+        let Some(rate) = self.file_write_mb_per_sec else {
+            return String::new();
+        };
+        let ceiling = rate * 3.0 / 8.0;
+        let mut out = format!(
+            "The recording's ceiling: one thread writes {} MB/s to a file in the runs' \
+             directory with nothing else running (256 KiB writes of a fresh file, as the \
+             recorder writes); a recorded stream of random bytes (base64, both ways) writes \
+             8/3 of what it forwards, so --record cannot forward more than {} MB/s of streams \
+             on this machine.",
+            number(rate),
+            number(ceiling)
+        );
+        for row in self.rows.iter().filter(|r| r.scenario.proxied) {
+            if !matches!(row.scenario.load, Load::Stream { .. }) {
+                continue;
+            }
+            let recorded = row
+                .column(Contender::ProxyRecording)
+                .and_then(|c| c.figure(Figure::Headline, row.scenario.load));
+            if let Some(recorded) = recorded {
+                let _ = write!(
+                    out,
+                    " {}: {} of that ceiling.",
+                    row.scenario.name,
+                    ratio(Some(recorded.median / ceiling))
+                );
+            }
+        }
+        out + "\n\n"
     }
 
     /// Runs in which some connections never completed a round trip in the window.
@@ -703,6 +742,7 @@ impl Results {
             machine: &'a str,
             command: &'a str,
             plan: Plan,
+            file_write_mb_per_sec: Option<f64>,
             scenarios: Vec<JsonRow<'a>>,
         }
         let scenarios = self
@@ -750,6 +790,7 @@ impl Results {
             machine: &self.machine,
             command: &self.command,
             plan: self.plan,
+            file_write_mb_per_sec: self.file_write_mb_per_sec,
             scenarios,
         })
         .map_err(|e| format!("cannot write results.json: {e}"))
@@ -783,6 +824,7 @@ mod tests {
             command: "cargo xtask bench --quick".to_owned(),
             plan: Plan::new(true),
             rows: Vec::new(),
+            file_write_mb_per_sec: None,
         };
         let md = results.markdown();
         assert!(!md.contains("in brackets"), "{md}");

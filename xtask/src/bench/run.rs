@@ -64,6 +64,28 @@ pub(crate) fn one(
     result.map(|r| Measured::Load(Box::new(r)))
 }
 
+/// MB/s one thread writes `bytes` to a fresh file in a run's directory (where the proxy's
+/// recording goes), in 256 KiB writes as the recorder makes them, flushed to the page cache
+/// and not to the disk, as a recording is while it runs.
+pub(crate) fn file_write_rate(bytes: u64) -> Result<f64, String> {
+    use std::io::Write as _;
+    let dir = short_temp_dir();
+    let path = dir.path().join("write-rate");
+    let chunk = vec![b'A'; 256 * 1024];
+    let started = Instant::now();
+    let mut file = std::fs::File::create(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let mut written = 0;
+    while written < bytes {
+        file.write_all(&chunk)
+            .map_err(|e| format!("{}: {e}", path.display()))?;
+        written += chunk.len() as u64;
+    }
+    let seconds = started.elapsed().as_secs_f64();
+    drop(file);
+    let _ = std::fs::remove_file(&path);
+    Ok(written as f64 / seconds / 1e6)
+}
+
 /// Runs the generator against `target` (socket and server pid), or in loopback.
 fn loadgen(
     setup: &Setup,

@@ -22,6 +22,26 @@ pub(super) struct Jsonl<W> {
     path: PathBuf,
     /// One line, built whole before it is written (reused).
     scratch: Vec<u8>,
+    base64: Base64,
+}
+
+/// The base64 crate's engine that uses the CPU's vector instructions (found at run time; the
+/// scalar one without them), where the crate has one: the writer's cost on a busy stream is
+/// mostly base64.
+#[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
+type Base64 = base64::engine::Simd;
+
+#[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
+type Base64 = base64::engine::GeneralPurpose;
+
+#[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
+fn base64_engine() -> Base64 {
+    base64::engine::Simd::standard(base64::engine::general_purpose::PAD)
+}
+
+#[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
+fn base64_engine() -> Base64 {
+    base64::engine::general_purpose::STANDARD
 }
 
 impl<W: Write> Jsonl<W> {
@@ -30,6 +50,7 @@ impl<W: Write> Jsonl<W> {
             out,
             path: path.to_owned(),
             scratch: Vec::new(),
+            base64: base64_engine(),
         }
     }
 }
@@ -99,12 +120,11 @@ fn as_text(bytes: &[u8]) -> Option<&str> {
 }
 
 /// Appends `"text":"..."` or `"base64":"..."` for `bytes` to the line in `out`.
-fn push_bytes(out: &mut Vec<u8>, bytes: &[u8]) -> io::Result<()> {
+fn push_bytes(out: &mut Vec<u8>, bytes: &[u8], engine: &Base64) -> io::Result<()> {
     if let Some(text) = as_text(bytes) {
         out.extend_from_slice(b"\"text\":");
         serde_json::to_writer(&mut *out, text)?;
     } else {
-        let engine = &base64::engine::general_purpose::STANDARD;
         out.extend_from_slice(b"\"base64\":\"");
         let start = out.len();
         out.resize(
@@ -197,7 +217,7 @@ impl<W: Write + Send> Sink for Jsonl<W> {
             // The object's closing brace comes back after the bytes.
             out.pop();
             out.push(b',');
-            push_bytes(out, bytes)?;
+            push_bytes(out, bytes, &self.base64)?;
             out.push(b'}');
         }
         out.push(b'\n');

@@ -45,8 +45,10 @@ const NAPS_BEFORE_PARKING: u32 = 20;
 /// While events keep coming, the files are flushed at least this often.
 const FLUSH_EVERY: Duration = Duration::from_millis(100);
 
-/// Each file's write buffer: a busy recording goes to the kernel in writes this large.
-const BUFFER: usize = 256 * 1024;
+/// Each file's write buffer: small events go to the kernel together, in writes this large; an
+/// event this large or larger (a 64 KiB read is an 87 KB line) is one write of its own, not
+/// copied into the buffer first.
+const BUFFER: usize = 64 * 1024;
 
 /// Which way bytes went.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
