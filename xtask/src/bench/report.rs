@@ -641,7 +641,7 @@ impl Results {
         let ceiling = rate * 3.0 / 8.0;
         let mut out = format!(
             "The recording's ceiling: one thread writes {} MB/s to a file in the runs' \
-             directory with nothing else running (256 KiB writes of a fresh file, as the \
+             directory with nothing else running (64 KiB writes of a fresh file, as the \
              recorder writes); a recorded stream of random bytes (base64, both ways) writes \
              8/3 of what it forwards, so --record cannot forward more than {} MB/s of streams \
              on this machine.",

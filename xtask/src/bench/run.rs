@@ -65,13 +65,14 @@ pub(crate) fn one(
 }
 
 /// MB/s one thread writes `bytes` to a fresh file in a run's directory (where the proxy's
-/// recording goes), in 256 KiB writes as the recorder makes them, flushed to the page cache
+/// recording goes), in 64 KiB writes as the recorder makes them (its buffer; a 64 KiB read's
+/// line is 87 KB, one write of its own), flushed to the page cache
 /// and not to the disk, as a recording is while it runs.
 pub(crate) fn file_write_rate(bytes: u64) -> Result<f64, String> {
     use std::io::Write as _;
     let dir = short_temp_dir();
     let path = dir.path().join("write-rate");
-    let chunk = vec![b'A'; 256 * 1024];
+    let chunk = vec![b'A'; 64 * 1024];
     let started = Instant::now();
     let mut file = std::fs::File::create(&path).map_err(|e| format!("{}: {e}", path.display()))?;
     let mut written = 0;

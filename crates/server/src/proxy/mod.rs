@@ -218,7 +218,13 @@ fn register(fd: OwnedFd, kind: SocketType) -> io::Result<AsyncFd<OwnedFd>> {
             tracing::debug!("SO_PASSCRED: {e}");
         }
     }
-    udsecho_unix::registration::register_for(fd, Interest::READABLE | Interest::WRITABLE)
+    // A stream's priority readiness says an out-of-band mark is queued, at which reads stop
+    // short (`pump` keeps reading then, rather than wait for a wake-up).
+    let interest = match kind {
+        SocketType::Stream => Interest::READABLE | Interest::WRITABLE | Interest::PRIORITY,
+        _ => Interest::READABLE | Interest::WRITABLE,
+    };
+    udsecho_unix::registration::register_for(fd, interest)
 }
 
 /// Both directions of a stream connection, until both have ended or one side fails.

@@ -18,6 +18,7 @@ use std::time::Duration;
 
 use rustix::io::Errno;
 use rustix::net::{RecvFlags, SendFlags};
+use tokio::io::Interest;
 use tokio::io::unix::AsyncFd;
 
 use super::faults::{ClientFaults, Plan};
@@ -124,7 +125,9 @@ pub(super) async fn pump(
                     false,
                 )
             },
-            |got| got.len > 0 && got.len < BUFFER,
+            // Short, with nothing queued behind it: not when it carried descriptors (the
+            // kernel ends a read at them) nor at an out-of-band mark (priority readiness).
+            |got| got.emptied(BUFFER) && !out_of_band_queued(from),
         )
         .await?;
         if got.truncated {
@@ -336,10 +339,10 @@ async fn send_cut(
 }
 
 /// Reads `from` with `read` once it is ready (again, when a read would block), as the side
-/// `source`. When `took_all` says a read took everything there was (a stream read that
-/// did not fill the buffer), the readiness is cleared, as tokio's own sockets do: the next
-/// read waits for the next wake-up instead of first making a system call that would block
-/// (one `recvmsg` fewer per read; an EOF or a reset stays ready — tokio never clears those).
+/// `source`. When `took_all` says a read took everything there was, the readiness is
+/// cleared, as tokio's own sockets do: the next read waits for the next wake-up instead of
+/// first making a system call that would block (one `recvmsg` fewer per read; an EOF or a
+/// reset stays ready — tokio never clears those).
 async fn when_ready<T>(
     from: &AsyncFd<OwnedFd>,
     source: &'static str,
@@ -359,6 +362,13 @@ async fn when_ready<T>(
             Err(_would_block) => {}
         }
     }
+}
+
+/// Whether `from` (a stream, registered for priority) has an out-of-band mark queued, at which
+/// reads stop short.
+fn out_of_band_queued(from: &AsyncFd<OwnedFd>) -> bool {
+    // `try_io` calls the closure only if priority (or read-closed) readiness is set.
+    from.try_io(Interest::PRIORITY, |_| Ok(())).is_ok()
 }
 
 /// One `sendmsg` of `bytes` with `fds` on `to`, once it has room: how many bytes went (a

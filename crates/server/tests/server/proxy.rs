@@ -1096,3 +1096,57 @@ fn writer_wakeups(pid: u32) -> u64 {
     }
     panic!("no udsecho-record thread in {pid}");
 }
+
+/// An upstream that answers only once it has the whole `want`-byte request, as an HTTP server
+/// waits for its headers: a proxy that leaves part of a request in its socket hangs it.
+fn upstream_wanting(want: usize) -> (tempfile::TempDir, PathBuf, thread::JoinHandle<Vec<u8>>) {
+    upstream_after_check(move |mut stream| {
+        stream
+            .set_read_timeout(Some(Duration::from_secs(3)))
+            .unwrap();
+        let mut got = vec![0u8; want];
+        let read = stream.read_exact(&mut got);
+        if read.is_ok() {
+            stream.write_all(b"OK").unwrap();
+        }
+        got.truncate(if read.is_ok() { want } else { 0 });
+        got
+    })
+}
+
+#[test]
+fn a_request_split_by_a_passed_descriptor_reaches_the_upstream_whole() {
+    // The kernel ends a stream read at the bytes that carried descriptors: the read is short
+    // with more queued behind it, which is not an empty queue.
+    let (_dir, path, upstream) = upstream_wanting(20);
+    let proxy = proxy_to(&path, &[]);
+    let mut client = connect(proxy.socket());
+    let (pipe_r, _pipe_w) = std::io::pipe().unwrap();
+    send_with_fds(client.as_fd(), b"0123456789", &[pipe_r.as_fd()], None).unwrap();
+    client.write_all(b"abcdefghij").unwrap();
+    client
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    let mut answer = [0u8; 2];
+    let answered = client.read_exact(&mut answer);
+    assert_eq!(upstream.join().unwrap(), b"0123456789abcdefghij");
+    assert!(answered.is_ok() && &answer == b"OK", "{answered:?}");
+}
+
+#[test]
+fn a_request_split_by_an_out_of_band_byte_reaches_the_upstream_whole() {
+    // A stream read stops at the out-of-band mark (the proxy reads it in line).
+    let (_dir, path, upstream) = upstream_wanting(9);
+    let proxy = proxy_to(&path, &[]);
+    let mut client = connect(proxy.socket());
+    client.write_all(b"abcd").unwrap();
+    rustix::net::send(&client, b"!", rustix::net::SendFlags::OOB).unwrap();
+    client.write_all(b"efgh").unwrap();
+    client
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    let mut answer = [0u8; 2];
+    let answered = client.read_exact(&mut answer);
+    assert_eq!(upstream.join().unwrap(), b"abcd!efgh");
+    assert!(answered.is_ok() && &answer == b"OK", "{answered:?}");
+}
