@@ -205,6 +205,14 @@ pub async fn run_with_control(
         _ => tracing::info!("listening on {name} ({kind}{threads})"),
     }
     notify::ready(&name);
+    if let Some(recorder) = config.recorder.clone() {
+        // A forced shutdown waits for no recording (a file that takes no more writes).
+        let forced = shutdown.forced_owned();
+        tokio::spawn(async move {
+            forced.await;
+            recorder.abandon();
+        });
+    }
     let tracker = TaskTracker::new();
     let fatal = match socket {
         Socket::Stream(listener) => {

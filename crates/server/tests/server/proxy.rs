@@ -1150,3 +1150,61 @@ fn a_request_split_by_an_out_of_band_byte_reaches_the_upstream_whole() {
     assert_eq!(upstream.join().unwrap(), b"abcd!efgh");
     assert!(answered.is_ok() && &answer == b"OK", "{answered:?}");
 }
+
+#[test]
+fn a_recording_that_takes_no_more_writes_is_abandoned_at_the_second_signal() {
+    // The recording goes to a FIFO whose reader never reads: the writer blocks for good once
+    // the pipe is full. SIGTERM drains and then waits for the recording; a second signal
+    // must end the proxy anyway, its socket file removed.
+    let dir = tempfile::tempdir().unwrap();
+    let fifo = dir.path().join("stuck.jsonl");
+    let made = std::process::Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .unwrap();
+    assert!(made.success());
+    let _reader = {
+        use std::os::unix::fs::OpenOptionsExt;
+        std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(rustix::fs::OFlags::NONBLOCK.bits() as i32)
+            .open(&fifo)
+            .unwrap()
+    };
+    let (_upstream, mut proxy) = echo_behind_proxy(&["--record", fifo.to_str().unwrap()]);
+    let socket = proxy.socket().to_owned();
+    let mut client = connect(&socket);
+    let sent = udsecho_harness::random_payload(1 << 20, 9);
+    let writer = {
+        let mut client = client.try_clone().unwrap();
+        let sent = sent.clone();
+        thread::spawn(move || {
+            client.write_all(&sent).unwrap();
+            client.shutdown(Shutdown::Write).unwrap();
+        })
+    };
+    let mut echoed = Vec::new();
+    client.read_to_end(&mut echoed).unwrap();
+    writer.join().unwrap();
+    assert!(
+        echoed == sent,
+        "forwarding goes on while the recording is stuck"
+    );
+    drop(client);
+
+    proxy.signal(Signal::TERM).unwrap();
+    assert!(
+        proxy.wait_stderr("events queued (a second signal abandons them)", STOP),
+        "{}",
+        proxy.stderr()
+    );
+    assert!(
+        !proxy.has_exited(),
+        "it waits for the recording after one signal"
+    );
+    proxy.signal(Signal::TERM).unwrap();
+    let status = proxy.wait_exit(Duration::from_secs(5)).unwrap();
+    assert!(status.success(), "{status:?}");
+    assert!(proxy.stderr().contains("abandoned at the forced shutdown"));
+    assert!(!socket.exists(), "the socket file is removed");
+}

@@ -22,12 +22,13 @@ use std::fmt;
 use std::fs::File;
 use std::io::{self, BufWriter};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime};
 
 use bytes::Bytes;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
+use tokio_util::sync::CancellationToken;
 
 use self::frames::FrameNote;
 use crate::config::SocketType;
@@ -155,8 +156,14 @@ pub struct RecordError {
 pub struct Recorder {
     /// Connections wait here for room.
     queue: mpsc::Sender<Message>,
-    /// The writer, joined once by `finish`.
-    writer: Arc<Mutex<Option<JoinHandle<()>>>>,
+    /// Cancelled when the shutdown is forced: nobody waits for the writer any more.
+    abandoned: CancellationToken,
+    /// Events not recorded because the recording was abandoned.
+    lost: Arc<AtomicU64>,
+    /// Resolves when the writer thread has written and flushed everything: awaited once, by
+    /// `finish` (not a join: a writer blocked in `write` for good must not hold the runtime's
+    /// shutdown, as a blocking task would).
+    written: Arc<Mutex<Option<oneshot::Receiver<()>>>>,
     /// The files, for messages.
     files: Arc<str>,
 }
@@ -226,37 +233,93 @@ impl Recorder {
         let files = Arc::from(files.join(" and "));
         let (queue, events) = mpsc::channel(QUEUED);
         let start = Instant::now();
-        let writer = std::thread::Builder::new()
+        let (done, written) = oneshot::channel();
+        std::thread::Builder::new()
             .name("udsecho-record".to_owned())
-            .spawn(move || write_all(events, sinks, start))
+            .spawn(move || {
+                write_all(events, sinks, start);
+                let _ = done.send(());
+            })
             .map_err(|e| failed(Path::new(&*files), "start the recording thread", e))?;
         Ok(Recorder {
             queue,
-            writer: Arc::new(Mutex::new(Some(writer))),
+            abandoned: CancellationToken::new(),
+            lost: Arc::new(AtomicU64::new(0)),
+            written: Arc::new(Mutex::new(Some(written))),
             files,
         })
     }
 
-    /// Records `what` for connection `conn`, now; waits while the writer is behind.
+    /// Records `what` for connection `conn`, now; waits while the writer is behind, until the
+    /// recording is [abandoned](Recorder::abandon).
     pub(crate) async fn record(&self, conn: u64, what: What) {
         let event = Event {
             at: Instant::now(),
             conn,
             what,
         };
-        // Closed only after `finish`, when no connection is left.
-        let _ = self.queue.send(Message::Event(event)).await;
+        // The queue is closed only after `finish`, when no connection is left.
+        tokio::select! {
+            biased;
+            _ = self.queue.send(Message::Event(event)) => {}
+            () = self.abandoned.cancelled() => {
+                self.lost.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }
+
+    /// Stops waiting for the writer: for a forced shutdown (a second signal, SIGQUIT, the
+    /// drain's timeout), so a file that takes no more writes (a FIFO nobody reads, a stalled
+    /// network file system) cannot hold the proxy. What was not yet queued is not recorded.
+    pub(crate) fn abandon(&self) {
+        self.abandoned.cancel();
     }
 
     /// Writes out everything recorded and stops the writer; for the end of the server, once
-    /// every connection has ended. Blocks until the files are flushed.
+    /// every connection has ended. Waits until the files are flushed, or until the recording
+    /// is abandoned (then says so).
     pub(crate) async fn finish(&self) {
-        let _ = self.queue.send(Message::Stop).await;
-        let writer = self.writer.lock().ok().and_then(|mut w| w.take());
-        if let Some(writer) = writer {
-            let _ = tokio::task::spawn_blocking(move || writer.join()).await;
+        let stopped = async {
+            let _ = self.queue.send(Message::Stop).await;
+            let written = self.written.lock().ok().and_then(|mut w| w.take());
+            if let Some(written) = written {
+                let _ = written.await;
+            }
+        };
+        let waiting = self.queue.max_capacity() - self.queue.capacity();
+        if waiting > 0 {
+            tracing::info!(
+                "writing the recording to {}: {waiting} events queued (a second signal \
+                 abandons them)",
+                self.files
+            );
         }
-        tracing::debug!("recording written to {}", self.files);
+        tokio::select! {
+            biased;
+            () = stopped => {
+                tracing::debug!("recording written to {}", self.files);
+                self.warn_lost();
+            }
+            () = self.abandoned.cancelled() => {
+                tracing::warn!(
+                    "recording to {}: abandoned at the forced shutdown; events still queued \
+                     are not written, and the file may end in part of a line",
+                    self.files
+                );
+                self.warn_lost();
+            }
+        }
+    }
+
+    fn warn_lost(&self) {
+        let lost = self.lost.load(Ordering::Relaxed);
+        if lost > 0 {
+            tracing::warn!(
+                "recording to {}: {lost} events not recorded (the shutdown was forced while \
+                 their connections waited for the writer)",
+                self.files
+            );
+        }
     }
 }
 
