@@ -51,6 +51,9 @@ const PER_TURN: usize = 256;
 /// At shutdown, replies are waited for until the relays have been quiet this long.
 const QUIET: Duration = Duration::from_millis(100);
 
+/// A relay's `used` while a reply is held back by `latency`: in use now, never idle.
+const BUSY: u64 = u64::MAX;
+
 /// Sends never block and never raise SIGPIPE.
 const SEND: SendFlags = SendFlags::DONTWAIT.union(SendFlags::NOSIGNAL);
 
@@ -60,7 +63,8 @@ struct Relay {
     conn: u64,
     /// Our socket connected to the upstream, shared with the task that reads its replies.
     socket: Arc<UnixDatagram>,
-    /// When it last carried a datagram either way, in ms since the proxy began.
+    /// When it last carried a datagram either way, in ms since the proxy began; [`BUSY`]
+    /// while a reply is held back by `latency`.
     used: Arc<AtomicU64>,
     to_upstream: u64,
     to_client: Arc<AtomicU64>,
@@ -555,8 +559,13 @@ async fn faulty_reply(
         return;
     };
     if !goes.delay.is_zero() {
-        // The relay's next replies wait in its socket meanwhile.
-        tokio::time::sleep(goes.delay).await;
+        // The relay's next replies wait in its socket meanwhile. It counts as busy, so
+        // neither the idle sweep nor the drain's quiet close aborts the reply; the drain
+        // cuts the delay short.
+        r.used.store(BUSY, Ordering::Relaxed);
+        faults.pause(goes.delay).await;
+        r.used
+            .store(r.began.elapsed().as_millis() as u64, Ordering::Relaxed);
     }
     for _ in 0..goes.times {
         // A duplicate carries no descriptors: the first took them.

@@ -200,8 +200,20 @@ impl ClientFaults {
     }
 
     /// The drain began: no fault applies any more.
-    fn lifted(&self) -> bool {
+    pub(super) fn lifted(&self) -> bool {
         self.shutdown.is_begun()
+    }
+
+    /// Waits out a fault's `pause` (a `latency`, a gap between slices), cut short when the
+    /// drain begins: whether the faults are lifted now.
+    pub(super) async fn pause(&self, pause: Duration) -> bool {
+        if !pause.is_zero() {
+            tokio::select! {
+                () = tokio::time::sleep(pause) => {}
+                () = self.drain_begun() => {}
+            }
+        }
+        self.lifted()
     }
 
     /// When `reset_peer` ends the connection, if it does.

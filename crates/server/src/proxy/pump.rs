@@ -155,19 +155,29 @@ pub(super) async fn pump(
                 end: false,
             },
         };
-        if !plan.delay.is_zero() {
-            tokio::time::sleep(plan.delay).await;
-        }
+        // The drain cuts a delay or a gap short: the rest then goes in one piece.
+        let mut lifted = match &flow.faults {
+            Some(faults) => faults.pause(plan.delay).await,
+            None => false,
+        };
         let len = plan.len;
         let mut sent = 0;
         while sent < len {
-            let upto = (sent + plan.piece).min(len);
+            let upto = if lifted {
+                len
+            } else {
+                (sent + plan.piece).min(len)
+            };
             // The descriptors go with the first byte.
             sent += send(to, &buf[sent..upto], &mut fds)
                 .await
                 .map_err(|e| Broken::new(sink, e))?;
-            if sent == upto && !plan.gap.is_zero() {
-                tokio::time::sleep(plan.gap).await;
+            if sent == upto
+                && !lifted
+                && !plan.gap.is_zero()
+                && let Some(faults) = &flow.faults
+            {
+                lifted = faults.pause(plan.gap).await;
             }
         }
         flow.forwarded.fetch_add(len as u64, Ordering::Relaxed);
@@ -293,9 +303,8 @@ async fn faulty_message(
     let Some(goes) = faults.outcome(fate, message, &mut fds) else {
         return Ok(());
     };
-    if !goes.delay.is_zero() {
-        tokio::time::sleep(goes.delay).await;
-    }
+    // The drain cuts the delay short.
+    faults.pause(goes.delay).await;
     for _ in 0..goes.times {
         // A duplicate carries no descriptors: the first took them.
         send_cut(to, faults, &mut message[..goes.len], &mut fds, forwarded).await?;

@@ -1029,6 +1029,40 @@ fn fault_reset_peer_closes_the_connection_when_it_is_due() {
     );
 }
 
+/// What a client of a proxy with `fault` and `--shutdown-timeout 5s` gets of `sent` (written,
+/// then its end) when SIGTERM comes 300 ms later, and how long after the signal the end
+/// came; the proxy exits well.
+fn drained_through(fault: &str, sent: &[u8]) -> (Vec<u8>, Duration) {
+    let (_upstream, mut proxy) = echo_behind_proxy(&["--fault", fault, "--shutdown-timeout", "5s"]);
+    let mut client = connect(proxy.socket());
+    client.write_all(sent).unwrap();
+    client.shutdown(Shutdown::Write).unwrap();
+    thread::sleep(Duration::from_millis(300));
+    let signalled = Instant::now();
+    proxy.signal(Signal::TERM).unwrap();
+    let (all, _, _) = reads_until_closed(&mut client);
+    let took = signalled.elapsed();
+    assert!(
+        proxy.wait_exit(STOP).unwrap().success(),
+        "{}",
+        proxy.stderr()
+    );
+    (all, took)
+}
+
+#[test]
+fn sigterm_cuts_a_delay_or_a_gap_in_progress_short() {
+    // The drain lifts the faults: what was held goes out at once, then the end, well before
+    // --shutdown-timeout.
+    let (all, took) = drained_through("latency=10s", b"ping");
+    assert_eq!(all, b"ping");
+    assert!(took < Duration::from_secs(2), "{took:?}");
+    let sent = udsecho_harness::random_payload(64, 3);
+    let (all, took) = drained_through("slicer=1,gap=1s", &sent);
+    assert!(all == sent, "{all:?}");
+    assert!(took < Duration::from_secs(2), "{took:?}");
+}
+
 /// The recording's lines so far, while the proxy runs (a line being written is left out).
 fn lines_so_far(path: &Path) -> Vec<serde_json::Value> {
     let text = std::fs::read_to_string(path).unwrap_or_default();

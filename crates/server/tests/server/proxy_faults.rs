@@ -156,22 +156,24 @@ fn seqpacket_proxy_reset_peer_closes_at_once_or_when_due() {
     sooner_than(opened, Duration::from_secs(3));
 }
 
-#[test]
-fn sigterm_sends_the_message_a_reorder_held_back_in_a_seqpacket_proxy() {
-    let (_upstream, mut proxy) = proxy_of("seqpacket", &["reorder=1"], &[]);
+/// A message held back by `fault` in a seqpacket proxy (with `--shutdown-timeout 5s`) goes
+/// out at once when SIGTERM comes: well within the timeout, then the end.
+fn seqpacket_drain_sends_what_is_held(fault: &str) {
+    let (_upstream, mut proxy) = proxy_of("seqpacket", &[fault], &["--shutdown-timeout", "5s"]);
     let fd = seqpacket(proxy.socket());
     rustix::net::send(&fd, b"held back", SendFlags::empty()).unwrap();
-    assert_eq!(
-        next_message(&fd),
-        Err(rustix::io::Errno::AGAIN),
-        "held for the next message"
-    );
+    assert_eq!(next_message(&fd), Err(rustix::io::Errno::AGAIN), "held");
+    let wait = Some(Duration::from_secs(2));
+    rustix::net::sockopt::set_socket_timeout(&fd, rustix::net::sockopt::Timeout::Recv, wait)
+        .unwrap();
+    let signalled = Instant::now();
     proxy.signal(udsecho_harness::Signal::TERM).unwrap();
     assert_eq!(
         next_message(&fd),
         Ok(Some(b"held back".to_vec())),
-        "the drain lifts the fault"
+        "the drain lifts {fault}"
     );
+    sooner_than(signalled, Duration::from_secs(2));
     rustix::net::shutdown(&fd, rustix::net::Shutdown::Write).unwrap();
     assert_eq!(next_message(&fd), Ok(None));
     assert!(
@@ -179,6 +181,16 @@ fn sigterm_sends_the_message_a_reorder_held_back_in_a_seqpacket_proxy() {
         "{}",
         proxy.stderr()
     );
+}
+
+#[test]
+fn sigterm_sends_the_message_a_reorder_held_back_in_a_seqpacket_proxy() {
+    seqpacket_drain_sends_what_is_held("reorder=1");
+}
+
+#[test]
+fn sigterm_cuts_the_latency_of_a_message_short_in_a_seqpacket_proxy() {
+    seqpacket_drain_sends_what_is_held("latency=10s");
 }
 
 /// Which of 16 messages come back through a seqpacket proxy with `loss=0.5` and `seed`.
@@ -311,24 +323,36 @@ fn datagram_proxy_takes_faults_through_control_and_names_them_with_verbose() {
     assert_eq!(replies(&socket), [b"healed"]);
 }
 
-#[test]
-fn sigterm_sends_the_reply_a_reorder_held_back_in_a_datagram_proxy() {
-    let (_upstream, mut proxy) =
-        proxy_of("datagram", &["reorder=1"], &["--shutdown-timeout", "20s"]);
+/// A reply held back by `fault` in a datagram proxy (with `--shutdown-timeout 5s`) goes
+/// out at once when SIGTERM comes, well within the timeout.
+fn datagram_drain_sends_what_is_held(fault: &str) {
+    let (_upstream, mut proxy) = proxy_of("datagram", &[fault], &["--shutdown-timeout", "5s"]);
     let dir = short_temp_dir();
     let socket = sender(dir.path(), "c.sock");
     socket.send_to(b"held back", proxy.socket()).unwrap();
-    assert!(replies(&socket).is_empty(), "held for the next reply");
+    assert!(replies(&socket).is_empty(), "held");
+    let signalled = Instant::now();
     proxy.signal(udsecho_harness::Signal::TERM).unwrap();
     socket.set_read_timeout(Some(STOP)).unwrap();
     let mut buf = [0u8; 64];
     let n = socket.recv(&mut buf).unwrap();
-    assert_eq!(&buf[..n], b"held back", "the drain lifts the fault");
+    assert_eq!(&buf[..n], b"held back", "the drain lifts {fault}");
+    sooner_than(signalled, Duration::from_secs(2));
     assert!(
         proxy.wait_exit(STOP).unwrap().success(),
         "{}",
         proxy.stderr()
     );
+}
+
+#[test]
+fn sigterm_sends_the_reply_a_reorder_held_back_in_a_datagram_proxy() {
+    datagram_drain_sends_what_is_held("reorder=1");
+}
+
+#[test]
+fn sigterm_cuts_the_latency_of_a_reply_short_in_a_datagram_proxy() {
+    datagram_drain_sends_what_is_held("latency=10s");
 }
 
 #[test]
