@@ -334,11 +334,15 @@ async fn send_cut(
     forwarded: &AtomicU64,
 ) -> Result<(), Broken> {
     let cut = faults.cut(message, fds);
-    let sent = send(to, &message[..cut.len], fds).await;
-    if let Some(at) = cut.flipped {
-        message[at] ^= 0xff;
+    // A message `limit_data` cuts to nothing is not sent: an empty message is a message
+    // (the client would read one the upstream never sent), not the end.
+    if cut.len > 0 || message.is_empty() {
+        let sent = send(to, &message[..cut.len], fds).await;
+        if let Some(at) = cut.flipped {
+            message[at] ^= 0xff;
+        }
+        sent.map_err(|e| Broken::new("client", e))?;
     }
-    sent.map_err(|e| Broken::new("client", e))?;
     let total = forwarded.fetch_add(cut.len as u64, Ordering::Relaxed) + cut.len as u64;
     if cut.end {
         let why = format!("limit_data reached: {total} bytes went to the client");

@@ -104,6 +104,30 @@ fn seqpacket_proxy_limit_data_cuts_the_message_that_reaches_it_and_closes() {
 }
 
 #[test]
+fn seqpacket_proxy_limit_data_0_closes_without_sending_an_empty_message() {
+    let (_upstream, proxy) = proxy_of("seqpacket", &["limit_data=0"], &[]);
+    let fd = seqpacket(proxy.socket());
+    // With SO_PASSCRED every message carries its sender's credentials, an empty one too;
+    // the end carries none: so a read of 0 bytes tells which it was.
+    rustix::net::sockopt::set_socket_passcred(&fd, true).unwrap();
+    rustix::net::send(&fd, b"abc", SendFlags::empty()).unwrap();
+    let mut buf = [0u8; 16];
+    let got = udsecho_unix::passing::recv(
+        fd.as_fd(),
+        &mut buf,
+        rustix::net::RecvFlags::empty(),
+        0,
+        true,
+    )
+    .unwrap();
+    assert_eq!(got.len, 0, "nothing of the message goes");
+    assert!(
+        got.creds.is_none(),
+        "the proxy sent an empty message before its end"
+    );
+}
+
+#[test]
 fn seqpacket_proxy_corrupt_flips_the_byte_at_its_offset_of_the_clients_messages() {
     let got = through_seqpacket(&["corrupt=4"], &[], &[b"abc", b"defg"]);
     assert_eq!(got, [b"abc".to_vec(), vec![b'd', b'e' ^ 0xff, b'f', b'g']]);
