@@ -125,20 +125,28 @@ async fn serve(cli: &Cli, inherited: Option<Inherited>) -> Result<(), Failure> {
             (listener, config)
         }
     };
+    let shutdown = Shutdown::new();
+    let signals = tokio::spawn(signals.drive(shutdown.clone()));
     if cli.record.is_some() || cli.pcap.is_some() {
-        let recorder = Recorder::start(
+        let started = Recorder::start(
             cli.record.as_deref(),
             cli.pcap.as_deref(),
             config.socket_type,
-        )?;
-        config.recorder = Some(recorder);
+        );
+        // A FIFO nobody reads yet is waited for; a signal ends the wait (and the server,
+        // its socket file removed as the listener goes).
+        tokio::select! {
+            started = started => config.recorder = Some(started?),
+            () = shutdown.begun() => {
+                signals.abort();
+                return Ok(());
+            }
+        }
     }
     let control = match &cli.control {
         Some(address) => Some(Control::bind(address).await?),
         None => None,
     };
-    let shutdown = Shutdown::new();
-    let signals = tokio::spawn(signals.drive(shutdown.clone()));
     let served = udsecho_server::run_with_control(listener, control, &config, shutdown).await;
     signals.abort();
     Ok(served?)

@@ -1243,3 +1243,106 @@ fn a_recording_that_takes_no_more_writes_is_abandoned_at_the_second_signal() {
     assert!(proxy.stderr().contains("abandoned at the forced shutdown"));
     assert!(!socket.exists(), "the socket file is removed");
 }
+
+/// A FIFO at `name` in a new directory.
+fn fifo(name: &str) -> (tempfile::TempDir, PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    let fifo = dir.path().join(name);
+    rustix::fs::mkfifoat(
+        rustix::fs::CWD,
+        &fifo,
+        rustix::fs::Mode::from_raw_mode(0o600),
+    )
+    .unwrap();
+    (dir, fifo)
+}
+
+/// A proxy in front of a raw echo, recording to `record`, started without waiting for it to
+/// listen.
+fn proxy_recording_to(record: &Path) -> (Server, Server) {
+    let upstream = Server::start(["--mode", "raw"]).unwrap();
+    let proxy = Server::builder()
+        .args(["--upstream".as_ref(), upstream.socket().as_os_str()])
+        .args(["--record".as_ref(), record.as_os_str()])
+        .no_wait()
+        .start()
+        .unwrap();
+    (upstream, proxy)
+}
+
+#[test]
+fn a_recording_fifo_nobody_reads_is_waited_for_and_sigterm_ends_the_wait() {
+    let (_dir, fifo) = fifo("later.jsonl");
+    let (_upstream, mut proxy) = proxy_recording_to(&fifo);
+    let socket = proxy.socket().to_owned();
+    let want = format!("{}: a FIFO nobody reads yet", fifo.display());
+    assert!(proxy.wait_stderr(&want, STOP), "{}", proxy.stderr());
+    proxy.signal(Signal::TERM).unwrap();
+    let status = proxy.wait_exit(Duration::from_secs(5)).unwrap();
+    assert!(status.success(), "{status:?}: {}", proxy.stderr());
+    assert!(!socket.exists(), "the socket file is removed");
+}
+
+#[test]
+fn a_recording_fifo_is_written_once_its_reader_comes() {
+    let (_dir, fifo) = fifo("live.jsonl");
+    let (_upstream, mut proxy) = proxy_recording_to(&fifo);
+    assert!(
+        proxy.wait_stderr("a FIFO nobody reads yet", STOP),
+        "{}",
+        proxy.stderr()
+    );
+    let reader = {
+        let fifo = fifo.clone();
+        thread::spawn(move || std::fs::read_to_string(fifo).unwrap())
+    };
+    assert!(
+        proxy.wait_stderr("listening on", STOP),
+        "{}",
+        proxy.stderr()
+    );
+    let mut client = connect(proxy.socket());
+    client.write_all(b"through the fifo").unwrap();
+    client.shutdown(Shutdown::Write).unwrap();
+    let mut echoed = Vec::new();
+    client.read_to_end(&mut echoed).unwrap();
+    assert_eq!(echoed, b"through the fifo");
+    drop(client);
+    assert!(proxy.stop(Signal::TERM, STOP).unwrap().success());
+    let recorded = reader.join().unwrap();
+    assert!(
+        recorded.contains(r#""text":"through the fifo"}"#),
+        "{recorded}"
+    );
+}
+
+#[test]
+fn record_and_pcap_naming_one_file_is_refused_in_one_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("both");
+    std::fs::write(&file, "kept").unwrap();
+    let link = dir.path().join("link");
+    std::os::unix::fs::symlink(&file, &link).unwrap();
+    let upstream = Server::start(["--mode", "raw"]).unwrap();
+    for (record, pcap) in [(&file, &file), (&file, &link)] {
+        let child = std::process::Command::new(udsecho_harness::binary("udsecho-server"))
+            .args(["--upstream".as_ref(), upstream.socket().as_os_str()])
+            .args(["--record".as_ref(), record.as_os_str()])
+            .args(["--pcap".as_ref(), pcap.as_os_str()])
+            .args(["--socket".as_ref(), dir.path().join("p.sock").as_os_str()])
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let out = udsecho_harness::output_within(child, STOP).unwrap();
+        assert_eq!(out.status.code(), Some(1), "{pcap:?}");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        let want = format!(
+            "udsecho-server: {}: cannot start the capture: --record writes this file",
+            pcap.display()
+        );
+        assert!(stderr.contains(&want), "{stderr}");
+        assert_eq!(stderr.trim_end().lines().count(), 1, "{stderr}");
+        assert!(!dir.path().join("p.sock").exists());
+    }
+}

@@ -13,13 +13,14 @@
 //! | `jsonl.rs` | one JSON object a line |
 //! | `pcapng.rs` | packets for Wireshark: each connection a synthetic TCP stream or UDP flow |
 //! | `frames.rs` | udsecho frames found in a framed session's reads |
+//! | `file.rs` | opening the files: a FIFO waited for, one file never given to two formats |
 
+mod file;
 pub(crate) mod frames;
 mod jsonl;
 mod pcapng;
 
 use std::fmt;
-use std::fs::File;
 use std::io::{self, BufWriter};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -200,8 +201,9 @@ trait Sink: Send {
 
 impl Recorder {
     /// Creates (or truncates) the files asked for — `jsonl` (`--record`), `pcap` (`--pcap`,
-    /// packets for connections of `kind`) — and starts the writer thread.
-    pub fn start(
+    /// packets for connections of `kind`) — and starts the writer thread. A FIFO nobody reads
+    /// yet is waited for: race this against the shutdown.
+    pub async fn start(
         jsonl: Option<&Path>,
         pcap: Option<&Path>,
         kind: SocketType,
@@ -211,18 +213,27 @@ impl Recorder {
             op,
             source,
         };
-        let create = |path: &Path| {
-            File::create(path)
-                .map(|file| BufWriter::with_capacity(BUFFER, file))
-                .map_err(|e| failed(path, "create the recording", e))
-        };
         let mut sinks: Vec<Box<dyn Sink>> = Vec::new();
+        let mut recorded = None;
         if let Some(path) = jsonl {
-            sinks.push(Box::new(jsonl::Jsonl::new(create(path)?, path)));
+            let opened = file::create(path)
+                .await
+                .map_err(|e| failed(path, "create the recording", e))?;
+            recorded = file::identity(&opened);
+            let out = BufWriter::with_capacity(BUFFER, opened);
+            sinks.push(Box::new(jsonl::Jsonl::new(out, path)));
         }
         let wall = SystemTime::now();
         if let Some(path) = pcap {
-            let sink = pcapng::Pcapng::new(create(path)?, path, kind, wall)
+            if file::names(path, recorded) {
+                let why = "--record writes this file: give each its own";
+                return Err(failed(path, "start the capture", io::Error::other(why)));
+            }
+            let opened = file::create(path)
+                .await
+                .map_err(|e| failed(path, "create the recording", e))?;
+            let out = BufWriter::with_capacity(BUFFER, opened);
+            let sink = pcapng::Pcapng::new(out, path, kind, wall)
                 .map_err(|e| failed(path, "start the capture", e))?;
             sinks.push(Box::new(sink));
         }
