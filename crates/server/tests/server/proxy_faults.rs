@@ -423,3 +423,43 @@ fn faults_a_proxy_does_not_apply_are_refused_in_one_line_with_exit_2() {
         );
     }
 }
+
+#[test]
+fn sigterm_sends_every_relays_held_reply_in_a_datagram_proxy() {
+    // Many relays, each holding a reply back for `reorder`, all quiet for longer than the
+    // drain waits for quiet: each held reply must still go before its relay is closed.
+    let (_upstream, mut proxy) = proxy_of(
+        "datagram",
+        &["reorder=1"],
+        &["--shutdown-timeout", "5s", "-v"],
+    );
+    let dir = short_temp_dir();
+    let senders: Vec<_> = (0..40)
+        .map(|i| sender(dir.path(), &format!("c{i}.sock")))
+        .collect();
+    for (i, socket) in senders.iter().enumerate() {
+        // One at a time: a burst would overflow the upstream's queue (10 datagrams by
+        // default), and those the proxy drops, as the kernel would.
+        socket
+            .send_to(format!("held {i}").as_bytes(), proxy.socket())
+            .unwrap();
+        let held = format!("c{i}.sock: held back");
+        assert!(proxy.wait_stderr(&held, STOP), "{}", proxy.stderr());
+    }
+    // Every relay quiet for longer than the drain's wait for quiet (100 ms).
+    std::thread::sleep(Duration::from_millis(300));
+    proxy.signal(udsecho_harness::Signal::TERM).unwrap();
+    for (i, socket) in senders.iter().enumerate() {
+        socket.set_read_timeout(Some(STOP)).unwrap();
+        let mut buf = [0u8; 64];
+        let n = socket
+            .recv(&mut buf)
+            .unwrap_or_else(|e| panic!("sender {i}: {e}; the proxy said:\n{}", proxy.stderr()));
+        assert_eq!(&buf[..n], format!("held {i}").as_bytes());
+    }
+    assert!(
+        proxy.wait_exit(STOP).unwrap().success(),
+        "{}",
+        proxy.stderr()
+    );
+}
