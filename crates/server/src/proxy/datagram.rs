@@ -268,7 +268,7 @@ impl Relays {
                 recorder,
                 relay.conn,
                 Dir::ToUpstream,
-                datagram,
+                (datagram, None),
                 &fds,
                 Vec::new(),
             )
@@ -526,7 +526,15 @@ async fn replies(mut r: Replies) {
         r.used
             .store(r.began.elapsed().as_millis() as u64, Ordering::Relaxed);
         let recorder = r.proxy.recorder.as_ref();
-        report_read(recorder, r.conn, Dir::ToClient, reply, &fds, Vec::new()).await;
+        report_read(
+            recorder,
+            r.conn,
+            Dir::ToClient,
+            (reply, None),
+            &fds,
+            Vec::new(),
+        )
+        .await;
         match &mut faults {
             None => deliver(&r, reply, &mut fds, &mut drops),
             Some(faults) => faulty_reply(&r, faults, reply, &mut fds, &mut drops).await,

@@ -159,12 +159,14 @@ pub(crate) fn serve(
 }
 
 /// One read, shown (`-v`) and recorded (`--record`, `--pcap`), in whichever direction of
-/// whichever socket type: its bytes, its descriptors, and the frames it completed.
+/// whichever socket type: its bytes, its descriptors, and the frames it completed. `lent`:
+/// the bytes as the recording may keep them (the read's own buffer, see
+/// [`Recorder::buffer`]); without it the recording copies them.
 async fn report_read(
     recorder: Option<&Recorder>,
     conn: u64,
     dir: Dir,
-    bytes: &[u8],
+    (bytes, lent): (&[u8], Option<bytes::Bytes>),
     fds: &crate::descriptors::Passed,
     frames: Vec<record::frames::FrameNote>,
 ) {
@@ -174,7 +176,7 @@ async fn report_read(
     if let Some(recorder) = recorder {
         let what = What::Data {
             dir,
-            bytes: bytes::Bytes::copy_from_slice(bytes),
+            bytes: lent.unwrap_or_else(|| recorder.copy(bytes)),
             fds: fds.identities(),
             frames,
         };

@@ -77,11 +77,34 @@ impl Flow<'_> {
     }
 
     async fn data(&mut self, bytes: &[u8], fds: &Passed) {
+        self.report(bytes, None, fds).await;
+    }
+
+    /// Reports a read whose buffer the recording keeps: `lent` (see [`Recorder::buffer`]).
+    async fn lent(&mut self, lent: bytes::Bytes, fds: &Passed) {
+        self.report(&lent.clone(), Some(lent), fds).await;
+    }
+
+    async fn report(&mut self, bytes: &[u8], lent: Option<bytes::Bytes>, fds: &Passed) {
         let frames = match (self.recorder, &mut self.frames) {
             (Some(_), Some(frames)) => frames.read(self.session, bytes),
             _ => Vec::new(),
         };
-        report_read(self.recorder, self.conn, self.dir, bytes, fds, frames).await;
+        report_read(
+            self.recorder,
+            self.conn,
+            self.dir,
+            (bytes, lent),
+            fds,
+            frames,
+        )
+        .await;
+    }
+
+    /// The recorder, when reads may be lent to it rather than copied: with faults the bytes
+    /// are changed after they are recorded, so they are copied.
+    fn lending(&self) -> Option<&Recorder> {
+        self.recorder.filter(|_| self.faults.is_none())
     }
 
     /// The sender's EOF: recorded, and passed on as a half-close of `to`.
@@ -107,7 +130,10 @@ pub(super) async fn pump(
     mut flow: Flow<'_>,
 ) -> Result<(), Broken> {
     let (source, sink) = flow.sides();
-    // Allocated at the first byte: an idle connection holds none.
+    // Allocated at the first byte: an idle connection holds none. With a recording (and no
+    // faults) a read of some size is not copied: its buffer goes to the recording and is
+    // forwarded from there, and the next read takes another from the recording's pool.
+    let lending = flow.lending().cloned();
     let mut buf = Vec::new();
     loop {
         let got = when_ready(
@@ -115,7 +141,10 @@ pub(super) async fn pump(
             source,
             |fd| {
                 if buf.is_empty() {
-                    buf = vec![0u8; BUFFER];
+                    buf = match &lending {
+                        Some(recorder) => recorder.buffer(BUFFER),
+                        None => vec![0u8; BUFFER],
+                    };
                 }
                 descriptors::recv(
                     fd,
@@ -143,7 +172,17 @@ pub(super) async fn pump(
             return flow.pass_eof(to).await;
         }
         let mut fds = got.fds;
-        flow.data(&buf[..got.len], &fds).await;
+        let lent = match &lending {
+            Some(recorder) => {
+                let lent = recorder.lend(&mut buf, got.len);
+                flow.lent(lent.clone(), &fds).await;
+                Some(lent)
+            }
+            None => {
+                flow.data(&buf[..got.len], &fds).await;
+                None
+            }
+        };
         // Without faults: all of it, in one write if the socket takes it.
         let plan = match &mut flow.faults {
             Some(faults) => faults.plan(&mut buf[..got.len], &mut fds),
@@ -168,8 +207,9 @@ pub(super) async fn pump(
             } else {
                 (sent + plan.piece).min(len)
             };
+            let out = lent.as_deref().unwrap_or(&buf);
             // The descriptors go with the first byte.
-            sent += send(to, &buf[sent..upto], &mut fds)
+            sent += send(to, &out[sent..upto], &mut fds)
                 .await
                 .map_err(|e| Broken::new(sink, e))?;
             if sent == upto

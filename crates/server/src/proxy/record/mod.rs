@@ -14,7 +14,9 @@
 //! | `pcapng.rs` | packets for Wireshark: each connection a synthetic TCP stream or UDP flow |
 //! | `frames.rs` | udsecho frames found in a framed session's reads |
 //! | `file.rs` | opening the files: a FIFO waited for, one file never given to two formats |
+//! | `buffers.rs` | the copies of reads waiting for the writer, in reused buffers |
 
+mod buffers;
 mod file;
 pub(crate) mod frames;
 mod jsonl;
@@ -157,6 +159,8 @@ pub struct RecordError {
 pub struct Recorder {
     /// Connections wait here for room.
     queue: mpsc::Sender<Message>,
+    /// Where the copies of reads are made.
+    buffers: buffers::Buffers,
     /// Cancelled when the shutdown is forced: nobody waits for the writer any more.
     abandoned: CancellationToken,
     /// Events not recorded because the recording was abandoned.
@@ -254,6 +258,7 @@ impl Recorder {
             .map_err(|e| failed(Path::new(&*files), "start the recording thread", e))?;
         Ok(Recorder {
             queue,
+            buffers: buffers::Buffers::default(),
             abandoned: CancellationToken::new(),
             lost: Arc::new(AtomicU64::new(0)),
             written: Arc::new(Mutex::new(Some(written))),
@@ -277,6 +282,24 @@ impl Recorder {
                 self.lost.fetch_add(1, Ordering::Relaxed);
             }
         }
+    }
+
+    /// A copy of a read's `bytes` for an event (the read's buffer is the connection's).
+    pub(crate) fn copy(&self, bytes: &[u8]) -> Bytes {
+        self.buffers.copy(bytes)
+    }
+
+    /// A buffer of `len` bytes to read into and then [`lend`](Recorder::lend), instead of
+    /// having the read copied.
+    pub(crate) fn buffer(&self, len: usize) -> Vec<u8> {
+        self.buffers.buffer(len)
+    }
+
+    /// The first `len` bytes of `buf` (from [`buffer`](Recorder::buffer)), shared between the
+    /// event and whoever forwards them; `buf` is left empty (a short read is copied instead,
+    /// and `buf` kept).
+    pub(crate) fn lend(&self, buf: &mut Vec<u8>, len: usize) -> Bytes {
+        self.buffers.lend(buf, len)
     }
 
     /// Stops waiting for the writer: for a forced shutdown (a second signal, SIGQUIT, the
