@@ -33,6 +33,7 @@ use std::os::fd::OwnedFd;
 use std::pin::pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
 
 use tokio::io::Interest;
 use tokio::io::unix::AsyncFd;
@@ -58,6 +59,8 @@ pub(crate) struct Proxy {
     pub(crate) socket: Arc<str>,
     /// The kind of socket on both sides.
     pub(crate) kind: SocketType,
+    /// A connection nothing crosses for this long is closed (`--idle-timeout`).
+    pub(crate) idle_timeout: Option<Duration>,
     /// Where events are recorded (`--record`, `--pcap`), if anywhere.
     pub(crate) recorder: Option<Recorder>,
     /// The server's faults (`--fault`, `--control`), applied to what goes to the client.
@@ -83,6 +86,7 @@ pub(crate) async fn start(
         upstream,
         socket: Arc::from(socket),
         kind,
+        idle_timeout: config.idle_timeout,
         recorder: config.recorder.clone(),
         faults,
     }))
@@ -191,6 +195,32 @@ struct Totals {
     to_client: AtomicU64,
 }
 
+impl Totals {
+    fn both(&self) -> u64 {
+        self.to_upstream.load(Ordering::Relaxed) + self.to_client.load(Ordering::Relaxed)
+    }
+
+    /// Resolves once nothing has been forwarded either way for `timeout` (never without
+    /// one). Looked at four times a timeout, so a connection is closed between `timeout`
+    /// and 1.25 times it after its last byte; a busy connection pays no clock reading.
+    async fn idle(&self, timeout: Option<Duration>) {
+        let Some(timeout) = timeout else {
+            return std::future::pending().await;
+        };
+        let mut seen = self.both();
+        let mut quiet = Duration::ZERO;
+        while quiet < timeout {
+            tokio::time::sleep(timeout / 4).await;
+            let now = self.both();
+            if now == seen {
+                quiet += timeout / 4;
+            } else {
+                (seen, quiet) = (now, Duration::ZERO);
+            }
+        }
+    }
+}
+
 /// How a connection ended early.
 #[derive(Debug)]
 struct Ended {
@@ -284,6 +314,7 @@ async fn forward(
         });
     }
     let mut forced = pin!(shutdown.forced());
+    let mut idle = pin!(totals.idle(proxy.idle_timeout));
     let mut reset = pin!(async {
         match reset_at {
             Some(at) => tokio::time::sleep_until(at).await,
@@ -309,6 +340,13 @@ async fn forward(
                 return Err(Ended {
                     dir: None,
                     why: "cut: still open after --shutdown-timeout".to_owned(),
+                });
+            }
+            () = &mut idle => {
+                let timeout = proxy.idle_timeout.unwrap_or_default();
+                return Err(Ended {
+                    dir: None,
+                    why: format!("idle for {timeout:?}: nothing crossed either way (--idle-timeout)"),
                 });
             }
             done = &mut up, if !up_done => {

@@ -1346,3 +1346,24 @@ fn record_and_pcap_naming_one_file_is_refused_in_one_line() {
         assert!(!dir.path().join("p.sock").exists());
     }
 }
+
+#[test]
+fn idle_timeout_closes_a_proxied_connection_nothing_crosses_and_spares_a_busy_one() {
+    let (_upstream, proxy) = echo_behind_proxy(&["--idle-timeout", "400ms"]);
+    let mut quiet = connect(proxy.socket());
+    let mut busy = connect(proxy.socket());
+    quiet.write_all(b"once").unwrap();
+    let mut buf = [0u8; 4];
+    quiet.read_exact(&mut buf).unwrap();
+    let opened = Instant::now();
+    // The busy one talks every 100 ms for 1.2 s, three idle times.
+    while opened.elapsed() < Duration::from_millis(1200) {
+        busy.write_all(b"ping").unwrap();
+        busy.read_exact(&mut buf).unwrap();
+        assert_eq!(&buf, b"ping", "the busy connection is still served");
+        thread::sleep(Duration::from_millis(100));
+    }
+    // The quiet one was closed meanwhile: its read ends.
+    let mut rest = Vec::new();
+    assert_eq!(quiet.read_to_end(&mut rest).unwrap(), 0);
+}
