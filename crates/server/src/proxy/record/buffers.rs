@@ -37,12 +37,7 @@ impl Buffers {
         if bytes.len() < POOLED_FROM {
             return Bytes::copy_from_slice(bytes);
         }
-        let mut buf = self
-            .free
-            .lock()
-            .ok()
-            .and_then(|mut free| free.pop())
-            .unwrap_or_default();
+        let mut buf = self.take();
         buf.clear();
         buf.extend_from_slice(bytes);
         Bytes::from_owner(Pooled {
@@ -54,14 +49,15 @@ impl Buffers {
     /// A buffer of `len` bytes to read into, to [`lend`](Buffers::lend) once read (a reused
     /// one is not zeroed again).
     pub(super) fn buffer(&self, len: usize) -> Vec<u8> {
-        let mut buf = self
-            .free
-            .lock()
-            .ok()
-            .and_then(|mut free| free.pop())
-            .unwrap_or_default();
+        let mut buf = self.take();
         buf.resize(len, 0);
         buf
+    }
+
+    /// A kept buffer, or a new empty one.
+    fn take(&self) -> Vec<u8> {
+        let kept = self.free.lock().ok().and_then(|mut free| free.pop());
+        kept.unwrap_or_default()
     }
 
     /// The first `len` bytes of `buf`, shared: the recording keeps them until written, then
