@@ -29,6 +29,7 @@
 //! most 64 KiB, per connection (per relay).
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use tokio::time::Instant;
@@ -132,6 +133,9 @@ pub(super) struct ClientFaults {
     sent: u64,
     /// A message held back by `reorder`, to go after the next one (at most 64 KiB).
     held: Option<Vec<u8>>,
+    /// Set while bytes are held back (a delay under way, a message kept for `reorder`):
+    /// `--idle-timeout` does not count that time (see [`ClientFaults::holding`]).
+    holding: Arc<AtomicBool>,
     shutdown: Shutdown,
 }
 
@@ -155,6 +159,7 @@ impl ClientFaults {
             opened: Instant::now(),
             sent: 0,
             held: None,
+            holding: Arc::default(),
             shutdown: shutdown.clone(),
         };
         faults.refresh();
@@ -208,12 +213,20 @@ impl ClientFaults {
     /// drain begins: whether the faults are lifted now.
     pub(super) async fn pause(&self, pause: Duration) -> bool {
         if !pause.is_zero() {
+            self.holding.store(true, Ordering::Relaxed);
             tokio::select! {
                 () = tokio::time::sleep(pause) => {}
                 () = self.drain_begun() => {}
             }
+            self.holding.store(self.held.is_some(), Ordering::Relaxed);
         }
         self.lifted()
+    }
+
+    /// Whether these faults hold bytes back now, for whoever watches the connection's idle
+    /// time: the bytes are the proxy's to send, so the connection is not idle meanwhile.
+    pub(super) fn holding(&self) -> Arc<AtomicBool> {
+        self.holding.clone()
     }
 
     /// When `reset_peer` ends the connection, if it does.
@@ -347,10 +360,12 @@ impl ClientFaults {
     /// Keeps `message` to send after the next one.
     fn hold(&mut self, message: &[u8]) {
         self.held = Some(message.to_vec());
+        self.holding.store(true, Ordering::Relaxed);
     }
 
     /// The message held back, if any: to go now.
     pub(super) fn take_held(&mut self) -> Option<Vec<u8>> {
+        self.holding.store(false, Ordering::Relaxed);
         self.held.take()
     }
 

@@ -32,7 +32,7 @@ use std::io;
 use std::os::fd::OwnedFd;
 use std::pin::pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use tokio::io::Interest;
@@ -201,19 +201,22 @@ impl Totals {
     }
 
     /// Resolves once nothing has been forwarded either way for `timeout` (never without
-    /// one). Looked at four times a timeout, so a connection is closed between `timeout`
-    /// and 1.25 times it after its last byte; a busy connection pays no clock reading.
-    async fn idle(&self, timeout: Option<Duration>) {
+    /// one), while the faults held nothing back (`holding`). Looked at four times a timeout
+    /// (every millisecond at most), so a connection is closed between `timeout` and 1.25
+    /// times it after its last byte; a busy connection pays no clock reading.
+    async fn idle(&self, timeout: Option<Duration>, holding: Option<&AtomicBool>) {
         let Some(timeout) = timeout else {
             return std::future::pending().await;
         };
+        let tick = (timeout / 4).max(Duration::from_millis(1));
         let mut seen = self.both();
         let mut quiet = Duration::ZERO;
         while quiet < timeout {
-            tokio::time::sleep(timeout / 4).await;
+            tokio::time::sleep(tick).await;
             let now = self.both();
-            if now == seen {
-                quiet += timeout / 4;
+            let held = holding.is_some_and(|h| h.load(Ordering::Relaxed));
+            if now == seen && !held {
+                quiet += tick;
             } else {
                 (seen, quiet) = (now, Duration::ZERO);
             }
@@ -282,6 +285,7 @@ async fn forward(
         .as_ref()
         .map(|table| ClientFaults::new(table, proxy.kind, (conn, conn), shutdown));
     let reset_at = faults.as_ref().and_then(ClientFaults::reset_at);
+    let holding = faults.as_ref().map(ClientFaults::holding);
     let flow = |dir, forwarded, faults| Flow {
         conn,
         dir,
@@ -314,7 +318,7 @@ async fn forward(
         });
     }
     let mut forced = pin!(shutdown.forced());
-    let mut idle = pin!(totals.idle(proxy.idle_timeout));
+    let mut idle = pin!(totals.idle(proxy.idle_timeout, holding.as_deref()));
     let mut reset = pin!(async {
         match reset_at {
             Some(at) => tokio::time::sleep_until(at).await,

@@ -209,9 +209,12 @@ pub(super) async fn pump(
             };
             let out = lent.as_deref().unwrap_or(&buf);
             // The descriptors go with the first byte.
-            sent += send(to, &out[sent..upto], &mut fds)
+            let went = send(to, &out[sent..upto], &mut fds)
                 .await
                 .map_err(|e| Broken::new(sink, e))?;
+            sent += went;
+            // Counted as it goes: `--idle-timeout` sees a slow reader's progress.
+            flow.forwarded.fetch_add(went as u64, Ordering::Relaxed);
             if sent == upto
                 && !lifted
                 && !plan.gap.is_zero()
@@ -220,7 +223,6 @@ pub(super) async fn pump(
                 lifted = faults.pause(plan.gap).await;
             }
         }
-        flow.forwarded.fetch_add(len as u64, Ordering::Relaxed);
         crate::busy_poll::worked();
         if plan.end {
             let why = format!(

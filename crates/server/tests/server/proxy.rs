@@ -1325,6 +1325,7 @@ fn record_and_pcap_naming_one_file_is_refused_in_one_line() {
     std::os::unix::fs::symlink(&file, &link).unwrap();
     let upstream = Server::start(["--mode", "raw"]).unwrap();
     for (record, pcap) in [(&file, &file), (&file, &link)] {
+        std::fs::write(&file, "kept").unwrap();
         let child = std::process::Command::new(udsecho_harness::binary("udsecho-server"))
             .args(["--upstream".as_ref(), upstream.socket().as_os_str()])
             .args(["--record".as_ref(), record.as_os_str()])
@@ -1344,7 +1345,19 @@ fn record_and_pcap_naming_one_file_is_refused_in_one_line() {
         assert!(stderr.contains(&want), "{stderr}");
         assert_eq!(stderr.trim_end().lines().count(), 1, "{stderr}");
         assert!(!dir.path().join("p.sock").exists());
+        let kept = std::fs::read_to_string(&file).unwrap();
+        assert_eq!(kept, "kept", "refused before the file was truncated");
     }
+}
+
+#[test]
+fn record_and_pcap_may_both_go_to_dev_null() {
+    let (_upstream, proxy) = echo_behind_proxy(&["--record", "/dev/null", "--pcap", "/dev/null"]);
+    let mut client = connect(proxy.socket());
+    client.write_all(b"measured").unwrap();
+    let mut buf = [0u8; 8];
+    client.read_exact(&mut buf).unwrap();
+    assert_eq!(&buf, b"measured");
 }
 
 #[test]
@@ -1366,4 +1379,53 @@ fn idle_timeout_closes_a_proxied_connection_nothing_crosses_and_spares_a_busy_on
     // The quiet one was closed meanwhile: its read ends.
     let mut rest = Vec::new();
     assert_eq!(quiet.read_to_end(&mut rest).unwrap(), 0);
+}
+
+/// What comes back through a proxy with `--idle-timeout 400ms` and `fault` for `sent`, read
+/// to the end (the proxy's close) or for 10 s.
+fn echoed_with_idle_timeout_and(fault: &str, sent: &[u8]) -> Vec<u8> {
+    let (_upstream, proxy) = echo_behind_proxy(&["--idle-timeout", "400ms", "--fault", fault]);
+    let mut client = connect(proxy.socket());
+    client.write_all(sent).unwrap();
+    let mut echoed = vec![0u8; sent.len()];
+    let mut got = 0;
+    while got < sent.len() {
+        match client.read(&mut echoed[got..]) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => got += n,
+        }
+    }
+    echoed.truncate(got);
+    echoed
+}
+
+#[test]
+fn idle_timeout_counts_each_piece_that_crosses_not_only_whole_reads() {
+    // 16 KiB in 256-byte slices 20 ms apart: 1.3 s of bytes crossing, none of it idle.
+    let sent = udsecho_harness::random_payload(16 * 1024, 5);
+    assert!(echoed_with_idle_timeout_and("slicer=256,gap=20ms", &sent) == sent);
+}
+
+#[test]
+fn idle_timeout_does_not_count_the_time_a_fault_holds_bytes_back() {
+    // The echo is in the proxy, held back by `latency` for longer than the idle time.
+    assert_eq!(
+        echoed_with_idle_timeout_and("latency=1s", b"hello"),
+        b"hello"
+    );
+}
+
+#[test]
+fn the_smallest_idle_timeout_closes_a_quiet_proxied_connection_at_once() {
+    let (_upstream, proxy) = echo_behind_proxy(&["--idle-timeout", "3ns"]);
+    let mut quiet = connect(proxy.socket());
+    quiet
+        .set_read_timeout(Some(Duration::from_secs(2)))
+        .unwrap();
+    let mut rest = Vec::new();
+    assert_eq!(
+        quiet.read_to_end(&mut rest).unwrap(),
+        0,
+        "closed, not left open"
+    );
 }

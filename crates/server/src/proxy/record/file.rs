@@ -55,13 +55,26 @@ fn is_fifo(path: &Path) -> bool {
     std::fs::metadata(path).is_ok_and(|m| m.file_type().is_fifo())
 }
 
-/// Which file `open` is: its device and inode.
-pub(super) fn identity(open: &File) -> Option<(u64, u64)> {
-    open.metadata().ok().map(|m| (m.dev(), m.ino()))
+/// Which file `metadata` describes, as two flags could both name it: its device and inode,
+/// for a regular file or a FIFO (`/dev/null` and other devices take any number of writers).
+fn identity(metadata: &std::fs::Metadata) -> Option<(u64, u64)> {
+    let kind = metadata.file_type();
+    (kind.is_file() || kind.is_fifo()).then(|| (metadata.dev(), metadata.ino()))
+}
+
+/// Which file `open` is (see [`identity`]).
+pub(super) fn identity_of(open: &File) -> Option<(u64, u64)> {
+    open.metadata().ok().as_ref().and_then(identity)
 }
 
 /// Whether `path` names the file of `identity` (the same path, a symlink to it, a hard link).
-pub(super) fn names(path: &Path, identity: Option<(u64, u64)>) -> bool {
-    let named = std::fs::metadata(path).ok().map(|m| (m.dev(), m.ino()));
-    named.is_some() && named == identity
+pub(super) fn names(path: &Path, of: Option<(u64, u64)>) -> bool {
+    let named = std::fs::metadata(path).ok().as_ref().and_then(identity);
+    named.is_some() && named == of
+}
+
+/// Whether two paths that both exist name one file (see [`identity`]).
+pub(super) fn same(a: &Path, b: &Path) -> bool {
+    let a = std::fs::metadata(a).ok().as_ref().and_then(identity);
+    a.is_some() && names(b, a)
 }

@@ -217,21 +217,30 @@ impl Recorder {
             op,
             source,
         };
+        let shared = |path: &Path| {
+            let why = "--record writes this file: give each its own";
+            failed(path, "start the capture", io::Error::other(why))
+        };
+        // Both there already: refused before either is truncated (or a FIFO waited for).
+        if let (Some(jsonl), Some(pcap)) = (jsonl, pcap)
+            && file::same(jsonl, pcap)
+        {
+            return Err(shared(pcap));
+        }
         let mut sinks: Vec<Box<dyn Sink>> = Vec::new();
         let mut recorded = None;
         if let Some(path) = jsonl {
             let opened = file::create(path)
                 .await
                 .map_err(|e| failed(path, "create the recording", e))?;
-            recorded = file::identity(&opened);
+            recorded = file::identity_of(&opened);
             let out = BufWriter::with_capacity(BUFFER, opened);
             sinks.push(Box::new(jsonl::Jsonl::new(out, path)));
         }
         let wall = SystemTime::now();
         if let Some(path) = pcap {
             if file::names(path, recorded) {
-                let why = "--record writes this file: give each its own";
-                return Err(failed(path, "start the capture", io::Error::other(why)));
+                return Err(shared(path));
             }
             let opened = file::create(path)
                 .await
