@@ -197,9 +197,15 @@ pub(crate) fn all(plan: &Plan) -> Vec<Scenario> {
         connections,
         write: 64 * 1024,
     };
-    let proxied = [pingpong(1, 64), pingpong(100, 64), streams(1), streams(8)]
-        .into_iter()
-        .map(Scenario::proxied);
+    let proxied = [
+        pingpong(1, 64),
+        Load::Blocking { every_ms: None },
+        pingpong(100, 64),
+        streams(1),
+        streams(8),
+    ]
+    .into_iter()
+    .map(Scenario::proxied);
     [
         pingpong(1, 64),
         Load::Blocking { every_ms: None },
@@ -292,6 +298,7 @@ mod tests {
             proxied,
             [
                 "proxied ping-pong 64 B, 1 connection",
+                "proxied blocking client 64 B, 1 connection",
                 "proxied ping-pong 64 B, 100 connections",
                 "proxied stream 64 KiB writes, 1 connection",
                 "proxied stream 64 KiB writes, 8 connections",
