@@ -49,7 +49,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse_checked();
     // The socket's mode is set on the socket itself before bind (see socket_file); the umask
     // would only narrow it behind the user's back. The server creates no other file without an
-    // explicit mode (the lock file is 0600, the default directory 0700).
+    // explicit mode (the lock file is 0600, the default directory 0700, a recording 0600).
     rustix::process::umask(rustix::fs::Mode::empty());
     let log = match logging::init(cli.log_filter(), Sink::detect(), cli.timestamps()) {
         Ok(log) => log,

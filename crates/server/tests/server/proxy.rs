@@ -1429,3 +1429,24 @@ fn the_smallest_idle_timeout_closes_a_quiet_proxied_connection_at_once() {
         "closed, not left open"
     );
 }
+
+#[test]
+fn a_new_recording_is_readable_by_its_owner_alone() {
+    // What crossed (tokens, passwords) is in it, and the server clears its umask for the
+    // socket's mode: the files get an explicit one.
+    let dir = tempfile::tempdir().unwrap();
+    let jsonl = dir.path().join("seen.jsonl");
+    let pcap = dir.path().join("seen.pcapng");
+    let (_upstream, proxy) = echo_behind_proxy(&[
+        "--record",
+        jsonl.to_str().unwrap(),
+        "--pcap",
+        pcap.to_str().unwrap(),
+    ]);
+    use std::os::unix::fs::PermissionsExt;
+    for file in [&jsonl, &pcap] {
+        let mode = std::fs::metadata(file).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600, "{}: {mode:o}", file.display());
+    }
+    drop(proxy);
+}

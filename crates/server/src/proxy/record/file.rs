@@ -15,6 +15,11 @@ use rustix::io::Errno;
 /// How often a FIFO nobody reads is tried again.
 const RETRY: Duration = Duration::from_millis(100);
 
+/// A new file's mode: what crossed the socket (tokens, passwords) is in it, and the server
+/// runs with its umask cleared (for the socket's mode), so the mode is set here, explicitly.
+/// A file that exists keeps its own, as with `>` in a shell.
+const MODE: u32 = 0o600;
+
 /// Creates or truncates `path` for writing; waits while it is a FIFO without a reader.
 pub(super) async fn create(path: &Path) -> io::Result<File> {
     let mut said = false;
@@ -25,6 +30,7 @@ pub(super) async fn create(path: &Path) -> io::Result<File> {
             .write(true)
             .create(true)
             .truncate(true)
+            .mode(MODE)
             .custom_flags(OFlags::NONBLOCK.bits() as i32)
             .open(path);
         match opened {
