@@ -29,6 +29,8 @@ enum Failure {
     Signals(std::io::Error),
     #[error("{0}")]
     Record(#[from] RecordError),
+    #[error("--upstream {0} is this proxy's own socket: it would connect to itself")]
+    OwnUpstream(SocketAddress),
 }
 
 fn main() -> ExitCode {
@@ -125,6 +127,11 @@ async fn serve(cli: &Cli, inherited: Option<Inherited>) -> Result<(), Failure> {
             (listener, config)
         }
     };
+    if let Some(upstream) = &config.upstream
+        && is_own(&config.socket, upstream)
+    {
+        return Err(Failure::OwnUpstream(upstream.clone()));
+    }
     let shutdown = Shutdown::new();
     let signals = tokio::spawn(signals.drive(shutdown.clone()));
     if cli.record.is_some() || cli.pcap.is_some() {
@@ -150,4 +157,21 @@ async fn serve(cli: &Cli, inherited: Option<Inherited>) -> Result<(), Failure> {
     let served = udsecho_server::run_with_control(listener, control, &config, shutdown).await;
     signals.abort();
     Ok(served?)
+}
+
+/// Whether `upstream` is the socket this server listens on (the same path, a link to it, the
+/// same abstract name): a proxy connected to itself would take connections until it ran out
+/// of descriptors.
+fn is_own(socket: &SocketAddress, upstream: &SocketAddress) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    match (socket, upstream) {
+        (SocketAddress::Path(own), SocketAddress::Path(up)) => {
+            match (std::fs::metadata(own), std::fs::metadata(up)) {
+                (Ok(own), Ok(up)) => own.dev() == up.dev() && own.ino() == up.ino(),
+                _ => false,
+            }
+        }
+        (SocketAddress::Abstract(own), SocketAddress::Abstract(up)) => own == up,
+        _ => false,
+    }
 }

@@ -1450,3 +1450,31 @@ fn a_new_recording_is_readable_by_its_owner_alone() {
     }
     drop(proxy);
 }
+
+#[test]
+fn a_proxy_whose_upstream_is_its_own_socket_is_refused_in_one_line() {
+    let dir = short_temp_dir();
+    let own = dir.path().join("p.sock");
+    let link = dir.path().join("link.sock");
+    std::os::unix::fs::symlink(&own, &link).unwrap();
+    for upstream in [own.as_os_str(), link.as_os_str(), "@loop.sock".as_ref()] {
+        let socket = if upstream == "@loop.sock" {
+            "@loop.sock".as_ref()
+        } else {
+            own.as_os_str()
+        };
+        let child = std::process::Command::new(udsecho_harness::binary("udsecho-server"))
+            .args(["--socket".as_ref(), socket])
+            .args(["--upstream".as_ref(), upstream])
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let out = udsecho_harness::output_within(child, STOP).unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{upstream:?}: {stderr}");
+        assert!(stderr.contains("is this proxy's own socket"), "{stderr}");
+        assert_eq!(stderr.trim_end().lines().count(), 1, "{stderr}");
+        assert!(!own.exists(), "the socket file is removed");
+    }
+}
