@@ -199,7 +199,8 @@ pub async fn run_with_control(
         n => format!(", {n} threads"),
     };
     match kind {
-        SocketType::Stream => {
+        // A proxy forwards whatever is said: no mode applies.
+        SocketType::Stream if config.upstream.is_none() => {
             tracing::info!("listening on {name} (mode {}{threads})", config.mode);
         }
         _ => tracing::info!("listening on {name} ({kind}{threads})"),
