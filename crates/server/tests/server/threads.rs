@@ -286,6 +286,13 @@ fn many_threads_under_a_small_descriptor_limit_leave_room_to_accept() {
             .unwrap_or_else(|e| panic!("peer {i}: {e}; server log:\n{}", server.stderr()));
         assert_eq!(echo, [i as u8; 100]);
     }
+    // The log line travels through the server's log queue and a pipe: the echoes can come
+    // back first.
+    assert!(
+        server.wait_stderr("listening on", STOP),
+        "{}",
+        server.stderr()
+    );
     let log = server.stderr();
     let line = log.lines().find(|l| l.contains("listening on")).unwrap();
     assert!(!line.contains(", 64 threads)"), "{log}");
