@@ -170,7 +170,7 @@ async fn report_read(
     recorder: Option<&Recorder>,
     conn: u64,
     dir: Dir,
-    (bytes, lent): (&[u8], Option<bytes::Bytes>),
+    (bytes, lent): (&[u8], Option<&bytes::Bytes>),
     fds: &crate::descriptors::Passed,
     frames: Vec<record::frames::FrameNote>,
 ) {
@@ -180,7 +180,7 @@ async fn report_read(
     if let Some(recorder) = recorder {
         let what = What::Data {
             dir,
-            bytes: lent.unwrap_or_else(|| recorder.copy(bytes)),
+            bytes: lent.cloned().unwrap_or_else(|| recorder.copy(bytes)),
             fds: fds.identities(),
             frames,
         };

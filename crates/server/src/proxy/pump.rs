@@ -81,11 +81,11 @@ impl Flow<'_> {
     }
 
     /// Reports a read whose buffer the recording keeps: `lent` (see [`Recorder::buffer`]).
-    async fn lent(&mut self, lent: bytes::Bytes, fds: &Passed) {
-        self.report(&lent.clone(), Some(lent), fds).await;
+    async fn lent(&mut self, lent: &bytes::Bytes, fds: &Passed) {
+        self.report(lent, Some(lent), fds).await;
     }
 
-    async fn report(&mut self, bytes: &[u8], lent: Option<bytes::Bytes>, fds: &Passed) {
+    async fn report(&mut self, bytes: &[u8], lent: Option<&bytes::Bytes>, fds: &Passed) {
         let frames = match (self.recorder, &mut self.frames) {
             (Some(_), Some(frames)) => frames.read(self.session, bytes),
             _ => Vec::new(),
@@ -175,7 +175,7 @@ pub(super) async fn pump(
         let lent = match &lending {
             Some(recorder) => {
                 let lent = recorder.lend(&mut buf, got.len);
-                flow.lent(lent.clone(), &fds).await;
+                flow.lent(&lent, &fds).await;
                 Some(lent)
             }
             None => {

@@ -227,14 +227,17 @@ impl Recorder {
         {
             return Err(shared(pcap));
         }
-        let mut sinks: Vec<Box<dyn Sink>> = Vec::new();
-        let mut recorded = None;
-        if let Some(path) = jsonl {
+        let create = async |path: &Path| {
             let opened = file::create(path)
                 .await
                 .map_err(|e| failed(path, "create the recording", e))?;
-            recorded = file::identity_of(&opened);
-            let out = BufWriter::with_capacity(BUFFER, opened);
+            Ok::<_, RecordError>(BufWriter::with_capacity(BUFFER, opened))
+        };
+        let mut sinks: Vec<Box<dyn Sink>> = Vec::new();
+        let mut recorded = None;
+        if let Some(path) = jsonl {
+            let out = create(path).await?;
+            recorded = file::identity_of(out.get_ref());
             sinks.push(Box::new(jsonl::Jsonl::new(out, path)));
         }
         let wall = SystemTime::now();
@@ -242,11 +245,7 @@ impl Recorder {
             if file::names(path, recorded) {
                 return Err(shared(path));
             }
-            let opened = file::create(path)
-                .await
-                .map_err(|e| failed(path, "create the recording", e))?;
-            let out = BufWriter::with_capacity(BUFFER, opened);
-            let sink = pcapng::Pcapng::new(out, path, kind, wall)
+            let sink = pcapng::Pcapng::new(create(path).await?, path, kind, wall)
                 .map_err(|e| failed(path, "start the capture", e))?;
             sinks.push(Box::new(sink));
         }
